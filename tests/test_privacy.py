@@ -1,0 +1,234 @@
+"""Tests of small-cell suppression (iop_research.privacy)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from iop_research.exceptions import DataValidationError, PrivacyViolationError
+from iop_research.privacy import (
+    DEFAULT_MIN_CELL_COUNT,
+    SuppressionMask,
+    check_no_small_cells,
+    format_suppressed,
+    suppress_risk_table,
+    suppress_small_cells,
+    suppression_mask,
+)
+
+K = DEFAULT_MIN_CELL_COUNT
+
+
+def _unknown(out: pd.DataFrame, cols) -> np.ndarray:
+    return out[list(cols)].isna().to_numpy()
+
+
+def test_default_threshold_is_cms_11():
+    assert DEFAULT_MIN_CELL_COUNT == 11
+
+
+def test_primary_and_complementary_by_hand():
+    t = pd.DataFrame({"site": ["A", "B", "C"], "completed": [5, 40, 30], "dropped": [20, 25, 12]})
+    before = t.copy()
+    out = suppress_small_cells(t)
+    pd.testing.assert_frame_equal(t, before)  # input not mutated
+    assert out["completed"].isna().tolist() == [True, False, True]
+    assert out["dropped"].isna().tolist() == [True, False, True]
+    assert out.loc[1, "completed"] == 40 and out.loc[1, "dropped"] == 25
+    m = out.attrs["suppressed"]
+    assert isinstance(m, SuppressionMask)
+    assert m.primary["completed"].tolist() == [True, False, False]
+    assert m.n_hidden == 4
+    assert format_suppressed(out)["completed"].tolist() == ["<11", "40", "*"]
+    assert str(out["completed"].dtype) == "Int64"
+
+
+def test_zero_is_shown_and_not_a_small_cell():
+    t = pd.DataFrame({"a": [0, 50, 60], "b": [30, 0, 44]})
+    out = suppress_small_cells(t)
+    assert not suppression_mask(out).to_numpy().any()
+    assert out["a"].tolist() == [0, 50, 60]
+
+
+def test_without_complementary_only_small_cells_hidden():
+    t = pd.DataFrame({"a": [3, 50, 60], "b": [30, 10, 44]})
+    out = suppress_small_cells(t, complementary=False)
+    assert out.isna().to_numpy().sum() == 2
+    assert out["a"].isna().tolist() == [True, False, False]
+    assert out["b"].isna().tolist() == [False, True, False]
+
+
+def test_min_cell_count_is_respected():
+    t = pd.DataFrame({"n": [5, 100, 200]})
+    assert suppress_small_cells(t, min_cell_count=5, complementary=False)["n"].notna().all()
+    assert suppress_small_cells(t, min_cell_count=6, complementary=False)["n"].isna().tolist() == [True, False, False]
+    out = suppress_small_cells(t, min_cell_count=6)
+    assert format_suppressed(out)["n"].tolist()[0] == "<6"
+
+
+def test_percentages_of_hidden_counts_are_hidden():
+    t = pd.DataFrame({"level": ["x", "y", "z"], "n": [3, 50, 60], "pct": [2.7, 44.2, 53.1]})
+    out = suppress_small_cells(t, pct_cols={"pct": "n"})
+    assert out["pct"].isna().tolist() == [True, True, False]
+    assert out.loc[2, "pct"] == pytest.approx(53.1)
+    assert format_suppressed(out)["pct"].tolist() == ["*", "*", "53.1"]
+
+
+def test_explicit_totals_small_total_hidden_and_totals_protected():
+    t = pd.DataFrame(
+        {"a": [4, 30, 34], "b": [2, 50, 52], "total": [6, 80, 86]}, index=["r1", "r2", "total"]
+    )
+    out = suppress_small_cells(t, row_total_col="total", col_total_row="total")
+    # the row total 6 is itself small
+    assert pd.isna(out.loc["r1", "total"])
+    assert out.attrs["suppressed"].primary.loc["r1", "total"]
+    # every line (row incl. its total, column incl. its total) has 0 or >= 2 unknowns
+    u = out[["a", "b", "total"]].isna().to_numpy()
+    assert all(u[i].sum() != 1 for i in range(3))
+    assert all(u[:, j].sum() != 1 for j in range(3))
+
+
+def test_known_totals_none_means_no_complementary_lines():
+    t = pd.DataFrame({"a": [3, 50, 60], "b": [30, 20, 44]})
+    out = suppress_small_cells(t, known_totals="none")
+    assert out.isna().to_numpy().sum() == 1
+
+
+def test_concat_of_suppressed_tables_works():
+    a = suppress_small_cells(pd.DataFrame({"n": [3, 50, 60]}))
+    b = suppress_small_cells(pd.DataFrame({"n": [3, 50, 60]}))
+    both = pd.concat([a, b.copy()])
+    assert len(both) == 6
+    assert a.attrs["suppressed"] == b.attrs["suppressed"]
+
+
+def test_non_count_values_are_rejected_with_rows_named():
+    t = pd.DataFrame({"n": [3.5, 50, -1]}, index=["p", "q", "r"])
+    with pytest.raises(DataValidationError, match=r"'n'.*p, r"):
+        suppress_small_cells(t, count_cols=["n"])
+    with pytest.raises(DataValidationError, match="not found"):
+        suppress_small_cells(t, count_cols=["missing"])
+    with pytest.raises(ValueError, match="min_cell_count"):
+        suppress_small_cells(pd.DataFrame({"n": [1]}), min_cell_count=0)
+
+
+def test_missing_counts_stay_missing_and_count_as_unknown():
+    t = pd.DataFrame({"a": pd.array([None, 50, 60], dtype="Int64"), "b": [30, 20, 44]})
+    out = suppress_small_cells(t)
+    assert pd.isna(out.loc[0, "a"])
+    assert not suppression_mask(out).loc[0, "a"]  # not hidden by us
+    # row 0 then has one unknown cell -> b is hidden too so that 'a' stays unknown
+    assert pd.isna(out.loc[0, "b"])
+    assert format_suppressed(out, missing="NA")["a"].tolist()[0] == "NA"
+
+
+def test_check_no_small_cells_names_cells_not_values():
+    t = pd.DataFrame({"n": [4, 20, 7], "m": [11, 12, 13]}, index=["opioids", "alcohol", "cannabis"])
+    with pytest.raises(PrivacyViolationError) as exc:
+        check_no_small_cells(t, name="Table 2")
+    msg = str(exc.value)
+    assert "Table 2" in msg and "'n'" in msg and "opioids, cannabis" in msg and "2 count(s)" in msg
+    assert "'m'" not in msg and " 4" not in msg
+    check_no_small_cells(suppress_small_cells(t))
+    check_no_small_cells(format_suppressed(suppress_small_cells(t)))
+
+
+def test_check_no_small_cells_on_formatted_strings():
+    s = pd.DataFrame({"g1": ["12 (4.0)", "<11", "0 (0.0)"], "g2": ["9 (3.1)", "40 (20.0)", "*"]})
+    with pytest.raises(PrivacyViolationError, match="'g2'"):
+        check_no_small_cells(s)
+    check_no_small_cells(s[["g1"]])
+
+
+def test_suppress_risk_table_by_hand():
+    km = pd.DataFrame(
+        {
+            "group": ["a"] * 3 + ["b"] * 2,
+            "time": [5.0, 10.0, 20.0, 3.0, 30.0],
+            "n_at_risk": [40, 30, 8, 100, 60],
+            "n_events": [10, 2, 8, 40, 5],
+            "n_censored": [0, 20, 0, 0, 55],
+        }
+    )
+    rt = suppress_risk_table(km, times=[0, 10, 25])
+    assert list(rt.columns) == ["group", "time", "n_at_risk", "n_events"]
+    a = rt[rt["group"] == "a"]
+    assert a["n_at_risk"].tolist()[:2] == [40, 30]
+    assert a["n_at_risk"].tolist()[2] == 0  # nobody left after day 20
+    assert a["n_events"].tolist() == [0, 12, 20]
+    b = rt[rt["group"] == "b"]
+    assert b["n_at_risk"].tolist() == [100, 60, 60]
+    assert b["n_events"].tolist() == [0, 40, 40]
+    rt2 = suppress_risk_table(km, times=[20])
+    assert rt2["n_at_risk"].isna().tolist() == [True, False]
+    assert format_suppressed(rt2)["n_at_risk"].tolist() == ["<11", "60"]
+
+
+def test_suppress_risk_table_complementary_when_all_columns_shown():
+    km = pd.DataFrame(
+        {"group": ["a"] * 2, "time": [5.0, 10.0], "n_at_risk": [100, 60], "n_events": [3, 30], "n_censored": [37, 30]}
+    )
+    rt = suppress_risk_table(km, times=[6], include=("n_at_risk", "n_events", "n_censored"))
+    # 3 events by day 6 are hidden; at-risk + events + censored = 100 so one more is hidden
+    row = rt.iloc[0]
+    assert pd.isna(row["n_events"])
+    assert int(pd.isna(row["n_at_risk"])) + int(pd.isna(row["n_censored"])) == 1
+
+
+def test_suppress_risk_table_bad_columns():
+    with pytest.raises(DataValidationError, match="lacks columns"):
+        suppress_risk_table(pd.DataFrame({"time": [1.0]}), times=[0])
+
+
+# ---------------------------------------------------------------- properties
+
+count_values = st.one_of(st.integers(0, 15), st.integers(0, 400))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(np.int64, st.tuples(st.integers(1, 6), st.integers(1, 5)), elements=count_values),
+    st.integers(2, 15),
+)
+def test_property_no_small_cell_and_no_line_with_one_hidden(mat, k):
+    cols = [f"c{j}" for j in range(mat.shape[1])]
+    t = pd.DataFrame(mat, columns=cols)
+    out = suppress_small_cells(t, min_cell_count=k)
+    shown = out[cols].to_numpy(dtype=float, na_value=np.nan)
+    # never shows a count in 1..k-1
+    assert not np.any((shown >= 1) & (shown < k))
+    # shown cells are the input values
+    keep = ~np.isnan(shown)
+    assert np.array_equal(shown[keep], mat[keep].astype(float))
+    # every small input cell is hidden
+    assert np.all(np.isnan(shown[(mat >= 1) & (mat < k)]))
+    # no row/column (of >= 2 cells, totals derivable) with exactly one hidden cell
+    u = np.isnan(shown)
+    if mat.shape[1] >= 2:
+        assert not np.any(u.sum(axis=1) == 1)
+    if mat.shape[0] >= 2:
+        assert not np.any(u.sum(axis=0) == 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.int64, st.tuples(st.integers(1, 5), st.integers(1, 4)), elements=count_values))
+def test_property_with_explicit_margins(mat):
+    r, c = mat.shape
+    full = np.zeros((r + 1, c + 1), dtype=np.int64)
+    full[:r, :c] = mat
+    full[:r, c] = mat.sum(axis=1)
+    full[r, :c] = mat.sum(axis=0)
+    full[r, c] = mat.sum()
+    cols = [f"c{j}" for j in range(c)] + ["total"]
+    t = pd.DataFrame(full, columns=cols, index=[f"r{i}" for i in range(r)] + ["total"])
+    out = suppress_small_cells(t, row_total_col="total", col_total_row="total")
+    shown = out[cols].to_numpy(dtype=float, na_value=np.nan)
+    assert not np.any((shown >= 1) & (shown < K))
+    u = np.isnan(shown)
+    # each row with its total, and each column with its total, has 0 or >= 2 unknowns,
+    # so no hidden cell equals "total minus the shown cells"
+    assert not np.any(u.sum(axis=1) == 1)
+    assert not np.any(u.sum(axis=0) == 1)
