@@ -1,0 +1,300 @@
+"""Tests of publication tables (iop_research.tables)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iop_research._results import Result
+from iop_research.exceptions import DataValidationError, PrivacyViolationError
+from iop_research.privacy import format_suppressed, suppression_mask
+from iop_research.tables import (
+    TABLE_ONE_COLUMNS,
+    export_table,
+    format_attrition,
+    format_p_value,
+    format_table_one,
+    los_summary,
+    model_table,
+    smooth_curve,
+    standardized_mean_difference,
+    suppress_attrition,
+    table_one,
+    to_html,
+    to_latex,
+)
+
+
+@pytest.fixture()
+def cohort() -> pd.DataFrame:
+    rng = np.random.default_rng(20261127)
+    n = 120
+    mat = np.where(np.arange(n) < 50, "yes", "no")
+    age = rng.normal(35, 10, n).round(1)
+    age[[3, 60, 61]] = np.nan
+    sub = np.array(["opioids"] * 70 + ["alcohol"] * 45 + ["cannabis"] * 5)
+    rng.shuffle(sub)
+    return pd.DataFrame(
+        {
+            "mat": mat,
+            "age": age,
+            "prior": rng.poisson(2, n),
+            "substance": sub,
+            "female": rng.random(n) < 0.4,
+        }
+    )
+
+
+def test_table_one_numbers_by_hand(cohort):
+    df = cohort
+    before = df.copy()
+    t1 = table_one(
+        df, group_col="mat", continuous=["age"], categorical=["substance", "female"], nonnormal=["prior"], min_cell_count=1
+    )
+    pd.testing.assert_frame_equal(df, before)
+    assert tuple(t1.columns) == TABLE_ONE_COLUMNS
+    # group sizes
+    nrow = t1[t1["variable"] == "n"].set_index("group")["n"]
+    assert nrow.to_dict() == {"no": 70, "yes": 50, "Overall": 120}
+    # continuous: mean, sd (ddof 1), quartiles type 7, missing
+    age = t1[t1["variable"] == "age"].set_index("group")
+    for g, d in [("yes", df[df.mat == "yes"]), ("no", df[df.mat == "no"]), ("Overall", df)]:
+        x = d["age"].dropna()
+        assert age.loc[g, "mean"] == pytest.approx(x.mean(), rel=1e-12)
+        assert age.loc[g, "sd"] == pytest.approx(x.std(ddof=1), rel=1e-12)
+        assert age.loc[g, "q1"] == pytest.approx(x.quantile(0.25), rel=1e-12)
+        assert age.loc[g, "median"] == pytest.approx(x.median(), rel=1e-12)
+        assert age.loc[g, "n"] == x.size
+    assert age.loc["yes", "missing"] == int(df.loc[df.mat == "yes", "age"].isna().sum()) == 1
+    assert age.loc["Overall", "missing"] == 3
+    assert t1.loc[t1["variable"] == "prior", "kind"].unique().tolist() == ["nonnormal"]
+    # SMD continuous with pooled SD
+    a, b = df.loc[df.mat == "yes", "age"].dropna(), df.loc[df.mat == "no", "age"].dropna()
+    smd = abs(a.mean() - b.mean()) / np.sqrt((a.var() + b.var()) / 2)
+    assert age["smd"].iloc[0] == pytest.approx(smd, rel=1e-12)
+    # categorical counts and percents
+    sub = t1[(t1["variable"] == "substance") & (t1["group"] == "no")].set_index("level")
+    expected = df.loc[df.mat == "no", "substance"].value_counts()
+    for lev in ["alcohol", "opioids", "cannabis"]:
+        assert sub.loc[lev, "count"] == expected[lev]
+        assert sub.loc[lev, "percent"] == pytest.approx(100 * expected[lev] / 70)
+    # binary SMD, hand formula
+    p1 = df.loc[df.mat == "yes", "female"].mean()
+    p0 = df.loc[df.mat == "no", "female"].mean()
+    smd_b = abs(p1 - p0) / np.sqrt((p1 * (1 - p1) + p0 * (1 - p0)) / 2)
+    fem = t1[t1["variable"] == "female"]
+    assert fem["smd"].iloc[0] == pytest.approx(smd_b, rel=1e-10)
+
+
+def test_table_one_suppresses_small_counts_with_complements(cohort):
+    t1 = table_one(cohort, group_col="mat", categorical=["substance"], continuous=["age"])
+    counts = t1[["n", "missing", "count"]].to_numpy(dtype=float, na_value=np.nan)
+    assert not np.any((counts >= 1) & (counts < 11))
+    cann = t1[(t1["variable"] == "substance") & (t1["level"] == "cannabis")]
+    assert cann["count"].isna().all()  # 5 overall -> hidden everywhere
+    assert cann["percent"].isna().all()
+    # within each group, the substance counts + missing with known n: no single hidden cell
+    for g, d in t1[t1["variable"] == "substance"].groupby("group"):
+        assert d["count"].isna().sum() != 1, g
+    # age missing counts (1-2 per group) are hidden; so is n, or else n = N - missing
+    age = t1[t1["variable"] == "age"]
+    assert age["missing"].isna().all()
+    assert age["n"].isna().all()
+    # means are still shown (n >= 11)
+    assert age["mean"].notna().all()
+    mask = suppression_mask(t1)
+    assert mask.loc[cann.index, "count"].all()
+
+
+def test_table_one_hides_statistics_of_small_groups():
+    df = pd.DataFrame({"g": ["a"] * 5 + ["b"] * 30, "x": np.arange(35, dtype=float)})
+    t1 = table_one(df, group_col="g", continuous=["x"])
+    a = t1[(t1["variable"] == "x") & (t1["group"] == "a")].iloc[0]
+    assert pd.isna(a["mean"]) and pd.isna(a["sd"]) and pd.isna(a["median"])
+    assert pd.isna(a["n"])
+    n_row = t1[t1["variable"] == "n"].set_index("group")["n"]
+    assert pd.isna(n_row["a"]) and pd.isna(n_row["b"])  # complement: b = overall - a
+    disp = format_table_one(t1)
+    assert disp.loc[disp["variable"] == "n", "a"].item() == "<11"
+    assert disp.loc[disp["variable"] == "n", "b"].item() == "*"
+    assert disp.loc[disp["variable"] == "x, mean (SD)", "a"].item() == "*"
+
+
+def test_table_one_min_cell_count_one_disables_suppression():
+    df = pd.DataFrame({"g": ["a"] * 5 + ["b"] * 30, "x": np.arange(35, dtype=float)})
+    t1 = table_one(df, group_col="g", continuous=["x"], min_cell_count=1)
+    a = t1[(t1["variable"] == "x") & (t1["group"] == "a")].iloc[0]
+    assert a["mean"] == pytest.approx(2.0) and a["n"] == 5
+
+
+def test_table_one_three_groups_uses_max_pairwise_smd():
+    df = pd.DataFrame({"g": ["a"] * 20 + ["b"] * 20 + ["c"] * 20, "x": np.r_[np.zeros(10), np.ones(10), np.ones(10), np.ones(10) * 2, np.ones(20) * 3] + np.tile([0.0, 0.5], 30)})
+    t1 = table_one(df, group_col="g", continuous=["x"])
+    xs = {g: df.loc[df.g == g, "x"] for g in "abc"}
+    pair = [abs(xs[i].mean() - xs[j].mean()) / np.sqrt((xs[i].var() + xs[j].var()) / 2) for i, j in [("a", "b"), ("a", "c"), ("b", "c")]]
+    assert t1.loc[t1["variable"] == "x", "smd"].iloc[0] == pytest.approx(max(pair))
+
+
+def test_categorical_smd_three_levels_yang_dalton():
+    g = pd.Series(["t"] * 10 + ["c"] * 10)
+    v = pd.Series(["x"] * 5 + ["y"] * 3 + ["z"] * 2 + ["x"] * 2 + ["y"] * 4 + ["z"] * 4)
+    p1 = np.array([0.5, 0.3, 0.2])
+    p2 = np.array([0.2, 0.4, 0.4])
+    t = (p1 - p2)[1:]
+
+    def s(p):
+        q = p[1:]
+        m = -np.outer(q, q)
+        np.fill_diagonal(m, q * (1 - q))
+        return m
+
+    expected = np.sqrt(t @ np.linalg.inv((s(p1) + s(p2)) / 2) @ t)
+    assert standardized_mean_difference(v, g, categorical=True) == pytest.approx(expected, rel=1e-10)
+
+
+def test_table_one_errors():
+    df = pd.DataFrame({"g": ["a", None, "b"], "x": [1.0, 2.0, 3.0], "s": ["u", "v", "w"]})
+    with pytest.raises(DataValidationError, match=r"no 'g'.*index: 1"):
+        table_one(df, group_col="g", continuous=["x"])
+    with pytest.raises(DataValidationError, match="not found"):
+        table_one(df.dropna(), group_col="g", continuous=["nope"])
+    with pytest.raises(DataValidationError, match="non-numeric"):
+        table_one(df.dropna(), group_col="g", continuous=["s"])
+    with pytest.raises(DataValidationError, match="overall_label"):
+        table_one(pd.DataFrame({"g": ["Overall", "b"], "x": [1.0, 2.0]}), group_col="g", continuous=["x"])
+
+
+def test_format_table_one_layout(cohort):
+    t1 = table_one(cohort, group_col="mat", continuous=["age"], categorical=["substance"], nonnormal=["prior"])
+    disp = format_table_one(t1)
+    assert list(disp.columns) == ["variable", "level", "no", "yes", "Overall", "SMD"]
+    assert disp.iloc[0].tolist()[:5] == ["n", "", "70", "50", "120"]
+    assert "age, mean (SD)" in disp["variable"].tolist()
+    assert "prior, median [Q1, Q3]" in disp["variable"].tolist()
+    opi = disp[disp["level"] == "opioids"].iloc[0]
+    n_opi = int((cohort.loc[cohort.mat == "no", "substance"] == "opioids").sum())
+    assert opi["no"] == f"{n_opi} ({100 * n_opi / 70:.1f})"
+    assert disp[disp["level"] == "cannabis"].iloc[0]["Overall"] == "<11"
+    assert all(isinstance(v, str) for v in disp.to_numpy().ravel())
+
+
+def _cox_tidy():
+    return pd.DataFrame(
+        {
+            "term": ["mat", "age"],
+            "estimate": [-0.6931, 0.01],
+            "std_error": [0.2, 0.005],
+            "conf_low": [-1.0851, 0.0002],
+            "conf_high": [-0.3011, 0.0198],
+            "p_value": [0.00053, 0.0456],
+            "hazard_ratio": [0.5, 1.01005],
+            "hr_conf_low": [0.3379, 1.0002],
+            "hr_conf_high": [0.7400, 1.0200],
+        }
+    )
+
+
+def test_model_table_from_tidy_and_result():
+    tidy = _cox_tidy()
+    mt = model_table(tidy, labels={"mat": "MAT"})
+    assert list(mt.columns) == ["Term", "HR (95% CI)", "p"]
+    assert mt.values.tolist() == [["MAT", "0.50 (0.34, 0.74)", "<0.001"], ["age", "1.01 (1.00, 1.02)", "0.046"]]
+    res = Result("Cox", tidy=tidy, glance=pd.DataFrame({"n": [10]}))
+    assert model_table(res).equals(model_table(tidy))
+    lin = model_table(tidy.drop(columns=["hazard_ratio", "hr_conf_low", "hr_conf_high"]), conf_level=0.9)
+    assert lin.columns[1] == "Estimate (90% CI)"
+    assert lin.iloc[0, 1] == "-0.69 (-1.09, -0.30)"
+    with pytest.raises(DataValidationError, match="lacks"):
+        model_table(pd.DataFrame({"term": ["x"]}))
+
+
+def test_format_p_value():
+    assert format_p_value(0.05) == "0.050"
+    assert format_p_value(0.00099) == "<0.001"
+    assert format_p_value(0.00099, digits=4) == "0.0010"
+
+
+def test_export_round_trip_csv_html_latex(tmp_path):
+    from bs4 import BeautifulSoup
+
+    df = pd.DataFrame({"level": ["a", "b"], "n": [12, 40], "pct": [23.1, 76.9]})
+    p = export_table(df, tmp_path / "t.csv")
+    back = pd.read_csv(p)
+    pd.testing.assert_frame_equal(back, df)
+    h = export_table(df, tmp_path / "t.html", caption="Table 2")
+    soup = BeautifulSoup(h.read_text(), "html.parser")
+    cells = [[td.get_text() for td in tr.find_all("td")] for tr in soup.find_all("tr")[1:]]
+    assert cells == [["a", "12", "23.1"], ["b", "40", "76.9"]]
+    assert soup.find("caption").get_text() == "Table 2"
+    tex = export_table(df, tmp_path / "t.tex").read_text()
+    assert "\\begin{tabular}" in tex and "76.9" in tex
+    with pytest.raises(ValueError, match="suffix"):
+        export_table(df, tmp_path / "t.xlsx")
+
+
+def test_export_suppressed_table_renders_markers_and_refuses_small_cells(tmp_path):
+    from iop_research.privacy import suppress_small_cells
+
+    raw = pd.DataFrame({"level": ["a", "b", "c"], "n": [3, 40, 50]})
+    with pytest.raises(PrivacyViolationError, match="'n'"):
+        export_table(raw, tmp_path / "raw.csv")
+    assert not (tmp_path / "raw.csv").exists()
+    sup = suppress_small_cells(raw)
+    p = export_table(sup, tmp_path / "sup.csv")
+    back = pd.read_csv(p, dtype=str)
+    assert back["n"].tolist() == ["<11", "*", "50"]
+    assert "&lt;11" in to_html(sup)
+    assert "<11" in to_latex(sup) or "\\textless 11" in to_latex(sup)
+    # a formatted Table 1 passes the gate; a level label "3" is not mistaken for a count
+    disp = pd.DataFrame({"variable": ["prior"], "level": ["3"], "a": ["12 (40.0)"]})
+    export_table(disp, tmp_path / "t1.html")
+    with pytest.raises(PrivacyViolationError):
+        export_table(pd.DataFrame({"variable": ["x"], "a": ["7 (3.0)"]}), tmp_path / "bad.html")
+
+
+def test_attrition_suppression_and_format():
+    a = pd.DataFrame(
+        {
+            "step": ["input", "adults", "opioids", "followup"],
+            "reason": ["", "age < 18", "not opioids", "no follow-up"],
+            "rows_removed": [0, 4, 300, 50],
+            "patients_removed": [0, 4, 250, 50],
+            "rows_remaining": [1000, 996, 696, 646],
+            "patients_remaining": [800, 796, 546, 496],
+        }
+    )
+    s = suppress_attrition(a)
+    assert pd.isna(s.loc[1, "rows_removed"]) and pd.isna(s.loc[1, "patients_removed"])
+    for rem, left in [("rows_removed", "rows_remaining"), ("patients_removed", "patients_remaining")]:
+        for i in range(1, 4):
+            unknown = int(pd.isna(s.loc[i, rem])) + int(pd.isna(s.loc[i, left])) + int(pd.isna(s.loc[i - 1, left]))
+            assert unknown != 1
+    f = format_attrition(a)
+    assert f.loc[1, "rows_removed"] == "<11"
+    assert f.loc[0, "rows_remaining"] == "1000"
+
+
+def test_los_summary_by_hand():
+    df = pd.DataFrame(
+        {"los_days": list(range(1, 31)) + list(range(10, 25)) + [3, 4], "discharge_reason": ["completed"] * 30 + ["dropped_out"] * 15 + [None, None]}
+    )
+    s = los_summary(df)
+    assert s["reason"].tolist() == ["completed", "dropped_out", "ongoing"]
+    comp = s.iloc[0]
+    x = np.arange(1, 31)
+    assert comp["median"] == pytest.approx(np.median(x))
+    assert comp["q1"] == pytest.approx(np.quantile(x, 0.25))
+    assert comp["whislo"] == 1 and comp["whishi"] == 30
+    assert pd.isna(s.iloc[2]["n"]) and pd.isna(s.iloc[2]["median"])  # 2 ongoing: hidden
+    assert pd.isna(s.iloc[1]["n"])  # complementary: total known
+    assert s.iloc[1]["median"] == pytest.approx(17.0)  # stats of 15 episodes stay
+
+
+def test_smooth_curve_follows_linear_trend():
+    x = np.linspace(0, 100, 60)
+    y = 0.02 * x + np.random.default_rng(1).normal(0, 0.01, 60)
+    s = smooth_curve(x, y, n_points=11)
+    assert list(s.columns) == ["x", "y"] and len(s) == 11
+    assert np.allclose(s["y"], 0.02 * s["x"], atol=0.02)
+    with pytest.raises(ValueError, match="length"):
+        smooth_curve([1, 2], [1])
