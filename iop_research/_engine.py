@@ -16,6 +16,7 @@ an Ibis backend
 from __future__ import annotations
 
 import itertools
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,16 +81,21 @@ def as_table(backend, data: Any, name: str):
     if isinstance(data, ibis.expr.types.Table):
         return data
     table_name = f"iop_{name}_{next(_counter)}"
-    if isinstance(data, pd.DataFrame):
-        return backend.create_table(table_name, data, temp=True, overwrite=True) if _supports_temp(backend) \
-            else backend.create_table(table_name, data, overwrite=True)
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.exists():
-            raise DataReadError(f"{name}: file {path} does not exist. Pass an existing CSV/Parquet path.")
-        if path.suffix == ".parquet":
-            return backend.read_parquet(str(path), table_name=table_name)
-        return backend.read_csv(str(path), table_name=table_name)
+    with warnings.catch_warnings():
+        # ibis 12 calls DuckDB 2's deprecated fetch_arrow_table() when it reads a schema;
+        # not ours to fix, and pytest runs with warnings as errors.
+        warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
+        if isinstance(data, pd.DataFrame):
+            if _supports_temp(backend):
+                return backend.create_table(table_name, data, temp=True, overwrite=True)
+            return backend.create_table(table_name, data, overwrite=True)
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            if not path.exists():
+                raise DataReadError(f"{name}: file {path} does not exist. Pass an existing CSV/Parquet path.")
+            if path.suffix == ".parquet":
+                return backend.read_parquet(str(path), table_name=table_name)
+            return backend.read_csv(str(path), table_name=table_name)
     raise ModelSpecificationError(
         f"{name}: expected a pandas DataFrame, a file path or an Ibis table, got {type(data).__name__}."
     )
