@@ -194,7 +194,10 @@ def _prepare(
 
 def _split(codes: np.ndarray, n_levels: int) -> list[np.ndarray]:
     """Row indices of each level (stable)."""
-    order = np.argsort(codes, kind="stable")
+    if n_levels == 1:
+        return [np.arange(len(codes))]
+    small = codes.astype(np.uint8 if n_levels <= 255 else np.uint16 if n_levels <= 65535 else np.int64)
+    order = np.argsort(small, kind="stable")  # radix sort for small integer types
     bounds = np.searchsorted(codes[order], np.arange(n_levels + 1), side="left")
     return [order[bounds[i] : bounds[i + 1]] for i in range(n_levels)]
 
@@ -501,23 +504,17 @@ def fit_km(
 # --------------------------------------------------------------------------------------
 def _logrank_stratum(time, event, weight, gcode, k, rho, gamma):
     """Weighted O, E and variance matrix in one stratum (R survdiff's algorithm)."""
-    is_ev = (event > 0) & (weight > 0)
-    ut = np.unique(time[is_ev])
-    if len(ut) == 0:
+    ut, inv = np.unique(time, return_inverse=True)
+    m = len(ut)
+    cell = inv * k + gcode
+    at_time = np.bincount(cell, weights=weight, minlength=m * k).reshape(m, k)
+    D = np.bincount(cell, weights=weight * event, minlength=m * k).reshape(m, k)
+    Y = np.cumsum(at_time[::-1], axis=0)[::-1]  # weight with time >= t, per group
+    has_event = D.sum(axis=1) > 0
+    if not has_event.any():
         return np.zeros(k), np.zeros(k), np.zeros((k, k))
-    T = len(ut)
-    # events by (time, group)
-    ev_pos = np.searchsorted(ut, time[is_ev])
-    D = np.bincount(ev_pos * k + gcode[is_ev], weights=weight[is_ev], minlength=T * k).reshape(T, k)
-    # numbers at risk by (time, group): sum of weights with time >= t
-    Y = np.empty((T, k))
-    for g in range(k):
-        sel = gcode == g
-        tg = time[sel]
-        order = np.argsort(tg, kind="stable")
-        tg = tg[order]
-        rev_cum = np.concatenate((np.cumsum(weight[sel][order][::-1])[::-1], [0.0]))
-        Y[:, g] = rev_cum[np.searchsorted(tg, ut, side="left")]
+    D, Y = D[has_event], Y[has_event]
+    T = len(D)
     n = Y.sum(axis=1)
     d = D.sum(axis=1)
     if rho != 0 or gamma != 0:
