@@ -1,0 +1,96 @@
+# Golden values for iop_research._cox on the public UIS and HELP data (survival 3.5).
+# Usage (repository root): Rscript --vanilla tests/r/cox_real.R <datasets_dir> <out_json>
+suppressPackageStartupMessages(library(survival))
+args <- commandArgs(trailingOnly = TRUE)
+ddir <- args[1]; out <- args[2]
+
+to_json <- function(x) {
+  if (is.null(x)) return("null")
+  if (is.list(x)) {
+    nm <- names(x)
+    items <- vapply(seq_along(x), function(i) to_json(x[[i]]), "")
+    if (is.null(nm)) return(paste0("[", paste(items, collapse = ","), "]"))
+    return(paste0("{", paste0("\"", nm, "\":", items, collapse = ","), "}"))
+  }
+  if (is.matrix(x)) return(to_json(lapply(seq_len(nrow(x)), function(i) unname(x[i, ]))))
+  if (is.character(x)) v <- paste0("\"", x, "\"")
+  else if (is.logical(x)) v <- ifelse(is.na(x), "null", ifelse(x, "true", "false"))
+  else v <- ifelse(is.na(x), "null", sprintf("%.17g", as.numeric(x)))
+  paste0("[", paste(v, collapse = ","), "]")
+}
+
+dump_fit <- function(fit) {
+  list(
+    names = names(coef(fit)), coef = unname(coef(fit)),
+    se = unname(sqrt(diag(fit$var))),
+    naive_se = unname(sqrt(diag(if (is.null(fit$naive.var)) fit$var else fit$naive.var))),
+    loglik = unname(fit$loglik), score = unname(fit$score), wald = unname(fit$wald.test),
+    rscore = if (is.null(fit$rscore)) NA else unname(fit$rscore),
+    concordance = unname(fit$concordance["concordance"]),
+    iter = fit$iter, n = fit$n, nevent = fit$nevent,
+    var = unname(fit$var)
+  )
+}
+dump_zph <- function(fit, tr) {
+  z <- cox.zph(fit, transform = tr)
+  list(terms = rownames(z$table), chisq = unname(z$table[, 1]), df = unname(z$table[, 2]),
+       p = unname(z$table[, 3]), time = unname(z$time), x = unname(z$x), y = unname(z$y))
+}
+
+uis <- read.csv(file.path(ddir, "uis.csv"))
+uis$IVf <- factor(uis$IV)
+uis$w_int <- 1 + (uis$ID %% 3)
+uis$w_frac <- 0.5 + (uis$ID %% 4) / 4
+uis$cl <- uis$ID %% 40
+
+res <- list(R_version = R.version.string, survival = as.character(packageVersion("survival")))
+f_uis <- Surv(TIME, CENSOR) ~ TREAT + SITE + AGE + NDT + IVf + RACE + BECK
+fit <- coxph(f_uis, data = uis)
+res$uis_efron <- dump_fit(fit)
+res$uis_zph_km <- dump_zph(fit, "km")
+res$uis_zph_rank <- dump_zph(fit, "rank")
+res$uis_zph_identity <- dump_zph(fit, "identity")
+res$uis_zph_log <- dump_zph(fit, "log")
+fitb <- coxph(f_uis, data = uis, ties = "breslow")
+res$uis_breslow <- dump_fit(fitb)
+res$uis_breslow_zph_km <- dump_zph(fitb, "km")
+fits <- coxph(Surv(TIME, CENSOR) ~ TREAT + AGE + NDT + IVf + RACE + BECK + strata(SITE), data = uis)
+res$uis_strata <- dump_fit(fits)
+res$uis_strata_zph_km <- dump_zph(fits, "km")
+res$uis_weights <- dump_fit(coxph(f_uis, data = uis, weights = w_int))
+res$uis_weights_frac <- dump_fit(coxph(f_uis, data = uis, weights = w_frac, robust = FALSE))
+res$uis_cluster <- dump_fit(coxph(Surv(TIME, CENSOR) ~ TREAT + SITE + AGE + NDT + IVf + RACE + BECK,
+                                  data = uis, cluster = cl))
+res$uis_robust <- dump_fit(coxph(f_uis, data = uis, robust = TRUE))
+res$uis_cluster_breslow_weights <- dump_fit(coxph(f_uis, data = uis, cluster = cl, weights = w_int,
+                                                  ties = "breslow"))
+
+# time-varying in-treatment indicator: split each subject at LEN.T
+a <- uis[uis$LEN.T < uis$TIME, ]
+b <- uis[uis$LEN.T >= uis$TIME, ]
+p1 <- transform(a, start = 0, stop = LEN.T, event = 0, intreat = 1)
+p2 <- transform(a, start = LEN.T, stop = TIME, event = CENSOR, intreat = 0)
+p3 <- transform(b, start = 0, stop = TIME, event = CENSOR, intreat = 1)
+tv <- rbind(p1, p2, p3)
+tv <- tv[order(tv$ID, tv$start), ]
+fit_tv <- coxph(Surv(start, stop, event) ~ TREAT * intreat + SITE + AGE + NDT + IVf + RACE + BECK,
+                data = tv, cluster = ID)
+res$uis_tv <- dump_fit(fit_tv)
+fit_tv0 <- coxph(Surv(start, stop, event) ~ TREAT * intreat + SITE + AGE + NDT + IVf + RACE + BECK,
+                 data = tv)
+res$uis_tv_naive <- dump_fit(fit_tv0)
+res$uis_tv_zph_km <- dump_zph(fit_tv0, "km")
+res$uis_tv_zph_rank <- dump_zph(fit_tv0, "rank")
+
+help <- read.csv(file.path(ddir, "helprct.csv"))
+# rows with daysanysub == 0 are excluded explicitly: fit_cox requires durations > 0
+help <- help[!is.na(help$anysubstatus) & !is.na(help$daysanysub) & help$daysanysub > 0, ]
+fith <- coxph(Surv(daysanysub, anysubstatus) ~ treat + substance + age + female, data = help)
+res$help_efron <- dump_fit(fith)
+res$help_zph_km <- dump_zph(fith, "km")
+res$help_zph_rank <- dump_zph(fith, "rank")
+res$help_zph_identity <- dump_zph(fith, "identity")
+res$help_breslow <- dump_fit(coxph(Surv(daysanysub, anysubstatus) ~ treat + substance + age + female,
+                                   data = help, ties = "breslow"))
+
+writeLines(to_json(res), out)

@@ -1,0 +1,61 @@
+# Golden values for iop_research._cox on simulated data (tests/golden/data/cox_*.csv, written by make_cox_data.py) (survival 3.5).
+# Usage (repository root): Rscript --vanilla tests/r/cox_sim.R <datasets_dir> <out_json>
+suppressPackageStartupMessages(library(survival))
+args <- commandArgs(trailingOnly = TRUE)
+ddir <- args[1]; out <- args[2]
+
+to_json <- function(x) {
+  if (is.null(x)) return("null")
+  if (is.list(x)) {
+    nm <- names(x)
+    items <- vapply(seq_along(x), function(i) to_json(x[[i]]), "")
+    if (is.null(nm)) return(paste0("[", paste(items, collapse = ","), "]"))
+    return(paste0("{", paste0("\"", nm, "\":", items, collapse = ","), "}"))
+  }
+  if (is.matrix(x)) return(to_json(lapply(seq_len(nrow(x)), function(i) unname(x[i, ]))))
+  if (is.character(x)) v <- paste0("\"", x, "\"")
+  else if (is.logical(x)) v <- ifelse(is.na(x), "null", ifelse(x, "true", "false"))
+  else v <- ifelse(is.na(x), "null", sprintf("%.17g", as.numeric(x)))
+  paste0("[", paste(v, collapse = ","), "]")
+}
+
+dump_fit <- function(fit) {
+  list(
+    names = names(coef(fit)), coef = unname(coef(fit)),
+    se = unname(sqrt(diag(fit$var))),
+    naive_se = unname(sqrt(diag(if (is.null(fit$naive.var)) fit$var else fit$naive.var))),
+    loglik = unname(fit$loglik), score = unname(fit$score), wald = unname(fit$wald.test),
+    rscore = if (is.null(fit$rscore)) NA else unname(fit$rscore),
+    concordance = unname(fit$concordance["concordance"]),
+    iter = fit$iter, n = fit$n, nevent = fit$nevent,
+    var = unname(fit$var)
+  )
+}
+dump_zph <- function(fit, tr) {
+  z <- cox.zph(fit, transform = tr)
+  list(terms = rownames(z$table), chisq = unname(z$table[, 1]), df = unname(z$table[, 2]),
+       p = unname(z$table[, 3]), time = unname(z$time), x = unname(z$x), y = unname(z$y))
+}
+
+res <- list(R_version = R.version.string, survival = as.character(packageVersion("survival")))
+rec <- read.csv("tests/golden/data/cox_recurrent.csv")
+# Andersen-Gill: counting-process rows, cluster-robust variance by patient
+res$ag_efron <- dump_fit(coxph(Surv(start, stop, event) ~ x1 + x2 + grp + mat, data = rec, cluster = id))
+res$ag_breslow <- dump_fit(coxph(Surv(start, stop, event) ~ x1 + x2 + grp + mat, data = rec, cluster = id,
+                                 ties = "breslow"))
+res$ag_strata <- dump_fit(coxph(Surv(start, stop, event) ~ x1 + x2 + mat + strata(grp), data = rec,
+                                cluster = id))
+fit_naive <- coxph(Surv(start, stop, event) ~ x1 + x2 + grp + mat, data = rec)
+res$ag_naive <- dump_fit(fit_naive)
+res$ag_zph_km <- dump_zph(fit_naive, "km")
+res$ag_zph_identity <- dump_zph(fit_naive, "identity")
+
+edge <- read.csv("tests/golden/data/cox_edge.csv")
+pos <- edge[edge$w > 0, ]  # R rejects zero weights; fit_cox ignores those rows
+res$edge_weights <- dump_fit(coxph(Surv(time, event) ~ x + z + strata(stratum), data = pos, weights = w))
+res$edge_weights_breslow <- dump_fit(coxph(Surv(time, event) ~ x + z + strata(stratum), data = pos,
+                                           weights = w, ties = "breslow"))
+res$edge_unweighted <- dump_fit(coxph(Surv(time, event) ~ x + z + strata(stratum), data = edge))
+res$edge_zph_km <- dump_zph(coxph(Surv(time, event) ~ x + z + strata(stratum), data = edge), "km")
+
+writeLines(to_json(res), out)
