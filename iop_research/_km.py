@@ -251,6 +251,42 @@ def _km_table(time, event, weight, entry=None) -> dict[str, np.ndarray]:
     }
 
 
+def _km_robust_var_log(time, event, weight, entry, tab) -> np.ndarray:
+    """Infinitesimal-jackknife variance of log S(t), each row its own cluster.
+
+    R ``survfit(..., robust=TRUE)`` (its default for non-integer case weights). The
+    influence of row i on log S(t) is ``U_i(t) = sum_j [d_j Y_ij / (n_j (n_j - d_j)) -
+    dN_ij / (n_j - d_j)]`` over event times ``t_j <= t``; the variance is
+    ``sum_i w_i**2 U_i(t)**2``, expanded into cumulative sums (no n x m matrix).
+    """
+    ut = tab["time"]
+    m = len(ut)
+    nr, nd = tab["n_at_risk"], tab["n_events"]
+    G = tab["var_log"]  # cumulative sum of d / (n (n - d)): Greenwood's sum
+    k = np.searchsorted(ut, time)  # exit index of each row
+    w2 = weight**2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if entry is None:
+            g_entry = np.zeros_like(time)
+        else:
+            e_idx = np.searchsorted(ut, entry, side="right") - 1  # last time <= entry
+            g_entry = np.where(e_idx >= 0, G[np.maximum(e_idx, 0)], 0.0)
+        jump = np.where(event > 0, 1.0 / (nr[k] - nd[k]), 0.0)
+        jump = np.where((event > 0) & (weight == 0), 0.0, jump)
+        c = G[k] - g_entry - jump
+        done = np.cumsum(np.bincount(k, weights=np.where(w2 > 0, w2 * c**2, 0.0), minlength=m))
+        out_w = [np.cumsum(np.bincount(k, weights=w2 * g_entry**p, minlength=m)) for p in (0, 1, 2)]
+        if entry is None:
+            in_w = [np.full(m, w2.sum()), np.zeros(m), np.zeros(m)]
+        else:
+            order = np.argsort(entry, kind="stable")
+            pos = np.searchsorted(entry[order], ut, side="left")  # rows with entry < t
+            in_w = [np.concatenate(([0.0], np.cumsum((w2 * g_entry**p)[order])))[pos] for p in (0, 1, 2)]
+        W0, W1, W2 = (a - b for a, b in zip(in_w, out_w))
+        var = done + G**2 * W0 - 2 * G * W1 + W2
+    return np.maximum(var, 0.0)
+
+
 def _conf_int(surv: np.ndarray, se_log: np.ndarray, z: float, conf_type: str):
     """R's ``survfit_confint`` (logse=TRUE): limits from S and the standard error of log S."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -367,6 +403,10 @@ def fit_km(
         <= 0.5; midpoint to the next drop when it equals 0.5 exactly; NaN when never reached).
         ``extra["std_err_log"]``: ``group, time, std_err_log``, the standard error of log S(t),
         which is what R stores in ``survfit()$std.err``.
+        ``extra["robust"]`` (when ``weights_col`` is given): ``group, time, std_error,
+        std_err_log, conf_low, conf_high`` with the robust infinitesimal-jackknife variance
+        (each row its own cluster), which is R ``survfit``'s default for non-integer weights
+        (``robust=TRUE``); use it for inverse-probability weights.
         ``extra["at_times"]`` (when ``times`` is given): the tidy columns at those times.
         After the last observed time survival stays at its last value and ``n_at_risk`` is 0;
         ``n_events`` / ``n_censored`` count those in (previous requested time, time].
@@ -388,7 +428,11 @@ def fit_km(
     Greenwood variance of log S: ``sum d / (n (n - d))`` over event times, with weighted
     ``n`` and ``d``. With non-integer weights R's ``survfit`` defaults to the robust
     (infinitesimal-jackknife) variance; these estimates then equal
-    ``survfit(..., robust=FALSE)``. Conventions are also returned in ``result.conventions``.
+    ``survfit(..., robust=FALSE)``, and ``extra["robust"]`` equals R's default
+    (``robust=TRUE``: the influence of row i on log S(t) is
+    ``sum_j [d_j Y_ij / (n_j (n_j - d_j)) - dN_ij / (n_j - d_j)]``, variance
+    ``sum_i w_i**2 U_i(t)**2``; R reports 0 once S = 0). Medians' intervals always use the
+    Greenwood curves. Conventions are also returned in ``result.conventions``.
 
     References
     ----------
@@ -441,7 +485,7 @@ def fit_km(
     )
     time, event, weight, entry = p["time"], p["event"], p["weight"], p["entry"]
     levels = p["glevels"]
-    tidy_parts, med_rows, glance_rows, log_parts, at_parts = [], [], [], [], []
+    tidy_parts, med_rows, glance_rows, log_parts, at_parts, robust_parts = [], [], [], [], [], []
     for label, idx in zip(levels, _split(p["gcode"], len(levels))):
         tab = _km_table(time[idx], event[idx], weight[idx], None if entry is None else entry[idx])
         se_log = np.sqrt(tab["var_log"])
@@ -453,6 +497,16 @@ def fit_km(
         for col in TIDY_KM_COLUMNS[1:]:
             part[col] = tab[col]
         tidy_parts.append(part)
+        if weights_col is not None:
+            rob_log = np.sqrt(
+                _km_robust_var_log(time[idx], event[idx], weight[idx], None if entry is None else entry[idx], tab)
+            )
+            rob_log[tab["survival"] == 0] = 0.0  # as R: its robust se of S is 0 once S = 0
+            rob = pd.DataFrame({"group": [label] * m, "time": tab["time"]})
+            rob["std_error"] = tab["survival"] * rob_log
+            rob["std_err_log"] = rob_log
+            rob["conf_low"], rob["conf_high"] = _conf_int(tab["survival"], rob_log, z, conf_type)
+            robust_parts.append(rob)
         log_parts.append(pd.DataFrame({"group": [label] * m, "time": tab["time"], "std_err_log": se_log}))
         med_rows.append(
             {
@@ -479,11 +533,13 @@ def fit_km(
     }
     if times is not None:
         extra["at_times"] = pd.concat(at_parts, ignore_index=True)[list(TIDY_KM_COLUMNS)]
+    if weights_col is not None:
+        extra["robust"] = pd.concat(robust_parts, ignore_index=True)
     conventions = {
         "estimator": "Kaplan-Meier product limit, as R survfit(stype=1)",
         "variance": "Greenwood with weighted counts; std_error is se of S(t) (R summary()$std.err); "
         "extra['std_err_log'] is se of log S(t) (R survfit()$std.err). For non-integer weights "
-        "equals R survfit(robust=FALSE) (R's default there is the robust IJ variance).",
+        "equals R survfit(robust=FALSE); R's default there, the robust IJ variance, is in extra['robust'].",
         "ci": f"{conf_type} transform at level {conf_level} (R survfit default 'log'; lifelines 'log-log')",
         "median": "R print.survfit rule on the survival and CI curves",
         "risk_set": "entry < t <= duration, as R Surv(entry, time, event)",

@@ -80,7 +80,8 @@ def _close(actual, expected, rtol, what):
 def test_fit_km_matches_r(name, frames):
     """R: ``summary(survfit(Surv(...) ~ g, data, weights, conf.type), censored=TRUE)``,
     ``summary(fit)$table`` medians and ``summary(fit, times=, extend=TRUE)``; exact call in
-    the golden case's ``r_call`` (non-integer weights: ``robust = FALSE``)."""
+    the golden case's ``r_call``. Greenwood (tidy) against ``robust = FALSE``; R's default
+    robust variance for non-integer weights against ``extra["robust"]``."""
     case = CASES[name]
     spec = _spec(case)
     data = frames[spec.pop("data")]
@@ -89,6 +90,16 @@ def test_fit_km_matches_r(name, frames):
     assert list(res.glance["group"].astype(str)) == [g["label"] for g in case["groups"]]
     for gi, (label, g) in enumerate(zip(res.glance["group"], case["groups"])):
         part = tidy[tidy["group"] == label]
+        robust = not case["logse"]
+        if robust:  # R's robust variance: compare the robust table; std.err is on the S scale
+            rob = res.robust[res.robust["group"] == label]
+            _close(rob["std_error"], g["std_err"], RTOL_SE, f"{name} {label} robust std.err")
+            _close(rob["std_error"], g["std_err_log"], RTOL_SE, f"{name} {label} robust fit$std.err")
+            _close(rob["conf_low"], g["lower"], RTOL_SE, f"{name} {label} robust lower")
+            _close(rob["conf_high"], g["upper"], RTOL_SE, f"{name} {label} robust upper")
+            _close(part["survival"], g["surv"], RTOL_EST, f"{name} {label} surv")
+            _close([res.medians.iloc[gi]["median"]], g["median"], RTOL_EST, f"{name} {label} median")
+            continue
         _close(part["time"], g["time"], RTOL_EST, f"{name} {label} time")
         _close(part["n_at_risk"], g["n_risk"], RTOL_EST, f"{name} {label} n_risk")
         _close(part["n_events"], g["n_event"], RTOL_EST, f"{name} {label} n_event")

@@ -91,7 +91,8 @@ km_case <- function(spec, robust = NULL) {
     }
     groups[[i]] <- g
   }
-  list(kind = sc("km"), spec = spec, r_call = sc(call), groups = groups)
+  # logse FALSE: robust (infinitesimal jackknife) variance, std.err on the survival scale
+  list(kind = sc("km"), spec = spec, r_call = sc(call), logse = sc(fit$logse), groups = groups)
 }
 
 # Fleming-Harrington G(rho, gamma) by the textbook formula (Klein & Moeschberger 7.3),
@@ -246,6 +247,10 @@ sim_spec <- function(...) c(list(data = "sim", duration_col = "days", event_col 
 cases$km_sim_arm <- km_case(sim_spec(group_col = "arm", times = list(0, 30, 90, 180, 365, 500)))
 cases$km_sim_w <- km_case(sim_spec(group_col = "arm", weights_col = "w", times = list(30, 90, 180)))
 cases$km_sim_wf <- km_case(sim_spec(group_col = "arm", weights_col = "wf", times = list(30, 90, 180)), robust = FALSE)
+# R's default for non-integer weights: robust = TRUE (compared with fit_km's extra["robust"])
+cases$km_sim_wf_robust <- km_case(sim_spec(group_col = "arm", weights_col = "wf"))
+cases$km_sim_wf_entry_robust <- km_case(sim_spec(group_col = "arm", weights_col = "wf", entry_col = "entry",
+                                                 conf_type = "log-log"))
 cases$km_sim_entry <- km_case(sim_spec(group_col = "arm", entry_col = "entry", times = list(0, 10.5, 90, 180)))
 cases$km_sim_entry_w_loglog <- km_case(sim_spec(entry_col = "entry", weights_col = "w", conf_type = "log-log",
                                                 times = list(30, 90)))
@@ -274,6 +279,8 @@ for (case in unique(edge$case)) {
     cases[[paste0("lr_edge_", case, "_rho1")]] <- lr_case(edge_spec(case, group_col = "arm", rho = 1))
   }
 }
+cases$km_edge_zero_weight_robust <- km_case(edge_spec("zero_weight", group_col = "arm", weights_col = "w",
+                                                      conf_type = "plain"), robust = TRUE)
 cases$rmst_edge_group_no_events <- rmst_case(edge_spec("group_no_events", group_col = "arm", tau = 8))
 cases$rmst_edge_ties <- rmst_case(edge_spec("ties", group_col = "arm", tau = 9))
 
