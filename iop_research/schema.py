@@ -792,6 +792,14 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
                         "date with complete data, or remove rows recorded after it explicitly.",
                         df=df, rows=_rows(bad))
 
+    # --- session episode_ids must exist (also when admissions is empty)
+    if _usable(frames, acc, "sessions", eid) and _usable(frames, acc, "admissions", eid):
+        ids = S[eid]
+        acc.add("sessions", eid, "known_episode",
+                "A session's episode_id must exist in admissions: correct the id, or leave it empty so "
+                "the episode is assigned by date (sessions-only data has no episode_ids).",
+                df=S, rows=_rows(ids.notna() & ~ids.isin(A[eid].dropna())))
+
     # --- episodes: overlap, sessions within episodes
     if not _usable(frames, acc, "admissions", eid, pid, Col.admit_date, Col.discharge_date):
         return
@@ -820,9 +828,6 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
     sess_eid = S[eid]
     has_eid = sess_eid.notna().to_numpy()
     known_ep = sess_eid.isin(A[eid].dropna()).to_numpy()
-    acc.add("sessions", eid, "known_episode",
-            "A session's episode_id must exist in admissions: correct the id, or leave it empty so "
-            "the episode is assigned by date.", df=S, rows=_rows(has_eid & ~known_ep))
     # sessions with a known episode_id: patient must match and date within that episode
     lookup = ep.drop_duplicates(eid).set_index(eid)
     rows_with = np.flatnonzero(has_eid & known_ep)
@@ -1082,8 +1087,8 @@ def find_problems(tables: Mapping[str, pd.DataFrame], *, tolerance_days: int = 0
     within an episode of its patient (its own episode when ``episode_id`` is
     given), from ``admit_date`` to ``discharge_date`` or, while open, to
     ``observation_end``. When admissions is empty (sessions-only data whose
-    episodes are derived later with the gap rule) sessions are not checked
-    against episodes. Checks on a column that is absent or of the wrong dtype
+    episodes are derived later with the gap rule) session dates are not
+    checked against episodes, and sessions must not carry episode_ids. Checks on a column that is absent or of the wrong dtype
     are skipped (that problem is reported instead).
 
     Parameters
