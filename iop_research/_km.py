@@ -225,6 +225,7 @@ def _km_table(time, event, weight, entry=None) -> dict[str, np.ndarray]:
     n_event = np.bincount(inv, weights=weight * event, minlength=m)
     n_cens = np.bincount(inv, weights=weight * (1.0 - event), minlength=m)
     n_total = np.bincount(inv, weights=weight, minlength=m)
+    order = None
     if entry is None:
         n_risk = np.cumsum(n_total[::-1])[::-1]
     else:
@@ -248,6 +249,8 @@ def _km_table(time, event, weight, entry=None) -> dict[str, np.ndarray]:
         "n_censored": n_cens,
         "survival": surv,
         "var_log": var_log,
+        "_inverse": inv,  # row -> index of its time (reused by the robust variance)
+        "_entry_order": order,
     }
 
 
@@ -263,7 +266,7 @@ def _km_robust_var_log(time, event, weight, entry, tab) -> np.ndarray:
     m = len(ut)
     nr, nd = tab["n_at_risk"], tab["n_events"]
     G = tab["var_log"]  # cumulative sum of d / (n (n - d)): Greenwood's sum
-    k = np.searchsorted(ut, time)  # exit index of each row
+    k = tab["_inverse"]  # exit-time index of each row
     w2 = weight**2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if entry is None:
@@ -279,7 +282,7 @@ def _km_robust_var_log(time, event, weight, entry, tab) -> np.ndarray:
         if entry is None:
             in_w = [np.full(m, w2.sum()), np.zeros(m), np.zeros(m)]
         else:
-            order = np.argsort(entry, kind="stable")
+            order = tab["_entry_order"]
             pos = np.searchsorted(entry[order], ut, side="left")  # rows with entry < t
             in_w = [np.concatenate(([0.0], np.cumsum((w2 * g_entry**p)[order])))[pos] for p in (0, 1, 2)]
         W0, W1, W2 = (a - b for a, b in zip(in_w, out_w))

@@ -62,7 +62,8 @@ def frames(uis_path, help_path) -> dict[str, pd.DataFrame]:
     sim = pd.read_csv(GOLDEN_DIR / "data" / "km_sim.csv")
     edge = pd.read_csv(GOLDEN_DIR / "data" / "km_edge.csv")
     out = {"uis": uis, "help": help_raw.loc[~bad].reset_index(drop=True), "sim": sim,
-           "sim_ab": sim[sim["arm"].isin(["a", "b"])].reset_index(drop=True)}
+           "sim_ab": sim[sim["arm"].isin(["a", "b"])].reset_index(drop=True),
+           "sim_unbal": sim[~((sim["arm"] == "c") & (sim["site"] == "s2"))].reset_index(drop=True)}
     for case in edge["case"].unique():
         out[f"edge:{case}"] = edge[edge["case"] == case].reset_index(drop=True)
     assert len(out["uis"]) == GOLDEN["uis_rows_used"]

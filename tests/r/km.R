@@ -20,10 +20,11 @@ help_dropped <- sum(is.na(help_raw$anysubstatus) | is.na(help_raw$daysanysub))
 help <- help_raw[!is.na(help_raw$anysubstatus) & !is.na(help_raw$daysanysub), ]
 sim <- read.csv("tests/golden/data/km_sim.csv")
 sim_ab <- sim[sim$arm %in% c("a", "b"), ]
+sim_unbal <- sim[!(sim$arm == "c" & sim$site == "s2"), ]  # arm c absent from stratum s2
 edge <- read.csv("tests/golden/data/km_edge.csv")
 get_data <- function(name) {
   if (startsWith(name, "edge:")) return(edge[edge$case == sub("edge:", "", name), ])
-  switch(name, uis = uis, help = help, sim = sim, sim_ab = sim_ab, stop("unknown data ", name))
+  switch(name, uis = uis, help = help, sim = sim, sim_ab = sim_ab, sim_unbal = sim_unbal, stop("unknown data ", name))
 }
 
 # ---------------------------------------------------------------- JSON
@@ -259,6 +260,8 @@ cases$lr_sim_site <- lr_case(sim_spec(group_col = "arm", strata_col = "site"))
 cases$lr_sim_w <- lr_case(sim_spec(group_col = "arm", weights_col = "w"), expand = TRUE)
 cases$lr_sim_w_site_rho1 <- lr_case(sim_spec(group_col = "arm", weights_col = "w", strata_col = "site", rho = 1),
                                     expand = TRUE)
+cases$lr_sim_unbal_site <- lr_case(list(data = "sim_unbal", duration_col = "days", event_col = "event",
+                                        group_col = "arm", strata_col = "site", rho = 1))
 cases$lr_sim_rho05 <- lr_case(sim_spec(group_col = "arm", rho = 0.5))
 cases$lr_sim_fh01 <- lr_case(sim_spec(group_col = "arm", rho = 0, gamma = 1))
 cases$lr_sim_fh11_site <- lr_case(sim_spec(group_col = "arm", rho = 1, gamma = 1, strata_col = "site"))
