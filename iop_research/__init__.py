@@ -1,9 +1,18 @@
 """iop-research: outcomes research for intensive outpatient addiction treatment (IOP).
 
-Only names listed in ``__all__`` are promised to stay.
+Only names listed in ``__all__`` are promised to stay. They are loaded lazily on
+first use, so ``import iop_research`` is cheap and starts no engine.
+
+Pipeline: ``read_data``/``load_demo``/``simulate_cohort`` -> ``IOPData`` ->
+``build_episodes``, ``medication_eras`` -> ``survival_frame``,
+``counting_process_frame``, ``landmark_frame`` -> survival estimators
+(``fit_km``, ``logrank_test``, ``rmst``, ``fit_cox``, ``ph_test``,
+``cumulative_incidence``, ``gray_test``, ``fit_fine_gray``) and causal designs
+(``iptw``, ``landmark_analysis``, ``evalue``) -> ``tables`` / ``plots`` -> reports.
 """
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
 
 try:
@@ -11,4 +20,49 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+#: public name -> module that defines it
+_EXPORTS = {
+    "IOPData": "io",
+    "read_data": "io",
+    "load_demo": "datasets",
+    "simulate_cohort": "synth",
+    "build_episodes": "episodes",
+    "medication_eras": "exposures",
+    "RelapseDefinition": "outcomes",
+    "relapse_outcomes": "outcomes",
+    "recurrent_relapses": "outcomes",
+    "retention_outcomes": "outcomes",
+    "survival_frame": "frames",
+    "counting_process_frame": "frames",
+    "landmark_frame": "frames",
+    "CohortDefinition": "cohorts",
+    "select_cohort": "cohorts",
+    "fit_km": "survival",
+    "logrank_test": "survival",
+    "rmst": "survival",
+    "fit_cox": "survival",
+    "ph_test": "survival",
+    "cumulative_incidence": "survival",
+    "gray_test": "survival",
+    "fit_fine_gray": "survival",
+    "fit_cause_specific": "survival",
+    "iptw": "causal",
+    "landmark_analysis": "causal",
+    "evalue": "causal",
+    "suppress_small_cells": "privacy",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'iop_research' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)
