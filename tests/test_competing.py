@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from iop_research._competing import (
     TIDY_CIF_COLUMNS,
     cumulative_incidence,
+    fit_cause_specific,
     fit_fine_gray,
     gray_test,
 )
@@ -274,6 +275,18 @@ def test_fine_gray_errors(sim):
         fit_fine_gray(sim.assign(k=1.0), duration_col="days", event_col="status", covariates=["mat", "k"])
     with pytest.raises(ModelSpecificationError, match="no events of cause 9"):
         fit_fine_gray(sim, duration_col="days", event_col="status", cause=9, covariates=["mat"])
+
+
+def test_cause_specific_cox_matches_coxph(sim):
+    """R: coxph(Surv(days, status == 1) ~ age_c + female + mat + progB, data = d) (Efron ties)."""
+    g = load_golden("cr_sim")["cause_specific1"]
+    d = sim.assign(progB=(sim["program"] == "B").astype(int))
+    res = fit_cause_specific(d, duration_col="days", event_col="status", cause=1, covariates=["age_c", "female", "mat", "progB"])
+    np.testing.assert_allclose(res.tidy["estimate"], g["coef"], rtol=RTOL_EST)
+    np.testing.assert_allclose(res.tidy["std_error"], g["se"], rtol=RTOL_SE)
+    assert "__cause_event__" not in d.columns
+    with pytest.raises(ModelSpecificationError, match="no events of cause 5"):
+        fit_cause_specific(d, duration_col="days", event_col="status", cause=5, covariates=["mat"])
 
 
 # --------------------------------------------------------------------------- live R

@@ -53,6 +53,9 @@ fgd <- finegray(Surv(days, factor(status)) ~ ., id = id, data = data.frame(d[, c
 fgfit <- coxph(Surv(fgstart, fgstop, fgstatus) ~ age_c + female + mat + progB, weights = fgwt, cluster = id,
                data = fgd, ties = "breslow", robust = TRUE)
 
+# cause-specific Cox for dropout (other causes censored), Efron ties
+cs1 <- coxph(Surv(days, status == 1) ~ age_c + female + mat + I(as.numeric(program == "B")), data = d)
+
 # 3. edge cases: cause 2 absent in arm b; ties across causes and censoring
 e <- read.csv("tests/golden/data/cr_edge.csv")
 ci_edge <- cuminc(e$days, e$status, e$arm)
@@ -71,6 +74,7 @@ write_json(list(
               se_default_gtol = as_array(sqrt(diag(crr1_default$var)))),
   crr3 = list(terms = as_array(names(crr3$coef)), coef = as_array(unname(crr3$coef)),
               se = as_array(sqrt(diag(crr3$var)))),
+  cause_specific1 = list(coef = as_array(unname(coef(cs1))), se = as_array(unname(sqrt(diag(cs1$var))))),
   finegray = list(coef = as_array(unname(coef(fgfit))), robust_se = as_array(unname(sqrt(diag(fgfit$var))))),
   edge = list(times = as_array(etimes), cif = cif_block(ci_edge, etimes), tests = tests_block(ci_edge))
 ), out)
