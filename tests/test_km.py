@@ -374,3 +374,10 @@ def test_golden_records_versions():
     assert GOLDEN["survival_version"].startswith("3.5")
     assert "R version 4.2" in GOLDEN["R_version"]
     assert json.dumps(GOLDEN["cases"]["lr_uis_treat"]["r_call"]).startswith('"survdiff')
+
+
+def test_rmst_help_365_is_beyond_follow_up(frames):
+    """HELP follow-up ends at day 260 (treat = no) and 268 (yes): tau = 365 is refused, as
+    survRM2 would; R's survmean would silently extend the last survival value."""
+    with pytest.raises(ModelSpecificationError, match="Choose tau <= 260"):
+        rmst(frames["help"], duration_col="daysanysub", event_col="anysubstatus", group_col="treat", tau=365)
