@@ -208,20 +208,24 @@ def _draw_curves(
 
 
 def _risk_table_texts(ax, risk: pd.DataFrame, groups: list, label_of, *, col: str, created: bool, title: str) -> None:
+    """Numbers at risk under the axes, placed in points below its bottom edge (any axes size)."""
     from matplotlib.transforms import blended_transform_factory
 
     disp = format_suppressed(risk)
     trans = blended_transform_factory(ax.transData, ax.transAxes)
-    y0 = -0.22
-    ax.text(-0.02, y0, title, transform=ax.transAxes, ha="right", va="center", fontweight="bold", clip_on=False)
+    y0, dy = -44.0, 13.0
+    label_kw = dict(xycoords="axes fraction", textcoords="offset points", ha="right", va="center", annotation_clip=False)
+    ax.annotate(title, (0.0, 0.0), xytext=(-20, y0), fontweight="bold", **label_kw)
     for j, g in enumerate(groups):
-        y = y0 - 0.07 * (j + 1)
-        ax.text(-0.02, y, str(label_of(g)), transform=ax.transAxes, ha="right", va="center", clip_on=False, gid="risk_label")
+        y = y0 - dy * (j + 1)
+        ax.annotate(str(label_of(g)), (0.0, 0.0), xytext=(-20, y), gid="risk_label", **label_kw)
         rows = disp[risk["group"].to_numpy() == g]
         for _, r in rows.iterrows():
-            ax.text(float(r["time"]), y, r[col], transform=trans, ha="center", va="center", clip_on=False, gid="risk_count")
+            ax.annotate(r[col], (float(r["time"]), 0.0), xycoords=trans, xytext=(0, y), textcoords="offset points",
+                        ha="center", va="center", annotation_clip=False, gid="risk_count")
     if created:
-        ax.figure.subplots_adjust(bottom=min(0.6, 0.25 + 0.07 * (len(groups) + 1)), left=0.2)
+        height_pt = ax.figure.get_figheight() * 72.0
+        ax.figure.subplots_adjust(bottom=min(0.6, (-y0 + dy * (len(groups) + 1) + 10) / height_pt + 0.05), left=0.2)
 
 
 def plot_km(
@@ -253,6 +257,8 @@ def plot_km(
     risk_table : bool or pandas.DataFrame, default True
         Print numbers at risk under the plot at ``times``. A DataFrame from
         :func:`~iop_research.privacy.suppress_risk_table` is used as given.
+        The table sits about 45 points below the axes; on a passed ``ax``,
+        leave that room (``fig.subplots_adjust(bottom=...)``).
     censor_marks : bool, default True
         Tick marks at censoring times.
     conf_int : bool, default True
@@ -320,7 +326,7 @@ def plot_km(
     return ax
 
 
-def _finish_curve_axes(ax, tidy, notes, times, risk_table, groups, label_of, k, created, xlabel, ylabel):
+def _finish_curve_axes(ax, tidy, notes, times, risk_table, groups, label_of, k, created, xlabel, ylabel, notes_at_top=False):
     tmax = float(tidy["time"].max()) if len(tidy) else 1.0
     if times is None:
         times = _nice_times(tmax)
@@ -333,7 +339,8 @@ def _finish_curve_axes(ax, tidy, notes, times, risk_table, groups, label_of, k, 
     if any(not str(line.get_label()).startswith("_") for line in ax.get_lines()):
         ax.legend(loc="best")
     for i, note in enumerate(notes):
-        ax.text(0.01, 0.02 + 0.06 * i, note, transform=ax.transAxes, fontsize=8, style="italic", gid="cut_note")
+        y, va = (0.98 - 0.06 * i, "top") if notes_at_top else (0.02 + 0.06 * i, "bottom")
+        ax.text(0.01, y, note, transform=ax.transAxes, fontsize=8, style="italic", va=va, gid="cut_note")
     if risk_table is not False and risk_table is not None:
         if isinstance(risk_table, pd.DataFrame):
             risk = risk_table
@@ -436,7 +443,8 @@ def plot_cif(
         risk_table = suppress_risk_table(rt, times=t, min_cell_count=min_cell_count, include=("n_at_risk",))
         times = t
     _finish_curve_axes(
-        ax, tidy, notes, times, risk_table, groups, lambda g: str(labels.get(g, g)), min_cell_count, created, xlabel, ylabel
+        ax, tidy, notes, times, risk_table, groups, lambda g: str(labels.get(g, g)), min_cell_count, created, xlabel, ylabel,
+        notes_at_top=True,
     )
     return ax
 
@@ -520,6 +528,18 @@ def plot_forest(
     pts.set_gid("estimate")
     ax.axvline(reference, color="0.4", linestyle="--", linewidth=1, gid="reference")
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, StrMethodFormatter
+
+    left, right = min(lo.min(), reference) / 1.15, max(hi.max(), reference) * 1.15
+    nice = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 10, 20, 50, 100])
+    ticks = nice[(nice >= left) & (nice <= right)]
+    if ticks.size > 7:
+        ticks = ticks[np.isin(ticks, [0.01, 0.1, 0.25, 0.5, 1, 2, 4, 10, 100])]
+    ax.set_xlim(left, right)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     terms = [labels.get(t, str(t)) for t in cox_tidy[term_col]]
     ax.set_yticks(y[::-1])
     ax.set_yticklabels(terms[::-1])

@@ -484,7 +484,9 @@ def suppress_risk_table(
     -----
     Number at risk at ``t`` is the ``n_at_risk`` of the group's first row with
     time ``>= t`` (those with follow-up ``>= t``, as R's
-    ``summary(survfit, times=)``), and 0 after the last row.
+    ``summary(survfit, times=)``), and 0 after the last row. Weighted curves
+    (e.g. IPTW) carry weighted numbers; they are rounded to whole numbers
+    before suppression, and the caption should say they are weighted.
 
     References
     ----------
@@ -530,12 +532,14 @@ def suppress_risk_table(
                 {
                     "group": g,
                     "time": t,
-                    "n_at_risk": int(n_risk),
-                    "n_events": int(cum_ev[upto - 1]) if upto > 0 else 0,
-                    "n_censored": int(cum_ce[upto - 1]) if upto > 0 else 0,
+                    "n_at_risk": int(np.round(n_risk)),
+                    "n_events": int(np.round(cum_ev[upto - 1])) if upto > 0 else 0,
+                    "n_censored": int(np.round(cum_ce[upto - 1])) if upto > 0 else 0,
                 }
             )
     frame = pd.DataFrame(rows, columns=["group", "time", "n_at_risk", "n_events", "n_censored"])
+    for c in ("n_at_risk", "n_events", "n_censored"):
+        frame[c] = frame[c].astype("int64")
     frame = frame[["group", "time", *include]]
     all_three = set(include) == allowed
     return suppress_small_cells(

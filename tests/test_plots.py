@@ -176,6 +176,9 @@ def test_plot_forest():
     ref = [ln for ln in ax.get_lines() if ln.get_gid() == "reference"][0]
     assert list(ref.get_xdata()) == [1.0, 1.0]
     assert [t.get_text() for t in ax.texts if t.get_gid() == "hr_text"][0] == "0.50 (0.34, 0.74)"
+    ax.figure.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert "1" in ticks and "0.5" in ticks  # readable ratios, not 10^0
     ci = [c for c in ax.collections if c.get_gid() == "ci"][0]
     assert len(ci.get_segments()) == 3
     with pytest.raises(DataValidationError, match="positive"):

@@ -298,3 +298,46 @@ def test_smooth_curve_follows_linear_trend():
     assert np.allclose(s["y"], 0.02 * s["x"], atol=0.02)
     with pytest.raises(ValueError, match="length"):
         smooth_curve([1, 2], [1])
+
+
+# ---------------------------------------------------------------- property: Table 1 never leaks a small cell
+
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y", "z", None])), min_size=1, max_size=120),
+    st.integers(2, 12),
+)
+def test_property_table_one_no_small_cell_no_single_unknown(rows, k):
+    df = pd.DataFrame(rows, columns=["g", "v"])
+    assume(df["v"].notna().any())
+    t1 = table_one(df, group_col="g", categorical=["v"], min_cell_count=k)
+    counts = t1[["n", "missing", "count"]].to_numpy(dtype=float, na_value=np.nan)
+    assert not np.any((counts >= 1) & (counts < k))
+    unk = lambda s: int(pd.isna(s))  # noqa: E731
+    big_n = t1[t1["variable"] == "n"].set_index("group")["n"]
+    v = t1[t1["variable"] == "v"]
+    groups = [g for g in big_n.index if g != "Overall"]
+    for g in big_n.index:
+        d = v[v["group"] == g]
+        n_g, m_g = d["n"].iloc[0], d["missing"].iloc[0]
+        assert d["count"].isna().sum() + unk(n_g) != 1  # levels sum to n
+        assert unk(n_g) + unk(m_g) + unk(big_n[g]) != 1  # n + missing = N
+    for lev, d in v.groupby("level"):
+        assert d["count"].isna().sum() != 1  # groups sum to overall
+    assert big_n.isna().sum() != 1 or len(groups) == 0
+    # shown percentages belong to shown counts
+    assert not (v["count"].isna() & v["percent"].notna()).any()
+
+
+def test_weighted_risk_table_is_rounded():
+    from iop_research.privacy import suppress_risk_table
+
+    km = pd.DataFrame(
+        {"group": ["a", "a"], "time": [5.0, 9.0], "n_at_risk": [40.4, 20.6], "n_events": [2.2, 3.1], "n_censored": [17.6, 5.0]}
+    )
+    rt = suppress_risk_table(km, times=[0, 6])
+    assert rt["n_at_risk"].tolist() == [40, 21]
