@@ -108,6 +108,20 @@ def test_cif_point_estimates_match_survfit_multistate(sim):
         assert rel.max() < 0.1 and rel.max() > 1e-6  # close, but not the same estimator
 
 
+def test_weighted_cif_matches_survfit_weights(sim):
+    """R: summary(survfit(Surv(days, factor(status)) ~ program, weights = 1 + 0.5 female + 0.25 mat), times)$pstate."""
+    g = load_golden("cr_sim")
+    d = sim.assign(w=1 + 0.5 * sim["female"] + 0.25 * sim["mat"])
+    res = cumulative_incidence(d, duration_col="days", event_col="status", group_col="program", weights_col="w", times=g["times"])
+    t = res.tidy
+    for grp, val in g["survfit_weighted"].items():
+        n = len(val["p1"])
+        for cause, key in ((1, "p1"), (3, "p3")):
+            ours = t[(t["group"] == grp) & (t["cause"] == cause)]["cumulative_incidence"].to_numpy()[:n]
+            np.testing.assert_allclose(ours, val[key], rtol=RTOL_EST)
+    assert t["std_error"].isna().all() and t["conf_low"].isna().all()
+
+
 def test_cif_edge_cases(edge):
     """R: timepoints(cuminc(e$days, e$status, e$arm), c(3, 5, 8, 12, 20, 25, 30)): cause 2 absent in arm b,
     ties across causes; NaN after the group's last follow-up (arm a ends at day 25)."""

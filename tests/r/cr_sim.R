@@ -41,6 +41,15 @@ for (g in c("A", "B", "C")) {
                       se1 = as_array(ssf$std.err[rows, 2]))
 }
 
+# weighted Aalen-Johansen (non-integer case weights): point estimates only
+d$w <- 1 + 0.5 * d$female + 0.25 * d$mat
+sfw <- summary(survfit(Surv(days, factor(status)) ~ program, data = d, weights = w), times = times)
+sfw_est <- list()
+for (g in c("A", "B", "C")) {
+  rows <- sfw$strata == paste0("program=", g)
+  sfw_est[[g]] <- list(p1 = as_array(sfw$pstate[rows, 2]), p3 = as_array(sfw$pstate[rows, 4]))
+}
+
 # 2. crr: dropout (cause 1) and the rare cause 3 (transfer)
 X <- cbind(age_c = d$age_c, female = d$female, mat = d$mat, progB = as.numeric(d$program == "B"))
 crr1 <- crr(d$days, d$status, X, failcode = 1, gtol = 1e-10, maxiter = 50)
@@ -68,6 +77,7 @@ write_json(list(
   mat = list(cif = cif_block(ci_mat, times), tests = tests_block(ci_mat)),
   full_A1 = list(time = as_array(full$time), est = as_array(full$est), var = as_array(full$var)),
   survfit = sf_est,
+  survfit_weighted = sfw_est,
   crr1 = list(terms = as_array(names(crr1$coef)), coef = as_array(unname(crr1$coef)),
               se = as_array(sqrt(diag(crr1$var))), loglik = crr1$loglik, loglik_null = crr1$loglik.null,
               coef_default_gtol = as_array(unname(crr1_default$coef)),
