@@ -763,8 +763,11 @@ def fit_fine_gray(
     use Breslow's partial likelihood (crr). The variance is crr's robust sandwich
     :math:`I^{-1}(\\sum_i(\\eta_i+\\psi_i)^{\\otimes2})I^{-1}`, where :math:`\\psi_i` accounts
     for estimating G (Fine & Gray 1999, Sec. 4). ``survival::finegray`` + ``coxph(weights,
-    ties = "breslow")`` gives the same point estimates but a robust variance that ignores
-    the estimation of G, hence different standard errors.
+    ties = "breslow")`` gives the same point estimates up to its handling of censoring tied
+    with events (differences below 1% of a standard error on UIS and the simulated test data)
+    but a robust variance that ignores the estimation of G, hence different standard errors.
+    Memory and time grow with n x (number of distinct event times): about 1 s for 3,000 rows
+    with 365 distinct days; fit very large cohorts on a sample or with coarser time.
 
     References
     ----------
