@@ -193,6 +193,7 @@ def table_one(
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
     overall: bool = True,
     overall_label: str = "Overall",
+    percent_of: str = "all",
 ) -> pd.DataFrame:
     """Baseline characteristics by group ("Table 1"), as numbers, suppressed.
 
@@ -219,6 +220,13 @@ def table_one(
     overall : bool, default True
         Add a column of all units, labelled ``overall_label``.
     overall_label : str, default "Overall"
+    percent_of : {"all", "non_missing"}, default "all"
+        Denominator of categorical percentages. "all": every unit of the group
+        (missing values are their own row), so percentages never reveal a
+        suppressed missing count. "non_missing": R tableone's default; a
+        percentage times its count gives the number of non-missing values, so
+        wherever that number is hidden all percentages of the variable in that
+        group are hidden too.
 
     Returns
     -------
@@ -229,8 +237,8 @@ def table_one(
         ``"n"``: group sizes in ``n``), "continuous", "nonnormal" or
         "categorical". ``n`` is the number of non-missing values and
         ``missing`` the number missing (per variable and group; repeated on
-        each level row); ``count``/``percent`` the level's count and percent of
-        non-missing values; quartiles are R's type 7; ``sd`` has ddof=1. ``smd``
+        each level row); ``count``/``percent`` the level's count and percent
+        (see ``percent_of``); quartiles are R's type 7; ``sd`` has ddof=1. ``smd``
         is the largest pairwise standardised mean difference between groups
         (:func:`standardized_mean_difference`), repeated on each row of the
         variable. Counts are nullable ``Int64`` (``NA`` where hidden);
@@ -262,6 +270,8 @@ def table_one(
     ['NA', 'NA']
     """
     k = _check_k(min_cell_count)
+    if percent_of not in ("all", "non_missing"):
+        raise ValueError(f"table_one: percent_of must be 'all' or 'non_missing', got {percent_of!r}.")
     continuous = list(dict.fromkeys(list(continuous) + [v for v in nonnormal if v not in categorical]))
     categorical = list(categorical)
     nonnormal = set(nonnormal)
@@ -370,7 +380,7 @@ def table_one(
                         "n": nn,
                         "missing": miss,
                         "count": cnt,
-                        "percent": 100.0 * cnt / nn if nn else np.nan,
+                        "percent": (100.0 * cnt / (nn if percent_of == "non_missing" else len(d))) if (nn if percent_of == "non_missing" else len(d)) else np.nan,
                         "smd": smd,
                     }
                 )
@@ -428,6 +438,8 @@ def table_one(
         out[c] = col
     # derived values
     pct_h = hid["count"].to_numpy()
+    if percent_of == "non_missing":
+        pct_h = pct_h | ((out["kind"] == "categorical").to_numpy() & hid["n"].to_numpy())
     out["percent"] = out["percent"].mask(pct_h)
     hid["percent"] = pct_h
     nvals = counts["n"]
@@ -532,8 +544,9 @@ def format_table_one(
                 row = {"variable": "", "level": str(lev)}
                 for _, r in dl.iterrows():
                     c = count_text(r.name, "count")
-                    if c.isdigit() and not pd.isna(r["percent"]):
-                        c = f"{c} ({_fmt(r['percent'], pct_digits)})"
+                    if c.isdigit():
+                        pct = complementary_marker if pd.isna(r["percent"]) else _fmt(r["percent"], pct_digits)
+                        c = f"{c} ({pct})"
                     row[r["group"]] = c
                 row["SMD"] = ""
                 rows.append(row)

@@ -341,3 +341,29 @@ def test_weighted_risk_table_is_rounded():
     )
     rt = suppress_risk_table(km, times=[0, 6])
     assert rt["n_at_risk"].tolist() == [40, 21]
+
+
+def test_percentages_do_not_reveal_a_suppressed_missing_count():
+    # group a: 60 x, 30 y, 3 missing (N = 93); group b: 40 x, 50 y, 0 missing
+    df = pd.DataFrame(
+        {"g": ["a"] * 93 + ["b"] * 90, "v": ["x"] * 60 + ["y"] * 30 + [None] * 3 + ["x"] * 40 + ["y"] * 50}
+    )
+    t1 = table_one(df, group_col="g", categorical=["v"])
+    a = t1[(t1["variable"] == "v") & (t1["group"] == "a")].set_index("level")
+    assert pd.isna(a["missing"]).all() and pd.isna(a["n"]).all()
+    # default: percent of all 93 units, so 60 / pct does not give n = 90
+    shown = a["count"].notna()
+    assert shown.any()
+    for lev in a.index[shown]:
+        assert a.loc[lev, "percent"] == pytest.approx(100 * a.loc[lev, "count"] / 93)
+    # tableone's convention: percents of non-missing are hidden where n is hidden
+    t2 = table_one(df, group_col="g", categorical=["v"], percent_of="non_missing")
+    a2 = t2[(t2["variable"] == "v") & (t2["group"] == "a")]
+    assert a2["percent"].isna().all()
+    b2 = t2[(t2["variable"] == "v") & (t2["group"] == "b")].set_index("level")
+    assert b2.loc["x", "percent"] == pytest.approx(100 * 40 / 90)
+    disp = format_table_one(t2)
+    cell = disp.loc[disp["level"].isin(["x", "y"]), "a"].tolist()
+    assert all(c in ("*", "<11") or c.endswith("(*)") for c in cell)
+    with pytest.raises(ValueError, match="percent_of"):
+        table_one(df, group_col="g", categorical=["v"], percent_of="valid")
