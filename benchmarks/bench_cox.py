@@ -1,0 +1,150 @@
+"""Benchmark: counting-process Cox with cluster-robust SE, fit_cox vs R coxph (and lifelines).
+
+Writes about 2.3 million ``(start, stop]`` rows (1 million IOP episodes, each with a MAT
+on/off switch; covariates ``mat`` (time-varying), ``group_therapy``, ``age``; cluster =
+``patient_id``; whole-day times, so heavy ties) to ``benchmarks/_work/cox_bench.csv``
+(git-ignored), then in the same run times
+
+* ``iop_research._cox.fit_cox(..., cluster_col="patient_id")`` (Efron, robust SE, concordance),
+* R ``coxph(Surv(start, stop, event) ~ mat + group_therapy + age + cluster(patient_id))``
+  via ``Rscript`` on the same CSV (only the ``coxph`` call is timed),
+* lifelines ``CoxTimeVaryingFitter`` in a subprocess with a 120 s limit (skipped beyond),
+
+compares the coefficients and prints the wall-time ratio.
+
+Usage: ``.venv/bin/python benchmarks/bench_cox.py [--n-episodes 1000000] [--seed 1] [--no-r] [--no-lifelines]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / "_work"
+sys.path.insert(0, str(REPO))
+
+BETA = {"mat": -0.5, "group_therapy": 0.3, "age": 0.01}
+
+
+def simulate(n_episodes: int, seed: int | np.random.Generator) -> pd.DataFrame:
+    """Episodes with a MAT on/off switch, piecewise-exponential relapse, rows (start, stop]."""
+    rng = np.random.default_rng(seed)
+    n = n_episodes
+    patient = rng.integers(0, int(n * 0.7), n)
+    age = rng.integers(18, 71, n)
+    group = rng.integers(0, 2, n)
+    fu = rng.integers(30, 366, n).astype(float)
+    on = rng.integers(1, 61, n).astype(float)
+    off = on + rng.integers(14, 181, n)
+    h_off = 0.004 * np.exp(BETA["group_therapy"] * group + BETA["age"] * (age - 40))
+    h_on = h_off * np.exp(BETA["mat"])
+    e = rng.exponential(1.0, n)
+    c1 = on * h_off
+    c2 = c1 + (off - on) * h_on
+    t = np.where(e <= c1, e / h_off, np.where(e <= c2, on + (e - c1) / h_on, off + (e - c2) / h_off))
+    t = np.ceil(t)  # whole days: ties
+    event = t <= fu
+    end = np.where(event, t, fu)
+    starts = np.stack([np.zeros(n), on, off], axis=1)
+    stops = np.stack([on, off, np.full(n, np.inf)], axis=1)
+    stops = np.minimum(stops, end[:, None])
+    keep = starts < stops
+    ep_idx = np.repeat(np.arange(n), 3).reshape(n, 3)[keep]
+    df = pd.DataFrame(
+        {
+            "patient_id": patient[ep_idx],
+            "episode_id": ep_idx,
+            "start": starts[keep],
+            "stop": stops[keep],
+            "mat": np.tile([0, 1, 0], n).reshape(n, 3)[keep],
+            "group_therapy": group[ep_idx],
+            "age": age[ep_idx],
+        }
+    )
+    df["event"] = (event[ep_idx] & (df["stop"].to_numpy() == end[ep_idx])).astype(int)
+    return df
+
+
+R_SCRIPT = textwrap.dedent(
+    """
+    suppressPackageStartupMessages(library(survival))
+    args <- commandArgs(trailingOnly = TRUE)
+    d <- read.csv(args[1])
+    tm <- system.time(fit <- coxph(Surv(start, stop, event) ~ mat + group_therapy + age + cluster(patient_id),
+                                   data = d))[["elapsed"]]
+    cat(sprintf('{"seconds": %.4f, "coef": [%s], "se": [%s], "concordance": %.12f}',
+        tm, paste(sprintf("%.12g", coef(fit)), collapse = ","),
+        paste(sprintf("%.12g", sqrt(diag(fit$var))), collapse = ","), fit$concordance[["concordance"]]),
+        file = args[2])
+    """
+)
+
+LIFELINES_SCRIPT = textwrap.dedent(
+    """
+    import sys, time, json, pandas as pd
+    from lifelines import CoxTimeVaryingFitter
+    d = pd.read_csv(sys.argv[1])
+    t0 = time.perf_counter()
+    CoxTimeVaryingFitter().fit(d[["patient_id", "start", "stop", "event", "mat", "group_therapy", "age"]],
+                               id_col="patient_id", start_col="start", stop_col="stop", event_col="event")
+    print(json.dumps({"seconds": time.perf_counter() - t0}))
+    """
+)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-episodes", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=20261127)
+    ap.add_argument("--no-r", action="store_true")
+    ap.add_argument("--no-lifelines", action="store_true")
+    args = ap.parse_args(argv)
+
+    from iop_research._cox import fit_cox
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    csv = WORK / "cox_bench.csv"
+    df = simulate(args.n_episodes, args.seed)
+    df.to_csv(csv, index=False)
+    print(f"rows={len(df):,} episodes={args.n_episodes:,} events={int(df['event'].sum()):,} "
+          f"patients={df['patient_id'].nunique():,} distinct event days={df.loc[df.event == 1, 'stop'].nunique()}")
+
+    t0 = time.perf_counter()
+    res = fit_cox(df, start_col="start", stop_col="stop", event_col="event",
+                  covariates=["mat", "group_therapy", "age"], cluster_col="patient_id")
+    t_py = time.perf_counter() - t0
+    print(f"fit_cox: {t_py:.2f} s, iterations={int(res.glance['iterations'].iloc[0])}")
+    print(res.tidy[["term", "estimate", "std_error", "naive_std_error"]].to_string(index=False))
+    print(f"concordance={res.glance['concordance'].iloc[0]:.6f}")
+
+    if not args.no_r:
+        rfile = WORK / "bench_cox.R"
+        rfile.write_text(R_SCRIPT)
+        rout = WORK / "bench_cox_r.json"
+        subprocess.run(["Rscript", "--vanilla", str(rfile), str(csv), str(rout)], check=True)
+        r = json.loads(rout.read_text())
+        rel = np.max(np.abs(res.tidy["estimate"].to_numpy() / np.array(r["coef"]) - 1))
+        rel_se = np.max(np.abs(res.tidy["std_error"].to_numpy() / np.array(r["se"]) - 1))
+        print(f"R coxph: {r['seconds']:.2f} s; max relative difference coef {rel:.2e}, robust SE {rel_se:.2e}, "
+              f"concordance {abs(res.glance['concordance'].iloc[0] - r['concordance']):.2e}")
+        print(f"time ratio fit_cox / R = {t_py / r['seconds']:.2f}")
+
+    if not args.no_lifelines:
+        try:
+            out = subprocess.run([sys.executable, "-c", LIFELINES_SCRIPT, str(csv)], capture_output=True,
+                                 text=True, timeout=120, check=True)
+            print(f"lifelines CoxTimeVaryingFitter: {json.loads(out.stdout)['seconds']:.2f} s")
+        except subprocess.TimeoutExpired:
+            print("lifelines CoxTimeVaryingFitter: skipped, did not finish within 120 s")
+
+
+if __name__ == "__main__":
+    main()
