@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import load_golden, requires_r, run_r_script
 from iop_research.exceptions import DataValidationError, PrivacyViolationError
 from iop_research.privacy import (
     DEFAULT_MIN_CELL_COUNT,
@@ -232,3 +233,49 @@ def test_property_with_explicit_margins(mat):
     # so no hidden cell equals "total minus the shown cells"
     assert not np.any(u.sum(axis=1) == 1)
     assert not np.any(u.sum(axis=0) == 1)
+
+
+# ---------------------------------------------------------------- against R survival
+
+
+def _risk_inputs(golden: dict):
+    rows = []
+    for g, d in golden["strata"].items():
+        for t, r, e, c in zip(d["time"], d["n_risk"], d["n_event"], d["n_censor"]):
+            rows.append({"group": g, "time": t, "n_at_risk": r, "n_events": e, "n_censored": c})
+    return pd.DataFrame(rows)
+
+
+def _check_risk_against_r(golden: dict) -> None:
+    km = _risk_inputs(golden)
+    times = golden["strata"]["0"]["at_times"]["time"]
+    rt = suppress_risk_table(km, times=times, min_cell_count=1, include=("n_at_risk", "n_events", "n_censored"))
+    for g, d in golden["strata"].items():
+        mine = rt[rt["group"] == g]
+        assert mine["time"].tolist() == d["at_times"]["time"]
+        assert mine["n_at_risk"].astype(int).tolist() == d["at_times"]["n_risk"]
+        assert mine["n_events"].astype(int).tolist() == d["at_times"]["cum_n_event"]
+        assert mine["n_censored"].astype(int).tolist() == d["at_times"]["cum_n_censor"]
+
+
+def test_risk_table_matches_r_summary_survfit():
+    """Numbers at risk and cumulative events/censorings equal R's.
+
+    R: ``Rscript --vanilla tests/r/risk_table.R <datasets_dir> <out_json>``, i.e.
+    ``summary(survfit(Surv(TIME, CENSOR) ~ TREAT, data = uis), times = ..., extend = TRUE)``
+    with ``cumsum`` of ``n.event`` and ``n.censor``.
+    """
+    golden = load_golden("risk_table")
+    _check_risk_against_r(golden)
+    # and with suppression: R's 4 and 2 at risk on day 700 print as <11
+    rt = suppress_risk_table(_risk_inputs(golden), times=[700])
+    assert format_suppressed(rt)["n_at_risk"].tolist() == ["<11", "<11"]
+
+
+@requires_r
+def test_risk_table_live_r(tmp_path, datasets_dir):
+    """Re-run ``Rscript --vanilla tests/r/risk_table.R <datasets_dir> <out_json>`` and compare."""
+    live = run_r_script("risk_table", tmp_path / "risk_table.json")
+    committed = load_golden("risk_table")
+    assert live["strata"] == committed["strata"]
+    _check_risk_against_r(live)
