@@ -282,6 +282,18 @@ def test_fine_gray_point_estimates_agree_with_finegray_coxph(sim, uis_cr):
     assert (np.abs(res.tidy["estimate"] - gs["finegray"]["coef"]) / res.tidy["std_error"]).max() < 0.01
 
 
+def test_fine_gray_without_competing_events_is_breslow_cox(sim):
+    """With no competing events the subdistribution risk set is the ordinary one and psi = 0: crr equals
+    coxph(..., ties = "breslow", robust = TRUE), here the package's fit_cox."""
+    from iop_research._cox import fit_cox
+
+    d = sim.assign(status=np.where(sim["status"] == 1, 1, 0))
+    fg = fit_fine_gray(d, duration_col="days", event_col="status", covariates=["age_c", "female", "mat"])
+    cox = fit_cox(d, duration_col="days", event_col="status", covariates=["age_c", "female", "mat"], ties="breslow", robust=True)
+    np.testing.assert_allclose(fg.tidy["estimate"], cox.tidy["estimate"], rtol=1e-6)
+    np.testing.assert_allclose(fg.tidy["std_error"], cox.tidy["std_error"], rtol=1e-5)
+
+
 def test_fine_gray_errors(sim):
     with pytest.raises(ModelSpecificationError, match="must be numeric"):
         fit_fine_gray(sim, duration_col="days", event_col="status", covariates=["program"])
