@@ -68,6 +68,11 @@ COMPLEMENTARY_MARKER = "*"
 class SuppressionMask:
     """Which cells of a table were hidden, and why.
 
+    Indexing (``mask["n"]``), ``.any()``, ``.to_numpy()``, ``.to_frame()``,
+    ``.index``, ``.columns`` and ``.shape`` read the ``hidden`` frame; unlike a
+    DataFrame, ``==`` returns one bool (so ``pandas.concat`` of suppressed
+    tables works).
+
     Attributes
     ----------
     hidden : pandas.DataFrame
@@ -104,6 +109,34 @@ class SuppressionMask:
     def n_hidden(self) -> int:
         """Number of hidden cells."""
         return int(self.hidden.to_numpy().sum())
+
+    # read-only conveniences, so the mask reads like the boolean frame it wraps
+    def __getitem__(self, key):
+        return self.hidden[key]
+
+    @property
+    def index(self) -> pd.Index:
+        return self.hidden.index
+
+    @property
+    def columns(self) -> pd.Index:
+        return self.hidden.columns
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.hidden.shape
+
+    def any(self) -> bool:
+        """Whether any cell was hidden."""
+        return bool(self.hidden.to_numpy().any())
+
+    def to_frame(self) -> pd.DataFrame:
+        """A copy of the boolean frame of hidden cells."""
+        return self.hidden.copy()
+
+    def to_numpy(self) -> np.ndarray:
+        """Boolean array of hidden cells."""
+        return self.hidden.to_numpy(dtype=bool)
 
 
 def _check_k(min_cell_count: int) -> int:

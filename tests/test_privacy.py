@@ -43,6 +43,9 @@ def test_primary_and_complementary_by_hand():
     assert isinstance(m, SuppressionMask)
     assert m.primary["completed"].tolist() == [True, False, False]
     assert m.n_hidden == 4
+    assert m.any() and m["completed"].tolist() == [True, False, True]
+    assert m.shape == t.shape and list(m.columns) == list(t.columns)
+    assert m.to_numpy().sum() == 4 and m.to_frame().equals(suppression_mask(out))
     assert format_suppressed(out)["completed"].tolist() == ["<11", "40", "*"]
     assert str(out["completed"].dtype) == "Int64"
 
@@ -279,3 +282,30 @@ def test_risk_table_live_r(tmp_path, datasets_dir):
     committed = load_golden("risk_table")
     assert live["strata"] == committed["strata"]
     _check_risk_against_r(live)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=6), st.integers(0, 500))
+def test_property_attrition_never_leaks(steps, extra):
+    from iop_research.tables import suppress_attrition
+
+    total = sum(r for r, _ in steps) + extra + 1
+    pat_total = sum(p for _, p in steps) + extra + 1
+    removed = [0] + [r for r, _ in steps]
+    premoved = [0] + [p for _, p in steps]
+    a = pd.DataFrame(
+        {
+            "step": [f"s{i}" for i in range(len(removed))],
+            "rows_removed": removed,
+            "patients_removed": premoved,
+            "rows_remaining": list(total - np.cumsum(removed)),
+            "patients_remaining": list(pat_total - np.cumsum(premoved)),
+        }
+    )
+    s = suppress_attrition(a)
+    vals = s[["rows_removed", "patients_removed", "rows_remaining", "patients_remaining"]].to_numpy(dtype=float, na_value=np.nan)
+    assert not np.any((vals >= 1) & (vals < K))
+    for rem, left in [("rows_removed", "rows_remaining"), ("patients_removed", "patients_remaining")]:
+        for i in range(1, len(s)):
+            unknown = int(pd.isna(s.loc[i, rem])) + int(pd.isna(s.loc[i, left])) + int(pd.isna(s.loc[i - 1, left]))
+            assert unknown != 1
