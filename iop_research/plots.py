@@ -772,6 +772,8 @@ def plot_attrition(
     reason_col: str = "reason",
     removed_col: str = "rows_removed",
     remaining_col: str = "rows_remaining",
+    patients_removed_col: str | None = "patients_removed",
+    patients_remaining_col: str | None = "patients_remaining",
     unit: str = "episodes",
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
 ):
@@ -786,6 +788,9 @@ def plot_attrition(
     ax : matplotlib.axes.Axes, optional
     step_col, reason_col, removed_col, remaining_col : str
         Column names.
+    patients_removed_col, patients_remaining_col : str or None
+        Patient counts, shown as a second line in each box when both columns
+        exist (episodes and patients differ when patients have several episodes).
     unit : str, default "episodes"
         Counted unit shown in the boxes.
     min_cell_count : int, default 11
@@ -816,10 +821,18 @@ def plot_attrition(
     from .tables import suppress_attrition
 
     _require(attrition, [step_col, removed_col, remaining_col], "plot_attrition")
+    with_patients = (
+        patients_removed_col is not None
+        and patients_remaining_col is not None
+        and patients_removed_col in attrition.columns
+        and patients_remaining_col in attrition.columns
+    )
     if isinstance(attrition.attrs.get("suppressed"), SuppressionMask):
         sup = attrition
     else:
-        sup = suppress_attrition(attrition, min_cell_count=min_cell_count, removed_cols=(removed_col,), remaining_cols=(remaining_col,))
+        removed = (removed_col, patients_removed_col) if with_patients else (removed_col,)
+        remaining = (remaining_col, patients_remaining_col) if with_patients else (remaining_col,)
+        sup = suppress_attrition(attrition, min_cell_count=min_cell_count, removed_cols=removed, remaining_cols=remaining)
     disp = format_suppressed(sup)
     n = len(disp)
     ax, created = _new_ax(ax, figsize=(7.0, 1.2 + 1.1 * n))
@@ -830,12 +843,17 @@ def plot_attrition(
     ys = [n - 0.5 - i for i in range(n)]
     for i in range(n):
         txt = f"{disp[step_col].iloc[i]}\n{unit}: {disp[remaining_col].iloc[i]}"
+        if with_patients:
+            txt += f"\npatients: {disp[patients_remaining_col].iloc[i]}"
         ax.text(0.3, ys[i], txt, ha="center", va="center", bbox=box, gid="step_box")
         if i > 0:
             ax.annotate("", xy=(0.3, ys[i] + 0.25), xytext=(0.3, ys[i - 1] - 0.25),
                         arrowprops=dict(arrowstyle="->", color="0.2"))
             reason = disp[reason_col].iloc[i] if reason_col in disp.columns else ""
-            ex = f"Excluded: {disp[removed_col].iloc[i]}" + (f"\n{reason}" if reason else "")
+            ex = f"Excluded: {disp[removed_col].iloc[i]}"
+            if with_patients:
+                ex += f" ({disp[patients_removed_col].iloc[i]} patients)"
+            ex += f"\n{reason}" if reason else ""
             ymid = (ys[i] + ys[i - 1]) / 2
             ax.text(0.75, ymid, ex, ha="center", va="center", bbox=dict(box, facecolor="0.95"), gid="exclusion_box")
             ax.annotate("", xy=(0.58, ymid), xytext=(0.3, ymid), arrowprops=dict(arrowstyle="->", color="0.4"))

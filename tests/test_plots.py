@@ -311,3 +311,21 @@ def test_style_context_manager_restores():
         assert [c.upper() for c in colors] == list(plots.OKABE_ITO)
     assert matplotlib.rcParams["axes.spines.top"] == before
     assert len(set(plots.LINESTYLES)) == len(plots.LINESTYLES) == len(plots.OKABE_ITO)
+
+
+def test_plot_attrition_with_patient_counts():
+    a = pd.DataFrame(
+        {
+            "step": ["All episodes", "First episode only"],
+            "reason": ["", "not the first episode"],
+            "rows_removed": [0, 200],
+            "patients_removed": [0, 0],
+            "rows_remaining": [1000, 800],
+            "patients_remaining": [800, 800],
+        }
+    )
+    ax = plots.plot_attrition(a)
+    boxes = [t.get_text() for t in ax.texts if t.get_gid() == "step_box"]
+    excl = [t.get_text() for t in ax.texts if t.get_gid() == "exclusion_box"]
+    assert boxes == ["All episodes\nepisodes: 1000\npatients: 800", "First episode only\nepisodes: 800\npatients: 800"]
+    assert excl == ["Excluded: 200 (0 patients)\nnot the first episode"]
