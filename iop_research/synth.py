@@ -890,28 +890,28 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     base = np.datetime64(t0.date(), "D")
 
     def to_dates(day_index):
-        return pd.to_datetime((base + np.asarray(day_index, dtype=np.int64)).astype("datetime64[ns]"))
+        return (base + np.asarray(day_index, dtype=np.int64)).astype("datetime64[ns]")
 
     ep_obs_end_off = obs_end[ep["pidx"]] - ep["admit"]
     bar.step("latent times")
 
     # ---- patients, observation ------------------------------------------------------
-    patients = pd.DataFrame({
+    patients = _frame("patients", {
         Col.patient_id: pid_str,
         Col.birth_year: birth_year,
         Col.sex: np.array(_SEX, dtype=object)[pat["sex"]],
         Col.race: pat["race"],
         Col.ethnicity: pat["ethnicity"],
     })
-    observation = pd.DataFrame({Col.patient_id: pid_str, Col.observation_end: to_dates(obs_end)})
+    observation = _frame("observation", {Col.patient_id: pid_str, Col.observation_end: to_dates(obs_end)})
 
     # ---- admissions ------------------------------------------------------------------
     los_obs = ep["los_obs"]
     discharged = los_obs <= ep_obs_end_off
-    dis_dates = to_dates(ep["admit"] + los_obs).where(discharged)
+    dis_dates = np.where(discharged, to_dates(ep["admit"] + los_obs), np.datetime64("NaT", "ns"))
     reason = np.array(_REASONS, dtype=object)[ep["reason_obs"]]
     reason = np.where(discharged, reason, None)
-    admissions = pd.DataFrame({
+    admissions = _frame("admissions", {
         Col.episode_id: eid_str,
         Col.patient_id: pid_str[ep["pidx"]],
         Col.program: np.array(program_names, dtype=object)[ep["program"]],
@@ -944,15 +944,16 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     shown = cut_disp & (disp_day <= horizon[disp_ep])
     d_ep, d_day, d_sup = disp_ep[shown], disp_day[shown], disp_sup[shown]
     d_med = ep["mat_med"][d_ep]
-    medications = pd.DataFrame({
+    d_abs = ep["admit"][d_ep] + d_day
+    o = np.lexsort((d_med, d_abs, ep["pidx"][d_ep]))
+    d_ep, d_abs, d_sup, d_med = d_ep[o], d_abs[o], d_sup[o], d_med[o]
+    medications = _frame("medications", {
         Col.patient_id: pid_str[ep["pidx"][d_ep]],
         Col.medication: np.array(_MEDS, dtype=object)[d_med],
-        Col.dispense_date: to_dates(ep["admit"][d_ep] + d_day),
+        Col.dispense_date: to_dates(d_abs),
         Col.days_supply: d_sup.astype(np.int64),
         Col.dose_mg: ep["mat_dose"][d_ep].astype(float),
     })
-    medications = medications.sort_values([Col.patient_id, Col.dispense_date, Col.medication], kind="stable")
-    medications = medications.reset_index(drop=True)
     bar.step("medications")
 
     # ---- events ------------------------------------------------------------------------
@@ -1003,11 +1004,8 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     truth = SimulationTruth(effects=eff, params=params, episodes=truth_eps, mat_intervals=mat_intervals,
                             patients=truth_pat)
     bar.step("truth")
-    tables = _enforce_contract({
-        "patients": patients, "admissions": admissions, "sessions": sessions,
-        "medications": medications, "events": events, "observation": observation,
-    })
-    return IOPData(**tables, truth=truth)
+    return IOPData(patients=patients, admissions=admissions, sessions=sessions, medications=medications,
+                   events=events, observation=observation, truth=truth)
 
 
 def _carry_over(ep, nxt, rday):
@@ -1117,61 +1115,66 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
     )
 
 
+def _weekly_cycles(templates):
+    """Per programme and weekday of admission: one week of sessions as (day offset, modality, minutes).
+
+    Returns arrays ``offset, modality, minutes`` of shape (programmes, 7, k_max)
+    and ``k`` (sessions per full week of each programme).
+    """
+    k = np.array([sum(len(sl) for sl in tpl["slots"]) for tpl in templates])
+    shape = (len(templates), 7, int(k.max()))
+    offset = np.full(shape, 10**6, dtype=np.int64)
+    modality = np.zeros(shape, dtype=np.int64)
+    minutes = np.zeros(shape, dtype=np.int64)
+    for p, tpl in enumerate(templates):
+        week = [(wd, _MOD[mod], mins) for wd, slot in zip(tpl["weekdays"], tpl["slots"]) for mod, mins in slot]
+        for w0 in range(7):
+            rows = sorted(((wd - w0) % 7, i, mod, mins) for i, (wd, mod, mins) in enumerate(week))
+            for j, (off, _i, mod, mins) in enumerate(rows):
+                offset[p, w0, j], modality[p, w0, j], minutes[p, w0, j] = off, mod, mins
+    return offset, modality, minutes, k
+
+
 def _build_sessions(rng, ep, templates, ep_obs_end_off, pid_str, eid_str, base, to_dates):
-    """Scheduled sessions from admission to discharge (or observation end)."""
-    n_ep = ep["admit"].size
-    last_off = np.minimum(ep["los_obs"], ep_obs_end_off)
-    n_days = last_off + 1
-    owner, off = _ragged(n_days)
-    day = ep["admit"][owner] + off
-    weekday = ((base + day).astype("datetime64[D]").view("int64") + 3) % 7  # 1970-01-01 was a Thursday
-    n_t = len(templates)
-    slot_of = np.full((n_t, 7), -1, dtype=np.int64)
-    flat_mod, flat_min, counts = [], [], np.zeros((n_t, 3), dtype=np.int64)
-    for k, tpl in enumerate(templates):
-        for s, wd in enumerate(tpl["weekdays"]):
-            slot_of[k, wd] = s
-            counts[k, s] = len(tpl["slots"][s])
-            for mod, minutes in tpl["slots"][s]:
-                flat_mod.append(_MOD[mod])
-                flat_min.append(minutes)
-    flat_mod = np.array(flat_mod)
-    flat_min = np.array(flat_min)
-    tpl_offset = (np.cumsum(counts.ravel()) - counts.ravel()).reshape(counts.shape)
-    prog = ep["program"][owner]
-    slot = slot_of[prog, weekday]
-    keep = slot >= 0
-    owner, day, off, prog, slot = owner[keep], day[keep], off[keep], prog[keep], slot[keep]
-    k_per_day = counts[prog, slot]
-    o2, j = _ragged(k_per_day)
-    s_ep = owner[o2]
-    s_day = day[o2]
-    s_off = off[o2]
-    t_idx = tpl_offset[prog[o2], slot[o2]] + j
-    mod = flat_mod[t_idx]
-    minutes = flat_min[t_idx]
+    """Scheduled sessions from admission to discharge (or observation end).
+
+    Each programme repeats a weekly timetable; an episode gets every session
+    of its programme's timetable on days 0..last of the episode.
+    """
+    n_days = np.minimum(ep["los_obs"], ep_obs_end_off) + 1
+    prog = ep["program"]
+    w0 = ((base + ep["admit"]).astype("datetime64[D]").view("int64") + 3) % 7  # 1970-01-01 was a Thursday
+    cyc_off, cyc_mod, cyc_min, k = _weekly_cycles(templates)
+    owner, j = _ragged(-(-n_days // 7) * k[prog])
+    kk = k[prog[owner]]
+    week, pos = j // kk, j % kk
+    cell = (prog * 7 + w0)[owner] * cyc_off.shape[2] + pos  # flat index into the (programme, weekday, k) cycles
+    s_off = 7 * week + cyc_off.ravel()[cell]
+    mod = cyc_mod.ravel()[cell]
     fam_share = np.array([tpl["family_share"] for tpl in templates])
-    keep = (mod != _MOD["family"]) | (ep["family"][s_ep] < fam_share[ep["program"][s_ep]])
-    s_ep, s_day, s_off, mod, minutes = s_ep[keep], s_day[keep], s_off[keep], mod[keep], minutes[keep]
+    keep = (s_off < n_days[owner]) & (
+        (mod != _MOD["family"]) | (ep["family"][owner] < fam_share[prog[owner]]))
+    s_ep, s_off, mod, minutes = owner[keep], s_off[keep], mod[keep], cyc_min.ravel()[cell[keep]]
+    del owner, j, kk, week, pos, cell, keep
     # attendance: episode level, falling in the three weeks before a drop-out / termination
-    p = ep["attend_level"][s_ep].copy()
+    p = ep["attend_level"][s_ep]
     to_end = ep["los_obs"][s_ep] - s_off
-    leaving = np.isin(ep["reason_obs"][s_ep], [_R_DROPPED, _R_TERMINATED])
-    p = np.where(leaving & (to_end < 21), p * (0.35 + 0.65 * to_end / 21.0), p)
+    leaving = (ep["reason_obs"] == _R_DROPPED) | (ep["reason_obs"] == _R_TERMINATED)
+    p = np.where(leaving[s_ep] & (to_end < 21), p * (0.35 + 0.65 * to_end / 21.0), p)
     attended = rng.random(s_ep.size) < p
-    return pd.DataFrame({
+    del p, to_end
+    return _frame("sessions", {
         Col.patient_id: pid_str[ep["pidx"][s_ep]],
         Col.episode_id: eid_str[s_ep],
-        Col.session_date: to_dates(s_day),
+        Col.session_date: to_dates(ep["admit"][s_ep] + s_off),
         Col.modality: np.array(_MODALITIES, dtype=object)[mod],
-        Col.minutes: minutes.astype(np.int64),
+        Col.minutes: minutes,
         Col.attended: attended,
     })
 
 
 def _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, death_day, dead_obs, to_dates, eff):
     """Urine screens, relapse manifestations, aftercare contacts and deaths."""
-    n_ep = ep["admit"].size
     subst = np.array(_SUBSTANCES, dtype=object)
     # weekly UDS in treatment: days 0, 7, 14, ... up to discharge (or observation end)
     last_off = np.minimum(ep["los_obs"], ep_obs_end_off)
@@ -1191,28 +1194,10 @@ def _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, dea
     uds_ep = np.concatenate([u_ep, r_ep])
     uds_off = np.concatenate([u_off, rel_day[r_ep]])
     uds_pos = np.concatenate([positive, np.ones(r_ep.size, dtype=bool)])
-    res = np.where(uds_pos, UdsResult.positive.value, UdsResult.negative.value).astype(object)
-    uds = pd.DataFrame({
-        Col.patient_id: pid_str[ep["pidx"][uds_ep]],
-        Col.event_date: to_dates(ep["admit"][uds_ep] + uds_off),
-        Col.event_type: EventType.uds.value,
-        Col.result: res,
-        Col.substance: np.where(uds_pos, subst[ep["substance"][uds_ep]], None),
-    })
-    # relapse after discharge
+    # relapse after discharge: 0 self-report, 1 ED visit, 2 overdose, 3 readmission
     post = np.flatnonzero(ep["relapse_observed"] & ~ep["relapse_in_tx"])
-    kinds = np.array([EventType.self_report_use.value, EventType.ed_visit.value,
-                      EventType.overdose.value, EventType.readmission.value], dtype=object)
-    rel = pd.DataFrame({
-        Col.patient_id: pid_str[ep["pidx"][post]],
-        Col.event_date: to_dates(ep["admit"][post] + rel_day[post]),
-        Col.event_type: kinds[ep["manifest"][post]],
-        Col.result: None,
-        Col.substance: subst[ep["substance"][post]],
-    })
     # aftercare contacts: about every 14 days during engagement
-    has = np.isfinite(ep["aft_start"])
-    a_ep = np.flatnonzero(has)
+    a_ep = np.flatnonzero(np.isfinite(ep["aft_start"]))
     start = ep["aft_start"][a_ep]
     stop = np.minimum(ep["aft_stop"][a_ep], next_admit_off[a_ep])
     n_c = np.maximum(0, np.floor((stop - 1 - start) / 14.0).astype(np.int64) + 1)
@@ -1222,48 +1207,51 @@ def _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, dea
     c_off = np.maximum(c_off, ep["los_obs"][c_ep] + 1)
     ok = (c_off <= ep_obs_end_off[c_ep]) & (c_off < next_admit_off[c_ep])
     c_ep, c_off = c_ep[ok], c_off[ok]
-    aft = pd.DataFrame({
-        Col.patient_id: pid_str[ep["pidx"][c_ep]],
-        Col.event_date: to_dates(ep["admit"][c_ep] + c_off),
-        Col.event_type: EventType.aftercare_contact.value,
-        Col.result: None,
-        Col.substance: None,
-    })
     dead = np.flatnonzero(dead_obs)
-    deaths = pd.DataFrame({
-        Col.patient_id: pid_str[dead],
-        Col.event_date: to_dates(death_day[dead].astype(np.int64)),
-        Col.event_type: EventType.death.value,
-        Col.result: None,
-        Col.substance: None,
+    # event type codes in EventType order
+    code = {v: i for i, v in enumerate(EventType.values())}
+    t_uds, t_death, t_aft = code["uds"], code["death"], code["aftercare_contact"]
+    manifest_type = np.array([code["self_report_use"], code["ed_visit"], code["overdose"], code["readmission"]])
+    none = np.array([None], dtype=object)
+    parts = [
+        # (person, calendar day, type code, result, substance)
+        (ep["pidx"][uds_ep], ep["admit"][uds_ep] + uds_off, np.full(uds_ep.size, t_uds),
+         np.where(uds_pos, UdsResult.positive.value, UdsResult.negative.value).astype(object),
+         np.where(uds_pos, subst[ep["substance"][uds_ep]], None)),
+        (ep["pidx"][post], ep["admit"][post] + rel_day[post], manifest_type[ep["manifest"][post]],
+         np.repeat(none, post.size), subst[ep["substance"][post]]),
+        (ep["pidx"][c_ep], ep["admit"][c_ep] + c_off, np.full(c_ep.size, t_aft),
+         np.repeat(none, c_ep.size), np.repeat(none, c_ep.size)),
+        (dead, death_day[dead].astype(np.int64), np.full(dead.size, t_death),
+         np.repeat(none, dead.size), np.repeat(none, dead.size)),
+    ]
+    pidx, day, etype, result, substance = (np.concatenate([p[i] for p in parts]) for i in range(5))
+    order = np.lexsort((etype, day, pidx))
+    return _frame("events", {
+        Col.patient_id: pid_str[pidx[order]],
+        Col.event_date: to_dates(day[order]),
+        Col.event_type: np.array(EventType.values(), dtype=object)[etype[order]],
+        Col.result: result[order],
+        Col.substance: substance[order],
     })
-    events = pd.concat([d for d in (uds, rel, aft, deaths) if len(d)], ignore_index=True) if n_ep else uds
-    events = events.drop_duplicates([Col.patient_id, Col.event_date, Col.event_type], keep="first")
-    events = events.sort_values([Col.patient_id, Col.event_date, Col.event_type], kind="stable")
-    return events.reset_index(drop=True)
 
 
-_KIND_DTYPE = {"id": object, "str": object, "int": np.int64, "float": np.float64, "bool": bool}
+_KIND_DTYPE = {"id": object, "str": object, "int": np.int64, "float": np.float64, "bool": bool,
+               "date": "datetime64[ns]"}
 
 
-def _enforce_contract(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """Columns in contract order with contract dtypes (dates datetime64[ns], text as object)."""
-    out = {}
-    for name, cols in TABLE_COLUMNS.items():
-        df = tables[name]
-        data = {}
-        for col, kind, _nullable, _meaning in cols:
-            s = df[col]
-            if kind == "date":
-                s = pd.to_datetime(s).astype("datetime64[ns]")
-            elif kind.startswith("category") or kind in ("id", "str"):
-                s = s.astype(object)
-                s = s.where(s.notna(), None)
-            else:
-                s = s.astype(_KIND_DTYPE[kind])
-            data[col] = s.to_numpy()
-        out[name] = pd.DataFrame(data, columns=[c[0] for c in cols])
-    return out
+def _frame(table: str, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One contract table from arrays: contract column order, contract dtypes, RangeIndex.
+
+    Text columns (ids, vocabularies, free text) are object arrays of ``str``
+    with ``None`` for missing; dates are ``datetime64[ns]`` with ``NaT``.
+    """
+    spec = TABLE_COLUMNS[table]
+    data = {}
+    for col, kind, _nullable, _meaning in spec:
+        dtype = _KIND_DTYPE.get(kind, object)
+        data[col] = np.asarray(columns[col]).astype(dtype, copy=False)
+    return pd.DataFrame(data, columns=[c[0] for c in spec])
 
 
 # --------------------------------------------------------------------------------------
