@@ -775,6 +775,8 @@ def plot_attrition(
     patients_removed_col: str | None = "patients_removed",
     patients_remaining_col: str | None = "patients_remaining",
     unit: str = "episodes",
+    table: str | None = None,
+    chain_col: str = "table",
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
 ):
     """Flow diagram (STROBE/CONSORT style) of an attrition table, small counts suppressed.
@@ -793,6 +795,10 @@ def plot_attrition(
         exist (episodes and patients differ when patients have several episodes).
     unit : str, default "episodes"
         Counted unit shown in the boxes.
+    table : str, optional
+        Chain to draw when ``chain_col`` holds several (``cohorts.Attrition``
+        records e.g. "sessions" and "episodes"); required then.
+    chain_col : str, default "table"
     min_cell_count : int, default 11
 
     Returns
@@ -821,6 +827,19 @@ def plot_attrition(
     from .tables import suppress_attrition
 
     _require(attrition, [step_col, removed_col, remaining_col], "plot_attrition")
+    if chain_col in attrition.columns:
+        chains = list(pd.unique(attrition[chain_col]))
+        if table is None and len(chains) > 1:
+            raise DataValidationError(
+                f"plot_attrition: the attrition table holds several chains in {chain_col!r} "
+                f"({format_ids(chains)}). Pass table=... to choose the one to draw."
+            )
+        if table is not None:
+            if table not in chains:
+                raise DataValidationError(
+                    f"plot_attrition: no chain {table!r} in {chain_col!r} (chains: {format_ids(chains)})."
+                )
+            attrition = attrition[attrition[chain_col] == table]
     with_patients = (
         patients_removed_col is not None
         and patients_remaining_col is not None

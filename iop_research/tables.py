@@ -665,11 +665,14 @@ def suppress_attrition(
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
     removed_cols: Sequence[str] = ("rows_removed", "patients_removed"),
     remaining_cols: Sequence[str] = ("rows_remaining", "patients_remaining"),
+    chain_col: str | None = "table",
 ) -> pd.DataFrame:
     """Suppress small counts of an attrition table, with complementary cells.
 
-    Each step ``i`` satisfies ``remaining[i-1] = remaining[i] + removed[i]``
-    (per pair of ``removed_cols``/``remaining_cols``); these are the lines of
+    Each step satisfies ``remaining[previous] = remaining[step] + removed[step]``
+    (per pair of ``removed_cols``/``remaining_cols``), where the previous row is
+    the one before it in the same chain (same value of ``chain_col``; the
+    whole table when that column is absent). These are the lines of
     complementary suppression, so a small exclusion cannot be recovered by
     subtraction.
 
@@ -682,6 +685,9 @@ def suppress_attrition(
     min_cell_count : int, default 11
     removed_cols, remaining_cols : sequence of str
         Paired count columns; pairs whose columns are absent are skipped.
+    chain_col : str or None, default "table"
+        Column naming the table chain of each row (``cohorts.Attrition`` records
+        several chains, e.g. sessions and episodes, in one table).
 
     Returns
     -------
@@ -716,10 +722,17 @@ def suppress_attrition(
     vals = _counts_as_float(attrition, cols, "suppress_attrition")
     n, m = vals.shape
     idx = np.arange(n * m).reshape(n, m)
+    chains = attrition[chain_col].tolist() if chain_col is not None and chain_col in attrition.columns else [None] * n
+    prev_of: dict = {}
+    previous = []
+    for i, c in enumerate(chains):
+        previous.append(prev_of.get(c))
+        prev_of[c] = i
     lines = []
     for j in range(0, m, 2):
-        for i in range(1, n):
-            lines.append(np.array([idx[i, j], idx[i, j + 1], idx[i - 1, j + 1]]))
+        for i in range(n):
+            if previous[i] is not None:
+                lines.append(np.array([idx[i, j], idx[i, j + 1], idx[previous[i], j + 1]]))
     is_total = np.zeros((n, m), bool)
     is_total[:, 1::2] = True
     hidden, primary = _protect(vals.ravel(), lines, k=k, is_total=is_total.ravel())

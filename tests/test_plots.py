@@ -329,3 +329,22 @@ def test_plot_attrition_with_patient_counts():
     excl = [t.get_text() for t in ax.texts if t.get_gid() == "exclusion_box"]
     assert boxes == ["All episodes\nepisodes: 1000\npatients: 800", "First episode only\nepisodes: 800\npatients: 800"]
     assert excl == ["Excluded: 200 (0 patients)\nnot the first episode"]
+
+
+def test_plot_attrition_chooses_a_chain():
+    a = pd.DataFrame(
+        {
+            "table": ["sessions", "sessions", "episodes", "episodes"],
+            "step": ["input", "outside episodes", "input", "adults"],
+            "reason": ["", "no episode", "", "age < 18"],
+            "rows_removed": [0, 30, 0, 3],
+            "rows_remaining": [5000, 4970, 300, 297],
+        }
+    )
+    with pytest.raises(DataValidationError, match="table="):
+        plots.plot_attrition(a)
+    ax = plots.plot_attrition(a, table="episodes")
+    boxes = [t.get_text() for t in ax.texts if t.get_gid() == "step_box"]
+    assert boxes == ["input\nepisodes: 300", "adults\nepisodes: *"]
+    with pytest.raises(DataValidationError, match="no chain"):
+        plots.plot_attrition(a, table="patients")

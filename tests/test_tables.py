@@ -367,3 +367,19 @@ def test_percentages_do_not_reveal_a_suppressed_missing_count():
     assert all(c in ("*", "<11") or c.endswith("(*)") for c in cell)
     with pytest.raises(ValueError, match="percent_of"):
         table_one(df, group_col="g", categorical=["v"], percent_of="valid")
+
+
+def test_attrition_chains_are_suppressed_separately():
+    a = pd.DataFrame(
+        {
+            "table": ["sessions", "episodes", "sessions", "episodes"],
+            "step": ["input", "input", "outside", "adults"],
+            "rows_removed": [0, 0, 30, 3],
+            "rows_remaining": [5000, 300, 4970, 297],
+        }
+    )
+    s = suppress_attrition(a)
+    # episodes: 300 -> 297 with 3 removed: 297 must be hidden (its chain predecessor is row 1)
+    assert pd.isna(s.loc[3, "rows_removed"]) and pd.isna(s.loc[3, "rows_remaining"])
+    # the sessions chain is untouched
+    assert s.loc[2, "rows_removed"] == 30 and s.loc[2, "rows_remaining"] == 4970
