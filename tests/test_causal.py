@@ -104,6 +104,25 @@ def test_iptw_weights_feed_fit_cox(help_cc):
     np.testing.assert_allclose(a["std_error"], b["std_error"], rtol=1e-6)
 
 
+def test_iptw_weights_feed_km_and_cif(help_cc):
+    """R: summary(survfit(Surv(daysanysub, anysubstatus) ~ treat01, weights = w_ate_s), times = c(30, 90, 180)).
+    The weights go into fit_km(weights_col=) unchanged; with one cause the weighted CIF is 1 - weighted KM."""
+    from iop_research._competing import cumulative_incidence
+    from iop_research._km import fit_km
+
+    g = load_golden("causal_help")["km_weighted"]
+    d = iptw(help_cc, treatment_col="treat01", covariates=COVS).weighted(help_cc, weights_col="w")
+    km = fit_km(d, duration_col="daysanysub", event_col="anysubstatus", group_col="treat01", weights_col="w").tidy
+    ours = []
+    for grp in (0, 1):  # read the step function at 30, 90, 180 days
+        sub = km[km["group"].astype(str) == str(grp)].sort_values("time")
+        ours += [sub.loc[sub["time"] <= t, "survival"].iloc[-1] for t in (30, 90, 180)]
+    np.testing.assert_allclose(ours, g["surv"], rtol=RTOL_EST)
+    cif = cumulative_incidence(d, duration_col="daysanysub", event_col="anysubstatus", group_col="treat01", weights_col="w",
+                               times=[30, 90, 180])
+    np.testing.assert_allclose(cif.tidy["cumulative_incidence"], 1 - np.asarray(g["surv"]), rtol=RTOL_EST)
+
+
 # --------------------------------------------------------------------------- diagnostics
 
 

@@ -229,6 +229,14 @@ def test_gray_test_matches_cuminc_tests(sim, edge, uis_cr):
     np.testing.assert_allclose(u.tidy["p_value"], gu["tests_strat"]["pv"], rtol=RTOL_EST)
 
 
+def test_gray_test_rho_matches_cuminc(sim):
+    """R: cuminc(d$days, d$status, d$program, rho = 1)$Tests (weights (1 - F(t-))^rho)."""
+    g = load_golden("cr_sim")["prog_rho1"]["tests"]
+    res = gray_test(sim, duration_col="days", event_col="status", group_col="program", rho=1.0)
+    np.testing.assert_allclose(res.tidy["statistic"], g["stat"], rtol=RTOL_EST)
+    np.testing.assert_allclose(res.tidy["p_value"], g["pv"], rtol=RTOL_EST)
+
+
 def test_gray_test_errors(edge):
     with pytest.raises(ModelSpecificationError, match="only 1 level"):
         gray_test(edge.assign(arm="a"), duration_col="days", event_col="status", group_col="arm")

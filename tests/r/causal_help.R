@@ -30,7 +30,12 @@ fit_cox <- function(w) {
     if (is.null(f$naive.var)) f$var else f$naive.var)))))
 }
 
+# IPTW-weighted Kaplan-Meier (point estimates) at 30, 90, 180 days
+km <- summary(survfit(Surv(daysanysub, anysubstatus) ~ treat01, data = h, weights = w_ate_s), times = c(30, 90, 180))
+km_w <- list(strata = as_array(as.character(km$strata)), time = as_array(km$time), surv = as_array(km$surv))
+
 write_json(list(
+  km_weighted = km_w,
   rownames = as_array(h$rownames),
   ps_coef = as_array(unname(coef(ps_fit))), ps_terms = as_array(names(coef(ps_fit))),
   ps_se = as_array(unname(sqrt(diag(vcov(ps_fit))))),

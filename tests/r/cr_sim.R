@@ -28,6 +28,7 @@ tests_block <- function(fit) {
 ci_prog <- cuminc(d$days, d$status, d$program)
 ci_prog_str <- cuminc(d$days, d$status, d$program, strata = d$female)
 ci_mat <- cuminc(d$days, d$status, d$mat)
+ci_prog_rho1 <- cuminc(d$days, d$status, d$program, rho = 1)
 # full step function of one curve (programme A, cause 1)
 full <- ci_prog[["A 1"]]
 
@@ -74,6 +75,7 @@ write_json(list(
   times = as_array(times),
   prog = list(cif = cif_block(ci_prog, times), tests = tests_block(ci_prog)),
   prog_strat = list(tests = tests_block(ci_prog_str)),
+  prog_rho1 = list(tests = tests_block(ci_prog_rho1)),
   mat = list(cif = cif_block(ci_mat, times), tests = tests_block(ci_mat)),
   full_A1 = list(time = as_array(full$time), est = as_array(full$est), var = as_array(full$var)),
   survfit = sf_est,
