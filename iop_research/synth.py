@@ -747,13 +747,19 @@ def simulate_cohort(
         :data:`iop_research.schema.TABLE_COLUMNS`; ids are strings
         ("P000001", "E0000001"), dates ``datetime64[ns]`` at midnight,
         vocabularies plain strings from the schema enums, missing values
-        ``None``/``NaT``. ``truth`` is a :class:`SimulationTruth`.
+        ``None``/``NaT``. ``truth`` is a :class:`SimulationTruth`: the
+        effects used; per episode the linear predictor, latent relapse time
+        (days from admission, possibly beyond censoring), latent death time,
+        latent discharge day and reason, observation end, aftercare interval;
+        the exact MAT switch times (``truth.mat_intervals``); per person entry
+        day, death day and observation end.
 
     Raises
     ------
     ModelSpecificationError
         If ``n_patients`` < 1, ``n_programs`` is outside 1-26, the window is
-        empty or unparsable, or ``effects`` names unknown parameters.
+        empty or unparsable, ``seed`` is neither an integer nor a Generator, or
+        ``effects`` names unknown parameters.
 
     Notes
     -----
@@ -765,7 +771,7 @@ def simulate_cohort(
     time-varying states ``z_i(t)``: in treatment, on MAT (for the episode's
     substance), in aftercare, and after a non-completed discharge. Because
     ``z_i`` is piecewise constant, the latent time solves ``H_i(T) = E`` with
-    ``E ~ Exp(1)`` exactly, segment by segment [1]_. The states do not depend
+    ``E ~ Exp(1)`` exactly, segment by segment [1]_ [4]_. The states do not depend
     on the relapse itself, so a counting-process Cox model with the right
     covariates (R: ``coxph(Surv(start, stop, event) ~ mat + ...)``) targets
     ``gamma``. MAT initiation is confounded by severity and comorbidity.
@@ -780,21 +786,32 @@ def simulate_cohort(
        Stat Med 2014;33:436-454.
     .. [2] SAMHSA. Treatment Episode Data Set (TEDS): Discharges from
        substance abuse treatment services, 2004.
-    .. [3] Williams AR et al. Acute care, prescription opioid use, and overdose
-       following discontinuation of long-term buprenorphine treatment.
-       Am J Drug Alcohol Abuse 2020 (and retention reviews therein).
+    .. [3] Samples H, Williams AR, Olfson M, Crystal S. Risk factors for
+       discontinuation of buprenorphine treatment for opioid use disorders in
+       a multi-state sample of Medicaid enrollees. J Subst Abuse Treat
+       2018;95:9-17.
+    .. [4] Austin PC. Generating survival times to simulate Cox proportional
+       hazards models with time-varying covariates. Stat Med
+       2012;31:3946-3958.
 
     Examples
     --------
     >>> data = simulate_cohort(200, seed=1)
-    >>> sorted(data.tables())
-    ['admissions', 'events', 'medications', 'observation', 'patients', 'sessions']
     >>> data.patients["patient_id"].iloc[0], len(data.patients)
     ('P000001', 200)
-    >>> bool((data.admissions["discharge_date"].dropna() >= data.admissions["admit_date"].min()).all())
+    >>> list(data.admissions.columns[:6])
+    ['episode_id', 'patient_id', 'program', 'admit_date', 'discharge_date', 'discharge_reason']
+    >>> round(data.truth.effects.log_hr_mat_opioid, 4)  # ln(0.5)
+    -0.6931
+    >>> list(data.truth.mat_intervals.columns)
+    ['episode_id', 'patient_id', 'medication', 'start_day', 'stop_day']
+
+    Same seed, same cohort; overriding one parameter:
+
+    >>> simulate_cohort(50, seed=3).sessions.equals(simulate_cohort(50, seed=3).sessions)
     True
-    >>> data.truth.effects.log_hr_mat_opioid == DEFAULT_EFFECTS.log_hr_mat_opioid
-    True
+    >>> simulate_cohort(50, seed=3, effects={"log_hr_mat_opioid": 0.0}).truth.effects.log_hr_mat_opioid
+    0.0
     """
     eff = _resolve_effects(effects)
     if isinstance(n_patients, bool) or not isinstance(n_patients, (int, np.integer)) or n_patients < 1:
@@ -805,13 +822,20 @@ def simulate_cohort(
         raise ModelSpecificationError(
             f"n_programs must be an integer from 1 to 26, got {n_programs!r}. Pass e.g. n_programs=4."
         )
+    bad_dates = ModelSpecificationError(
+        f"start_date/end_date must be ISO dates such as '2018-01-01', got {start_date!r}, {end_date!r}."
+    )
     try:
         t0 = pd.Timestamp(start_date).normalize()
         t1 = pd.Timestamp(end_date).normalize()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: NaT has no normalize()
+        raise bad_dates from exc
+    if pd.isna(t0) or pd.isna(t1):
+        raise bad_dates
+    if not isinstance(seed, (int, np.integer, np.random.Generator)) or isinstance(seed, bool):
         raise ModelSpecificationError(
-            f"start_date/end_date must be ISO dates such as '2018-01-01', got {start_date!r}, {end_date!r}."
-        ) from exc
+            f"seed must be an int or a numpy.random.Generator, got {type(seed).__name__}. Pass e.g. seed=2024."
+        )
     n_days = int((t1 - t0).days) + 1
     if n_days < 1:
         raise ModelSpecificationError(
@@ -831,7 +855,6 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     templates = [_PROGRAM_TEMPLATES[k % 4] for k in range(n_programs)]
     program_names = [f"Site {chr(ord('A') + k)}" for k in range(n_programs)]
     program_p = np.array([tpl["weight"] for tpl in templates])
-    year0 = t0.year
 
     pat = _draw_patients(rng, n, n_days, eff)
     age_rate = eff.log_hr_death_age_per_10_years * (pat["age_entry"] - 35.0) / 10.0
