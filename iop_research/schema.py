@@ -642,13 +642,6 @@ def _examples(df: pd.DataFrame | None, table: str, rows: np.ndarray) -> str:
     return "; ".join(parts)
 
 
-def _positional(df: pd.DataFrame) -> pd.DataFrame:
-    """Shallow copy with a 0..n-1 RangeIndex, so that failure indexes are row positions."""
-    out = df.copy(deep=False)
-    out.index = pd.RangeIndex(len(out))
-    return out
-
-
 def _run_schema(table: str, df: pd.DataFrame, acc: _Problems) -> None:
     """Column-level checks with pandera (lazy), translated into problems."""
     import pandera.pandas as pa
@@ -715,6 +708,40 @@ def _run_schema(table: str, df: pd.DataFrame, acc: _Problems) -> None:
 # ----------------------------------------------------------------------------
 
 
+def _validation_frame(table: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Shallow copy for validation: 0..n-1 RangeIndex (failure indexes are row positions),
+    and text contract columns as categoricals (missing-value, vocabulary and id look-ups
+    then work on integer codes, which keeps millions of rows fast)."""
+    out = df.copy(deep=False)
+    out.index = pd.RangeIndex(len(out))
+    for spec in _column_specs(table):
+        if spec.kind in ("id", "str", "category") and spec.name in out.columns:
+            s = out[spec.name]
+            if s.dtype == object and _is_stringlike(s):
+                codes, uniques = pd.factorize(s)  # unsorted categories: no sort of the uniques
+                out[spec.name] = pd.Series(pd.Categorical.from_codes(codes, categories=uniques), index=out.index)
+    return out
+
+
+def _codes_in(s: pd.Series, index: pd.Index) -> np.ndarray:
+    """Position of each value of ``s`` in the unique ``index``; -1 when missing or absent."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        where = index.get_indexer(s.cat.categories) if len(s.cat.categories) else np.array([], dtype=np.intp)
+        return np.append(where, -1)[s.cat.codes.to_numpy()]
+    codes = index.get_indexer(s.astype(object))
+    codes[s.isna().to_numpy()] = -1
+    return codes
+
+
+def _take(values: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
+    """``values[codes]`` with ``fill`` where the code is -1."""
+    return np.append(values, np.array([fill], dtype=values.dtype))[codes]
+
+
+def _unique_index(s: pd.Series) -> pd.Index:
+    return pd.Index(pd.unique(s.dropna().astype(object).to_numpy()))
+
+
 def _usable(frames: dict[str, pd.DataFrame], acc: _Problems, table: str, *cols: str) -> bool:
     df = frames.get(table)
     return df is not None and all(c in df.columns and (table, c) not in acc.bad_columns for c in cols)
@@ -724,7 +751,12 @@ def _rows(mask: Any) -> np.ndarray:
     return np.flatnonzero(np.asarray(mask, dtype=bool))
 
 
-_FAR_FUTURE = pd.Timestamp.max.normalize()
+_FAR_FUTURE = np.datetime64(pd.Timestamp.max.normalize().to_datetime64(), "ns")
+_NAT = np.datetime64("NaT", "ns")
+
+
+def _ns(s: pd.Series) -> np.ndarray:
+    return s.to_numpy(dtype="datetime64[ns]")
 
 
 def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_days: int) -> None:
@@ -739,30 +771,31 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
                 "discharge_date must be on or after admit_date: correct the dates in the source rows or "
                 "drop the episodes explicitly.", df=A, rows=_rows(bad))
     if _usable(frames, acc, "admissions", Col.discharge_date, Col.discharge_reason):
-        bad = A[Col.discharge_reason].isna() != A[Col.discharge_date].isna()
+        bad = A[Col.discharge_reason].isna().to_numpy() != A[Col.discharge_date].isna().to_numpy()
         acc.add("admissions", Col.discharge_reason, "reason_iff_discharge_date",
                 "discharge_reason must be given exactly when discharge_date is: fill the missing one "
                 "(use 'other' when the reason is unknown), or clear discharge_reason of open episodes.",
                 df=A, rows=_rows(bad))
     # --- within events
     if _usable(frames, acc, "events", Col.event_type, Col.result):
-        bad = (frames["events"][Col.event_type] == EventType.uds.value) & frames["events"][Col.result].isna()
+        E = frames["events"]
+        bad = (E[Col.event_type] == EventType.uds.value).to_numpy() & E[Col.result].isna().to_numpy()
         acc.add("events", Col.result, "uds_has_result",
                 "Every uds event needs result positive or negative: fill it from the lab record, or "
-                "remove the screens without a result explicitly.", df=frames["events"], rows=_rows(bad))
+                "remove the screens without a result explicitly.", df=E, rows=_rows(bad))
 
     # --- unknown patients / patients without observation
     if _usable(frames, acc, "patients", pid):
-        known = P[pid].dropna()
+        known = _unique_index(P[pid])
         for table in ("admissions", "sessions", "medications", "events", "observation"):
             if _usable(frames, acc, table, pid):
                 ids = frames[table][pid]
-                bad = ids.notna() & ~ids.isin(known)
+                bad = ids.notna().to_numpy() & (_codes_in(ids, known) < 0)
                 acc.add(table, pid, "known_patient",
                         f"Every {table} row must belong to a patient of the patients table: add the "
                         "missing patients, or remove these rows explicitly.", df=frames[table], rows=_rows(bad))
         if _usable(frames, acc, "observation", pid):
-            rows = _rows(P[pid].notna() & ~P[pid].isin(O[pid].dropna()))
+            rows = _rows(P[pid].notna().to_numpy() & (_codes_in(P[pid], _unique_index(O[pid])) < 0))
             if len(rows):
                 acc.add("observation", pid, "observation_for_every_patient",
                         "Every patient needs one observation row (observation_end = last date with complete "
@@ -770,12 +803,13 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
                         examples=f"patient_id {_head(P[pid].iloc[rows[:_EXAMPLE_LIMIT + 1]])} "
                                  f"(patients rows {_head(rows[:_EXAMPLE_LIMIT + 1])})")
 
-    # --- observation_end lookup
-    obs_end = None
+    # --- dates after observation_end
+    obs_end = None  # latest observation_end per patient (duplicates are reported elsewhere)
     if _usable(frames, acc, "observation", pid, Col.observation_end):
-        o = O[[pid, Col.observation_end]].dropna()
-        obs_end = o.groupby(pid, sort=False)[Col.observation_end].max()
+        o = pd.DataFrame({pid: O[pid].astype(object), "_end": _ns(O[Col.observation_end])}).dropna()
+        obs_end = o.groupby(pid, sort=False)["_end"].max()
     if obs_end is not None:
+        obs_values = obs_end.to_numpy(dtype="datetime64[ns]")
         for table, col in (
             ("admissions", Col.admit_date),
             ("admissions", Col.discharge_date),
@@ -785,8 +819,8 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
         ):
             if _usable(frames, acc, table, pid, col):
                 df = frames[table]
-                end = df[pid].map(obs_end)
-                bad = df[col] > end
+                end = _take(obs_values, _codes_in(df[pid], obs_end.index), _NAT)
+                bad = _ns(df[col]) > end  # NaT compares False
                 acc.add(table, col, "not_after_observation_end",
                         f"{col} lies after the patient's observation_end: extend observation_end to the last "
                         "date with complete data, or remove rows recorded after it explicitly.",
@@ -794,29 +828,35 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
 
     # --- session episode_ids must exist (also when admissions is empty)
     if _usable(frames, acc, "sessions", eid) and _usable(frames, acc, "admissions", eid):
-        ids = S[eid]
+        bad = S[eid].notna().to_numpy() & (_codes_in(S[eid], _unique_index(A[eid])) < 0)
         acc.add("sessions", eid, "known_episode",
                 "A session's episode_id must exist in admissions: correct the id, or leave it empty so "
                 "the episode is assigned by date (sessions-only data has no episode_ids).",
-                df=S, rows=_rows(ids.notna() & ~ids.isin(A[eid].dropna())))
+                df=S, rows=_rows(bad))
 
     # --- episodes: overlap, sessions within episodes
     if not _usable(frames, acc, "admissions", eid, pid, Col.admit_date, Col.discharge_date):
         return
-    ep = A[[eid, pid, Col.admit_date, Col.discharge_date]].copy()
-    ep["_row"] = np.arange(len(ep))
-    end = ep[Col.discharge_date]
-    if obs_end is not None:
-        end = end.fillna(ep[pid].map(obs_end))
-    ep["_end"] = end.fillna(_FAR_FUTURE)
-    ep_ok = ep[ep[pid].notna() & ep[Col.admit_date].notna()].sort_values(
-        [pid, Col.admit_date, "_row"], kind="stable")
+    patients_of_eps = _unique_index(A[pid])
+    ep = pd.DataFrame({
+        eid: A[eid].astype(object).to_numpy(),
+        "_pcode": _codes_in(A[pid], patients_of_eps),
+        "_start": _ns(A[Col.admit_date]),
+        "_dis": _ns(A[Col.discharge_date]),
+        "_row": np.arange(len(A)),
+    })
+    end = ep["_dis"].to_numpy()
+    if obs_end is not None:  # an open episode ends at observation_end
+        obs_of_ep = _take(obs_end.to_numpy(dtype="datetime64[ns]"), _codes_in(A[pid], obs_end.index), _NAT)
+        end = np.where(np.isnat(end), obs_of_ep, end)
+    ep["_end"] = np.where(np.isnat(end), _FAR_FUTURE, end)
+    ep_ok = ep[(ep["_pcode"] >= 0) & ep["_start"].notna()].sort_values(["_pcode", "_start", "_row"], kind="stable")
     if len(ep_ok):
         # an episode overlaps when it starts on or before the latest discharge of
         # the patient's earlier episodes (an open episode never ends)
-        open_end = ep_ok[Col.discharge_date].fillna(_FAR_FUTURE)
-        prev_end = open_end.groupby(ep_ok[pid], sort=False).cummax().groupby(ep_ok[pid], sort=False).shift(1)
-        bad = (ep_ok[Col.admit_date] <= prev_end).to_numpy()
+        open_end = ep_ok["_dis"].fillna(pd.Timestamp(_FAR_FUTURE))
+        prev_end = open_end.groupby(ep_ok["_pcode"], sort=False).cummax().groupby(ep_ok["_pcode"], sort=False).shift(1)
+        bad = (ep_ok["_start"] <= prev_end).to_numpy()
         acc.add("admissions", Col.admit_date, "no_overlap",
                 "Episodes of one patient must not overlap (admission on or before the previous episode's "
                 "discharge, or while an earlier episode is still open): merge the episodes or correct "
@@ -824,40 +864,37 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
 
     if not _usable(frames, acc, "sessions", pid, eid, Col.session_date) or len(A) == 0:
         return  # sessions-only data: episodes are derived later from the gap rule
-    tol = pd.Timedelta(days=tolerance_days)
-    sess_eid = S[eid]
-    has_eid = sess_eid.notna().to_numpy()
-    known_ep = sess_eid.isin(A[eid].dropna()).to_numpy()
-    # sessions with a known episode_id: patient must match and date within that episode
-    lookup = ep.drop_duplicates(eid).set_index(eid)
-    rows_with = np.flatnonzero(has_eid & known_ep)
+    tol = np.timedelta64(int(tolerance_days), "D")
+    s_date = _ns(S[Col.session_date])
+    s_pcode = _codes_in(S[pid], patients_of_eps)
+    lookup = ep.drop_duplicates(eid, keep="first").dropna(subset=[eid]).set_index(eid)
+    s_ecode = _codes_in(S[eid], lookup.index)
     outside_rows: list[np.ndarray] = []
+    # sessions with a known episode_id: same patient, date within that episode
+    rows_with = np.flatnonzero(s_ecode >= 0)
     if len(rows_with):
-        sub_ep = sess_eid.iloc[rows_with]
-        ep_pid = sub_ep.map(lookup[pid]).to_numpy()
-        s_pid = S[pid].iloc[rows_with].to_numpy()
-        mismatch = pd.notna(s_pid) & (ep_pid != s_pid)
+        ec = s_ecode[rows_with]
+        mismatch = S[pid].notna().to_numpy()[rows_with] & (lookup["_pcode"].to_numpy()[ec] != s_pcode[rows_with])
         acc.add("sessions", pid, "episode_patient_match",
                 "A session's patient_id must be the patient of its episode_id: correct one of the two.",
                 df=S, rows=rows_with[mismatch])
-        date = S[Col.session_date].iloc[rows_with]
-        start = sub_ep.map(lookup[Col.admit_date])
-        stop = sub_ep.map(lookup["_end"])
-        outside = (date < start - tol) | (date > stop + tol)
-        outside_rows.append(rows_with[outside.to_numpy() & ~mismatch])
-    # sessions without episode_id: must fall within some episode of their patient
-    rows_wo = np.flatnonzero(~has_eid & S[pid].notna().to_numpy() & S[Col.session_date].notna().to_numpy())
+        date = s_date[rows_with]
+        outside = (date + tol < lookup["_start"].to_numpy()[ec]) | (date - tol > lookup["_end"].to_numpy()[ec])
+        outside_rows.append(rows_with[outside & ~mismatch])
+    # sessions without episode_id: within some episode of their patient
+    rows_wo = np.flatnonzero(S[eid].isna().to_numpy() & S[pid].notna().to_numpy() & ~np.isnat(s_date))
+    if len(rows_wo):
+        has_ep = s_pcode[rows_wo] >= 0
+        outside_rows.append(rows_wo[~has_ep])  # patient without any episode
+        rows_wo = rows_wo[has_ep]
     if len(rows_wo) and len(ep_ok):
-        left = pd.DataFrame({pid: S[pid].iloc[rows_wo].to_numpy(),
-                             "_date": S[Col.session_date].iloc[rows_wo].astype("datetime64[ns]").to_numpy(),
-                             "_srow": rows_wo})
+        left = pd.DataFrame({"_pcode": s_pcode[rows_wo], "_date": s_date[rows_wo], "_srow": rows_wo})
         left = left.sort_values("_date", kind="stable")
-        right = ep_ok[[pid, Col.admit_date, "_end"]].sort_values(Col.admit_date, kind="stable")
-        right = right.assign(_start=right[Col.admit_date].astype("datetime64[ns]") - tol)
-        m = pd.merge_asof(left, right[[pid, "_start", "_end"]], left_on="_date", right_on="_start",
-                          by=pid, direction="backward")
-        outside = m["_start"].isna() | (m["_date"] > m["_end"] + tol)
-        outside_rows.append(m.loc[outside, "_srow"].to_numpy())
+        right = pd.DataFrame({"_pcode": ep_ok["_pcode"].to_numpy(), "_start": ep_ok["_start"].to_numpy() - tol,
+                              "_end": ep_ok["_end"].to_numpy()}).sort_values("_start", kind="stable")
+        m = pd.merge_asof(left, right, left_on="_date", right_on="_start", by="_pcode", direction="backward")
+        outside = m["_start"].isna().to_numpy() | (m["_date"].to_numpy() - tol > m["_end"].to_numpy())
+        outside_rows.append(m["_srow"].to_numpy()[outside])
     if outside_rows:
         acc.add("sessions", Col.session_date, "within_episode",
                 "Every session must fall within an episode of its patient (admit_date to discharge_date, or "
@@ -886,7 +923,7 @@ def _present(s: pd.Series) -> np.ndarray:
 def _none_for_missing(s: pd.Series) -> pd.Series:
     """Object column with every missing value as ``None`` (CSV readers give NaN, Parquet None)."""
     missing = s.isna()
-    if not missing.any() or s[missing].map(lambda v: v is None).all():
+    if not missing.any():
         return s
     return s.where(~missing, None)
 
@@ -1065,7 +1102,7 @@ def _find_into(tables: Mapping[str, Any], acc: _Problems, tolerance_days: int) -
             for spec in _column_specs(table):
                 acc.bad_columns.add((table, spec.name))
             continue
-        frames[table] = _positional(df)
+        frames[table] = _validation_frame(table, df)
         _run_schema(table, frames[table], acc)
     _cross_checks(frames, acc, tolerance_days)
 
