@@ -146,6 +146,12 @@ def test_tables_follow_the_contract(small):
     assert small.observation[Col.patient_id].is_unique
 
 
+def test_output_passes_the_contract_validator(medium):
+    """IOPData.validate (pandera column checks plus cross-table checks) finds no problem."""
+    assert len(medium.find_problems()) == 0
+    assert medium.validate() is medium
+
+
 def test_value_ranges_and_vocabulary_coverage(medium):
     adm = medium.admissions
     assert adm[Col.severity_score].between(0, 10).all()
@@ -223,6 +229,22 @@ def test_nothing_after_observation_end(medium):
         assert (df[col].dropna() <= ends[df[col].notna()]).all(), (name, col)
     assert (obs <= pd.Timestamp("2023-12-31")).all()
     assert (obs < pd.Timestamp("2023-12-31")).mean() > 0.05  # some leave the data early
+
+
+def test_events_are_unique_and_truth_matches_observation(medium):
+    ev = medium.events
+    assert not ev.duplicated([Col.patient_id, Col.event_date, Col.event_type]).any()
+    tp = medium.truth.patients
+    start = pd.Timestamp(medium.truth.params["start_date"])
+    ends = start + pd.to_timedelta(tp["observation_end_day"], unit="D")
+    assert (ends.to_numpy() == medium.observation[Col.observation_end].to_numpy()).all()
+    te = medium.truth.episodes
+    adm = medium.admissions
+    assert (te[Col.episode_id].to_numpy() == adm[Col.episode_id].to_numpy()).all()
+    observed = adm[Col.discharge_date].notna().to_numpy()
+    los = (adm[Col.discharge_date] - adm[Col.admit_date]).dt.days.to_numpy()
+    assert (los[observed] == te["discharge_day"].to_numpy()[observed]).all()
+    assert (te["discharge_day"].to_numpy()[~observed] > te["observation_end_day"].to_numpy()[~observed]).all()
 
 
 def test_deaths_end_observation_and_episodes(medium):
