@@ -410,3 +410,17 @@ def test_several_file_problems_reported_together(tmp_path):
         ("events", "event_date", "not_after_observation_end"),
     } <= got
     assert str(info.value).count("\n- ") == len(info.value.problems)
+
+
+def test_crlf_bom_and_na_text(tmp_path):
+    valid_data().write(tmp_path, format="csv")
+    for name in ("patients", "observation"):
+        f = tmp_path / f"{name}.csv"
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes().replace(b"\n", b"\r\n"))
+    data = read_data(tmp_path)
+    pd.testing.assert_frame_equal(data.patients, valid_data().patients)
+    _edit(tmp_path, "sessions", 1, "modality", "NA")  # only empty cells are missing
+    with pytest.raises(DataValidationError) as info:
+        read_data(tmp_path)
+    assert list(info.value.problems.check) == ["allowed_values"]
+    assert "patient_id P1; rows 1" in str(info.value)

@@ -435,3 +435,30 @@ def test_vocabularies_cover_every_category_kind():
              if kind.startswith("category:")}
     assert kinds == set(VOCABULARIES)
     assert Col.patient_id == "patient_id"
+
+
+def test_tolerance_with_open_episode_without_observation_end():
+    t = valid_tables()
+    t["observation"] = t["observation"].iloc[[1, 2]].reset_index(drop=True)  # P1 (open episode E2) has none
+    t["events"] = t["events"].iloc[[1, 2]].reset_index(drop=True)
+    problems = find_problems(t, tolerance_days=3)
+    assert set(problems.check) == {"observation_for_every_patient"}, problems.to_string()
+
+
+def test_data_readme_documents_every_table_column_and_value():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "data" / "README.md").read_text(encoding="utf-8")
+    for table, cols in TABLE_COLUMNS.items():
+        section = text.split(f"### `{table}`", 1)[1].split("\n### ", 1)[0]
+        for col, kind, nullable, _ in cols:
+            row = next(ln for ln in section.splitlines() if ln.startswith(f"| `{col}` |"))
+            assert ("| yes |" in row) is nullable, row
+            if kind.startswith("category:"):
+                assert f"`{kind.split(':', 1)[1]}`" in row
+    for name, vocab in VOCABULARIES.items():
+        section = text.split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
+        for value in vocab.values():
+            assert f"| `{value}` |" in section, (name, value)
+    for check in ("column_present", "known_patient", "no_overlap", "within_episode", "uds_has_result"):
+        assert f"| `{check}` |" in text
