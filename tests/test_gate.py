@@ -1,0 +1,258 @@
+"""Report privacy gate: each rule is caught in real nbconvert HTML and in synthetic HTML; clean reports pass."""
+from __future__ import annotations
+
+import nbformat
+import pandas as pd
+import pytest
+
+from iop_research import report
+from iop_research._gate import Violation, identifier_values, make_privacy_gate, scan_report_html
+from iop_research.exceptions import IopError, PrivacyViolationError
+from iop_research.privacy import format_suppressed, suppress_small_cells
+from iop_research.synth import simulate_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_cohort(60, seed=11, progress=False)
+
+
+def _clean_notebook(cohort) -> nbformat.NotebookNode:
+    """A report-like notebook with outputs: parameters, suppressed counts, relative days, years."""
+    adm = cohort.admissions
+    counts = (adm.groupby("primary_substance").size().rename("n").reset_index())
+    shown = format_suppressed(suppress_small_cells(counts, count_cols=["n"]))
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('data_path = None\ncohort_admit_from = "2018-01-01"')
+    params.metadata["tags"] = ["parameters"]
+    load = nbformat.v4.new_code_cell("data = load_demo()")
+    load.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                           text=f"{len(adm)} episodes admitted 2018-2023; median stay 41 days\n")]
+    table = nbformat.v4.new_code_cell("counts")
+    table.outputs = [nbformat.v4.new_output("execute_result", data={
+        "text/html": shown.to_html(), "text/plain": shown.to_string()}, execution_count=3)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Cohort\nRelapse by day 30 and day 365."), params, load, table]
+    return nb
+
+
+def _export(nb, params=None) -> str:
+    """The HTML build_reports would produce: provenance + contents cells, nbconvert lab template."""
+    prov = {"iop_research": "0", "data": "bundled demo cohort (data/demo)",
+            "parameters": params or {"cohort_admit_from": "2018-01-01"}}
+    nb = nbformat.from_dict(nb)
+    nb.cells = [nbformat.v4.new_markdown_cell(report._provenance_html(prov, None))] + nb.cells
+    return report._export_html(nb, no_input=False, title="t")
+
+
+def _add_output_cell(nb, html=None, text=None):
+    nb = nbformat.from_dict(nb)
+    cell = nbformat.v4.new_code_cell("x")
+    if html is not None:
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": html, "text/plain": "x"})]
+    else:
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+    nb.cells.append(cell)
+    return nb, len(nb.cells)  # index among jp-Cells once the provenance cell is prepended
+
+
+def test_clean_real_report_passes(cohort):
+    html = _export(_clean_notebook(cohort))
+    assert "jp-Cell" in html and "2018-01-01" in html  # the parameter date is there, and allowed
+    assert scan_report_html(html, notebook="01.ipynb", identifiers=identifier_values(cohort)) == []
+    make_privacy_gate(cohort)("01.ipynb", html)  # no exception
+
+
+PLANTS = {
+    "identifier": dict(text="Follow up on {pid} next week\n", expect="{pid}"),
+    "full_date": dict(text="first relapse on 2021-03-04 (day 44)\n", expect="2021-03-04"),
+    "age_over_89": dict(text="oldest patient was age 93 at intake\n", expect="age 93"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(PLANTS))
+def test_gate_catches_planted_text_in_real_report(cohort, rule):
+    pid = cohort.patients["patient_id"].iloc[3]
+    nb, cell = _add_output_cell(_clean_notebook(cohort), text=PLANTS[rule]["text"].format(pid=pid))
+    html = _export(nb)
+    found = scan_report_html(html, notebook="02.ipynb", identifiers=identifier_values(cohort))
+    assert [(v.rule, v.cell, v.text) for v in found] == [(rule, cell, PLANTS[rule]["expect"].format(pid=pid))]
+    with pytest.raises(PrivacyViolationError) as err:
+        make_privacy_gate(cohort)("02.ipynb", html)
+    msg = str(err.value)
+    assert "02.ipynb" in msg and f"cell {cell}" in msg and rule in msg and "Fix:" in msg
+
+
+def test_gate_catches_unsuppressed_small_cell_in_real_report(cohort):
+    table = pd.DataFrame({"group": ["MAT", "no MAT"], "n_at_risk": [37, 4], "n_events": [12, 3]})
+    nb, cell = _add_output_cell(_clean_notebook(cohort), html=table.to_html())
+    found = scan_report_html(_export(nb), notebook="03.ipynb")
+    assert [(v.rule, v.cell, v.text) for v in found] == [("small_cell", cell, "4"), ("small_cell", cell, "3")]
+    assert "column 'n_at_risk', row 1" in found[0].where
+
+
+def test_gate_catches_episode_id_and_patient_id_in_a_table(cohort):
+    rows = cohort.admissions[["episode_id", "patient_id"]].head(2).assign(los_days=[40, 50])
+    nb, cell = _add_output_cell(_clean_notebook(cohort), html=rows.to_html(index=False))
+    found = scan_report_html(_export(nb), notebook="04.ipynb", identifiers=identifier_values(cohort))
+    assert {v.text for v in found} == set(rows["episode_id"]) | set(rows["patient_id"])
+    assert {v.rule for v in found} == {"identifier"} and {v.cell for v in found} == {cell}
+
+
+def test_dates_in_provenance_and_parameters_are_allowed_but_not_elsewhere(cohort):
+    html = _export(_clean_notebook(cohort), params={"cohort_admit_from": "2019-05-06"})
+    assert "2019-05-06" in html
+    assert scan_report_html(html, notebook="n") == []
+    # the same date in an ordinary output is refused
+    nb, cell = _add_output_cell(_clean_notebook(cohort), text="admit_from = 2019-05-06\n")
+    assert [(v.rule, v.cell) for v in scan_report_html(_export(nb), notebook="n")] == [("full_date", cell)]
+
+
+def test_provenance_carries_no_patient_dates():
+    """The only full date in the provenance block is R's release date in its version string."""
+    prov = report.provenance(data=None, parameters={"data_path": None})
+    html = report._provenance_html(prov, 1.0)
+    wrapped = html.replace("iop-provenance", "plain")  # scan as if it were an ordinary cell
+    dates = [v for v in scan_report_html(wrapped, notebook="n") if v.rule == "full_date"]
+    assert all(v.text in str(prov["r"]) for v in dates), dates
+    assert scan_report_html(html, notebook="n") == []
+
+
+# ---------------------------------------------------------------- synthetic HTML
+def _cell(body: str, tags: str = "") -> str:
+    return f"<div class='jp-Cell jp-CodeCell {tags}'><div class='jp-OutputArea'>{body}</div></div>"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("admitted 2021-03-04", "2021-03-04"),
+    ("admitted 2021/3/4", "2021/3/4"),
+    ("admitted 03/04/2021", "03/04/2021"),
+    ("admitted 4.3.2021", "4.3.2021"),
+    ("admitted 3/4/21", "3/4/21"),
+    ("admitted March 4, 2021", "March 4, 2021"),
+    ("admitted 4 Mar 2021", "4 Mar 2021"),
+    ("timestamp 2021-03-04 10:22:01", "2021-03-04"),
+])
+def test_full_date_forms(text, expected):
+    found = scan_report_html(_cell(f"<pre>{text}</pre>"), notebook="n")
+    assert [(v.rule, v.text, v.cell) for v in found] == [("full_date", expected, 0)]
+
+
+@pytest.mark.parametrize("text", [
+    "admitted in 2021", "admissions 2018-2023", "cohort of 2021-03", "relapse by day 30",
+    "HR 0.52 (0.31-0.88)", "p = 0.013", "version 1.2.3", "median 41 days [IQR 20, 70]",
+    "age 45", "ages 90+ pooled", "aged 90 or older: <11", "sha256:2021120312",
+])
+def test_allowed_text_passes(text):
+    assert scan_report_html(_cell(f"<p>{text}</p>"), notebook="n") == []
+
+
+@pytest.mark.parametrize("text", ["age 93", "aged 95", "Age: 91", "a 92-year-old man", "92 years old"])
+def test_age_text_over_89(text):
+    found = scan_report_html(_cell(f"<p>{text}</p>"), notebook="n")
+    assert [v.rule for v in found] == ["age_over_89"]
+
+
+def test_age_column_and_bucket():
+    bad = pd.DataFrame({"group": ["a", "b"], "age_at_admit": [45, 93]}).to_html()
+    ok = pd.DataFrame({"age_group": ["18-29", "90+"], "n": [120, 15]}).to_html()
+    found = scan_report_html(_cell(bad) + _cell(ok), notebook="n")
+    assert [(v.rule, v.text, v.cell) for v in found] == [("age_over_89", "93", 0)]
+    buckets = pd.DataFrame({"age": ["80-89", "90+", "85-94"]}).to_html()
+    assert [v.text for v in scan_report_html(_cell(buckets), notebook="n")] == ["85-94"]
+
+
+def test_table_one_small_cells():
+    t1 = pd.DataFrame({"variable": ["n", "sex, n (%)", "", "", ""],
+                       "level": ["", "", "female", "male", "missing"],
+                       "MAT": ["15", "", "7 (46.7)", "<11", "3"], "SMD": ["", "0.100", "", "", ""]})
+    found = scan_report_html(_cell(t1.to_html(index=False)), notebook="n")
+    assert [(v.rule, v.text) for v in found] == [("small_cell", "7 (46.7)"), ("small_cell", "3")]
+
+
+def test_suppressed_and_zero_counts_pass():
+    t = pd.DataFrame({"n": ["<11", "0", "*", "250", "12 (4.0%)"], "events": [0, 11, 40, 99, 12]})
+    assert scan_report_html(_cell(t.to_html()), notebook="n") == []
+
+
+def test_small_cells_respect_min_cell_count():
+    t = pd.DataFrame({"n": [12, 30]}).to_html()
+    assert scan_report_html(_cell(t), notebook="n") == []
+    assert [v.text for v in scan_report_html(_cell(t), notebook="n", min_cell_count=20)] == ["12"]
+
+
+def test_count_like_column_names():
+    t = pd.DataFrame({"rows_removed": [5], "patients": [2], "n_relapse": [3], "followup_days": [4],
+                      "time": [7]}).to_html(index=False)
+    found = scan_report_html(_cell(t), notebook="n")
+    assert sorted(v.where.split("'")[1] for v in found) == ["n_relapse", "patients", "rows_removed"]
+
+
+def test_identifier_tokens_are_whole():
+    ids = ["P0001", "E17"]
+    html = _cell("<p>P00012 E170 xP0001 P0001-S1 (E17)</p>")
+    found = scan_report_html(html, notebook="n", identifiers=ids)
+    assert [v.text for v in found] == ["P0001", "E17"]  # inside P0001-S1 and (E17) only
+
+
+def test_text_in_style_script_and_attributes_is_ignored():
+    html = ("<style>.x{content:'2021-03-04'}</style><script>var d='2021-03-04';</script>"
+            + _cell("<img src='data:image/png;base64,P0001AAAA2021-03-04' alt=''>"))
+    assert scan_report_html(html, notebook="n", identifiers=["P0001"]) == []
+
+
+def test_cell_index_counts_jp_cells_and_outside_is_none():
+    html = _cell("<p>ok</p>") + "<p>2020-01-02</p>" + _cell("<p>ok</p>") + _cell("<p>2020-01-03</p>")
+    assert [v.cell for v in scan_report_html(html, notebook="n")] == [None, 2]
+
+
+def test_gate_message_lists_every_violation_and_fix():
+    html = _cell("<p>P0001 on 2020-01-02</p>") + _cell(pd.DataFrame({"n": [2]}).to_html())
+    with pytest.raises(PrivacyViolationError) as err:
+        make_privacy_gate(["P0001"])("05_x.ipynb", html)
+    msg = str(err.value)
+    assert isinstance(err.value, IopError) and isinstance(err.value, ValueError)
+    for piece in ("05_x.ipynb", "3 item(s)", "cell 0: identifier 'P0001'", "cell 0: full_date '2020-01-02'",
+                  "cell 1: small_cell '2'", "suppress_small_cells", "days from admission", "de-identify"):
+        assert piece in msg
+
+
+def test_identifier_values_from_data_and_iterables(cohort):
+    ids = identifier_values(cohort)
+    assert set(cohort.patients["patient_id"]) <= ids and set(cohort.admissions["episode_id"]) <= ids
+    assert identifier_values(["a", None, float("nan"), 3]) == {"a", "3"}
+    with pytest.raises(PrivacyViolationError, match="wrap it in a list"):
+        identifier_values("P0001")
+
+
+@pytest.mark.parametrize("k", [0, 1.5, True])
+def test_bad_min_cell_count(k):
+    with pytest.raises(PrivacyViolationError, match="min_cell_count"):
+        make_privacy_gate([], min_cell_count=k)
+
+
+def test_violation_is_frozen():
+    v = Violation("n", 1, "identifier", "P1", "x")
+    with pytest.raises(AttributeError):
+        v.rule = "x"  # type: ignore[misc]
+
+
+def test_build_reports_with_gate_writes_nothing_on_violation(tmp_path):
+    """The gate plugged into build_reports: a leaking notebook stops the build, out_dir stays absent.
+
+    Cells: 0 provenance, 1 contents, 2 title, 3 parameters, 4 papermill's injected parameters, 5 the leak.
+    """
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("data_path = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Leak"), params,
+                nbformat.v4.new_code_cell("print('patient P0001 seen')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    nbformat.write(nb, nb_dir / "01_leak.ipynb")
+    out = tmp_path / "reports"
+    with pytest.raises(PrivacyViolationError, match=r"01_leak.ipynb.*\n- cell 5: identifier 'P0001'"):
+        report.build_reports(out_dir=out, notebooks_dir=nb_dir, gate=make_privacy_gate(["P0001"]),
+                             progress=False)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".iop-report")] == []
