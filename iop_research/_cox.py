@@ -327,6 +327,7 @@ class _Engine:
             self.slot_f = np.zeros(self.G)
             self.slot_w = self.dw
         self.iu = np.triu_indices(p)
+        self.xev = np.column_stack([xk[ev] for xk in self.xcols])
 
     def _sums(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Risk-set sums and tied-event sums of one row vector at each event time."""
@@ -338,18 +339,26 @@ class _Engine:
     def moments(self, beta: np.ndarray, need_info: bool = True):
         """Risk-set (s) and tied-event (d) sums of r, r x, r x x' (G x k) with r = w exp(x beta)."""
         xc = self.xcols
+        p = self.p
         eta = xc[0] * beta[0]
-        for k in range(1, self.p):
+        for k in range(1, p):
             eta += xc[k] * beta[k]
         score = np.exp(eta)
         r = self.w * score
-        vecs = [r] + [r * xk for xk in xc]
+        ncol = 1 + p + (len(self.iu[0]) if need_info else 0)
+        s = np.empty((self.G, ncol))
+        d = np.empty((self.G, ncol))
+        s[:, 0], d[:, 0] = self._sums(r)
+        rx = []
+        tmp = np.empty_like(r)
+        for k in range(p):
+            v = r * xc[k]
+            rx.append(v)
+            s[:, 1 + k], d[:, 1 + k] = self._sums(v)
         if need_info:
-            vecs += [vecs[1 + i] * xc[j] for i, j in zip(*self.iu)]
-        s = np.empty((self.G, len(vecs)))
-        d = np.empty((self.G, len(vecs)))
-        for k, v in enumerate(vecs):
-            s[:, k], d[:, k] = self._sums(v)
+            for c, (i, j) in enumerate(zip(*self.iu)):
+                np.multiply(rx[i], xc[j], out=tmp)
+                s[:, 1 + p + c], d[:, 1 + p + c] = self._sums(tmp)
         return eta, score, s, d
 
     def evaluate(self, beta: np.ndarray, need_info: bool = True):
@@ -368,18 +377,22 @@ class _Engine:
         sw = self.slot_w
         ev = self.ev
         wev = self.wev
-        xev = np.column_stack([xk[ev] for xk in self.xcols])
+        xev = self.xev
         loglik = float(wev @ eta[ev] - sw @ np.log(d2))
         u = wev @ xev - sw @ xbar
         info = None
         if need_info:
-            info = self._info(sw, d2, xbar, s[g, 1 + p :] - f[:, None] * d[g, 1 + p :])
+            info = self._info(sw, d2, xbar, s, d)
         return loglik, u, info, dict(beta=beta, eta=eta, score=score, d2=d2, xbar=xbar, s=s, d=d)
 
-    def _info(self, weight, d2, xbar, s2):
+    def _info(self, weight, d2, xbar, s, d):
+        """Sum over slots of weight * (S2 - f D2) / d2 - weight * xbar xbar'."""
         p = self.p
+        c = weight / d2
+        cg = np.bincount(self.slot_g, weights=c, minlength=self.G)
+        cfg = np.bincount(self.slot_g, weights=c * self.slot_f, minlength=self.G)
         a = np.zeros((p, p))
-        a[self.iu] = (weight / d2) @ s2
+        a[self.iu] = cg @ s[:, 1 + p :] - cfg @ d[:, 1 + p :]
         a = a + np.triu(a, 1).T
         return a - (xbar * weight[:, None]).T @ xbar
 
@@ -541,36 +554,79 @@ def _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax):
     return out
 
 
-def _concordance(engine: _Engine, lp: np.ndarray):
-    """Weighted concordant, discordant and tied-on-lp pair sums; returns C (R's coxph concordance)."""
+def _concordance(engine: _Engine, lp: np.ndarray, cluster: np.ndarray | None):
+    """Harrell's C and its standard error as R's coxph()$concordance (reverse = TRUE).
+
+    Pairs (event i at T, comparator j at risk at T) are weighted w_i * w_j. The standard error
+    is R's infinitesimal-jackknife one: per-row influence on Somers' d, summed within
+    clusters, ``se = sqrt(sum(dfbeta^2) / 4)``.
+    """
     w = engine.w
     ev = engine.ev
+    n = engine.n
     _, vrank = np.unique(lp, return_inverse=True)
     vrank = vrank.ravel().astype(np.int64)
     vmax = int(vrank.max()) + 1
     # exit keys 2*stop (+1 for censored rows, which outlast an event at the same time); entry keys
-    # 2*start + 1 with negative weight. An event at T compares with keys >= 2T + 1.
+    # 2*start + 1 (leaving the comparison set). An event at T compares with keys >= 2T + 1, so
+    # row j is a comparator of the events with 2T + 1 in (bkey_j, ekey_j].
     ekey = 2 * engine.skey + (~engine.event)
     bkey = 2 * engine.bkey + 1
     kmax = int(max(ekey.max(), bkey.max())) + 2
-    pkey = np.concatenate([ekey, bkey])
-    pval = np.concatenate([vrank, vrank])
-    pw = np.concatenate([w, -w])
-    # one query per distinct (event time, lp) pair
     qk = 2 * engine.skey[ev] + 1
-    pair, pinv = np.unique(qk * (vmax + 1) + vrank[ev], return_inverse=True)
-    uq_key, uq_val = pair // (vmax + 1), pair % (vmax + 1)
-    qkey = np.concatenate([uq_key, uq_key, uq_key])
-    qval = np.concatenate([uq_val, uq_val + 1, np.full(len(pair), vmax)])
-    sums = _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax).reshape(3, -1)[:, pinv.ravel()]
+    vev = vrank[ev]
     wev = w[ev]
-    less, leq, total = sums
+    if kmax * (vmax + 1) <= _DENSE_CELLS:
+        # role A: each event against its comparators
+        pts = np.bincount(ekey * vmax + vrank, weights=w, minlength=kmax * vmax)
+        pts -= np.bincount(bkey * vmax + vrank, weights=w, minlength=kmax * vmax)
+        pge = np.cumsum(pts.reshape(kmax, vmax)[::-1], axis=0)[::-1]  # key >= k
+        pcum = np.zeros((kmax, vmax + 1))
+        np.cumsum(pge, axis=1, out=pcum[:, 1:])  # value < v
+        less = pcum[qk, vev]
+        leq = less + pge[qk, vev]
+        total = pcum[qk, vmax]
+        # role B: each row as comparator; events with key <= h, split by value
+        evt = np.bincount(qk * vmax + vev, weights=wev, minlength=kmax * vmax).reshape(kmax, vmax)
+        ele = np.cumsum(evt, axis=0)  # key <= h
+        egt = np.zeros((kmax, vmax + 1))
+        np.cumsum(ele[:, ::-1], axis=1, out=egt[:, 1:])
+        egt = egt[:, ::-1]  # egt[h, v]: events with key <= h and value >= v (egt[h, vmax] = 0)
+        gt = egt[ekey, vrank + 1] - egt[bkey, vrank + 1]
+        ge = egt[ekey, vrank] - egt[bkey, vrank]
+        tot = egt[ekey, 0] - egt[bkey, 0]
+    else:
+        pkey = np.concatenate([ekey, bkey])
+        pval = np.concatenate([vrank, vrank])
+        pw = np.concatenate([w, -w])
+        pair, pinv = np.unique(qk * (vmax + 1) + vev, return_inverse=True)
+        uq_key, uq_val = pair // (vmax + 1), pair % (vmax + 1)
+        qkey = np.concatenate([uq_key, uq_key, uq_key])
+        qval = np.concatenate([uq_val, uq_val + 1, np.full(len(pair), vmax)])
+        less, leq, total = _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax).reshape(3, -1)[:, pinv.ravel()]
+        # flip keys and values so that the same dominance sum applies
+        qkeys = np.concatenate([np.repeat(kmax - 1 - ekey, 3), np.repeat(kmax - 1 - bkey, 3)])
+        vv = np.stack([vmax - 1 - vrank, vmax - vrank, np.full(n, vmax)], axis=1).ravel()
+        f = _dominance_sums(kmax - 1 - qk, vmax - 1 - vev, wev, qkeys, np.concatenate([vv, vv]), kmax, vmax)
+        gt, ge, tot = (f.reshape(2, n, 3)[0] - f.reshape(2, n, 3)[1]).T
     conc = float(wev @ less)
     tied = float(wev @ (leq - less))
     disc = float(wev @ (total - leq))
-    denom = conc + disc + tied
-    cindex = (conc + tied / 2) / denom if denom > 0 else np.nan
-    return cindex, dict(concordant=conc, discordant=disc, tied_x=tied)
+    npair = conc + disc + tied
+    if npair <= 0:
+        return np.nan, np.nan
+    cindex = (conc + tied / 2) / npair
+    c_inf = gt.copy()
+    d_inf = tot - ge
+    t_inf = ge - gt
+    c_inf[ev] += less
+    d_inf[ev] += total - leq
+    t_inf[ev] += leq - less
+    somer = (conc - disc) / npair
+    dfbeta = w * ((c_inf - d_inf) / npair - somer / npair * (c_inf + d_inf + t_inf))
+    if cluster is not None:
+        dfbeta = np.bincount(cluster, weights=dfbeta)
+    return cindex, float(np.sqrt(np.sum(dfbeta**2) / 4))
 
 
 # --------------------------------------------------------------------------------------
@@ -595,7 +651,8 @@ _CONVENTIONS = {
     "(R's eps, default 1e-9). Non-convergence raises ConvergenceError where R only warns.",
     "concordance": "Harrell's C as R's coxph()$concordance (reverse=TRUE, timewt='n', within strata, "
     "pairs weighted w_i*w_j; a row censored at an event time outlasts it; tied event times are not "
-    "comparable; ties in the linear predictor count 1/2). concordance_se is not computed (NaN).",
+    "comparable; ties in the linear predictor count 1/2). concordance_se is R's infinitesimal-jackknife "
+    "standard error (per-row influence on Somers' d, summed within clusters when cluster_col is given).",
     "weights": "case weights as R's weights=; rows with zero weight are accepted but carry no information "
     "and are not counted in n and n_events (R rejects zero weights; the fit equals R's without those rows).",
     "time_fix": "times are used as given (R's coxph.control(timefix=TRUE) merges times that differ by "
@@ -721,6 +778,23 @@ def fit_cox(
     1    age          1.01
     >>> int(res.glance["n_events"].iloc[0])
     140
+
+    Andersen-Gill model for recurrent relapses: one ``(start, stop]`` row per gap between
+    relapses, MAT as a time-varying exposure, robust variance clustered by patient:
+
+    >>> rows = pd.DataFrame({
+    ...     "patient_id": [1, 1, 1, 2, 2, 3, 4, 4, 5, 6, 6, 7],
+    ...     "start": [0, 10, 30, 0, 5, 0, 0, 40, 0, 0, 12, 0],
+    ...     "stop": [10, 30, 90, 5, 60, 90, 40, 70, 25, 12, 80, 50],
+    ...     "relapse": [1, 1, 0, 1, 0, 0, 1, 1, 1, 1, 0, 1],
+    ...     "on_mat": [0, 1, 1, 0, 1, 1, 0, 1, 0, 0, 0, 1]})
+    >>> ag = fit_cox(rows, start_col="start", stop_col="stop", event_col="relapse",
+    ...              covariates=["on_mat"], cluster_col="patient_id")
+    >>> ag.tidy[["term", "hazard_ratio", "std_error", "naive_std_error"]].round(3)
+         term  hazard_ratio  std_error  naive_std_error
+    0  on_mat         0.363      0.579            0.771
+    >>> int(ag.glance["n_clusters"].iloc[0])
+    7
     """
     if not isinstance(df, pd.DataFrame):
         raise ModelSpecificationError(f"df must be a pandas DataFrame, got {type(df).__name__}.")
@@ -827,18 +901,20 @@ def fit_cox(
     var = naive_var
     if robust:
         wu = weights[idx]
-        resid = engine.score_residuals(st)
-        dfb = (resid @ naive_var) * wu[:, None]
+        # dfbeta = weighted score residuals (summed within clusters) times the model-based variance
+        resid = engine.score_residuals(st) * wu[:, None]
         resid0 = engine.score_residuals(st0) * wu[:, None]
         if cluster is not None:
             cu = cluster[idx]
             ncl = int(cluster.max()) + 1
-            dfb = np.column_stack([np.bincount(cu, weights=dfb[:, k], minlength=ncl) for k in range(p)])
+            resid = np.column_stack([np.bincount(cu, weights=resid[:, k], minlength=ncl) for k in range(p)])
             resid0 = np.column_stack([np.bincount(cu, weights=resid0[:, k], minlength=ncl) for k in range(p)])
             n_clusters = int(np.count_nonzero(np.bincount(cu, minlength=ncl)))
-        var = dfb.T @ dfb
+        # einsum, not @: OpenBLAS is pathologically slow for tall-by-tiny products
+        dfb = np.einsum("ij,jk->ik", resid, naive_var)
+        var = np.einsum("ij,ik->jk", dfb, dfb)
         u0 = resid0.sum(axis=0)
-        robust_score = float(u0 @ np.linalg.solve(resid0.T @ resid0, u0))
+        robust_score = float(u0 @ np.linalg.solve(np.einsum("ij,ik->jk", resid0, resid0), u0))
 
     se = np.sqrt(np.diag(var))
     naive_se = np.sqrt(np.diag(naive_var))
@@ -860,7 +936,7 @@ def fit_cox(
         },
         columns=list(COX_TIDY_COLUMNS),
     )
-    cindex, _ = _concordance(engine, st["eta"])
+    cindex, cindex_se = _concordance(engine, st["eta"], cluster[idx] if cluster is not None else None)
     wald = float(beta @ np.linalg.solve(var, beta))
     lr = 2 * (loglik - loglik0)
     glance = pd.DataFrame(
@@ -872,7 +948,7 @@ def fit_cox(
                 "loglik_null": loglik0,
                 "loglik": loglik,
                 "concordance": cindex,
-                "concordance_se": np.nan,
+                "concordance_se": cindex_se,
                 "lr_statistic": lr,
                 "lr_df": p,
                 "lr_p_value": float(stats.chi2.sf(lr, p)),
@@ -1015,14 +1091,12 @@ def ph_test(result: Result, *, transform: str = "km") -> Result:
     gt_group = np.empty(G)
     gt_group[engine.ev_group] = gtime[engine.ev]
     g = engine.slot_g
-    f = engine.slot_f
     sw = engine.slot_w
     s, dd, d2, xbar = st["s"], st["d"], st["d2"], st["xbar"]
-    s2 = s[g, 1 + p :] - f[:, None] * dd[g, 1 + p :]
     gs = gt_group[g]
-    i11 = engine._info(sw, d2, xbar, s2)
-    i12 = engine._info(sw * gs, d2, xbar, s2)
-    i22 = engine._info(sw * gs * gs, d2, xbar, s2)
+    i11 = engine._info(sw, d2, xbar, s, dd)
+    i12 = engine._info(sw * gs, d2, xbar, s, dd)
+    i22 = engine._info(sw * gs * gs, d2, xbar, s, dd)
     info11 = i11
     imat = np.block([[i11, i12], [i12.T, i22]])
     ev = engine.ev
@@ -1078,7 +1152,7 @@ def ph_test(result: Result, *, transform: str = "km") -> Result:
                 tmat[jj[0], i] = 1
             else:
                 tmat[jj, i] = beta[jj]
-        sres = schoen @ tmat
+        sres = np.einsum("ij,jk->ik", schoen, tmat)
         vmean = tmat.T @ vmean @ tmat
         used = used[:, [model.assign[t][0] for t in terms]]
     else:

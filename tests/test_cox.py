@@ -87,6 +87,7 @@ def assert_matches_r(res, r: dict, *, check_n: bool = True) -> None:
     np.testing.assert_allclose(gl["score_statistic"], r["score"][0], rtol=RTOL_EST)
     np.testing.assert_allclose(gl["wald_statistic"], r["wald"][0], rtol=RTOL_EST)
     np.testing.assert_allclose(gl["concordance"], r["concordance"][0], rtol=RTOL_EST)
+    np.testing.assert_allclose(gl["concordance_se"], r["concordance_se"][0], rtol=RTOL_SE)
     np.testing.assert_allclose(res.model.var, np.array(r["var"], dtype=float), rtol=RTOL_SE, atol=1e-12)
     if r["rscore"][0] is None:
         assert np.isnan(gl["robust_score_statistic"])
@@ -521,3 +522,4 @@ def test_fenwick_path_matches_r_on_uis(monkeypatch, uis, real_golden):
     monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
     res = _uis_fit(uis)
     np.testing.assert_allclose(res.glance["concordance"].iloc[0], real_golden["uis_efron"]["concordance"][0], rtol=1e-9)
+    np.testing.assert_allclose(res.glance["concordance_se"].iloc[0], real_golden["uis_efron"]["concordance_se"][0], rtol=1e-6)

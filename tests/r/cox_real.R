@@ -27,6 +27,7 @@ dump_fit <- function(fit) {
     loglik = unname(fit$loglik), score = unname(fit$score), wald = unname(fit$wald.test),
     rscore = if (is.null(fit$rscore)) NA else unname(fit$rscore),
     concordance = unname(fit$concordance["concordance"]),
+    concordance_se = unname(fit$concordance["std"]),
     iter = fit$iter, n = fit$n, nevent = fit$nevent,
     var = unname(fit$var)
   )
