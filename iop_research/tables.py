@@ -29,6 +29,8 @@ from .privacy import (
 )
 
 __all__ = [
+    "modality_by_week",
+    "swimmer_data",
     "TABLE_ONE_COLUMNS",
     "table_one",
     "format_table_one",
@@ -1060,3 +1062,156 @@ def export_table(
     else:
         to_latex(df, path, index=index, caption=caption)
     return path
+
+
+# --------------------------------------------------------------------------------------
+# Treatment over time: modality hours by week, swimmer lanes
+# --------------------------------------------------------------------------------------
+
+
+def modality_by_week(
+    sessions: pd.DataFrame,
+    episodes: pd.DataFrame,
+    *,
+    max_weeks: int = 12,
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean attended hours per modality in each week of treatment.
+
+    Week ``w`` (1-based) covers days ``[7(w-1), 7w)`` from admission. The mean is
+    over the episodes still in treatment during that week (admission + 7(w-1) on or
+    before discharge), so dropouts do not dilute later weeks with zeros.
+
+    Parameters
+    ----------
+    sessions : pandas.DataFrame
+        Contract sessions table (``episode_id, session_date, modality, minutes, attended``);
+        rows without an episode_id, or of episodes not in ``episodes``, are not counted.
+    episodes : pandas.DataFrame
+        From :func:`iop_research.build_episodes` (``episode_id, admit_date, los_days``).
+    max_weeks : int, default 12
+    min_cell_count : int, default 11
+        Weeks with fewer episodes in treatment are dropped from the matrix
+        (their means would describe fewer than ``min_cell_count`` patients).
+
+    Returns
+    -------
+    (matrix, counts) : tuple of DataFrames
+        ``matrix``: index ``week`` (1..), one column per modality, mean hours.
+        ``counts``: index ``week``, column ``episodes_in_treatment``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> eps = pd.DataFrame({"episode_id": ["E1"], "admit_date": pd.to_datetime(["2020-01-01"]), "los_days": [10]})
+    >>> ses = pd.DataFrame({"episode_id": ["E1", "E1"], "session_date": pd.to_datetime(["2020-01-02", "2020-01-09"]),
+    ...                     "modality": ["group", "group"], "minutes": [180, 120], "attended": [True, True]})
+    >>> m, n = modality_by_week(ses, eps, min_cell_count=1)
+    >>> m["group"].tolist(), n["episodes_in_treatment"].tolist()
+    ([3.0, 2.0], [1, 1])
+    """
+    from .schema import Modality
+
+    ep = episodes[["episode_id", "admit_date", "los_days"]]
+    s = sessions.loc[sessions["attended"].astype(bool), ["episode_id", "session_date", "modality", "minutes"]]
+    s = s.merge(ep, on="episode_id", how="inner")
+    s = s.assign(week=((s["session_date"] - s["admit_date"]).dt.days // 7 + 1).astype(int))
+    s = s[(s["week"] >= 1) & (s["week"] <= max_weeks)]
+    hours = s.pivot_table(index="week", columns="modality", values="minutes", aggfunc="sum", fill_value=0) / 60.0
+    weeks = np.arange(1, max_weeks + 1)
+    in_treatment = pd.Series(
+        [(ep["los_days"] > 7 * (w - 1)).sum() for w in weeks], index=pd.Index(weeks, name="week"),
+        name="episodes_in_treatment",
+    )
+    hours = hours.reindex(index=weeks, columns=Modality.values(), fill_value=0.0)
+    matrix = hours.div(in_treatment.replace(0, np.nan), axis=0)
+    keep = in_treatment >= min_cell_count
+    matrix = matrix[keep.to_numpy()]
+    matrix.index.name = "week"
+    matrix.columns.name = "modality"
+    return matrix, in_treatment[keep].to_frame()
+
+
+def swimmer_data(
+    data,
+    episodes: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    *,
+    episode_ids: Sequence[str],
+    max_day: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Spans and points of a swimmer plot for chosen episodes, in days from admission.
+
+    Parameters
+    ----------
+    data : IOPData
+        Source tables (sessions, medications, events).
+    episodes : pandas.DataFrame
+        From :func:`iop_research.build_episodes`.
+    outcomes : pandas.DataFrame
+        Per-episode outcomes with ``episode_id, time, event_type`` (e.g.
+        :func:`iop_research.survival_frame`), origin at admission.
+    episode_ids : sequence of str
+        Episodes to show, one lane each, in this order.
+    max_day : int, optional
+        Clip everything after this day.
+
+    Returns
+    -------
+    (spans, points) : tuple of DataFrames
+        ``spans``: ``patient, start_day, end_day, kind`` (``treatment`` or the
+        medication class); ``points``: ``patient, day, kind`` (session modality,
+        ``uds_positive``/``uds_negative``, ``relapse``, ``death``). The
+        ``patient`` column carries the lane number (1..n), never an identifier.
+    """
+    from .schema import MEDICATION_CLASS
+
+    ids = list(episode_ids)
+    lane = {e: i + 1 for i, e in enumerate(ids)}
+    ep = episodes.set_index("episode_id").loc[ids]
+    spans, points = [], []
+    for eid, row in ep.iterrows():
+        admit, los = row["admit_date"], int(row["los_days"])
+        end_follow = int(outcomes.set_index("episode_id").loc[eid, "time"]) if eid in set(outcomes["episode_id"]) else los
+        horizon = max(los, end_follow) if max_day is None else min(max(los, end_follow), max_day)
+        spans.append({"patient": lane[eid], "start_day": 0, "end_day": min(los, horizon), "kind": "treatment"})
+        pid = row["patient_id"]
+        meds = data.medications[data.medications["patient_id"] == pid]
+        for _, m in meds.iterrows():
+            d0 = (m["dispense_date"] - admit).days
+            if 0 <= d0 <= horizon:
+                spans.append({"patient": lane[eid], "start_day": d0, "end_day": min(d0 + int(m["days_supply"]), horizon),
+                              "kind": MEDICATION_CLASS.get(m["medication"], m["medication"])})
+        ses = data.sessions[(data.sessions["patient_id"] == pid) & data.sessions["attended"].astype(bool)]
+        for _, s in ses.iterrows():
+            d = (s["session_date"] - admit).days
+            if 0 <= d <= horizon:
+                points.append({"patient": lane[eid], "day": d, "kind": s["modality"]})
+        ev = data.events[(data.events["patient_id"] == pid) & (data.events["event_type"] == "uds")]
+        for _, e in ev.iterrows():
+            d = (e["event_date"] - admit).days
+            if 0 <= d <= horizon:
+                points.append({"patient": lane[eid], "day": d, "kind": f"uds_{e['result']}"})
+        if eid in set(outcomes["episode_id"]):
+            o = outcomes.set_index("episode_id").loc[eid]
+            if o["event_type"] in ("relapse", "death") and o["time"] <= horizon:
+                points.append({"patient": lane[eid], "day": float(o["time"]), "kind": o["event_type"]})
+    spans_df = pd.DataFrame(spans, columns=["patient", "start_day", "end_day", "kind"])
+    points_df = pd.DataFrame(points, columns=["patient", "day", "kind"])
+    # merge contiguous MAT dispensings of one class into one span for a readable plot
+    mat = spans_df[spans_df["kind"] != "treatment"].sort_values(["patient", "kind", "start_day"])
+    merged = []
+    for (p, k), g in mat.groupby(["patient", "kind"], sort=True):
+        cur = None
+        for s0, s1 in zip(g["start_day"], g["end_day"]):
+            if cur is not None and s0 <= cur[1] + 1:
+                cur[1] = max(cur[1], s1)
+            else:
+                if cur is not None:
+                    merged.append({"patient": p, "start_day": cur[0], "end_day": cur[1], "kind": k})
+                cur = [s0, s1]
+        if cur is not None:
+            merged.append({"patient": p, "start_day": cur[0], "end_day": cur[1], "kind": k})
+    spans_df = pd.concat([spans_df[spans_df["kind"] == "treatment"], pd.DataFrame(merged, columns=spans_df.columns)],
+                         ignore_index=True)
+    return spans_df, points_df
