@@ -423,11 +423,53 @@ def _group_first(group: np.ndarray) -> np.ndarray:
     return first
 
 
+_PROBABILITY_FIELDS = (
+    "mat_share_opioid", "mat_share_alcohol", "mat_immediate_share", "mat_gap_probability",
+    "aftercare_share_completed", "aftercare_share_other", "readmission_share", "loss_to_followup_share",
+    "intake_positive_share", "positive_after_relapse_share",
+)
+_POSITIVE_FIELDS = (
+    "baseline_scale_days", "baseline_shape", "mat_duration_shape", "mat_duration_scale_days",
+    "aftercare_mean_days", "loss_to_followup_mean_days",
+)
+_TUPLE_LENGTHS = {"mat_opioid_medication_shares": 3, "discharge_shares": 6, "los_median_days": 6, "los_sdlog": 6}
+
+
+def _check_effects(eff: SimulationEffects) -> SimulationEffects:
+    """Raise ModelSpecificationError listing every parameter outside its domain."""
+    bad = []
+    for name in _PROBABILITY_FIELDS:
+        v = getattr(eff, name)
+        if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            bad.append(f"{name}={v!r} (a probability in [0, 1])")
+    for name in _POSITIVE_FIELDS:
+        v = getattr(eff, name)
+        if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+            bad.append(f"{name}={v!r} (a finite number > 0)")
+    for name, length in _TUPLE_LENGTHS.items():
+        v = getattr(eff, name)
+        ok = len(v) == length and all(isinstance(x, (int, float)) and x >= 0 for x in v)
+        if name in ("los_median_days",):
+            ok = ok and all(x > 0 for x in v)
+        if not ok or (name.endswith("shares") and sum(v) <= 0):
+            bad.append(f"{name}={v!r} ({length} non-negative numbers)")
+    if not (isinstance(eff.blanking_days, (int, np.integer)) and eff.blanking_days >= 0):
+        bad.append(f"blanking_days={eff.blanking_days!r} (an integer >= 0)")
+    if not (isinstance(eff.death_rate_per_year, (int, float)) and eff.death_rate_per_year >= 0):
+        bad.append(f"death_rate_per_year={eff.death_rate_per_year!r} (a number >= 0)")
+    if bad:
+        raise ModelSpecificationError(
+            f"Simulation parameters out of range: {'; '.join(bad)}. "
+            "Fix them with dataclasses.replace(DEFAULT_EFFECTS, ...) or the effects mapping."
+        )
+    return eff
+
+
 def _resolve_effects(effects) -> SimulationEffects:
     if effects is None:
         return DEFAULT_EFFECTS
     if isinstance(effects, SimulationEffects):
-        return effects
+        return _check_effects(effects)
     if isinstance(effects, Mapping):
         known = {f.name for f in dataclasses.fields(SimulationEffects)}
         unknown = sorted(set(effects) - known)
@@ -436,7 +478,7 @@ def _resolve_effects(effects) -> SimulationEffects:
                 f"Unknown simulation parameter(s) {unknown} in effects. "
                 f"Use names of SimulationEffects fields, e.g. {sorted(known)[:4]}."
             )
-        return dataclasses.replace(DEFAULT_EFFECTS, **dict(effects))
+        return _check_effects(dataclasses.replace(DEFAULT_EFFECTS, **dict(effects)))
     raise ModelSpecificationError(
         f"effects must be None, a SimulationEffects or a mapping of overrides, got {type(effects).__name__}. "
         "Pass e.g. dataclasses.replace(DEFAULT_EFFECTS, log_hr_mat_opioid=0.0)."
@@ -861,12 +903,13 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     death_rate = eff.death_rate_per_year / 365.25 * np.exp(
         age_rate + eff.log_hr_death_opioids * (pat["substance"] == _OPI)
     )
-    death_cont = pat["entry"] + rng.exponential(1.0, n) / death_rate  # calendar, continuous
+    with np.errstate(divide="ignore"):  # death_rate_per_year = 0: no deaths (infinite latent time)
+        death_cont = pat["entry"] + rng.exponential(1.0, n) / death_rate  # calendar, continuous
     death_day = np.ceil(death_cont)
     obs_end = np.full(n, n_days - 1, dtype=np.int64)
     obs_end = np.where(pat["lost"], np.minimum(obs_end, pat["lost_day"]), obs_end)
     dead_obs = death_day <= obs_end
-    obs_end = np.where(dead_obs, death_day.astype(np.int64), obs_end)
+    obs_end = np.where(dead_obs, np.where(dead_obs, death_day, 0).astype(np.int64), obs_end)
     entry_year = (np.datetime64(t0.date(), "D") + pat["entry"]).astype("datetime64[Y]").astype(np.int64) + 1970
     birth_year = (entry_year - np.floor(pat["age_entry"])).astype(np.int64)
     bar.step("people")

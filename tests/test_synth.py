@@ -90,6 +90,9 @@ def test_effects_mapping_overrides_defaults():
         ({"n_patients": 10, "effects": {"log_hr_mat": 0.0}}, "Unknown simulation parameter"),
         ({"n_patients": 10, "effects": 0.5}, "effects must be"),
         ({"n_patients": 10, "seed": "1"}, "seed must be"),
+        ({"n_patients": 10, "effects": {"mat_share_opioid": 1.5, "baseline_scale_days": 0}},
+         "mat_share_opioid=1.5 .*baseline_scale_days=0"),
+        ({"n_patients": 10, "effects": {"discharge_shares": (0.5, 0.5)}}, "discharge_shares"),
         ({"n_patients": 10, "end_date": None}, "ISO dates"),
     ],
 )
@@ -489,6 +492,26 @@ def test_invariants_hold_for_any_seed(seed, n, n_programs):
     assert (d.sessions[Col.session_date] <= d.sessions[Col.patient_id].map(obs)).all()
     assert set(adm[Col.program]) <= {f"Site {chr(65 + k)}" for k in range(n_programs)}
     assert set(d.sessions[Col.episode_id]) <= set(adm[Col.episode_id])
+
+
+@pytest.mark.parametrize("overrides", [
+    {"death_rate_per_year": 0.0},
+    {"mat_share_opioid": 0.0, "mat_share_alcohol": 0.0},
+    {"readmission_share": 0.0, "loss_to_followup_share": 0.0},
+    {"aftercare_share_completed": 0.0, "aftercare_share_other": 0.0, "blanking_days": 0},
+])
+def test_boundary_parameters_give_valid_cohorts(overrides):
+    d = simulate_cohort(300, seed=4, effects=overrides, progress=False)
+    assert d.validate() is d
+    ev = d.events[Col.event_type]
+    if overrides.get("death_rate_per_year") == 0.0:
+        assert not (ev == "death").any() and np.isinf(d.truth.episodes["death_day"]).all()
+    if "mat_share_opioid" in overrides:
+        assert len(d.medications) == 0 and len(d.truth.mat_intervals) == 0
+    if "readmission_share" in overrides:
+        assert len(d.admissions) == 300 and (d.observation[Col.observation_end] <= pd.Timestamp("2023-12-31")).all()
+    if "aftercare_share_other" in overrides:
+        assert not (ev == "aftercare_contact").any()
 
 
 def test_effects_dataclass_is_frozen_and_documented():
