@@ -11,6 +11,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
 from iop_research._cox import COX_GLANCE_COLUMNS, COX_TIDY_COLUMNS, fit_cox, ph_test
@@ -523,3 +525,51 @@ def test_fenwick_path_matches_r_on_uis(monkeypatch, uis, real_golden):
     res = _uis_fit(uis)
     np.testing.assert_allclose(res.glance["concordance"].iloc[0], real_golden["uis_efron"]["concordance"][0], rtol=1e-9)
     np.testing.assert_allclose(res.glance["concordance_se"].iloc[0], real_golden["uis_efron"]["concordance_se"][0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+def test_two_strata_columns_equal_combined_column(recurrent):
+    df = recurrent.assign(half=(recurrent["id"] % 2), combo=lambda d: d["grp"] + "_" + d["half"].astype(str))
+    a = fit_cox(df, start_col="start", stop_col="stop", event_col="event", covariates=["x1", "x2", "mat"],
+                strata_col=["grp", "half"])
+    b = fit_cox(df, start_col="start", stop_col="stop", event_col="event", covariates=["x1", "x2", "mat"],
+                strata_col="combo")
+    np.testing.assert_allclose(a.tidy["estimate"], b.tidy["estimate"], rtol=1e-12)
+    np.testing.assert_allclose(a.glance["concordance"], b.glance["concordance"], rtol=1e-12)
+
+
+def test_bool_covariate_is_categorical(edge):
+    res = fit_cox(edge.assign(flag=edge["z"] == 1), duration_col="time", event_col="event", covariates=["x", "flag"])
+    ref = fit_cox(edge, duration_col="time", event_col="event", covariates=["x", "z"])
+    assert list(res.tidy["term"]) == ["x", "flag[T.True]"]
+    np.testing.assert_allclose(res.tidy["estimate"], ref.tidy["estimate"], rtol=1e-12)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), shift=st.floats(-50, 50), scale=st.floats(0.1, 10))
+def test_invariance_to_row_order_and_covariate_affine_maps(seed, shift, scale):
+    """Row order and x -> a + b x change nothing but the coefficient of x (divided by b)."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    start = rng.integers(0, 4, n).astype(float)
+    df = pd.DataFrame(
+        {
+            "start": start,
+            "stop": start + rng.integers(1, 6, n),
+            "event": rng.integers(0, 2, n),
+            "x": rng.normal(size=n),
+            "g": rng.integers(0, 2, n),
+        }
+    )
+    df.loc[0, "event"] = 1
+    base = fit_cox(df, start_col="start", stop_col="stop", event_col="event", covariates=["x", "g"])
+    perm = df.sample(frac=1, random_state=seed).assign(x=lambda d: shift + scale * d["x"])
+    moved = fit_cox(perm, start_col="start", stop_col="stop", event_col="event", covariates=["x", "g"])
+    est = base.tidy["estimate"].to_numpy()
+    np.testing.assert_allclose(moved.tidy["estimate"].to_numpy(), [est[0] / scale, est[1]], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(moved.glance["loglik"], base.glance["loglik"], rtol=1e-9)
+    np.testing.assert_allclose(moved.glance["concordance"], base.glance["concordance"], rtol=1e-9)
+    z = ph_test(base).tidy["statistic"].to_numpy()
+    assert np.all(z >= 0)
