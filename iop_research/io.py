@@ -228,6 +228,13 @@ class IOPData:
             For an unknown format, or when the directory holds a file of another
             format for one of the tables (reading would be ambiguous).
 
+        References
+        ----------
+        .. [1] Shafranovich Y. Common Format and MIME Type for Comma-Separated
+           Values (CSV) Files. RFC 4180, 2005.
+        .. [2] Deutsch P. GZIP file format specification version 4.3. RFC 1952,
+           1996 (the MTIME field is 0 here, as the RFC allows).
+
         Examples
         --------
         >>> import tempfile
@@ -323,13 +330,15 @@ def _read_bytes(path: Path) -> bytes:
 
 def _read_csv(path: Path, table: str) -> pd.DataFrame:
     raw = _read_bytes(path)
+    if raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+        raw = raw[3:]
     if not raw.strip():
         raise DataReadError(
             f"{path} is empty: a {table} file needs at least a header row "
             f"({', '.join(column_kinds(table))}). Re-export it, or delete it if the table is optional."
         )
     try:
-        text = raw.decode("utf-8-sig")
+        raw.decode("utf-8")  # validate only; pandas parses the bytes
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataReadError(
@@ -337,8 +346,7 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
             "cannot be decoded. Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8, or "
             "pandas.read_csv(..., encoding=...).to_csv(..., encoding='utf-8'))."
         ) from exc
-    del raw
-    first = text.split("\n", 1)[0].rstrip("\r")
+    first = raw.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
     try:
         header = next(csv.reader([first]))
     except csv.Error as exc:  # pragma: no cover - a single line rarely fails
@@ -353,15 +361,15 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise DataReadError(f"{path}: duplicate column name(s) {', '.join(dupes)} in the header; rename them.")
-    # a file cut off mid-row: the last line has fewer fields than the header
-    if not text.endswith("\n"):
-        last = text.rsplit("\n", 1)[-1]
+    # a file cut off mid-row: the last line has fewer fields than the header and no line end
+    if not raw.endswith(b"\n") and b"\n" in raw.strip(b"\r\n"):
+        last = raw[raw.rfind(b"\n") + 1:].decode("utf-8").rstrip("\r")
         try:
             n_last = len(next(csv.reader([last])))
-        except (csv.Error, StopIteration):  # pragma: no cover - defensive
+        except (csv.Error, StopIteration):  # e.g. cut inside a quoted field
             n_last = 0
-        if "\n" in text.strip("\n") and n_last < len(header):
-            n_lines = text.count("\n") + 1
+        if n_last < len(header):
+            n_lines = raw.count(b"\n") + 1
             raise DataReadError(
                 f"{path} looks truncated: its last line ({n_lines}) has {n_last} of {len(header)} fields and "
                 "no line end. Re-export or re-download the complete file."
@@ -370,7 +378,8 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
     dtypes = {col: str for col in header if col in kinds}
     try:
         df = pd.read_csv(
-            io.StringIO(text),
+            io.BytesIO(raw),
+            encoding="utf-8",
             dtype=dtypes,
             keep_default_na=False,
             na_values=[""],
@@ -436,6 +445,17 @@ def read_data(path: str | os.PathLike, *, validate: bool = True, tolerance_days:
     DataValidationError
         Values do not parse, or (``validate=True``) the tables break the data
         contract; every problem is listed in one error.
+
+    See Also
+    --------
+    IOPData.write : the inverse.
+    iop_research.schema.find_problems : the checks.
+
+    References
+    ----------
+    .. [1] Shafranovich Y. Common Format and MIME Type for Comma-Separated Values
+       (CSV) Files. RFC 4180, 2005.
+    .. [2] Apache Parquet format specification, https://parquet.apache.org/docs/
 
     Examples
     --------

@@ -662,9 +662,11 @@ def _run_schema(table: str, df: pd.DataFrame, acc: _Problems) -> None:
     missing = fc.loc[fc["check"] == "column_in_dataframe", "failure_case"].astype(str).tolist()
     for col in missing:
         acc.bad_columns.add((table, col))
+        near = [str(c) for c in df.columns if str(c).strip().lower() == col]
         acc.add(table, col, "column_present",
-                f"Add the required column {col} ({specs[col].meaning}) to the {table} table; see data/README.md.",
-                n_failures=len(df), examples="column absent")
+                f"Add the required column {col} ({specs[col].meaning}) to the {table} table"
+                + (f", e.g. by renaming {near[0]!r}" if near else "") + "; see data/README.md.",
+                n_failures=len(df), examples="column absent" + (f"; found {near[0]!r}" if near else ""))
     col_fc = fc[fc["column"].notna() & (fc["check"] != "column_in_dataframe")]
     # dtype failures: later value checks of that column are meaningless
     for col, spec in specs.items():
@@ -1142,6 +1144,17 @@ def find_problems(tables: Mapping[str, pd.DataFrame], *, tolerance_days: int = 0
         One row per problem: ``table, column, check, n_failures`` (rows
         affected), ``examples`` (up to five ids of :data:`ROW_KEY` and 0-based
         row positions; CSV line = row + 2), ``fix``. Empty when valid.
+
+    See Also
+    --------
+    validate_tables : raise instead of returning the problems.
+    iop_research.io.IOPData.validate : the same on an IOPData.
+
+    References
+    ----------
+    .. [1] pandera: statistical data validation for pandas, lazy validation
+       (``DataFrameSchema.validate(lazy=True)``), https://pandera.readthedocs.io
+    .. [2] The data contract, ``data/README.md`` in the source tree.
 
     Examples
     --------

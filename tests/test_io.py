@@ -424,3 +424,22 @@ def test_crlf_bom_and_na_text(tmp_path):
         read_data(tmp_path)
     assert list(info.value.problems.check) == ["allowed_values"]
     assert "patient_id P1; rows 1" in str(info.value)
+
+
+def test_near_miss_header_is_named(tmp_path):
+    valid_data().write(tmp_path, format="csv")
+    f = tmp_path / "patients.csv"
+    f.write_bytes(f.read_bytes().replace(b",birth_year,", b", Birth_Year,", 1))
+    with pytest.raises(DataValidationError) as info:
+        read_data(tmp_path)
+    line = next(ln for ln in str(info.value).splitlines() if "patients.birth_year [column_present]" in ln)
+    assert "found ' Birth_Year'" in line and "renaming" in line
+
+
+def test_truncated_inside_quoted_field(tmp_path):
+    valid_data().write(tmp_path, format="csv")
+    f = tmp_path / "admissions.csv"
+    raw = f.read_bytes()
+    f.write_bytes(raw[: raw.rindex(b'"x"') + 1])  # cut inside the last row's quoted note
+    with pytest.raises(DataReadError, match=r"admissions\.csv (looks truncated|cannot be parsed.*cut off)"):
+        read_data(tmp_path)
