@@ -127,3 +127,103 @@ def test_teds_reader_is_exported():
     assert datasets.read_teds_d.__module__ == "iop_research.teds"
     with pytest.raises(DataValidationError):
         loader_attrition(pd.DataFrame())
+
+
+# ---------------------------------------------------------------------------
+# Notebook 07 analyses on the loaders' frames, against R
+# (Rscript --vanilla tests/r/trials_uis_help.R <datasets_dir> tests/golden/trials_uis_help.json)
+# ---------------------------------------------------------------------------
+
+from conftest import load_golden, requires_r, run_r_script  # noqa: E402
+
+from iop_research._cox import fit_cox  # noqa: E402
+from iop_research._km import fit_km, logrank_test  # noqa: E402
+
+GOLDEN = load_golden("trials_uis_help")
+
+
+@pytest.fixture(scope="module")
+def frames(uis_path, help_path):
+    return {"uis": load_uis(uis_path), "help": load_help(help_path)}
+
+
+def test_row_counts_match_r(frames):
+    assert len(frames["uis"]) == GOLDEN["uis_rows"]
+    assert len(frames["help"]) == GOLDEN["help_rows"]
+    assert loader_attrition(frames["help"])["n_excluded"].iloc[-1] == GOLDEN["help_excluded"]
+    assert len(uis_treatment_phases(frames["uis"])) == GOLDEN["uis_tv_rows"]
+
+
+@pytest.mark.parametrize("case,data,group", [("uis_treat", "uis", "treat"), ("uis_site", "uis", "site"),
+                                             ("help_treat", "help", "treat"),
+                                             ("help_substance", "help", "substance")])
+def test_km_medians_match_survfit(frames, case, data, group):
+    """survfit(Surv(TIME, CENSOR) ~ TREAT) etc.: medians and log-transform 95% CIs."""
+    r = GOLDEN["km"][case]
+    med = fit_km(frames[data], duration_col="time", event_col="event", group_col=group).extra["medians"]
+    np.testing.assert_allclose(med["median"], r["median"], rtol=1e-6)
+    np.testing.assert_allclose(med["conf_low"], r["conf_low"], rtol=1e-6)
+    np.testing.assert_allclose(med["conf_high"], r["conf_high"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case,data,group", [("uis_treat", "uis", "treat"), ("uis_site", "uis", "site"),
+                                             ("help_treat", "help", "treat"),
+                                             ("help_substance", "help", "substance")])
+def test_logrank_matches_survdiff(frames, case, data, group):
+    """survdiff(Surv(TIME, CENSOR) ~ TREAT) etc."""
+    r = GOLDEN["logrank"][case]
+    res = logrank_test(frames[data], duration_col="time", event_col="event", group_col=group)
+    np.testing.assert_allclose(res.glance["statistic"].iloc[0], r["chisq"], rtol=1e-6)
+    assert res.glance["df"].iloc[0] == r["df"]
+
+
+def test_uis_cox_matches_coxph(frames):
+    """coxph(Surv(TIME, CENSOR) ~ TREAT + SITE + AGE + NDT + factor(IV) + RACE + BECK, ties = "efron")."""
+    r = GOLDEN["cox"]["uis_main"]
+    fit = fit_cox(frames["uis"], duration_col="time", event_col="event",
+                  covariates=["treat", "site", "age", "ndt", "iv", "race", "beck"])
+    assert fit.tidy["term"].tolist() == ["treat[T.long]", "site[T.B]", "age", "ndt", "iv[T.previous]",
+                                         "iv[T.recent]", "race[T.non_white]", "beck"]
+    np.testing.assert_allclose(fit.tidy["estimate"], r["estimate"], rtol=1e-6)
+    np.testing.assert_allclose(fit.tidy["std_error"], r["std_error"], rtol=1e-4)
+    np.testing.assert_allclose(fit.glance["loglik"].iloc[0], r["loglik"][1], rtol=1e-9)
+
+
+def test_uis_treatment_length_in_and_after_treatment(frames):
+    """coxph(Surv(start, stop, event) ~ TREAT + in_treatment + TREAT:in_treatment + SITE + AGE + NDT
+    + factor(IV) + RACE + BECK) on the (0, LEN.T], (LEN.T, TIME] split."""
+    r = GOLDEN["cox"]["uis_in_treatment"]
+    ph = uis_treatment_phases(frames["uis"])
+    ph = ph.assign(treat_x_in_treatment=ph["treat_long"] * ph["in_treatment"])
+    fit = fit_cox(ph, start_col="start", stop_col="stop", event_col="event",
+                  covariates=["treat_long", "in_treatment", "site", "age", "ndt", "iv", "race", "beck",
+                              "treat_x_in_treatment"])
+    np.testing.assert_allclose(fit.tidy["estimate"], r["estimate"], rtol=1e-6)
+    np.testing.assert_allclose(fit.tidy["std_error"], r["std_error"], rtol=1e-4)
+    # long planned stay: no benefit after exit, lower hazard while in treatment (HLM section 7.3)
+    est = fit.tidy.set_index("term")["estimate"]
+    assert est["treat_x_in_treatment"] < 0 and est["in_treatment"] < 0
+
+
+def test_help_cox_matches_coxph(frames):
+    """coxph(Surv(daysanysub, anysubstatus) ~ treat + substance, data = d[d$daysanysub > 0, ], ties = "efron").
+
+    fit_cox needs durations > 0; R also fits the 11 subjects with daysanysub == 0 (``help_main``).
+    """
+    r = GOLDEN["cox"]["help_positive"]
+    hlp = frames["help"]
+    assert int((hlp["time"] == 0).sum()) == GOLDEN["help_zero_time"] == 11
+    fit = fit_cox(hlp[hlp["time"] > 0], duration_col="time", event_col="event", covariates=["treat", "substance"])
+    np.testing.assert_allclose(fit.tidy["estimate"], r["estimate"], rtol=1e-6)
+    np.testing.assert_allclose(fit.tidy["std_error"], r["std_error"], rtol=1e-4)
+    assert fit.glance["n"].iloc[0] == r["n"] and fit.glance["n_events"].iloc[0] == r["nevent"]
+
+
+@requires_r
+def test_trials_r_script_reproduces_golden(tmp_path):
+    """Rscript --vanilla tests/r/trials_uis_help.R <datasets_dir> <out_json> gives the committed JSON."""
+    live = run_r_script("trials_uis_help", tmp_path / "trials.json")
+    for name, case in GOLDEN["cox"].items():
+        np.testing.assert_allclose(live["cox"][name]["estimate"], case["estimate"], rtol=1e-6)
+    for name, case in GOLDEN["km"].items():
+        np.testing.assert_allclose(live["km"][name]["median"], case["median"], rtol=1e-6)
