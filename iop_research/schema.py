@@ -1104,6 +1104,14 @@ def _find_into(tables: Mapping[str, Any], acc: _Problems, tolerance_days: int) -
             for spec in _column_specs(table):
                 acc.bad_columns.add((table, spec.name))
             continue
+        dupes = df.columns[df.columns.duplicated()].unique()
+        if len(dupes):
+            for col in dupes:
+                acc.bad_columns.add((table, col))
+                acc.add(table, str(col), "unique_column_name",
+                        f"The {table} table has {int((df.columns == col).sum())} columns named {col!r}: "
+                        "rename or drop the extra ones.", n_failures=len(df), examples="duplicate column")
+            df = df.loc[:, ~df.columns.duplicated()]
         frames[table] = _validation_frame(table, df)
         _run_schema(table, frames[table], acc)
     _cross_checks(frames, acc, tolerance_days)

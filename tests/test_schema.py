@@ -462,3 +462,21 @@ def test_data_readme_documents_every_table_column_and_value():
             assert f"| `{value}` |" in section, (name, value)
     for check in ("column_present", "known_patient", "no_overlap", "within_episode", "uds_has_result"):
         assert f"| `{check}` |" in text
+
+
+def test_duplicate_column_names_are_reported_not_crashing():
+    t = valid_tables()
+    t["sessions"] = pd.concat([t["sessions"], t["sessions"][["minutes"]]], axis=1)
+    problems = find_problems(t)
+    assert list(zip(problems.column, problems.check)) == [("minutes", "unique_column_name")]
+    t["sessions"].iloc[0, 4] = 0  # first 'minutes': values of a duplicated column are not checked
+    assert "range(between 1 and 600)" not in set(find_problems(t).check)
+
+
+def test_string_and_nullable_dtypes_are_accepted():
+    t = valid_tables()
+    t["sessions"] = t["sessions"].astype({"patient_id": "string", "modality": "string"})
+    t["patients"] = t["patients"].astype({"birth_year": "Int64"})
+    assert find_problems(t).empty
+    t["sessions"].loc[4, "modality"] = "yoga"
+    assert _has(find_problems(t), "sessions", "modality", "allowed_values")["examples"] == "patient_id P2; rows 4"
