@@ -106,6 +106,12 @@ class SimulationEffects:
         During aftercare engagement (after discharge).
     log_hr_noncompleted_after_discharge : float, default ln(1.3)
         After discharge when the discharge was not ``completed`` or ``transferred``.
+    log_hr_after_mat_stop : float, default 0.0
+        During the ``after_mat_stop_days`` after a MAT interval ends (a stop
+        or a refill gap), while off MAT: the early post-discontinuation risk
+        spike. Off (0) by default, so default cohorts do not depend on it.
+    after_mat_stop_days : float, default 28.0
+        Length of that post-stop window (days).
     log_hr_severity_per_point : float, default 0.08
         Per point of the 0-10 intake severity score (centred at 5).
     log_hr_psychiatric_comorbidity : float, default 0.25
@@ -178,6 +184,8 @@ class SimulationEffects:
     log_hr_mat_alcohol: float = _LN(0.85)
     log_hr_aftercare: float = _LN(0.75)
     log_hr_noncompleted_after_discharge: float = _LN(1.3)
+    log_hr_after_mat_stop: float = 0.0
+    after_mat_stop_days: float = 28.0
     log_hr_severity_per_point: float = 0.08
     log_hr_psychiatric_comorbidity: float = 0.25
     log_hr_prior_episode: float = 0.05
@@ -430,7 +438,7 @@ _PROBABILITY_FIELDS = (
 )
 _POSITIVE_FIELDS = (
     "baseline_scale_days", "baseline_shape", "mat_duration_shape", "mat_duration_scale_days",
-    "aftercare_mean_days", "loss_to_followup_mean_days",
+    "aftercare_mean_days", "loss_to_followup_mean_days", "after_mat_stop_days",
 )
 _TUPLE_LENGTHS = {"mat_opioid_medication_shares": 3, "discharge_shares": 6, "los_median_days": 6, "los_sdlog": 6}
 
@@ -678,17 +686,19 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
 
     States (piecewise constant in time from admission): blanking (hazard 0),
     in treatment, on MAT (coverage intervals), aftercare, after a
-    non-completed discharge.
+    non-completed discharge, and (only when its effect is non-zero) the
+    window after a MAT interval ends.
     """
     ep0 = np.arange(n_ep)
     has_aft = np.isfinite(aft_start)
-    # breakpoints: (episode, time, d_blank, d_tx, d_mat, d_aft, d_nc)
+    # breakpoints: (episode, time, d_blank, d_tx, d_mat, d_aft, d_nc, d_post)
     parts = []
 
-    def add(ep, time, blank=0, tx=0, mat=0, aft=0, nc=0):
+    def add(ep, time, blank=0, tx=0, mat=0, aft=0, nc=0, post=0):
         k = ep.size
         parts.append((ep, np.asarray(time, dtype=float),
-                      *(np.broadcast_to(np.asarray(v, dtype=np.int64), (k,)) for v in (blank, tx, mat, aft, nc))))
+                      *(np.broadcast_to(np.asarray(v, dtype=np.int64), (k,))
+                        for v in (blank, tx, mat, aft, nc, post))))
 
     add(ep0, np.zeros(n_ep), blank=1, tx=1)
     add(ep0, np.full(n_ep, float(eff.blanking_days)), blank=-1)
@@ -698,9 +708,12 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     ea = ep0[has_aft]
     add(ea, aft_start[has_aft], aft=1)
     add(ea, aft_stop[has_aft], aft=-1)
+    if eff.log_hr_after_mat_stop != 0:
+        add(mat_ep, mat_stop, post=1)
+        add(mat_ep, mat_stop + float(eff.after_mat_stop_days), post=-1)
     ep = np.concatenate([p[0] for p in parts])
     time = np.concatenate([p[1] for p in parts])
-    deltas = np.stack([np.concatenate([p[i] for p in parts]) for i in range(2, 7)], axis=1)
+    deltas = np.stack([np.concatenate([p[i] for p in parts]) for i in range(2, 8)], axis=1)
     order = np.lexsort((time, ep))
     ep, time, deltas = ep[order], time[order], deltas[order]
     # grouped cumulative state (every episode starts at zero before its first breakpoint)
@@ -709,14 +722,16 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     offset = (cs - deltas)[first]
     grp = np.cumsum(first) - 1
     state = cs - offset[grp]
-    blank, tx, mat, aft, nc = (state[:, i] for i in range(5))
+    blank, tx, mat, aft, nc, post = (state[:, i] for i in range(6))
     last = np.ones(ep.size, dtype=bool)
     last[:-1] = ep[1:] != ep[:-1]
     b = np.empty_like(time)
     b[:-1] = time[1:]
     b[last] = np.inf
     log_m = (lp[ep] + eff.log_hr_in_treatment * (tx > 0) + mat_beta[ep] * (mat > 0)
-             + eff.log_hr_aftercare * ((aft > 0) & (tx <= 0)) + eff.log_hr_noncompleted_after_discharge * ((nc > 0) & (tx <= 0)))
+             + eff.log_hr_aftercare * ((aft > 0) & (tx <= 0))
+             + eff.log_hr_noncompleted_after_discharge * ((nc > 0) & (tx <= 0))
+             + eff.log_hr_after_mat_stop * ((post > 0) & (mat <= 0)))
     mult = np.where(blank > 0, 0.0, np.exp(log_m))
     a_h = _h0(time, eff.baseline_scale_days, eff.baseline_shape)
     b_h = _h0(np.where(last, time, b), eff.baseline_scale_days, eff.baseline_shape)

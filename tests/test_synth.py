@@ -391,12 +391,13 @@ def test_marginal_rates_within_bands(medium):
 # --------------------------------------------------------------------------- MAT effect
 
 
-def _mat_cox(data: IOPData) -> tuple[float, float]:
-    """Log HR (and SE) of MAT from a counting-process Cox fit among opioid episodes.
+def _mat_cox(data: IOPData) -> dict[str, tuple[float, float]]:
+    """Log HRs (and SEs) of MAT and of the post-MAT-stop window from a counting-process Cox fit.
 
-    Follow-up runs from the end of the blanking period to relapse, death or
-    observation end, split at every state switch of the simulator (MAT on/off,
-    discharge, aftercare start/stop); the model has the simulator's covariates.
+    Opioid episodes; follow-up runs from the end of the blanking period to
+    relapse, death or observation end, split at every state switch of the
+    simulator (MAT on/off, post-stop window end, discharge, aftercare
+    start/stop); the model has the simulator's covariates.
     """
     from statsmodels.duration.hazard_regression import PHReg
 
@@ -404,6 +405,7 @@ def _mat_cox(data: IOPData) -> tuple[float, float]:
     te = te[te[Col.primary_substance] == "opioids"]
     adm = data.admissions.set_index(Col.episode_id).loc[te.index]
     blank = float(DEFAULT_EFFECTS.blanking_days)
+    window = float(data.truth.effects.after_mat_stop_days)
     end = np.minimum.reduce([te["death_day"].to_numpy(), te["observation_end_day"].to_numpy(float),
                              te["relapse_day"].to_numpy()])
     event = (te["relapse_day"].to_numpy() <= end) & te["is_relapse_observed"].to_numpy()
@@ -420,6 +422,7 @@ def _mat_cox(data: IOPData) -> tuple[float, float]:
         pd.DataFrame({"id": ids[aft], "t": te.loc[aft, "aftercare_stop_day"].to_numpy()}),
         pd.DataFrame({"id": mi[Col.episode_id], "t": mi["start_day"].astype(float)}),
         pd.DataFrame({"id": mi[Col.episode_id], "t": mi["stop_day"].astype(float)}),
+        pd.DataFrame({"id": mi[Col.episode_id], "t": mi["stop_day"].astype(float) + window}),
         pd.DataFrame({"id": ids, "t": end}),
     ])
     stop_of = pd.Series(end, index=ids)
@@ -432,6 +435,8 @@ def _mat_cox(data: IOPData) -> tuple[float, float]:
     j = rows.assign(mid=mid).reset_index().merge(mi, left_on="id", right_on=Col.episode_id)
     covered = j[(j["start_day"] <= j["mid"]) & (j["mid"] < j["stop_day"])]
     rows["mat"] = rows.index.isin(covered["index"]).astype(float)
+    in_window = j[(j["stop_day"] <= j["mid"]) & (j["mid"] < j["stop_day"] + window)]
+    rows["post_stop"] = (rows.index.isin(in_window["index"]) & (rows["mat"] == 0)).astype(float)
     rows["event"] = (rows["stop"] == rows["id"].map(stop_of)) & rows["id"].map(pd.Series(event, index=ids))
     e = te.loc[rows["id"]]
     after = (mid >= e["discharge_day"].to_numpy()).to_numpy()
@@ -451,27 +456,31 @@ def _mat_cox(data: IOPData) -> tuple[float, float]:
     rows["homeless"] = (a[Col.housing] == "homeless").to_numpy(float)
     rows["unemployed"] = (a[Col.employment] == "unemployed").to_numpy(float)
     rows["step_down"] = (a[Col.referral_source] == "residential_step_down").to_numpy(float)
-    names = ["mat", "in_treatment", "aftercare", "after_noncompleted", "severity", "comorbid", "prior", "age10",
+    names = ["mat", "post_stop", "in_treatment", "aftercare", "after_noncompleted", "severity", "comorbid", "prior", "age10",
              "unstable", "homeless", "unemployed", "step_down"]
     fit = PHReg(rows["stop"].to_numpy(), rows[names].to_numpy(float), status=rows["event"].to_numpy(int),
                 entry=rows["start"].to_numpy(), ties="breslow").fit()
-    return float(fit.params[0]), float(fit.bse[0])
+    return {name: (float(fit.params[i]), float(fit.bse[i])) for i, name in enumerate(names[:2])}
 
 
-@pytest.mark.parametrize("log_hr, n_patients", [(math.log(0.5), 20000), (0.0, 10000)])
-def test_true_mat_effect_is_recoverable(log_hr, n_patients):
+@pytest.mark.parametrize("log_hr, log_hr_stop, n_patients",
+                         [(math.log(0.5), 0.0, 20000), (0.0, math.log(2.0), 10000)])
+def test_true_mat_effect_is_recoverable(log_hr, log_hr_stop, n_patients):
     """A counting-process Cox fit on the simulator's state timeline recovers the MAT log HR.
 
     Same model as R's ``coxph(Surv(start, stop, event) ~ mat + in_treatment + aftercare +
     after_noncompleted + severity + ...)``, fitted with statsmodels' PHReg (delayed entry at
     ``start``); latent times are continuous, so there are no ties and Breslow equals Efron.
     """
-    data = simulate_cohort(n_patients, seed=77, effects={"log_hr_mat_opioid": log_hr}, progress=False)
-    est, se = _mat_cox(data)
-    assert 0.01 < se < 0.1
-    # the 99% confidence interval covers the truth, and the estimate is close to it
-    assert est - 2.6 * se < log_hr < est + 2.6 * se, (est, se)
-    assert abs(est - log_hr) < 0.15, (est, se)
+    data = simulate_cohort(n_patients, seed=77, effects={"log_hr_mat_opioid": log_hr,
+                                                         "log_hr_after_mat_stop": log_hr_stop}, progress=False)
+    fit = _mat_cox(data)
+    for name, truth in (("mat", log_hr), ("post_stop", log_hr_stop)):
+        est, se = fit[name]
+        assert 0.01 < se < 0.25, name
+        # the 99% confidence interval covers the truth, and the estimate is close to it
+        assert est - 2.6 * se < truth < est + 2.6 * se, (name, est, se)
+        assert abs(est - truth) < max(0.15, 2.6 * se), (name, est, se)
 
 
 # --------------------------------------------------------------------------- properties
