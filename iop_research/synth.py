@@ -26,8 +26,9 @@ The generative model, in the order it is simulated
 4. **Aftercare** engagement after discharge for some episodes.
 5. **Relapse**: proportional hazards on a log-logistic baseline, with
    time-varying states (in treatment, on MAT, in aftercare, after a
-   non-completed discharge), simulated exactly by inverting the cumulative
-   hazard on each episode's piecewise-constant state timeline.
+   non-completed discharge; optionally a risk window after MAT stops),
+   simulated exactly by inverting the cumulative hazard on each episode's
+   piecewise-constant state timeline (vectorised over all episodes).
 6. **Observation**: weekly urine drug screens in treatment (intake positives
    during the blanking period are not relapses), a positive screen on the
    relapse day when relapse happens in treatment, and after discharge a
