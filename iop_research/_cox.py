@@ -9,8 +9,9 @@ The public names are re-exported from :mod:`iop_research.survival`.
 
 Algorithm
 ---------
-All rows are placed on one integer time axis: each distinct time gets a rank and each
-stratum its own band of ranks, so that one set of cumulative sums serves every stratum.
+All rows are placed on one integer time axis: a time's key is the number of distinct event
+times at or before it, and each stratum gets its own band of keys, so that one set of
+cumulative sums serves every stratum.
 For the distinct event times ``T_1 < ... < T_G`` each row ``j`` is at risk at the event
 times with index ``b_j <= g < a_j`` (``a_j`` = number of event times ``<= stop_j``,
 ``b_j`` = number ``<= start_j``), so the risk-set sums ``S0, S1, S2`` of ``w exp(eta)``,
@@ -20,7 +21,10 @@ into ``d`` pseudo event times (weights ``l/d``), vectorised over all groups.  Ne
 with step halving and R's convergence rule (relative change of the log partial likelihood
 below ``tol``) mirrors ``survival``'s ``coxfit6``/``agfit4``; score residuals follow
 ``agscore3`` and the cluster-robust variance is ``D'D`` with ``D`` the dfbeta residuals
-summed within clusters, as ``coxph(..., cluster = id)``.
+summed within clusters, as ``coxph(..., cluster = id)``.  Harrell's concordance and its
+infinitesimal-jackknife standard error (as R's ``concordancefit``) come from 2-D dominance
+sums (stop/start key x rank of the linear predictor): a dense cumulative table when
+keys x distinct predictor values is small, otherwise a Fenwick-tree bit decomposition.
 """
 from __future__ import annotations
 
@@ -201,6 +205,15 @@ def _design_from_formula(df: pd.DataFrame, formula: str):
             f"formula {formula!r} could not be evaluated on the data ({type(exc).__name__}: {exc}). "
             "Check the column names and the formula syntax (formulaic/patsy, e.g. 'treat + C(site) + age')."
         ) from exc
+    used_cols = sorted(mm.model_spec.variables_by_source.get("data", set()))
+    miss = df[used_cols].isna().to_numpy() if used_cols else np.zeros((len(df), 0), dtype=bool)
+    if miss.any():
+        rows = miss.any(axis=1)
+        bad_cols = [used_cols[j] for j in np.flatnonzero(miss.any(axis=0))]
+        raise ModelSpecificationError(
+            f"formula {formula!r}: {int(rows.sum())} row(s) have missing values in {format_ids(bad_cols)} "
+            f"(rows: {format_ids(df.index[rows])}). Drop or impute them explicitly before fitting."
+        )
     names = [str(c) for c in mm.columns]
     x = np.asarray(mm, dtype=float)
     assign: dict[str, list[int]] = {}
@@ -763,6 +776,8 @@ def fit_cox(
        Model. Springer. (R package ``survival``.)
     .. [6] Harrell, F. E., Califf, R. M., Pryor, D. B., Lee, K. L. & Rosati, R. A. (1982).
        Evaluating the yield of medical tests. JAMA 247(18), 2543-2546.
+    .. [7] Therneau, T. & Atkinson, E. (2020). The concordance statistic. Vignette of R package
+       ``survival`` (variance of the concordance by the infinitesimal jackknife).
 
     Examples
     --------

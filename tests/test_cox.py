@@ -393,6 +393,13 @@ def test_validation_errors(mutate, kw, match):
     assert isinstance(info.value, ValueError) and isinstance(info.value, IopError)
 
 
+@pytest.mark.parametrize("formula", ["x", "C(g)", "x + g"])
+def test_formula_missing_values_are_reported(formula):
+    df = _small().assign(x=[0.1, np.nan, 0.2, 0.9, 0.4, 0.3], g=["a", "b", None, "a", "b", "a"])
+    with pytest.raises(ModelSpecificationError, match=r"missing.*rows: (1|2)"):
+        fit_cox(df, duration_col="t", event_col="e", formula=formula)
+
+
 def test_stop_not_after_start_is_rejected():
     df = pd.DataFrame({"a": [0, 5, 0], "b": [5, 5, 3], "e": [0, 1, 1], "x": [1.0, 0.0, 0.5]})
     with pytest.raises(ModelSpecificationError, match=r"b <= a \(rows: 1\)"):
