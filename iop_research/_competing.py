@@ -696,25 +696,38 @@ class _FGData:
         return u.T @ u, u
 
 
-def _design_matrix(df: pd.DataFrame, covariates: Sequence[str], where: str) -> np.ndarray:
+def _design_matrix(df: pd.DataFrame, covariates: Sequence[str], where: str) -> tuple[np.ndarray, list[str]]:
+    """Numeric design matrix and column names; categoricals get treatment dummies as in fit_cox."""
+    from ._cox import _design_from_covariates
+
     if isinstance(covariates, str) or len(covariates) == 0:
         raise ModelSpecificationError(
             f"{where}: covariates must be a non-empty list of column names, got {covariates!r}."
         )
     _check_columns(df, list(covariates), where)
-    x = np.column_stack([_numeric_column(df, c, where) for c in covariates])
+    try:
+        x, names, _ = _design_from_covariates(df, list(covariates))
+    except ModelSpecificationError as exc:
+        raise ModelSpecificationError(f"{where}: {exc}") from exc
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = bad.any(axis=1)
+        raise ModelSpecificationError(
+            f"{where}: covariates have missing or infinite values in {int(rows.sum())} row(s) "
+            f"(rows: {format_ids(df.index[rows])}). Drop or impute these rows explicitly before fitting."
+        )
     const = np.ptp(x, axis=0) == 0
     if const.any():
         raise ModelSpecificationError(
-            f"{where}: covariate(s) {format_ids(np.asarray(covariates)[const].tolist())} are constant; "
+            f"{where}: covariate(s) {format_ids(np.asarray(names)[const].tolist())} are constant; "
             "their coefficient is not identifiable. Remove them."
         )
     if np.linalg.matrix_rank(x - x.mean(axis=0)) < x.shape[1]:
         raise ModelSpecificationError(
-            f"{where}: covariates {format_ids(list(covariates))} are collinear. Drop redundant columns "
+            f"{where}: covariates {format_ids(list(names))} are collinear. Drop redundant columns "
             "(e.g. one dummy per categorical)."
         )
-    return x
+    return x, names
 
 
 def fit_fine_gray(
@@ -809,7 +822,7 @@ def fit_fine_gray(
             f"{where}: no events of cause {cause!r} in {event_col!r} (causes present: {format_ids(causes)}). "
             "Pick a cause that occurs."
         )
-    x = _design_matrix(df, covariates, where)
+    x, terms = _design_matrix(df, covariates, where)
     status = np.where(is_cens, 0, np.where(codes == cause, 1, 2)).astype(int)
     fg = _FGData(time, status, x)
     p = x.shape[1]
@@ -850,7 +863,7 @@ def fit_fine_gray(
     z = stats.norm.ppf(0.5 + conf_level / 2.0)
     tidy = pd.DataFrame(
         {
-            "term": list(covariates),
+            "term": list(terms),
             "estimate": beta,
             "std_error": se,
             "conf_low": beta - z * se,
@@ -879,8 +892,8 @@ def fit_fine_gray(
         glance=glance,
         model={"coef": beta, "vcov": vcov, "information": info},
         extra={
-            "vcov": pd.DataFrame(vcov, index=list(covariates), columns=list(covariates)),
-            "naive_variance": pd.DataFrame(inv_info, index=list(covariates), columns=list(covariates)),
+            "vcov": pd.DataFrame(vcov, index=list(terms), columns=list(terms)),
+            "naive_variance": pd.DataFrame(inv_info, index=list(terms), columns=list(terms)),
         },
         conventions={
             "ties": "Breslow (as cmprsk::crr)",
@@ -1019,7 +1032,7 @@ def _cox_efron(
     event = _numeric_column(df, event_col, where)
     if not np.isin(event, (0, 1)).all():
         raise ModelSpecificationError(f"{where}: {event_col!r} must be coded 0 (censored) / 1 (event).")
-    x = _design_matrix(df, covariates, where)
+    x, terms = _design_matrix(df, covariates, where)
     w = np.ones(len(df)) if weights_col is None else _numeric_column(df, weights_col, where, nonneg=True)
     order = np.argsort(-time, kind="stable")  # descending: risk sets are prefixes
     t, ev, xs, ws = time[order], event[order], x[order], w[order]
@@ -1137,7 +1150,7 @@ def _cox_efron(
     z = stats.norm.ppf(0.5 + conf_level / 2.0)
     tidy = pd.DataFrame(
         {
-            "term": list(covariates),
+            "term": list(terms),
             "estimate": beta,
             "std_error": se,
             "conf_low": beta - z * se,

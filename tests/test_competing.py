@@ -317,8 +317,11 @@ def test_fine_gray_without_competing_events_is_breslow_cox(sim):
 
 
 def test_fine_gray_errors(sim):
-    with pytest.raises(ModelSpecificationError, match="must be numeric"):
-        fit_fine_gray(sim, duration_col="days", event_col="status", covariates=["program"])
+    with pytest.raises(ModelSpecificationError, match="single level"):
+        fit_fine_gray(sim.assign(site="A"), duration_col="days", event_col="status", covariates=["site", "mat"])
+    with pytest.raises(ModelSpecificationError, match="missing or infinite"):
+        fit_fine_gray(sim.assign(x=np.where(np.arange(len(sim)) == 3, np.nan, 1.0 * np.arange(len(sim)))),
+                      duration_col="days", event_col="status", covariates=["x"])
     with pytest.raises(ModelSpecificationError, match="constant"):
         fit_fine_gray(sim.assign(k=1.0), duration_col="days", event_col="status", covariates=["mat", "k"])
     with pytest.raises(ModelSpecificationError, match="no events of cause 9"):
@@ -359,3 +362,20 @@ def test_live_r_cr_uis(tmp_path):
     np.testing.assert_allclose(live["crr2"]["coef"], committed["crr2"]["coef"], rtol=RTOL_EST)
     np.testing.assert_allclose(live["crr2"]["se"], committed["crr2"]["se"], rtol=RTOL_SE)
     np.testing.assert_allclose(live["tests"]["stat"], committed["tests"]["stat"], rtol=RTOL_EST)
+
+
+def test_fine_gray_dummy_codes_categorical_covariates_like_fit_cox():
+    """A string covariate gets treatment dummies (first sorted level = reference), named as fit_cox names them;
+    the fit equals the one on hand-made dummies."""
+    rng = np.random.default_rng(7)
+    n = 400
+    site = rng.choice(["A", "B", "C"], size=n)
+    age = rng.normal(40, 10, size=n)
+    d = pd.DataFrame({"days": rng.integers(1, 200, size=n).astype(float),
+                      "status": rng.choice([0, 1, 2], size=n, p=[0.3, 0.4, 0.3]), "site": site, "age": age})
+    auto = fit_fine_gray(d, duration_col="days", event_col="status", cause=1, covariates=["site", "age"])
+    manual = d.assign(siteB=(site == "B").astype(float), siteC=(site == "C").astype(float))
+    hand = fit_fine_gray(manual, duration_col="days", event_col="status", cause=1, covariates=["siteB", "siteC", "age"])
+    assert auto.tidy["term"].tolist() == ["site[T.B]", "site[T.C]", "age"]
+    np.testing.assert_allclose(auto.tidy["estimate"], hand.tidy["estimate"], rtol=1e-10)
+    np.testing.assert_allclose(auto.tidy["std_error"], hand.tidy["std_error"], rtol=1e-10)
