@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .exceptions import DataValidationError, format_ids
+from .exceptions import DataValidationError
 
 __all__ = [
     "Col",
@@ -966,36 +966,32 @@ def _coerce_series(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
     if kind in ("int", "float"):
         if pd.api.types.is_bool_dtype(dt):
             return s, none  # reported as a dtype problem
+        failed = none
         if dt == object or isinstance(dt, pd.StringDtype):
+            text = s.where(present, None)
             try:  # exact Python float parsing; fast path when everything parses
-                num = s.where(present, None).astype("float64")
-                failed = none
+                num = text.astype("float64")
             except (TypeError, ValueError):
-                num = pd.to_numeric(s.where(present, None), errors="coerce")
-                failed = np.flatnonzero(present & num.isna().to_numpy())
-                if len(failed) < present.sum():  # re-parse the good ones exactly
-                    ok = present & num.notna().to_numpy()
-                    num = num.astype("float64")
-                    num.iloc[np.flatnonzero(ok)] = s.iloc[np.flatnonzero(ok)].astype("float64").to_numpy()
+                num = pd.to_numeric(text, errors="coerce").astype("float64")
+                ok = np.flatnonzero(present & num.notna().to_numpy())
+                num.iloc[ok] = text.iloc[ok].astype("float64").to_numpy()  # re-parse the good ones exactly
             s = num
             dt = s.dtype
-        if not pd.api.types.is_numeric_dtype(dt):
-            return s, none
-        failed = locals().get("failed", none)
-        if kind == "float":
-            return s.astype("float64"), failed
-        if pd.api.types.is_integer_dtype(dt):
-            return (s.astype("int64") if not s.isna().any() else s.astype("Int64")), failed
+        elif not pd.api.types.is_numeric_dtype(dt):
+            return s, none  # reported as a dtype problem
         vals = s.to_numpy(dtype="float64", na_value=np.nan)
-        frac = np.isfinite(vals) & (vals != np.floor(np.where(np.isfinite(vals), vals, 0)))
-        frac |= np.isinf(vals)
-        if frac.any():
-            failed = np.union1d(failed, np.flatnonzero(frac))
-            vals = np.where(frac, np.nan, vals)
+        bad = ~np.isfinite(vals) & present  # unparseable text, 'nan' or 'inf' written as a value
+        if kind == "int":
+            bad |= np.isfinite(vals) & (vals != np.floor(np.where(np.isfinite(vals), vals, 0)))
+        if bad.any():
+            failed = np.flatnonzero(bad)
+            vals = np.where(bad, np.nan, vals)
+        if kind == "float":
+            return pd.Series(vals, index=s.index, name=s.name), failed
+        if pd.api.types.is_integer_dtype(dt) and not bad.any():
+            return (s.astype("int64") if not s.isna().any() else s.astype("Int64")), failed
         out = pd.Series(vals, index=s.index, name=s.name)
-        if np.isnan(vals).any():
-            return out.astype("Int64"), failed
-        return out.astype("int64"), failed
+        return (out.astype("Int64") if np.isnan(vals).any() else out.astype("int64")), failed
     if kind == "bool":
         if pd.api.types.is_bool_dtype(dt):
             return (s.astype(bool) if not s.isna().any() else s), none
