@@ -1,0 +1,135 @@
+"""Tests of iop_research._analysis (notebook helpers: landmark switches, censoring, post-stop windows)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iop_research._analysis import censor_at, exposure_switch, split_after_exposure
+from iop_research.exceptions import DataValidationError, ModelSpecificationError
+
+
+@pytest.fixture
+def cp() -> pd.DataFrame:
+    # E1: off (0,10], on (10,40], off (40,90]; E2 always off; E3 ends before L=30;
+    # E4 starts MAT exactly on day 30 (row starting at L), stops on day 50, restarts on day 70.
+    return pd.DataFrame({
+        "episode_id": ["E1", "E1", "E1", "E2", "E3", "E4", "E4", "E4", "E4"],
+        "start": [0, 10, 40, 0, 0, 0, 30, 50, 70],
+        "stop": [10, 40, 90, 60, 20, 30, 50, 70, 100],
+        "event": [0, 0, 1, 0, 1, 0, 0, 0, 1],
+        "status": [0, 0, 1, 0, 1, 0, 0, 0, 1],
+        "on_mat": [0, 1, 0, 0, 1, 0, 1, 0, 1],
+    })
+
+
+# ----------------------------------------------------------------------------- exposure_switch
+def test_exposure_switch_hand_values(cp):
+    got = exposure_switch(cp, landmark_days=30)
+    assert got["episode_id"].tolist() == ["E1", "E2", "E4"]  # E3 ends on day 20 <= L
+    assert got["exposed_at_landmark"].tolist() == [1, 0, 1]
+    # E1 switches off on day 40 (10 days after L); E4 on from day 30, off on day 50.
+    np.testing.assert_array_equal(got["switch_days"].to_numpy(), [10.0, np.nan, 20.0])
+
+
+def test_exposure_switch_landmark_zero_and_input_untouched(cp):
+    before = cp.copy()
+    got = exposure_switch(cp, landmark_days=0)
+    pd.testing.assert_frame_equal(cp, before)
+    assert got["exposed_at_landmark"].tolist() == [0, 0, 1, 0]
+    np.testing.assert_array_equal(got["switch_days"].to_numpy(), [10.0, np.nan, np.nan, 30.0])
+
+
+def test_exposure_switch_errors(cp):
+    with pytest.raises(ModelSpecificationError, match="not found"):
+        exposure_switch(cp.drop(columns="on_mat"), landmark_days=30)
+    with pytest.raises(ModelSpecificationError, match="non-negative"):
+        exposure_switch(cp, landmark_days=-1)
+    bad = cp.assign(on_mat=cp["on_mat"].replace({1: 2}))
+    with pytest.raises(DataValidationError, match="E1"):
+        exposure_switch(bad, landmark_days=30)
+    bad = cp.assign(stop=cp["start"])
+    with pytest.raises(DataValidationError, match="stop <= start"):
+        exposure_switch(bad, landmark_days=30)
+
+
+# ----------------------------------------------------------------------------- censor_at
+def test_censor_at_hand_values():
+    d = pd.DataFrame({"time": [50, 20, 30, 15], "event": [1, 1, 0, 1], "status": [1, 1, 0, 2],
+                      "switch_days": [10, 20, np.nan, 40]})
+    before = d.copy()
+    got = censor_at(d, censor_col="switch_days")
+    pd.testing.assert_frame_equal(d, before)
+    assert got["time"].tolist() == [10, 20, 30, 15]
+    assert got["time"].dtype == d["time"].dtype
+    assert got["event"].tolist() == [0, 1, 0, 1]  # event on the switch day is kept
+    assert got["status"].tolist() == [0, 1, 0, 2]
+    assert got["artificially_censored"].tolist() == [True, False, False, False]
+    assert len(got) == len(d)
+
+
+def test_censor_at_errors():
+    d = pd.DataFrame({"time": [5, 6], "event": [1, 0], "c": [0.0, 3.0]})
+    with pytest.raises(DataValidationError, match="<= 0"):
+        censor_at(d, censor_col="c", status_col=None)
+    with pytest.raises(ModelSpecificationError, match="status"):
+        censor_at(d.assign(c=[1.0, 2.0]), censor_col="c")
+
+
+# ----------------------------------------------------------------------------- split_after_exposure
+def test_split_after_exposure_hand_values(cp):
+    before = cp.copy()
+    got = split_after_exposure(cp, window_days=15)
+    pd.testing.assert_frame_equal(cp, before)
+    e1 = got[got["episode_id"] == "E1"]
+    assert e1[["start", "stop"]].values.tolist() == [[0, 10], [10, 40], [40, 55], [55, 90]]
+    assert e1["on_mat_recent_stop"].tolist() == [0, 0, 1, 0]
+    assert e1["on_mat_past_stop"].tolist() == [0, 0, 0, 1]
+    assert e1["event"].tolist() == [0, 0, 0, 1] and e1["status"].tolist() == [0, 0, 0, 1]
+    # E4: stop on day 50, window (50, 65], restart on day 70 resets
+    e4 = got[got["episode_id"] == "E4"]
+    assert e4[["start", "stop"]].values.tolist() == [[0, 30], [30, 50], [50, 65], [65, 70], [70, 100]]
+    assert e4["on_mat_recent_stop"].tolist() == [0, 0, 1, 0, 0]
+    assert e4["on_mat_past_stop"].tolist() == [0, 0, 0, 1, 0]
+    # never-on time has neither flag
+    assert got.loc[got["episode_id"] == "E2", ["on_mat_recent_stop", "on_mat_past_stop"]].to_numpy().sum() == 0
+
+
+def test_split_after_exposure_errors(cp):
+    with pytest.raises(ModelSpecificationError, match="window_days"):
+        split_after_exposure(cp, window_days=0)
+    with pytest.raises(DataValidationError, match="sorted"):
+        split_after_exposure(cp.iloc[::-1], window_days=30)
+
+
+@st.composite
+def _cp_frames(draw):
+    rows = []
+    for e in range(draw(st.integers(1, 6))):
+        cuts = sorted(draw(st.sets(st.integers(1, 200), min_size=0, max_size=6)))
+        bounds = [0, *cuts, cuts[-1] + draw(st.integers(1, 50)) if cuts else draw(st.integers(1, 50))]
+        ev = draw(st.integers(0, 1))
+        for i in range(len(bounds) - 1):
+            last = i == len(bounds) - 2
+            rows.append({"episode_id": f"E{e}", "start": bounds[i], "stop": bounds[i + 1],
+                         "event": ev if last else 0, "on_mat": draw(st.integers(0, 1))})
+    return pd.DataFrame(rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_cp_frames(), st.integers(1, 60))
+def test_split_after_exposure_tiles_follow_up(cp, window):
+    got = split_after_exposure(cp, window_days=window)
+    for eid, g in got.groupby("episode_id", sort=False):
+        src = cp[cp["episode_id"] == eid]
+        # rows tile (0, time] exactly, events kept on the last row only
+        assert g["start"].iloc[0] == 0 and g["stop"].iloc[-1] == src["stop"].iloc[-1]
+        assert (g["start"].to_numpy()[1:] == g["stop"].to_numpy()[:-1]).all()
+        assert g["event"].sum() == src["event"].sum() and g["event"].iloc[:-1].sum() == 0
+        # flags exclusive and only off exposure
+        flags = g["on_mat_recent_stop"] + g["on_mat_past_stop"]
+        assert (flags <= 1 - g["on_mat"]).all()
+        # the recent window never lasts longer than window days after a stop
+        assert ((g["stop"] - g["start"])[g["on_mat_recent_stop"] == 1] <= window).all()
