@@ -80,10 +80,10 @@ R_SCRIPT = textwrap.dedent(
     d <- read.csv(args[1])
     tm <- system.time(fit <- coxph(Surv(start, stop, event) ~ mat + group_therapy + age + cluster(patient_id),
                                    data = d))[["elapsed"]]
-    cat(sprintf('{"seconds": %.4f, "coef": [%s], "se": [%s], "concordance": %.12f}',
+    cat(sprintf('{"seconds": %.4f, "coef": [%s], "se": [%s], "concordance": %.12f, "concordance_se": %.12g}',
         tm, paste(sprintf("%.12g", coef(fit)), collapse = ","),
-        paste(sprintf("%.12g", sqrt(diag(fit$var))), collapse = ","), fit$concordance[["concordance"]]),
-        file = args[2])
+        paste(sprintf("%.12g", sqrt(diag(fit$var))), collapse = ","), fit$concordance[["concordance"]],
+        fit$concordance[["std"]]), file = args[2])
     """
 )
 
@@ -123,7 +123,7 @@ def main(argv=None) -> None:
     t_py = time.perf_counter() - t0
     print(f"fit_cox: {t_py:.2f} s, iterations={int(res.glance['iterations'].iloc[0])}")
     print(res.tidy[["term", "estimate", "std_error", "naive_std_error"]].to_string(index=False))
-    print(f"concordance={res.glance['concordance'].iloc[0]:.6f}")
+    print(f"concordance={res.glance['concordance'].iloc[0]:.6f} (se {res.glance['concordance_se'].iloc[0]:.3g})")
 
     if not args.no_r:
         rfile = WORK / "bench_cox.R"
@@ -134,7 +134,8 @@ def main(argv=None) -> None:
         rel = np.max(np.abs(res.tidy["estimate"].to_numpy() / np.array(r["coef"]) - 1))
         rel_se = np.max(np.abs(res.tidy["std_error"].to_numpy() / np.array(r["se"]) - 1))
         print(f"R coxph: {r['seconds']:.2f} s; max relative difference coef {rel:.2e}, robust SE {rel_se:.2e}, "
-              f"concordance {abs(res.glance['concordance'].iloc[0] - r['concordance']):.2e}")
+              f"concordance {abs(res.glance['concordance'].iloc[0] - r['concordance']):.2e}, concordance se "
+              f"{abs(res.glance['concordance_se'].iloc[0] / r['concordance_se'] - 1):.2e}")
         print(f"time ratio fit_cox / R = {t_py / r['seconds']:.2f}")
 
     if not args.no_lifelines:
