@@ -496,6 +496,10 @@ def _is_whole_day(s: pd.Series) -> pd.Series:
     return s.isna() | (s == s.dt.normalize())
 
 
+def _is_finite(s: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(s.to_numpy(dtype="float64", na_value=np.nan)), index=s.index) | s.isna()
+
+
 def _wrong_type_rows(s: pd.Series, kind: str) -> np.ndarray:
     """Positions of the values that make ``s`` fail the dtype check (error path only)."""
     notna = s.notna().to_numpy()
@@ -511,7 +515,8 @@ def table_schema(table: str):
     """The pandera ``DataFrameSchema`` of one contract table, generated from ``TABLE_COLUMNS``.
 
     Per column, in this order: a dtype check (kind of ``TABLE_COLUMNS``), for
-    dates a whole-day check, for vocabularies an ``isin`` check, for ranged
+    dates a whole-day check, for floats a finiteness check, for vocabularies
+    an ``isin`` check, for ranged
     columns (:data:`COLUMN_RANGES`) a range check; plus nullability and
     uniqueness (:data:`UNIQUE_COLUMNS`). Extra columns are allowed
     (``strict=False``); contract columns are required.
@@ -540,6 +545,8 @@ def table_schema(table: str):
                 checks.append(pa.Check(_is_whole_day, name="whole_day"))
             elif rule == "allowed_values":
                 checks.append(pa.Check.isin(spec.vocab.values()))
+            elif rule == "finite":
+                checks.append(pa.Check(_is_finite, name="finite"))
             else:  # range
                 rng = COLUMN_RANGES[table][spec.name]
                 if rng.low is not None and rng.high is not None:
@@ -570,6 +577,9 @@ def _value_rules(table: str, spec: _ColumnSpec) -> list[tuple[str, str]]:
     ]
     if spec.kind == "date":
         rules.append(("whole_day", f"{spec.name} holds calendar days: drop the time of day (Series.dt.normalize())."))
+    if spec.kind == "float":
+        rules.append(("finite", f"{spec.name} must be a finite number: replace inf/-inf with the real value, "
+                                "or leave it missing where the column allows it."))
     if spec.vocab is not None:
         rules.append(
             (

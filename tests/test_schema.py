@@ -211,6 +211,7 @@ MALFORMED = [
     ("minutes_10000", _set("sessions", 3, "minutes", 10000),
      "sessions", "minutes", "range(between 1 and 600)", ["P2"]),
     ("zero_dose", _set("medications", 0, "dose_mg", 0.0), "medications", "dose_mg", "range(> 0)", ["P1"]),
+    ("infinite_dose", _set("medications", 1, "dose_mg", np.inf), "medications", "dose_mg", "finite", ["P2"]),
     ("severity_11", _set("admissions", 0, "severity_score", 11.0),
      "admissions", "severity_score", "range(between 0 and 10)", ["E1"]),
     ("negative_prior_episodes", _set("admissions", 2, "prior_treatment_episodes", -1),
