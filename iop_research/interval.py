@@ -358,7 +358,10 @@ def fit_interval_aft(
     ``-log t`` Jacobian of exact times), as ``survreg``'s ``loglik``. ``exp(b)`` is the time
     ratio: how many times longer the stay (or time to relapse) for a one-unit increase.
     Lifelines' ``WeibullAFTFitter.fit_interval_censoring`` fits the same model with
-    ``lambda_ = exp(b)`` and ``rho_ = 1 / sigma``.
+    ``lambda_ = exp(b)`` and ``rho_ = 1 / sigma``; on the committed TEDS-format sample it
+    agrees with ``survreg`` to about 4e-5 (Weibull) but its ``LogLogisticAFTFitter`` stops
+    about 3% away on the coefficients (log-likelihood 9e-4 lower), so this module maximises
+    the likelihood itself (agreement with ``survreg`` about 1e-8).
 
     Parameters
     ----------

@@ -219,3 +219,21 @@ def test_attrs_missing_raise():
         teds_attrition(pd.DataFrame())
     with pytest.raises(DataValidationError):
         teds_missing(pd.DataFrame())
+
+
+def test_reader_agrees_with_plain_pandas_mapping(coded_file, coded):
+    """Independent path: pandas.read_csv + codebook dictionaries give the same IOP frame."""
+    raw = pd.read_csv(coded_file, encoding="latin-1")
+    iop = raw[raw["SERVICES_D"] == 6].reset_index(drop=True)
+    assert iop["CASEID"].astype(str).tolist() == coded["episode_id"].tolist()
+    for col, out in (("REASON", "discharge_reason"), ("STFIPS", "state"), ("SUB1", "primary_substance_teds"),
+                     ("AGE", "age_group"), ("RACE", "race"), ("FREQ1_D", "use_frequency_discharge")):
+        expect = iop[col].map({k: v for k, (v, _) in cb.CODEBOOK[col].codes.items()})
+        assert expect.fillna("<NA>").tolist() == coded[out].astype(object).fillna("<NA>").tolist(), col
+    lo = iop["LOS"].map({k: v[0] for k, v in cb.LOS_BOUNDS.items()})
+    hi = iop["LOS"].map({k: v[1] for k, v in cb.LOS_BOUNDS.items()})
+    np.testing.assert_array_equal(lo.to_numpy(), coded["los_days_lower"].to_numpy())
+    np.testing.assert_array_equal(hi.to_numpy(), coded["los_days_upper"].to_numpy())
+    mat = iop["METHUSE"].map({1: True, 2: False})
+    assert mat.isna().sum() == coded["has_mat_plan"].isna().sum()
+    assert (mat.dropna().to_numpy() == coded["has_mat_plan"].dropna().to_numpy()).all()
