@@ -194,10 +194,12 @@ def test_ph_test_uis_matches_r(uis, real_golden, transform):
     [
         ("uis_breslow_zph_km", {"ties": "breslow"}),
         ("uis_strata_zph_km", {"covariates": [c for c in UIS_COV if c != "SITE"], "strata_col": "SITE"}),
+        ("uis_weights_zph_km", {"weights_col": "w_int"}),
     ],
 )
 def test_ph_test_uis_breslow_and_strata(uis, real_golden, case, kw):
-    """R: cox.zph(coxph(..., ties = "breslow")) and cox.zph(coxph(... + strata(SITE)))."""
+    """R: cox.zph(coxph(..., ties = "breslow")), cox.zph(coxph(... + strata(SITE))) and
+    cox.zph(coxph(..., weights = w_int))."""
     assert_zph_matches_r(ph_test(_uis_fit(uis, **kw)), real_golden[case])
 
 
