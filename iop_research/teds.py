@@ -300,37 +300,47 @@ def read_teds_d(
     labelled = _labelled_columns(names, sample, [in_file[c] for c in coded])
     labelled_cur = {c for c in coded if in_file[c] in labelled}
 
-    types = {}
-    for n in names:
-        u = n.upper()
-        cur = cb.ALIASES.get(u, u) if renamed.get(u) else u
-        if cur in ("CASEID",):
-            types[n] = "BIGINT"
-        elif cur in ("DISYR", "ADMYR"):
-            types[n] = "INTEGER"
-        elif cur in coded and n not in labelled:
-            types[n] = "SMALLINT"
-        else:
-            types[n] = "VARCHAR"
-    col_spec = "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}" for k, v in types.items()) + "}"
-    source = (f"read_csv({_sql_str(str(path))}, header=true, delim=',', quote='\"', "
-              f"encoding='latin-1', auto_detect=false, columns={col_spec})")
-
-    selects = [f"{_q(in_file['CASEID'])} AS CASEID", f"COALESCE({_q(in_file['DISYR'])}, -9) AS DISYR"]
-    if has_admyr:
-        selects.append(f"COALESCE({_q(in_file['ADMYR'])}, -9) AS ADMYR")
-    for c in coded:
-        if c in labelled_cur:
-            selects.append(f"trim({_q(in_file[c])}) AS {c}")
-        else:
-            selects.append(f"COALESCE({_q(in_file[c])}, {cb.MISSING_CODE}) AS {c}")
+    def _source_and_selects(labelled_cur: set[str]) -> tuple[str, list[str]]:
+        types = {}
+        for n in names:
+            u = n.upper()
+            cur = cb.ALIASES.get(u, u) if renamed.get(u) else u
+            if cur == "CASEID":
+                types[n] = "BIGINT"
+            elif cur in ("DISYR", "ADMYR"):
+                types[n] = "INTEGER"
+            elif cur in coded and cur not in labelled_cur and in_file.get(cur) == n:
+                types[n] = "SMALLINT"
+            else:
+                types[n] = "VARCHAR"
+        col_spec = "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}" for k, v in types.items()) + "}"
+        source = (f"read_csv({_sql_str(str(path))}, header=true, delim=',', quote='\"', "
+                  f"encoding='latin-1', auto_detect=false, columns={col_spec})")
+        selects = [f"{_q(in_file['CASEID'])} AS CASEID", f"COALESCE({_q(in_file['DISYR'])}, -9) AS DISYR"]
+        if has_admyr:
+            selects.append(f"COALESCE({_q(in_file['ADMYR'])}, -9) AS ADMYR")
+        for c in coded:
+            if c in labelled_cur:
+                selects.append(f"trim({_q(in_file[c])}) AS {c}")
+            else:
+                selects.append(f"COALESCE({_q(in_file[c])}, {cb.MISSING_CODE}) AS {c}")
+        return source, selects
 
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"CREATE TEMP TABLE teds AS SELECT {', '.join(selects)} FROM {source}")
-        except duckdb.Error as exc:  # conversion / malformed-line errors
-            raise _read_error(path, exc) from exc
+        while True:
+            source, selects = _source_and_selects(labelled_cur)
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE teds AS SELECT {', '.join(selects)} FROM {source}")
+                break
+            except duckdb.Error as exc:  # conversion / malformed-line errors
+                # text in a coded column beyond the sampled rows: read that column as text and
+                # map it like a labelled one (unknown texts are then reported with their lines)
+                m = re.search(r'[Cc]olumn\s*:?\s*"?([A-Za-z0-9_]+)', str(exc))
+                cur = next((c for c in coded if m and in_file[c] == m.group(1)), None)
+                if cur is None or cur in labelled_cur:
+                    raise _read_error(path, exc) from exc
+                labelled_cur = labelled_cur | {cur}
         # labelled columns: map each distinct text once (in Python), then by exact match in SQL
         exprs = {c: c for c in coded}
         label_maps: dict[str, dict[str, int]] = {}

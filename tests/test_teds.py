@@ -237,3 +237,14 @@ def test_reader_agrees_with_plain_pandas_mapping(coded_file, coded):
     mat = iop["METHUSE"].map({1: True, 2: False})
     assert mat.isna().sum() == coded["has_mat_plan"].isna().sum()
     assert (mat.dropna().to_numpy() == coded["has_mat_plan"].dropna().to_numpy()).all()
+
+
+def test_text_after_the_sampled_rows_is_mapped_or_reported(tmp_path):
+    good = "17,2019,2019,6,6,6,1,12,1,3,1,5,0,1,2,5,5,4,w"
+    late_label = "18,2019,2019,6,6,6,Dropped out of treatment,12,1,3,1,5,0,1,2,5,5,4,w"
+    df = read_teds_d(_hand_file(tmp_path, [good] * 2500 + [late_label], name="late.csv"))
+    assert df["discharge_reason"].iloc[-1] == "dropped_out" and len(df) == 2501
+    assert df.attrs["teds_source"]["labelled_columns"] == ["REASON"]
+    late_junk = late_label.replace("Dropped out of treatment", "done")
+    with pytest.raises(DataValidationError, match="line 2502 \\(CASEID 18\\): 'done'"):
+        read_teds_d(_hand_file(tmp_path, [good] * 2500 + [late_junk], name="junk.csv"))
