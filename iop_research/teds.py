@@ -327,6 +327,7 @@ def read_teds_d(
         return source, selects
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # no stderr output in notebooks
     try:
         while True:
             source, selects = _source_and_selects(labelled_cur)
