@@ -521,6 +521,8 @@ _P_REASON_IOP = np.array([0.38, 0.23, 0.14, 0.18, 0.03, 0.005, 0.035])
 _P_REASON_OTHER = np.array([0.45, 0.25, 0.07, 0.15, 0.02, 0.005, 0.055])
 # median stay (days) by reason among IOP discharges; lognormal sigma
 _IOP_MEDIAN_BY_REASON = np.array([50.0, 26.0, 36.0, 40.0, 30.0, 30.0, 35.0])
+#: Stays are this many times longer when MAT is in the plan (METHUSE = 1).
+_MAT_STAY_RATIO = 1.25
 _SETTING_MEDIAN = np.array([4.0, 5.0, 20.0, 25.0, 60.0, 41.0, 95.0, 6.0])
 _P_SUB1 = np.array([0.005, 0.30, 0.06, 0.12, 0.16, 0.002, 0.08, 0.005, 0.005, 0.12, 0.01, 0.003,
                     0.015, 0.002, 0.001, 0.003, 0.001, 0.002, 0.111])
@@ -558,14 +560,15 @@ def _chunk(rng: np.random.Generator, n: int, years: np.ndarray, first_id: np.nda
     setting = _draw(rng, _P_SETTING, n)
     iop = setting == IOP_SERVICES_CODE
     reason = np.where(iop, _draw(rng, _P_REASON_IOP, n), _draw(rng, _P_REASON_OTHER, n)).astype(np.int16)
+    sub1 = _draw(rng, _P_SUB1, n)
+    opioid = (sub1 >= 5) & (sub1 <= 7)
+    methuse = np.where(rng.random(n) < np.where(opioid, 0.55, 0.03), 1, 2).astype(np.int16)
     median = np.where(iop, _IOP_MEDIAN_BY_REASON[reason - 1], _SETTING_MEDIAN[setting - 1])
+    median = median * np.where(methuse == 1, _MAT_STAY_RATIO, 1.0)
     sigma = np.where(iop, 0.75, 0.9)
     days = np.maximum(1, np.ceil(median * np.exp(sigma * rng.standard_normal(n)))).astype(np.int64)
     los = _los_code(np.minimum(days, 5000))
     admyr = (disyr - (rng.random(n) < np.minimum(days, 365) / 365.0)).astype(np.int32)
-    sub1 = _draw(rng, _P_SUB1, n)
-    opioid = (sub1 >= 5) & (sub1 <= 7)
-    methuse = np.where(rng.random(n) < np.where(opioid, 0.55, 0.03), 1, 2).astype(np.int16)
     freq1 = _draw(rng, [0.30, 0.35, 0.35], n)
     p_none_d = np.where(reason == 1, 0.75, 0.35)
     freq1_d = np.where(rng.random(n) < p_none_d, 1, np.where(rng.random(n) < 0.5, 2, 3)).astype(np.int16)
@@ -627,7 +630,8 @@ def write_teds_d_like(
     out, 14% terminated by the facility, 18% transferred; IOP stays are lognormal with
     median about 41 days (completers 50, dropouts 26), coded into ``LOS`` 1-30 exact days
     and ranges 31-37; ``METHUSE`` is yes for about 55% of opioid and 3% of other
-    admissions (about 15% overall); ``CASEID`` is unique. Rows are generated and written in
+    admissions (about 15% overall), and stays with MAT in the plan are 1.25 times longer
+    (time ratio; the discharge reason does not depend on it); ``CASEID`` is unique. Rows are generated and written in
     chunks with numpy and pyarrow, so 15 million rows need a few hundred MB of memory.
 
     Parameters
