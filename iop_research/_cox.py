@@ -377,7 +377,9 @@ class _Engine:
     def evaluate(self, beta: np.ndarray, need_info: bool = True):
         """Return loglik, score, information and per-slot quantities at beta."""
         p = self.p
-        eta, score, s, d = self.moments(beta, need_info)
+        # a too-long Newton step can overflow exp(x beta); it is detected below and halved
+        with np.errstate(over="ignore", invalid="ignore"):
+            eta, score, s, d = self.moments(beta, need_info)
         if not (np.all(np.isfinite(s)) and np.all(np.isfinite(score))):
             return -np.inf, None, None, None
         f = self.slot_f

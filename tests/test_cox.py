@@ -415,6 +415,20 @@ def test_separation_raises_convergence_error():
         fit_cox(df, duration_col="t", event_col="e", covariates=["x"])
 
 
+def test_overflowing_newton_step_is_halved_without_warnings():
+    """A strong effect makes the first Newton step overflow exp(); step halving recovers, silently
+    (warnings are errors under pytest). Seed 3: the second Newton step overflows."""
+    rng = np.random.default_rng(3)
+    n = 150
+    switch = rng.uniform(0, 30, n)
+    t_before = rng.exponential(100, n)
+    t = np.where(t_before <= switch, t_before, switch + rng.exponential(200, n))
+    df = pd.DataFrame({"time": np.minimum(t, 180), "event": (t <= 180).astype(int), "ever": (t > switch).astype(int)})
+    res = fit_cox(df, duration_col="time", event_col="event", covariates=["ever"])
+    assert res.glance["converged"].iloc[0]
+    assert res.tidy["hazard_ratio"].iloc[0] < 0.1
+
+
 def test_max_iter_too_small_raises(uis):
     with pytest.raises(ConvergenceError, match="did not converge in 1"):
         _uis_fit(uis, max_iter=1)
