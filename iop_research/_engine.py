@@ -31,8 +31,17 @@ _SPARK_BACKEND = None
 
 
 def _local_spark():
-    """A local-mode SparkSession with UTC timestamps and quiet logging."""
+    """A local-mode SparkSession with UTC timestamps and quiet logging.
+
+    Python workers run the interpreter of this process (so they see the same pandas).
+    """
+    import os
+    import sys
+
     from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
     spark = (
         SparkSession.builder.master("local[2]")
@@ -41,6 +50,7 @@ def _local_spark():
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "4g")
+        .config("spark.pyspark.python", sys.executable)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
@@ -88,6 +98,10 @@ def as_table(backend, data: Any, name: str):
         if isinstance(data, pd.DataFrame):
             if _supports_temp(backend):
                 return backend.create_table(table_name, data, temp=True, overwrite=True)
+            if getattr(backend, "name", "") == "pyspark":
+                # a session-scoped temporary view: nothing is written to spark-warehouse/, and
+                # names cannot collide with tables of other processes
+                return backend.create_view(table_name, _spark_memtable(data), overwrite=True)
             return backend.create_table(table_name, data, overwrite=True)
         if isinstance(data, (str, Path)):
             path = Path(data)
@@ -99,6 +113,23 @@ def as_table(backend, data: Any, name: str):
     raise ModelSpecificationError(
         f"{name}: expected a pandas DataFrame, a file path or an Ibis table, got {type(data).__name__}."
     )
+
+
+def _spark_memtable(df: pd.DataFrame):
+    """An in-memory table Spark can ingest: the schema is read from pandas' dtypes first, then
+    pandas extension values (pd.NA in string/boolean/Int64 columns) become plain Python None,
+    which Spark's pickler understands."""
+    import ibis
+
+    schema = ibis.memtable(df).schema()
+    plain = {}
+    for col in df.columns:
+        s = df[col]
+        if (isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and not isinstance(s.dtype, pd.DatetimeTZDtype)) \
+                or s.dtype == object:
+            s = s.astype(object).where(s.notna(), None)
+        plain[col] = s
+    return ibis.memtable(pd.DataFrame(plain, index=df.index), schema=schema)
 
 
 def _supports_temp(backend) -> bool:

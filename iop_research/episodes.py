@@ -154,9 +154,11 @@ def _admissions_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=pd.RangeIndex(len(df)))
     out[Col.episode_id] = _string(df[Col.episode_id]).to_numpy()
     out[Col.patient_id] = _string(df[Col.patient_id]).to_numpy()
+    out = out.astype({Col.episode_id: "string", Col.patient_id: "string"})
     for c in (Col.program, Col.discharge_reason, Col.referral_source, Col.primary_substance, Col.housing,
               Col.employment):
-        out[c] = _string(df[c]).to_numpy() if c in df.columns else pd.array([pd.NA] * len(df), dtype="string")
+        out[c] = (_string(df[c]).to_numpy() if c in df.columns else pd.array([pd.NA] * len(df), dtype="string"))
+        out[c] = out[c].astype("string")
     for c in (Col.admit_date, Col.discharge_date):
         out[c] = (pd.to_datetime(df[c]).astype("datetime64[ns]").to_numpy() if c in df.columns
                   else np.full(len(df), np.datetime64("NaT"), dtype="datetime64[ns]"))
