@@ -63,7 +63,8 @@ def _header(path: Path) -> tuple[list[str], list[list[str]]]:
                     f"TEDS-D file {path} is not comma-separated ({how}; header starts "
                     f"{first[:60]!r}). The public-use file is a comma-separated CSV: export it "
                     "with ',' as delimiter.")
-            names = next(csv.reader([first]))
+            # a UTF-8 byte-order mark, read as latin-1
+            names = next(csv.reader([first.removeprefix("\u00ef\u00bb\u00bf")]))
             reader = csv.reader(fh)
             sample = []
             for row in reader:

@@ -248,3 +248,14 @@ def test_text_after_the_sampled_rows_is_mapped_or_reported(tmp_path):
     late_junk = late_label.replace("Dropped out of treatment", "done")
     with pytest.raises(DataValidationError, match="line 2502 \\(CASEID 18\\): 'done'"):
         read_teds_d(_hand_file(tmp_path, [good] * 2500 + [late_junk], name="junk.csv"))
+
+
+def test_quoted_header_bom_and_empty_selection(tmp_path):
+    header = "\ufeff" + ",".join(f'"{c}"' for c in HEADER.split(","))
+    path = tmp_path / "bom.csv"
+    path.write_bytes(("\n".join([header] + HAND_ROWS[:2]) + "\n").encode("utf-8"))
+    df = read_teds_d(path)
+    assert df["episode_id"].tolist() == ["11", "12"]
+    none = read_teds_d(path, years=[2030])
+    assert len(none) == 0 and list(none.columns) == list(df.columns)
+    assert teds_attrition(none)["n_excluded"].tolist() == [0, 2, 0]
