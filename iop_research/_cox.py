@@ -670,6 +670,10 @@ _CONVENTIONS = {
     "standard error (per-row influence on Somers' d, summed within clusters when cluster_col is given).",
     "weights": "case weights as R's weights=; rows with zero weight are accepted but carry no information "
     "and are not counted in n and n_events (R rejects zero weights; the fit equals R's without those rows).",
+    "coding": "object/category/bool covariates get treatment dummies, first sorted level (first "
+    "category) as reference, named col[T.level] (R: collevel); formula terms via formulaic, intercept dropped.",
+    "durations": "right-censored durations must be > 0 (R's Surv also accepts 0); counting-process rows "
+    "need stop > start.",
     "time_fix": "times are used as given (R's coxph.control(timefix=TRUE) merges times that differ by "
     "floating-point noise; use whole days or round first).",
 }
