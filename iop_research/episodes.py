@@ -122,6 +122,17 @@ def _string(s: pd.Series) -> pd.Series:
     return s.astype("string")
 
 
+def _attended(s: pd.Series) -> np.ndarray:
+    """``attended`` as numpy bool; missing values are an error, never read as True."""
+    if s.isna().any():
+        raise DataValidationError(
+            f"sessions: {int(s.isna().sum())} row(s) with a missing attended flag (first rows: "
+            f"{format_ids(np.flatnonzero(s.isna().to_numpy()))}). Set attended to True/False "
+            "(False for a no-show) or drop the rows explicitly."
+        )
+    return s.astype(bool).to_numpy()
+
+
 def _sessions_frame(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in _SESSION_REQUIRED if c not in df.columns]
     if missing:
@@ -136,7 +147,7 @@ def _sessions_frame(df: pd.DataFrame) -> pd.DataFrame:
         Col.session_date: pd.to_datetime(df[Col.session_date]).astype("datetime64[ns]").to_numpy(),
         Col.modality: _string(df[Col.modality]).to_numpy(),
         Col.minutes: pd.to_numeric(df[Col.minutes]).astype("float64").to_numpy(),
-        Col.attended: df[Col.attended].astype(bool).to_numpy(),
+        Col.attended: _attended(df[Col.attended]),
     })
     out[Col.patient_id] = out[Col.patient_id].astype("string")
     out[Col.episode_id] = out[Col.episode_id].astype("string")
@@ -180,29 +191,33 @@ def _patients_frame(df: pd.DataFrame) -> pd.DataFrame:
     }).astype({Col.patient_id: "string", Col.sex: "string"})
 
 
-def _observation_frame(observation, patient_ids) -> pd.DataFrame | None:
-    """Per-patient observation end as a DataFrame, from a table or a single cut-off date."""
-    if observation is None:
-        return None
-    if isinstance(observation, pd.DataFrame):
-        for c in (Col.patient_id, Col.observation_end):
-            if c not in observation.columns:
-                raise DataValidationError(f"observation: missing column {c!r}.")
-        out = pd.DataFrame({
-            Col.patient_id: _string(observation[Col.patient_id]).to_numpy(),
-            Col.observation_end: pd.to_datetime(observation[Col.observation_end]).astype("datetime64[ns]").to_numpy(),
-        })
-        out[Col.patient_id] = out[Col.patient_id].astype("string")
-        return out
+def _observation_frame(observation: pd.DataFrame) -> pd.DataFrame:
+    """Per-patient observation end (patient_id, observation_end) with contract dtypes."""
+    for c in (Col.patient_id, Col.observation_end):
+        if c not in observation.columns:
+            raise DataValidationError(
+                f"observation: missing column {c!r}. Pass a table with patient_id and observation_end, "
+                "or one cut-off date."
+            )
+    out = pd.DataFrame({
+        Col.patient_id: _string(observation[Col.patient_id]).to_numpy(),
+        Col.observation_end: pd.to_datetime(observation[Col.observation_end]).astype("datetime64[ns]").to_numpy(),
+    })
+    out[Col.patient_id] = out[Col.patient_id].astype("string")
+    return out
+
+
+def _cutoff_day(observation) -> int:
+    """Epoch day of a single cut-off date."""
     try:
         cutoff = pd.Timestamp(observation)
     except (TypeError, ValueError) as exc:
         raise ModelSpecificationError(
             f"observation must be None, a DataFrame (patient_id, observation_end) or a date, got {observation!r}."
         ) from exc
-    ids = pd.Series(pd.unique(np.asarray(patient_ids, dtype=object)), dtype="string")
-    return pd.DataFrame({Col.patient_id: ids,
-                         Col.observation_end: np.full(len(ids), cutoff.to_datetime64(), dtype="datetime64[ns]")})
+    if pd.isna(cutoff):
+        raise ModelSpecificationError("observation is a missing date; pass a date such as '2023-12-31'.")
+    return int((cutoff.normalize() - pd.Timestamp("1970-01-01")).days)
 
 
 def _unpack(data, mode, observation):
@@ -267,13 +282,14 @@ class _Tables:
             self.medications = _exp._medications_table(be, medications)
             _exp._validate_medications(self.medications)
         self.observation = None
-        if obs is not None:
-            ids = (admissions[Col.patient_id] if admissions is not None
-                   else (sessions[Col.patient_id] if isinstance(sessions, pd.DataFrame)
-                         else self.sessions[Col.patient_id].execute()))
-            of = _observation_frame(obs, ids)
-            ot = as_table(be, of, "observation")
+        if isinstance(obs, pd.DataFrame):
+            ot = as_table(be, _observation_frame(obs), "observation")
             self.observation = ot.select(Col.patient_id, obs_day=_exp._epoch_days(ot[Col.observation_end]))
+        elif obs is not None:  # one cut-off date for every patient
+            cutoff = _cutoff_day(obs)
+            src = self.admissions if self.admissions is not None else self.sessions
+            ids = src.select(src[Col.patient_id].cast("string").name(Col.patient_id)).distinct()
+            self.observation = ids.mutate(obs_day=ibis.literal(cutoff, type="int64"))
 
 
 # --------------------------------------------------------------------------- episode bases
@@ -639,7 +655,8 @@ def build_episodes(
         input with ``engine=None`` runs on its own backend.
     lazy : bool, default False
         Return the unexecuted Ibis table (no ``attrs``; call
-        :func:`episode_attrition` for the attrition table).
+        :func:`episode_attrition` for the attrition table). Input validation
+        (admissions, medications) still runs a few small queries.
 
     Returns
     -------
@@ -793,6 +810,5 @@ def episode_attrition(
     base = _admission_base(tabs) if mode == "admissions" else _session_base(tabs, int(gap_days))
     if mode == "admissions":
         _check_admissions(base)
-    base = base.mutate(end_day=base.end_day)
     assigned = _assign(tabs, base, mode)
     return _attrition_frame(collect(_attrition_expr(assigned, mode)), mode)

@@ -211,6 +211,16 @@ def test_sessions_mode_is_ongoing_and_path_input(tmp_path):
     pd.testing.assert_frame_equal(from_file, ep)
 
 
+def test_missing_attended_is_an_error_and_scalar_cutoff_in_sessions_mode():
+    s = sessions_frame([("p", 0, True), ("p", 3, True), ("q", 0, True)])
+    with pytest.raises(DataValidationError, match="missing attended"):
+        build_episodes(s.assign(attended=[True, None, True]), mode="sessions")
+    ep = build_episodes(s, mode="sessions", gap_days=30, observation="2024-01-20")
+    assert ep.is_ongoing.tolist() == [True, True]
+    ep = build_episodes(s, mode="sessions", gap_days=10, observation="2024-01-20")
+    assert ep.is_ongoing.tolist() == [False, False]
+
+
 # ----------------------------------------------------------------- property tests vs reference
 session_rows = st.lists(
     st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 150), st.booleans(),
