@@ -672,7 +672,7 @@ _CONVENTIONS = {
     "and are not counted in n and n_events (R rejects zero weights; the fit equals R's without those rows).",
     "coding": "object/category/bool covariates get treatment dummies, first sorted level (first "
     "category) as reference, named col[T.level] (R: collevel); formula terms via formulaic, intercept dropped.",
-    "durations": "right-censored durations must be > 0 (R's Surv also accepts 0); counting-process rows "
+    "durations": "right-censored durations must be >= 0 (as R's Surv; a row with time 0 is at risk at time 0); counting-process rows "
     "need stop > start.",
     "time_fix": "times are used as given (R's coxph.control(timefix=TRUE) merges times that differ by "
     "floating-point noise; use whole days or round first).",
@@ -711,7 +711,7 @@ def fit_cox(
     df : pandas.DataFrame
         One row per subject (right-censored) or per ``(start, stop]`` interval. Not modified.
     duration_col : str, optional
-        Follow-up time (e.g. days; any unit, must be > 0) for right-censored data.
+        Follow-up time (e.g. days; any unit, must be >= 0 as in R) for right-censored data.
         Give either this or ``start_col`` and ``stop_col``.
     event_col : str
         Event indicator (1/True = event at the end of the row, 0/False = censored).
@@ -758,7 +758,7 @@ def fit_cox(
     Raises
     ------
     ModelSpecificationError
-        Missing columns, non-positive durations, ``stop <= start``, missing/infinite values in
+        Missing columns, negative durations, ``stop <= start``, missing/infinite values in
         covariates, weights, strata or cluster, negative weights, a constant covariate or a
         categorical with one level, collinear terms (named), no events.
     ConvergenceError
@@ -848,11 +848,11 @@ def fit_cox(
             )
     else:
         stop = _as_float(df, duration_col, "duration")
-        bad = stop <= 0
+        bad = stop < 0
         if bad.any():
             raise ModelSpecificationError(
-                f"{int(bad.sum())} row(s) have non-positive {duration_col} (rows: {format_ids(df.index[bad])}); "
-                "durations must be > 0 (length of stay is at least 1 day). Fix or drop these rows."
+                f"{int(bad.sum())} row(s) have negative {duration_col} (rows: {format_ids(df.index[bad])}); "
+                "durations must be >= 0 (0 is allowed, as in R's Surv(time, event)). Fix or drop these rows."
             )
         start = np.full(len(df), -np.inf)
     ev_raw = _as_float(df, event_col, "event")

@@ -56,7 +56,7 @@ def split_at_los(uis: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def help_df(help_path) -> pd.DataFrame:
     df = pd.read_csv(help_path)
-    # explicit exclusions, as cox_real.R: missing outcome, and day-0 outcomes (fit_cox needs durations > 0)
+    # explicit exclusions, as cox_real.R: missing outcome, and (for these fits) day-0 outcomes
     return df.dropna(subset=["anysubstatus", "daysanysub"]).query("daysanysub > 0").reset_index(drop=True)
 
 
@@ -374,7 +374,7 @@ def _small():
 @pytest.mark.parametrize(
     "mutate,kw,match",
     [
-        (lambda d: d.assign(t=[0.0, 2, 3, 4, 5, 6]), {}, "non-positive t"),
+        (lambda d: d.assign(t=[-1.0, 2, 3, 4, 5, 6]), {}, "negative t"),
         (lambda d: d.assign(x=[np.nan, 0.5, 0.2, np.inf, 0.4, 0.3]), {}, r"covariate column 'x' has 2 missing or infinite.*rows: 0, 3"),
         (lambda d: d.assign(k=1.0), {"covariates": ["x", "k"]}, "constant"),
         (lambda d: d.assign(g="a"), {"covariates": ["g"]}, "single level"),
@@ -596,3 +596,15 @@ def test_invariance_to_row_order_and_covariate_affine_maps(seed, shift, scale):
     np.testing.assert_allclose(moved.glance["concordance"], base.glance["concordance"], rtol=1e-9)
     z = ph_test(base).tidy["statistic"].to_numpy()
     assert np.all(z >= 0)
+
+
+def test_help_with_zero_durations_equals_r(help_path, real_golden):
+    """R: coxph(Surv(daysanysub, anysubstatus) ~ treat + substance + age + female, data = help) on all 244
+    complete rows, 11 of them with daysanysub == 0 (at risk at time 0, as R counts them)."""
+    df = pd.read_csv(help_path).dropna(subset=["anysubstatus", "daysanysub"]).reset_index(drop=True)
+    assert (df["daysanysub"] == 0).sum() == 11
+    g = real_golden["help_with_zero"]
+    res = fit_cox(df, duration_col="daysanysub", event_col="anysubstatus", covariates=["treat", "substance", "age", "female"])
+    np.testing.assert_allclose(res.tidy["estimate"], g["coef"], rtol=1e-6)
+    np.testing.assert_allclose(res.tidy["std_error"], g["se"], rtol=1e-4)
+    np.testing.assert_allclose(res.glance["loglik"].iloc[0], g["loglik"][1] if isinstance(g["loglik"], list) else g["loglik"], rtol=1e-6)

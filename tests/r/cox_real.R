@@ -87,7 +87,10 @@ res$uis_tv_zph_rank <- dump_zph(fit_tv0, "rank")
 
 help <- read.csv(file.path(ddir, "helprct.csv"))
 # rows with daysanysub == 0 are excluded explicitly: fit_cox requires durations > 0
-help <- help[!is.na(help$anysubstatus) & !is.na(help$daysanysub) & help$daysanysub > 0, ]
+help <- help[!is.na(help$anysubstatus) & !is.na(help$daysanysub), ]
+# all complete rows, including the 11 with daysanysub == 0 (R's Surv accepts time 0)
+res$help_with_zero <- dump_fit(coxph(Surv(daysanysub, anysubstatus) ~ treat + substance + age + female, data = help))
+help <- help[help$daysanysub > 0, ]
 fith <- coxph(Surv(daysanysub, anysubstatus) ~ treat + substance + age + female, data = help)
 res$help_efron <- dump_fit(fith)
 res$help_zph_km <- dump_zph(fith, "km")
