@@ -15,7 +15,8 @@ tables). ``patients``, ``sessions`` and ``observation`` are required;
 empty (sessions-only data; episodes are derived later with the gap rule).
 CSV files are UTF-8 (a byte-order mark is tolerated), comma-separated, with
 a header row; dates are written ``YYYY-MM-DD``; an empty cell is a missing
-value; booleans are ``true``/``false`` (``1``/``0`` and any case are read).
+value (so an empty string is written, and read back, as missing); booleans are
+``true``/``false`` (``1``/``0`` and any case are read).
 """
 from __future__ import annotations
 
@@ -368,7 +369,8 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
             n_last = len(next(csv.reader([last])))
         except (csv.Error, StopIteration):  # e.g. cut inside a quoted field
             n_last = 0
-        if n_last < len(header):
+        # an odd number of quotes: the line continues a multi-line quoted field; pandas decides
+        if n_last < len(header) and last.count('"') % 2 == 0:
             n_lines = raw.count(b"\n") + 1
             raise DataReadError(
                 f"{path} looks truncated: its last line ({n_lines}) has {n_last} of {len(header)} fields and "

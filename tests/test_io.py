@@ -117,7 +117,8 @@ def test_round_trip_mixed_formats_and_optional_tables(tmp_path):
         back.validate()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     dose=st.lists(st.floats(min_value=1e-300, max_value=1e6, allow_nan=False), min_size=2, max_size=2),
     severity=st.lists(st.floats(min_value=0, max_value=10, allow_nan=False), min_size=3, max_size=3),
@@ -447,3 +448,44 @@ def test_truncated_inside_quoted_field(tmp_path):
     f.write_bytes(raw[: raw.rindex(b'"x"') + 1])  # cut inside the last row's quoted note
     with pytest.raises(DataReadError, match=r"admissions\.csv (looks truncated|cannot be parsed.*cut off)"):
         read_data(tmp_path)
+
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from([",", '"', "\n", "\t", "'"]),
+    min_size=1, max_size=12,
+)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(races=st.lists(st.one_of(st.none(), _TEXT), min_size=3, max_size=3),
+       programs=st.lists(_TEXT, min_size=3, max_size=3), fmt=st.sampled_from(FORMATS))
+def test_text_round_trips(tmp_path_factory, races, programs, fmt):
+    """Any non-empty text in a text column of the contract (commas, quotes, line breaks,
+    unicode, 'NA', '007') survives; extra columns are type-inferred instead (see write)."""
+    t = valid_tables()
+    t["admissions"] = t["admissions"].assign(program=programs)
+    t["patients"] = t["patients"].assign(race=races)
+    data = IOPData(**t)
+    back = read_data(data.write(tmp_path_factory.mktemp("text"), format=fmt))
+    pd.testing.assert_frame_equal(back.admissions, data.admissions)
+    pd.testing.assert_frame_equal(back.patients, data.patients)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(cells=st.lists(st.one_of(st.integers(1, 600).map(str), st.sampled_from(["x", "1.5", "nan", "--", "7 min"])),
+                      min_size=1, max_size=20))
+def test_coerce_reports_exactly_the_unparseable_rows(cells):
+    from iop_research.schema import coerce_tables
+
+    n = len(cells)
+    raw = {"sessions": pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "minutes": cells})}
+    tables, problems = coerce_tables(raw)
+    junk = [i for i, c in enumerate(cells) if not c.isdigit()]
+    if junk:
+        assert problems.n_failures.tolist() == [len(junk)]
+        assert problems.examples.iloc[0].endswith("rows " + ", ".join(map(str, junk[:5])) + (", ..." if len(junk) > 5 else ""))
+    else:
+        assert problems.empty
+    assert tables["sessions"]["minutes"].isna().sum() == len(junk)
+    assert raw["sessions"]["minutes"].tolist() == cells  # input untouched
