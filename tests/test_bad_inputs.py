@@ -146,7 +146,9 @@ def test_corpus_is_reproducible(tmp_path):
     names = mod.main(tmp_path)
     assert names == CASES
     for name in [*CASES, "_base"]:
-        assert _snapshot(tmp_path / name) == _snapshot(CORPUS / name), name
+        assert _snapshot(tmp_path / name) == _snapshot(CORPUS / name), (
+            f"{name} differs from what make_corpus.py writes now (a changed base or generator, e.g. "
+            "teds.write_teds_d_like): run make_corpus.py and make_readme.py, review and commit")
 
 
 def test_readme_lists_every_case():
