@@ -258,13 +258,25 @@ class IOPData:
                         f"{clash} exists, so writing {table}.{format} next to it would make the directory "
                         f"ambiguous for read_data. Write to an empty directory or remove {clash.name}."
                     )
-        out.mkdir(parents=True, exist_ok=True)
         for table, df in self.tables().items():
             if not isinstance(df, pd.DataFrame):
-                raise DataWriteError(f"Table {table} is a {type(df).__name__}, not a DataFrame; nothing written for it.")
+                raise DataWriteError(
+                    f"Table {table} is a {type(df).__name__}, not a DataFrame; nothing was written. Use "
+                    f"schema.empty_table({table!r}) for a table without rows."
+                )
+        out.mkdir(parents=True, exist_ok=True)
+        for table, df in self.tables().items():
             target = out / f"{table}.{format}"
             if format == "parquet":
-                df.to_parquet(target, index=False, engine="pyarrow")
+                try:
+                    df.to_parquet(target, index=False, engine="pyarrow")
+                except Exception as exc:  # pyarrow type errors for mixed object columns, ...
+                    target.unlink(missing_ok=True)
+                    raise DataWriteError(
+                        f"Table {table} could not be written as Parquet ({type(exc).__name__}: "
+                        f"{str(exc)[:200]}). Columns with mixed types are the usual cause: run "
+                        "IOPData.coerce() and validate() first, or write CSV."
+                    ) from exc
                 continue
             text = _csv_frame(table, df)
             if format == "csv":
@@ -286,7 +298,10 @@ def _csv_frame(table: str, df: pd.DataFrame) -> pd.DataFrame:
         s = df[col]
         kind = kinds.get(col) if isinstance(col, str) else None
         if kind == "date" and pd.api.types.is_datetime64_dtype(s.dtype):
-            text = s.to_numpy().astype("datetime64[D]").astype(str).astype(object)
+            ns = s.to_numpy(dtype="datetime64[ns]")
+            if (ns[~np.isnat(ns)].view("int64") % 86_400_000_000_000).any():
+                continue  # times of day (invalid): keep them, in pandas' ISO format, rather than cut them
+            text = ns.astype("datetime64[D]").astype(str).astype(object)
             text[s.isna().to_numpy()] = None
             new[col] = pd.Series(text, index=s.index)
         elif pd.api.types.is_bool_dtype(s.dtype):

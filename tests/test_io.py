@@ -489,3 +489,22 @@ def test_coerce_reports_exactly_the_unparseable_rows(cells):
         assert problems.empty
     assert tables["sessions"]["minutes"].isna().sum() == len(junk)
     assert raw["sessions"]["minutes"].tolist() == cells  # input untouched
+
+
+def test_write_keeps_invalid_times_and_wraps_parquet_errors(tmp_path):
+    t = valid_tables()
+    t["sessions"].loc[0, "session_date"] = pd.Timestamp("2024-01-03 10:30")
+    IOPData(**t).write(tmp_path / "c", format="csv")
+    assert "2024-01-03 10:30:00" in (tmp_path / "c" / "sessions.csv").read_text()
+    with pytest.raises(DataValidationError, match=r"sessions\.session_date \[parse\(date\)\]"):
+        read_data(tmp_path / "c")  # not silently truncated to the day
+    t = valid_tables()
+    t["admissions"] = t["admissions"].assign(mixed=[1, "a", 2.5])
+    with pytest.raises(DataWriteError, match="could not be written as Parquet") as info:
+        IOPData(**t).write(tmp_path / "p", format="parquet")
+    assert info.value.__cause__ is not None
+    assert not (tmp_path / "p" / "admissions.parquet").exists()
+    t["events"] = None
+    with pytest.raises(DataWriteError, match="nothing was written"):
+        IOPData(**t).write(tmp_path / "n", format="csv")
+    assert not (tmp_path / "n").exists()
