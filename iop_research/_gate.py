@@ -39,7 +39,9 @@ Rules
     ``n_events``, ``patients``, ``episodes``, ``rows_removed``, any ``n_*``,
     ``*_n`` or ``*_count``, ...), cells of rows whose label is count-like
     (Table 1's ``n`` and ``missing`` rows), and anywhere ``count (percent)``
-    cells such as ``7 (3.5%)``. A cell counts by its leading whole number,
+    cells such as ``7 (3.5%)``; in tables printed as text (``print(df)``
+    inside ``<pre>``: the value right-aligned under a count-like header);
+    and ``n = 7`` in text outside code. A cell counts by its leading whole number,
     as in :func:`iop_research.privacy.check_no_small_cells` (which decides);
     ``<11``, ``*``, ``0`` and decimals pass. Counts drawn in figures cannot
     be read from HTML: suppress them before plotting
@@ -48,7 +50,8 @@ Rules
 Cells are located by their position among the ``div.jp-Cell`` elements of
 nbconvert's lab template (0-based; the provenance and contents cells that
 :func:`~iop_research.report.build_reports` prepends come first); text outside
-every cell has ``cell=None``.
+every cell has ``cell=None``. When the report shows code, each violation also
+carries the first line of its cell's code (``cell_starts``) to find the cell.
 
 References
 ----------
@@ -111,6 +114,7 @@ _AGE_TEXT = (
     re.compile(r"\bage[ds]?\b(?:\s*(?:of|at\s+\w+|=|:|was|is))?\s*(\d{2,3})\b(?!\s*\+)(?!\s*(?:or|and)\s+(?:older|over))", re.I),
     re.compile(r"\b(\d{2,3})[\s-]*(?:years?|yrs?)[\s-]*old\b", re.I),
 )
+_N_EQUALS = re.compile(r"(?<![\w.])[nN]\s*=\s*(\d+)(?![\d.])")
 _TOKEN = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?")
 _SKIP_TAGS = {"style", "script"}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
@@ -134,6 +138,8 @@ class Violation:
         The offending text (the token, date, age or table cell).
     where : str
         Context: ``"table 2, column 'n', row 3"`` or a snippet of the surrounding text.
+    cell_starts : str
+        First line of the cell's code when the report shows inputs, else ``""``.
     """
 
     notebook: str
@@ -141,10 +147,13 @@ class Violation:
     rule: str
     text: str
     where: str
+    cell_starts: str = ""
 
     def describe(self) -> str:
         """One line: ``cell 4: small_cell '7' (table 1, column 'n', row 2)``."""
         cell = "outside cells" if self.cell is None else f"cell {self.cell}"
+        if self.cell_starts:
+            cell += f" (code starts {self.cell_starts!r})"
         return f"{cell}: {self.rule} {self.text!r} ({self.where})"
 
 
@@ -155,6 +164,8 @@ class _Text:
     text: str
     in_provenance: bool
     in_parameters: bool
+    in_pre: bool = False
+    in_input: bool = False
 
 
 @dataclass
@@ -182,6 +193,10 @@ class _ReportParser(HTMLParser):
         self._thead = 0
         self._cell_text: list[str] | None = None
         self._cell_meta: tuple[bool, int] | None = None
+        self._pre = 0
+        self._input = 0
+        #: cell index -> source text of its input area (empty when inputs are hidden)
+        self.inputs: dict[int, str] = {}
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -200,6 +215,12 @@ class _ReportParser(HTMLParser):
         if "iop-provenance" in classes:
             self._prov += 1
             flags.add("prov")
+        if tag == "pre":
+            self._pre += 1
+            flags.add("pre")
+        if "jp-InputArea" in classes:
+            self._input += 1
+            flags.add("input")
         if tag == "table":
             t = _Table(self._current_cell(), len(self.tables) + 1, [], [])
             self.tables.append(t)
@@ -245,6 +266,10 @@ class _ReportParser(HTMLParser):
             self._params -= 1
         if "prov" in flags:
             self._prov -= 1
+        if "pre" in flags:
+            self._pre -= 1
+        if "input" in flags:
+            self._input -= 1
         if tag in ("td", "th") and self._table_stack and self._cell_text is not None:
             is_th, span = self._cell_meta
             t = self._table_stack[-1]
@@ -266,7 +291,10 @@ class _ReportParser(HTMLParser):
             return
         if self._cell_text is not None:
             self._cell_text.append(data)
-        self.texts.append(_Text(self._current_cell(), data, self._prov > 0, self._params > 0))
+        cell = self._current_cell()
+        if self._input and cell is not None:
+            self.inputs[cell] = self.inputs.get(cell, "") + data
+        self.texts.append(_Text(cell, data, self._prov > 0, self._params > 0, self._pre > 0, self._input > 0))
 
 
 def _parse(html: str) -> _ReportParser:
@@ -413,6 +441,33 @@ def _table_violations(notebook: str, t: _Table, k: int) -> list[Violation]:
     return out
 
 
+def _printed_table_violations(notebook: str, cell: int | None, text: str, k: int) -> list[Violation]:
+    """Small counts in tables printed as text (``print(df)``, ``df.to_string()``: right-aligned columns).
+
+    A line holding a count-like label starts a table; on the following lines up to a blank line, the
+    token that ends where the label ends is that column's value.
+    """
+    out = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        heads = [(m.group(0), m.end()) for m in re.finditer(r"\S+", lines[i]) if _is_count_label(m.group(0))]
+        if not heads:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j].strip():
+            ends = {m.end(): m.group(0) for m in re.finditer(r"\S+", lines[j])}
+            for label, end in heads:
+                tok = ends.get(end)
+                if tok is not None and _small(tok, k) and _check_cells([tok], [str(j)], label, k):
+                    where = f"printed table, column {label!r}, line {j - i}"
+                    out.append(Violation(notebook, cell, "small_cell", tok, where))
+            j += 1
+        i = j
+    return out
+
+
 def scan_report_html(
     html: str,
     *,
@@ -482,6 +537,13 @@ def scan_report_html(
         if not (run.in_provenance or run.in_parameters):
             for date, a, b in _find_dates(text):
                 found["full_date"].append(Violation(notebook, run.cell, "full_date", date, _snippet(text, a, b)))
+        if not run.in_input:
+            for m in _N_EQUALS.finditer(text):
+                if _check_cells([m.group(1)], ["0"], "n", min_cell_count):
+                    found["small_cell"].append(
+                        Violation(notebook, run.cell, "small_cell", m.group(0), _snippet(text, m.start(), m.end())))
+            if run.in_pre:
+                found["small_cell"].extend(_printed_table_violations(notebook, run.cell, text, min_cell_count))
         for pattern in _AGE_TEXT:
             for m in pattern.finditer(text):
                 if 89 < int(m.group(1)) < 130:
@@ -490,7 +552,11 @@ def scan_report_html(
     for t in parsed.tables:
         for v in _table_violations(notebook, t, min_cell_count):
             found[v.rule].append(v)
-    return [v for r in RULES for v in found[r]]
+    starts = {c: next((ln.strip() for ln in src.splitlines() if ln.strip()), "")[:60]
+              for c, src in parsed.inputs.items()}
+    return [v if v.cell not in starts or not starts[v.cell] else
+            Violation(v.notebook, v.cell, v.rule, v.text, v.where, starts[v.cell])
+            for r in RULES for v in found[r]]
 
 
 def identifier_values(data_or_identifier_values: Any) -> frozenset[str]:

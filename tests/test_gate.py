@@ -251,8 +251,31 @@ def test_build_reports_with_gate_writes_nothing_on_violation(tmp_path):
     nb_dir.mkdir()
     nbformat.write(nb, nb_dir / "01_leak.ipynb")
     out = tmp_path / "reports"
-    with pytest.raises(PrivacyViolationError, match=r"01_leak.ipynb.*\n- cell 5: identifier 'P0001'"):
+    with pytest.raises(PrivacyViolationError, match=r"01_leak.ipynb.*\n- cell 5 \(code starts \"print\('patient P0001 seen'\)\"\): identifier 'P0001'"):
         report.build_reports(out_dir=out, notebooks_dir=nb_dir, gate=make_privacy_gate(["P0001"]),
                              progress=False)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".iop-report")] == []
+
+
+def test_small_cells_in_printed_tables(cohort):
+    """print(df) output (nbval-friendly cells print the numbers behind figures) is checked too."""
+    risk = pd.DataFrame({"time": [0, 30, 90], "n_at_risk": [120, 14, 6], "n_events": [0, 12, 3]},
+                        index=pd.Index(["MAT", "MAT", "MAT"], name="group"))
+    nb, cell = _add_output_cell(_clean_notebook(cohort), text=risk.to_string() + "\n\nmedian 41 days\n")
+    found = scan_report_html(_export(nb), notebook="06.ipynb")
+    assert [(v.rule, v.cell, v.text) for v in found] == [("small_cell", cell, "6"), ("small_cell", cell, "3")]
+    assert found[0].where == "printed table, column 'n_at_risk', line 4"
+    assert found[0].cell_starts == "x"
+
+
+def test_printed_table_without_small_counts_passes():
+    text = pd.DataFrame({"n": [120, 0, 11], "time": [1, 2, 3]}).to_string()
+    assert scan_report_html(_cell(f"<pre>{text}</pre>"), notebook="n") == []
+
+
+@pytest.mark.parametrize("text,bad", [("MAT (n = 7)", True), ("n=3 relapses", True), ("N = 250", False),
+                                      ("n = 0", False), ("n=12", False)])
+def test_n_equals_in_text(text, bad):
+    found = scan_report_html(_cell(f"<p>{text}</p>"), notebook="n")
+    assert ([v.rule for v in found] == ["small_cell"]) is bad and (found == []) is (not bad)
