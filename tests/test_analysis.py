@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from iop_research._analysis import censor_at, exposure_switch, split_after_exposure
 from iop_research.exceptions import DataValidationError, ModelSpecificationError
 
+from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
+
 
 @pytest.fixture
 def cp() -> pd.DataFrame:
@@ -172,3 +174,46 @@ def test_simulated_truth_recovered_by_post_stop_split_and_per_protocol_landmark(
                                 clock_reset=True)
     row = res.tidy.iloc[0]
     assert row["conf_low"] <= eff.log_hr_mat_opioid <= row["conf_high"]
+
+
+# ----------------------------------------------------------------------------- R golden (tmerge + coxph)
+def _post_stop_python(window_days: int):
+    import iop_research as iop
+
+    cp = pd.read_csv(GOLDEN_DIR / "data" / "post_stop.csv")
+    rows = split_after_exposure(cp, window_days=window_days)
+    fit = iop.fit_cox(rows, start_col="start", stop_col="stop", event_col="event",
+                      covariates=["on_mat", "on_mat_recent_stop", "on_mat_past_stop", "severity_score"],
+                      cluster_col="patient_id")
+    return rows, fit
+
+
+def _compare_post_stop(golden):
+    rows, fit = _post_stop_python(golden["window_days"])
+    length = rows["stop"] - rows["start"]
+    assert len(rows) == golden["n_rows"]
+    assert int(rows["event"].sum()) == golden["n_events"]
+    assert int(length[rows["on_mat_recent_stop"] == 1].sum()) == golden["days_recent"]
+    assert int(length[rows["on_mat_past_stop"] == 1].sum()) == golden["days_past"]
+    np.testing.assert_allclose(fit.tidy["estimate"], golden["coef"], rtol=1e-6)
+    np.testing.assert_allclose(fit.tidy["std_error"], golden["robust_se"], rtol=1e-4)
+    np.testing.assert_allclose(fit.tidy["naive_std_error"], golden["naive_se"], rtol=1e-4)
+
+
+def test_split_after_exposure_matches_r_tmerge_coxph():
+    """Same rows (count, events, person-days per state) and Cox fit as survival::tmerge + coxph, from
+    ``Rscript --vanilla tests/r/post_stop.R <datasets_dir> tests/golden/post_stop.json``
+    (data: tests/r/make_post_stop_data.py -> tests/golden/data/post_stop.csv)."""
+    _compare_post_stop(load_golden("post_stop"))
+
+
+@requires_r
+def test_post_stop_golden_is_reproducible_live(tmp_path):
+    """``Rscript --vanilla tests/r/post_stop.R <datasets_dir> <tmp>/post_stop.json`` equals the committed JSON."""
+    live = run_r_script("post_stop", tmp_path / "post_stop.json")
+    committed = load_golden("post_stop")
+    for key in ("n_rows", "n_events", "days_recent", "days_past", "window_days"):
+        assert live[key] == committed[key]
+    for key in ("coef", "robust_se", "naive_se"):
+        np.testing.assert_allclose(live[key], committed[key], rtol=1e-6)
+    _compare_post_stop(live)
