@@ -14,9 +14,11 @@ Dates are whole days; episode windows ``[admit_date, end]`` include both days, w
 
 Length of stay ``los_days = max(1, end - admit_date)``: whole days, at least 1, so a
 same-day discharge is 1 day and an admission on day 0 discharged on day 7 stays 7
-days. TEDS-D's ``LOS`` is also a count of days that is at least 1 (codes 1-30 are
-exact days, a same-day discharge is 1) [1]_; states differ on whether the day of
-discharge is added, so compare TEDS-D ``LOS`` with ours allowing for one day.
+days. TEDS-D's ``LOS`` is also whole days with 1 as its smallest value (codes 1-30
+are exact days, 31-37 ranges) [1]_; hospital statistics such as HCUP instead use
+``discharge - admit`` with same-day stays as 0. When comparing TEDS-D ``LOS`` with
+ours, check the codebook year for whether the day of discharge is counted and allow
+for one day.
 
 Weeks are 7-day blocks from admission (days 0-6 are week 0).
 ``weeks_in_treatment = ceil(los_days / 7)``; a session on the discharge day of a stay

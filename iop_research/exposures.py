@@ -123,23 +123,27 @@ def _medications_table(backend, medications):
 
 
 def _validate_medications(table) -> None:
-    """A few small queries: unknown medications and unusable days_supply, all reported at once."""
+    """Unknown medications, unusable days_supply, missing dates: all reported at once."""
     known = list(MEDICATION_CLASS)
     is_xr = table[Col.medication] == Medication.naltrexone_xr.value
     bad_med = ~table[Col.medication].isin(known) | table[Col.medication].isnull()
     bad_supply = (table[Col.days_supply].isnull() & ~is_xr) | (table[Col.days_supply] < 1)
     bad_date = table[Col.dispense_date].isnull()
-    problems = []
-    for label, cond, fix in (
+    checks = (
         ("medication not in the vocabulary", bad_med,
          f"map source values to one of {', '.join(known)}"),
-        ("days_supply missing or < 1", bad_supply,
+        ("days_supply missing or < 1", bad_supply.fill_null(False),
          "fill days_supply (>= 1; it may be missing only for naltrexone_xr)"),
         ("dispense_date missing", bad_date, "drop or repair these dispensings explicitly"),
-    ):
-        sub = table.filter(cond)
-        n = sub.count().execute()
+    )
+    # one aggregate query; ids are fetched only when something is wrong
+    counts = table.aggregate(**{f"n{i}": c[1].cast("int64").sum() for i, c in enumerate(checks)}).execute()
+    problems = []
+    for i, (label, cond, fix) in enumerate(checks):
+        n = counts[f"n{i}"].iloc[0]
+        n = 0 if pd.isna(n) else int(n)
         if n:
+            sub = table.filter(cond)
             ids = sub.select(Col.patient_id).limit(5).execute()[Col.patient_id].tolist()
             problems.append(f"{n} row(s) with {label} (patient_id: {format_ids(ids)}); {fix}")
     if problems:
