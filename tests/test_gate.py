@@ -279,3 +279,68 @@ def test_printed_table_without_small_counts_passes():
 def test_n_equals_in_text(text, bad):
     found = scan_report_html(_cell(f"<p>{text}</p>"), notebook="n")
     assert ([v.rule for v in found] == ["small_cell"]) is bad and (found == []) is (not bad)
+
+
+# ---------------------------------------------------------------- the committed demo notebooks
+def _demo_notebooks() -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "notebooks/[0-9][0-9]_*.ipynb"], cwd=report.DEFAULT_NOTEBOOKS_DIR.parent,
+                         capture_output=True, text=True, timeout=30).stdout
+    return sorted(line for line in out.splitlines() if line.strip())
+
+
+DEMO_NOTEBOOKS = _demo_notebooks()
+
+
+@pytest.fixture(scope="module")
+def demo_ids():
+    from iop_research.datasets import load_demo
+
+    return identifier_values(load_demo())
+
+
+def _read_demo_notebook(path):
+    return nbformat.read(report.DEFAULT_NOTEBOOKS_DIR.parent / path, as_version=4)
+
+
+@pytest.mark.parametrize("path", DEMO_NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip("no notebooks"))])
+def test_committed_demo_notebook_outputs_pass_the_gate(path, demo_ids):
+    """The stored outputs of each numbered notebook (demo data) give a report the gate accepts."""
+    html = _export(_read_demo_notebook(path))
+    found = scan_report_html(html, notebook=path, identifiers=demo_ids)
+    assert found == [], "\n".join(v.describe() for v in found)
+
+
+def _risk_table_cell(nb):
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and "n_at_risk" in out.get("text", ""):
+                return i, out
+    return None, None
+
+
+def test_planted_violations_in_a_committed_notebook(demo_ids):
+    """Each rule planted into the stored outputs of a real numbered notebook is caught, in its cell."""
+    hits = [(p, _risk_table_cell(_read_demo_notebook(p))[0]) for p in DEMO_NOTEBOOKS]
+    hits = [(p, i) for p, i in hits if i is not None]
+    if not hits:
+        pytest.skip("no committed notebook prints a numbers-at-risk table yet")
+    path, idx = hits[0]
+    nb = _read_demo_notebook(path)
+    _, out = _risk_table_cell(nb)
+    lines = out["text"].split("\n")
+    h = next(k for k, ln in enumerate(lines) if "n_at_risk" in ln)
+    end = lines[h].index("n_at_risk") + len("n_at_risk")
+    row = lines[h + 1]
+    start = row.rstrip()[:end].rfind(" ") + 1
+    lines[h + 1] = row[:start] + "7".rjust(end - start) + row[end:]  # same width, right-aligned
+    out["text"] = "\n".join(lines)
+    pid = sorted(demo_ids)[0]
+    nb.cells[idx].outputs.append(nbformat.v4.new_output(
+        "stream", name="stdout", text=f"{pid} first relapse 2021-03-04, aged 93\n"))
+    found = scan_report_html(_export(nb), notebook=path, identifiers=demo_ids)
+    cell = idx + 1  # the provenance cell comes first
+    assert sorted((v.rule, v.cell, v.text) for v in found) == sorted([
+        ("identifier", cell, pid), ("full_date", cell, "2021-03-04"), ("age_over_89", cell, "aged 93"),
+        ("small_cell", cell, "7")])
