@@ -221,8 +221,8 @@ def read_teds_d(
     -------
     pandas.DataFrame
         One row per discharge, in file order, columns: ``episode_id`` (``CASEID`` as text),
-        ``discharge_year`` (``DISYR``, int), ``admission_year`` (``ADMYR``, nullable Int16,
-        when the file has it), ``state`` (USPS abbreviation from ``STFIPS``),
+        ``discharge_year`` (``DISYR``, int), ``admission_year`` (``ADMYR``, nullable Int16;
+        all missing when the file has no ``ADMYR``), ``state`` (USPS abbreviation from ``STFIPS``),
         ``discharge_setting`` (and ``admission_setting``), ``discharge_reason``
         (:class:`~iop_research.schema.DischargeReason` values), ``los_code`` (ordered:
         ``"1"``..``"30"``, ``"31-45"``.. ``">365"``), ``los_days_lower`` and
@@ -420,7 +420,9 @@ def _to_frame(raw: dict[str, np.ndarray], coded: list[str], has_admyr: bool) -> 
     if has_admyr:
         adm = pd.array(raw["ADMYR"].astype(np.int64), dtype="Int16")
         adm[raw["ADMYR"] == cb.MISSING_CODE] = pd.NA
-        cols["admission_year"] = adm
+    else:  # same columns whatever the file's year: all missing
+        adm = pd.array([pd.NA] * n, dtype="Int16")
+    cols["admission_year"] = adm
     cols["state"] = _categorical(raw["STFIPS"], "STFIPS")
     if "SERVICES" in coded:
         cols["admission_setting"] = _categorical(raw["SERVICES"], "SERVICES")

@@ -259,3 +259,13 @@ def test_quoted_header_bom_and_empty_selection(tmp_path):
     none = read_teds_d(path, years=[2030])
     assert len(none) == 0 and list(none.columns) == list(df.columns)
     assert teds_attrition(none)["n_excluded"].tolist() == [0, 2, 0]
+
+
+def test_same_columns_without_admyr(tmp_path):
+    header = HEADER.replace("ADMYR,", "")
+    rows = [",".join(r.split(",")[:2] + r.split(",")[3:]) for r in HAND_ROWS]
+    df = read_teds_d(_hand_file(tmp_path, rows, header=header))
+    full = read_teds_d(_hand_file(tmp_path, HAND_ROWS, name="full.csv"))
+    assert list(df.columns) == list(full.columns)
+    assert df["admission_year"].isna().all() and str(df["admission_year"].dtype) == "Int16"
+    pd.testing.assert_frame_equal(df.drop(columns="admission_year"), full.drop(columns="admission_year"))
