@@ -146,3 +146,19 @@ def test_public_loaders_count_every_row(loader, file, request):
     n_file = len(pd.read_csv(path))
     assert att["n_remaining"].iloc[0] == n_file
     assert n_file - att["n_excluded"].sum() == att["n_remaining"].iloc[-1] == len(df)
+
+
+def test_counting_process_rows_tile_each_kept_episode(data, episodes):
+    """Interval splitting loses no episode, no day of follow-up and no event."""
+    att = Attrition()
+    sf = survival_frame(data, episodes=episodes)
+    from iop_research.frames import counting_process_frame
+
+    cp = counting_process_frame(data, episodes=episodes, attrition=att)
+    _chain_ok(att.to_frame(), len(episodes), cp["episode_id"].nunique())
+    assert set(cp["episode_id"]) == set(sf["episode_id"])
+    per = cp.assign(days=cp["stop"] - cp["start"]).groupby("episode_id").agg(days=("days", "sum"),
+                                                                           event=("event", "sum"))
+    per = per.reindex(sf["episode_id"])
+    assert (per["days"].to_numpy() == sf["time"].to_numpy()).all()
+    assert (per["event"].to_numpy() == sf["event"].to_numpy()).all()
