@@ -32,8 +32,15 @@ test-fast: $(STAMP)
 demo-data: $(STAMP)
 	$(BIN)/iop-research simulate --n-patients 3000 --seed 20261127 --out data/demo
 
+# Benchmarks (minutes each, several GB of scratch data in benchmarks/_work/); figures in benchmarks/README.md.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python benchmarks/synth_marginals.py
+	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_km.py
+	$(BIN)/python benchmarks/bench_cox.py
+	$(BIN)/python benchmarks/bench_teds.py
+	$(BIN)/python benchmarks/bench_report.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
