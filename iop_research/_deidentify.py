@@ -28,7 +28,9 @@ Birth year
     year boundary (so age at the latest date is unchanged), then capped:
     when that age is above 89, ``birth_year`` is set to the *cap year*,
     ``year(latest date) - 90``, so that no age above 90 can be derived and
-    an age of 90 reads "90 or older" (HIPAA Safe Harbor [2]_). Ages at
+    an age of 90 reads "90 or older" (HIPAA Safe Harbor [2]_). A patient
+    without any dated row is capped against the latest date of the extract
+    (birth year unshifted otherwise). Ages at
     earlier dates may differ by one year from the source, as for any
     date-shifted data.
 Free text
@@ -284,8 +286,12 @@ def deidentify(
         has = ~np.isnan(year_new) & birth.notna().to_numpy()
         b = birth.to_numpy(dtype=float, na_value=np.nan).copy()
         b[has] = b[has] + (year_new[has] - year_old[has])
-        over = has & ((year_new - b) > AGE_CAP_YEARS - 1)
-        b[over] = year_new[over] - AGE_CAP_YEARS
+        # patients without any date: cap against the latest date of the whole extract
+        ref = year_new.copy()
+        if latest and np.isnan(ref).any():
+            ref[np.isnan(ref)] = float(pd.concat(latest, ignore_index=True)["new"].max().year)
+        over = ~np.isnan(ref) & ~np.isnan(b) & ((ref - b) > AGE_CAP_YEARS - 1)
+        b[over] = ref[over] - AGE_CAP_YEARS
         if pd.api.types.is_integer_dtype(birth.dtype) and not np.isnan(b).any():
             new_birth = pd.Series(b.astype(birth.dtype), index=birth.index)
         else:

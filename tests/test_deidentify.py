@@ -187,3 +187,14 @@ def test_hash_identifier_domains_and_missing():
     e = hash_identifier(["X1"], salt=SALT, kind="episode")
     assert p[0] == p[2] and p[1] is None and p[0].startswith("p") and len(p[0]) == 21
     assert e[0][1:] != p[0][1:]
+
+
+def test_patient_without_dates_is_capped_against_the_extract(cohort):
+    t = cohort.tables()
+    t["patients"] = pd.concat([t["patients"], pd.DataFrame({
+        "patient_id": ["P-nodates"], "birth_year": [1915], "sex": ["female"], "race": [None], "ethnicity": [None],
+        "notes": [None]})], ignore_index=True)
+    out = deidentify(type(cohort)(**t), salt=SALT, seed=1)
+    latest = max(out.observation["observation_end"].max(), out.events["event_date"].max()).year
+    assert out.patients["birth_year"].iloc[-1] == latest - AGE_CAP_YEARS
+    assert out.patients["birth_year"].dtype == cohort.patients["birth_year"].dtype
