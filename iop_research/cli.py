@@ -39,17 +39,17 @@ def _cmd_report(args) -> int:
     from .exceptions import IopError
     from .report import build_reports
 
-    params = {}
-    if args.params is not None:
-        from .config import read_study_config
-
-        params = read_study_config(args.params)
-    data = args.data if args.data is not None else params.pop("data_path", None)
-    params.pop("data_path", None)
     try:
+        params = {}
+        if args.params is not None:
+            from .config import read_study_config
+
+            params = read_study_config(args.params)
+        data = args.data if args.data is not None else params.pop("data_path", None)
+        params.pop("data_path", None)
         outcome = build_reports(
             out_dir=args.out, data=data, parameters=params, no_input=args.no_input,
-            notebooks=args.notebooks or None,
+            notebooks=args.notebooks or None, max_workers=args.jobs, progress=not args.quiet,
         )
     except IopError as exc:
         print(f"iop-research report failed: {exc}", file=sys.stderr)
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=Path("reports"))
     r.add_argument("--no-input", action="store_true", help="hide code cells")
     r.add_argument("--notebooks", nargs="*", type=Path, help="only these notebooks")
+    r.add_argument("--jobs", "-j", type=int, default=None,
+                   help="notebooks executed at once (default: min(2, number of CPUs))")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_report)
     return p
 

@@ -1,0 +1,275 @@
+"""Report builder: parallel execution, failure naming, identical rebuilds, rendering in Chromium,
+provenance, privacy gate.
+
+The module builds the reports of ALL notebooks once (``built`` fixture) and
+every rendering and provenance check reads that build; the other tests run
+tiny planted notebooks or a subset (00 and 03) to keep the suite short.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from iop_research.exceptions import PrivacyViolationError, ReportError
+from iop_research.report import DEFAULT_NOTEBOOKS_DIR, build_reports, data_fingerprint, notebook_fingerprints
+
+from browser import IMAGES_JS, LINKS_JS, TABLES_JS, Chromium, find_chromium
+
+ALL_NOTEBOOKS = sorted(DEFAULT_NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+SUBSET = [DEFAULT_NOTEBOOKS_DIR / "00_demo_cohort.ipynb", DEFAULT_NOTEBOOKS_DIR / "03_time_to_relapse.ipynb"]
+PROVENANCE_KEYS = ("iop_research", "git_commit", "data_fingerprint", "parameters", "python", "lifelines", "r",
+                   "run_time")
+
+
+def _notebook(cells: list[tuple[str, str]], title: str = "# Planted notebook") -> nbformat.NotebookNode:
+    """A small notebook: a title, a tagged parameters cell, then the given (kind, source) cells."""
+    params = nbformat.v4.new_code_cell("data_path = None\nmin_cell_count = 11")
+    params.metadata["tags"] = ["parameters"]
+    body = [nbformat.v4.new_markdown_cell(title), params]
+    for kind, src in cells:
+        body.append(nbformat.v4.new_code_cell(src) if kind == "code" else nbformat.v4.new_markdown_cell(src))
+    nb = nbformat.v4.new_notebook(cells=body)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def _write(nb: nbformat.NotebookNode, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# one build of every notebook, shared by the module
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``build_reports`` on the demo data for every notebook present, 2 workers, default privacy gate."""
+    out = tmp_path_factory.mktemp("reports") / "reports"
+    t0 = time.perf_counter()
+    outcome = build_reports(out_dir=out, notebooks=ALL_NOTEBOOKS, progress=False)
+    return outcome, time.perf_counter() - t0
+
+
+def test_build_writes_one_report_per_notebook_in_order(built):
+    outcome, _ = built
+    assert [p.name for p in outcome.reports] == [f"{p.stem}.html" for p in ALL_NOTEBOOKS]
+    out = outcome.index.parent
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in outcome.reports] + ["index.html", "provenance.json", "fingerprints.json"])
+    index = outcome.index.read_text(encoding="utf-8")
+    positions = [index.index(f"href='{p.name}'") for p in outcome.reports]
+    assert positions == sorted(positions)  # the index keeps the notebooks' order despite parallel runs
+    # no staging directory left beside the output
+    assert not list(out.parent.glob(".iop-report-*"))
+
+
+def test_build_is_parallel_and_records_run_times(built):
+    """With 2 workers the wall time is below the sum of the notebooks' run times."""
+    outcome, wall = built
+    record = json.loads((outcome.index.parent / "provenance.json").read_text())
+    runs = [v["run_seconds"] for v in record["notebooks"].values()]
+    assert set(record["notebooks"]) == {p.name for p in ALL_NOTEBOOKS}
+    assert all(r > 0 for r in runs)
+    assert record["max_workers"] == 2
+    if len(runs) >= 3:
+        assert wall < sum(runs), (wall, runs)
+
+
+def test_provenance_block_in_every_report(built):
+    outcome, _ = built
+    demo_fp = data_fingerprint(None)
+    for report in outcome.reports:
+        text = report.read_text(encoding="utf-8")
+        block = re.search(r"<details class=[\"']iop-provenance[\"'].*?</details>", text, re.S)
+        assert block is not None, report.name
+        rows = dict(re.findall(r"<th style=[\"']text-align:left[\"']>([^<]+)</th><td>(.*?)</td>", block.group(0), re.S))
+        for key in PROVENANCE_KEYS:
+            assert key in rows and rows[key].strip(), (report.name, key)
+        assert demo_fp in rows["data_fingerprint"]
+        assert re.search(r"[0-9a-f]{40}", rows["git_commit"]) or "not a git checkout" in rows["git_commit"]
+        assert "min_cell_count" in rows["parameters"] and "data_path" in rows["parameters"]
+        assert re.fullmatch(r"\d+\.\d s", rows["run_time"])
+        assert f"{Path(report).stem}.ipynb" in rows["notebook"]
+
+
+def test_fingerprints_file_matches_outcome(built):
+    outcome, _ = built
+    on_disk = json.loads((outcome.index.parent / "fingerprints.json").read_text())
+    assert on_disk == json.loads(json.dumps(outcome.fingerprints))
+    for name, fp in on_disk.items():
+        assert fp["tables_fingerprint"].startswith("sha256:") and fp["outputs_fingerprint"].startswith("sha256:")
+        assert fp["cells"], name  # every notebook shows some text output
+
+
+def test_rebuild_gives_identical_fingerprints(built, tmp_path):
+    """A second build of notebooks 00 and 03 on the same data shows the same numbers."""
+    outcome, _ = built
+    again = build_reports(out_dir=tmp_path / "again", notebooks=SUBSET, progress=False, gate=False)
+    for nb in SUBSET:
+        first, second = outcome.fingerprints[nb.name], again.fingerprints[nb.name]
+        changed = sorted(k for k in set(first["cells"]) | set(second["cells"])
+                         if first["cells"].get(k) != second["cells"].get(k))
+        assert changed == [], f"{nb.name}: cells whose outputs changed between builds: {changed}"
+        assert first["tables_fingerprint"] == second["tables_fingerprint"]
+        assert first["outputs_fingerprint"] == second["outputs_fingerprint"]
+        assert first["n_tables"] == second["n_tables"]
+
+
+def test_fingerprint_sees_a_changed_number():
+    nb = _notebook([("code", "x")])
+    nb.cells[2].outputs = [nbformat.v4.new_output("execute_result", data={"text/html": "<table><td>41</td></table>",
+                                                                          "text/plain": "41"}, execution_count=1)]
+    a = notebook_fingerprints(nb)
+    nb.cells[2].outputs[0]["data"]["text/html"] = "<table><td>42</td></table>"
+    b = notebook_fingerprints(nb)
+    assert a["n_tables"] == 1
+    assert a["tables_fingerprint"] != b["tables_fingerprint"]
+    assert a["cells"]["2"] != b["cells"]["2"]
+    # memory addresses and images do not count
+    nb.cells[2].outputs.append(nbformat.v4.new_output("display_data", data={"image/png": "AAAA",
+                                                                          "text/plain": "<Figure at 0x7f00aa11bb22>"}))
+    c = notebook_fingerprints(nb)
+    nb.cells[2].outputs[1]["data"] = {"image/png": "BBBB", "text/plain": "<Figure at 0x7fffff000000>"}
+    assert notebook_fingerprints(nb) == c
+
+
+# ---------------------------------------------------------------------------------------------
+# failure naming and atomic writes
+# ---------------------------------------------------------------------------------------------
+def test_failing_cell_is_named_and_out_dir_untouched(tmp_path):
+    nb_dir = tmp_path / "notebooks"
+    _write(_notebook([("code", "print('fine')")], "# OK notebook"), nb_dir / "00_ok.ipynb")
+    _write(_notebook([("code", "x = 1"), ("markdown", "## Then it breaks"),
+                      ("code", "\n# the next line fails\ny = x / 0\nprint(y)")]), nb_dir / "01_broken.ipynb")
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "index.html").write_text("previous build", encoding="utf-8")
+    before = _snapshot(out)
+    with pytest.raises(ReportError) as info:
+        build_reports(out_dir=out, notebooks_dir=nb_dir, progress=False, gate=False)
+    msg = str(info.value)
+    assert "01_broken.ipynb" in msg
+    assert "cell 4" in msg  # position in the file: title, parameters, x = 1, markdown, failing cell
+    assert "'# the next line fails'" in msg
+    assert "ZeroDivisionError" in msg
+    assert "No report was written" in msg
+    assert "00_ok" not in msg
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notebooks", "reports"]  # no staging dir left
+
+
+def test_missing_notebook_is_reported_before_running(tmp_path):
+    with pytest.raises(ReportError, match="do not exist: .*nope.ipynb"):
+        build_reports(out_dir=tmp_path / "r", notebooks=[tmp_path / "nope.ipynb"], progress=False, gate=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_max_workers(tmp_path):
+    with pytest.raises(ReportError, match="max_workers must be a positive integer"):
+        build_reports(out_dir=tmp_path / "r", notebooks=SUBSET, max_workers=0, progress=False, gate=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# privacy gate hook
+# ---------------------------------------------------------------------------------------------
+def test_default_gate_refuses_a_patient_id_and_writes_nothing(tmp_path):
+    leak = _write(_notebook([("code", "print('first patient: P000001')")], "# Leaky"), tmp_path / "nb" / "07_leak.ipynb")
+    out = tmp_path / "reports"
+    with pytest.raises(PrivacyViolationError) as info:
+        build_reports(out_dir=out, notebooks=[leak], progress=False)
+    msg = str(info.value)
+    assert "07_leak.ipynb" in msg and "identifier 'P000001'" in msg and "nothing was written" in msg
+    assert not out.exists()
+    # gate=False (builder tests only) lets it through; a custom gate is called with name and HTML
+    seen = []
+    build_reports(out_dir=out, notebooks=[leak], progress=False, gate=lambda name, body: seen.append((name, body)))
+    assert seen[0][0] == "07_leak.ipynb" and "P000001" in seen[0][1]
+    assert (out / "07_leak.html").exists()
+
+
+def test_default_gate_uses_min_cell_count_parameter(tmp_path):
+    cells = [("code", "print('threshold in the kernel:', min_cell_count)"),
+             ("code", "import pandas as pd\npd.DataFrame({'site': ['A', 'B'], 'n': [7, 40]})")]
+    nb = _write(_notebook(cells, "# Small cells"), tmp_path / "nb" / "08_cells.ipynb")
+    with pytest.raises(PrivacyViolationError, match="small_cell '7'"):
+        build_reports(out_dir=tmp_path / "r11", notebooks=[nb], progress=False)
+    outcome = build_reports(out_dir=tmp_path / "r5", notebooks=[nb], progress=False, parameters={"min_cell_count": 5})
+    assert outcome.provenance["parameters"]["min_cell_count"] == 5
+    assert "threshold in the kernel: 5" in outcome.reports[0].read_text(encoding="utf-8")  # reached the kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering in headless Chromium
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("chromium not installed (apt-get install chromium); CI installs it for the rendering test")
+    b = Chromium(exe, timeout=90)
+    try:
+        b.start()
+        yield b
+    finally:
+        b.close()
+
+
+def test_index_renders_and_links_resolve(built, browser):
+    outcome, _ = built
+    out = outcome.index.parent
+    browser.navigate(outcome.index.resolve().as_uri())
+    assert browser.evaluate("document.title") == "iop-research reports"
+    links = browser.evaluate(LINKS_JS)
+    hrefs = [ln["href"] for ln in links]
+    assert hrefs == [p.name for p in outcome.reports]
+    for ln in links:
+        href = ln["href"]
+        if ln["anchorOk"] is not None:
+            assert ln["anchorOk"], href
+        elif not re.match(r"^[a-z]+:", href):
+            assert (out / href.split("#")[0]).is_file(), href
+    assert browser.exceptions() == []
+
+
+def test_every_report_renders(built, browser, tmp_path):
+    outcome, _ = built
+    problems = []
+    for report in outcome.reports:
+        browser.navigate(report.resolve().as_uri())
+        name = report.stem + ".ipynb"
+        if browser.evaluate("document.querySelectorAll('.jp-Cell').length") < 3:
+            problems.append(f"{name}: no notebook cells rendered")
+        for img in browser.evaluate(IMAGES_JS):
+            if not img["src"].startswith("data:"):
+                problems.append(f"{name}: image not embedded ({img['src']})")
+            if img["width"] <= 0 or img["height"] <= 0:
+                problems.append(f"{name}: image does not decode ({img['src']})")
+            elif img["error"] is not None or img["variance"] is None or img["variance"] < 1.0:
+                problems.append(f"{name}: blank image {img}")
+        tables = browser.evaluate(TABLES_JS)
+        n_tables = outcome.fingerprints[name]["n_tables"]
+        if n_tables and not any(t["rows"] >= 2 and t["height"] > 0 for t in tables):
+            problems.append(f"{name}: {n_tables} table outputs but no table rendered")
+        if len(tables) < n_tables:
+            problems.append(f"{name}: {len(tables)} tables rendered, {n_tables} in the outputs")
+        for ln in browser.evaluate(LINKS_JS):
+            if ln["anchorOk"] is False:
+                problems.append(f"{name}: link {ln['href']} ({ln['text']!r}) has no target")
+        toc = browser.evaluate("document.querySelectorAll('nav.iop-toc a').length")
+        if browser.evaluate("document.querySelectorAll('h2').length") and not toc:
+            problems.append(f"{name}: no table of contents")
+    assert problems == []
+    # one screenshot of the report with most figures, for a human look
+    browser.navigate(outcome.reports[-1].resolve().as_uri())
+    shot = browser.screenshot(tmp_path / "report.png", full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
