@@ -71,7 +71,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from .exceptions import PrivacyViolationError
+from .exceptions import ModelSpecificationError, PrivacyViolationError, format_ids
 from .schema import Col
 
 __all__ = ["Violation", "scan_report_html", "make_privacy_gate", "identifier_values", "RULES", "COUNT_LABELS"]
@@ -596,7 +596,8 @@ def identifier_values(data_or_identifier_values: Any) -> frozenset[str]:
     return frozenset(vals)
 
 
-def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 11) -> Callable[[str, str], None]:
+def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 11,
+                      ignore_numeric_ids: bool = False) -> Callable[[str, str], None]:
     """The gate for :func:`iop_research.report.build_reports` (``gate=``).
 
     Parameters
@@ -607,6 +608,12 @@ def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 1
         values themselves.
     min_cell_count : int, default 11
         Smallest count a table may show.
+    ignore_numeric_ids : bool, default False
+        Identifiers that are plain numbers (``"17"``) cannot be told apart from
+        counts and days in a report, so by default they are refused. True
+        drops them from the identifier rule (e.g. for the public UIS/HELP
+        files, whose ids are row numbers); better, de-identify first
+        (:func:`iop_research.privacy.deidentify`).
 
     Returns
     -------
@@ -615,6 +622,8 @@ def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 1
 
     Raises
     ------
+    ModelSpecificationError
+        When some identifiers are plain numbers and ``ignore_numeric_ids`` is False.
     PrivacyViolationError
         From the returned callable: names the notebook, the number of
         violations and, per violation, the cell, the rule and the offending
@@ -641,6 +650,16 @@ def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 1
     Fix: bucket ages above 89 into '90+' (HIPAA Safe Harbor).
     """
     ids = identifier_values(data_or_identifier_values)
+    numeric = sorted((v for v in ids if v.isdigit()), key=lambda v: (len(v), v))
+    if numeric and not ignore_numeric_ids:
+        raise ModelSpecificationError(
+            f"make_privacy_gate: {len(numeric)} identifier value(s) are plain numbers ({format_ids(numeric)}), "
+            "which cannot be told apart from counts and days in a report. De-identify the data first "
+            "(privacy.deidentify gives hashed ids), or pass ignore_numeric_ids=True to leave them out of "
+            "the identifier rule."
+        )
+    if numeric:
+        ids = frozenset(v for v in ids if not v.isdigit())
     if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, int) or min_cell_count < 1:
         raise PrivacyViolationError(
             f"min_cell_count must be an integer >= 1, got {min_cell_count!r}. Use 11 (CMS policy)."

@@ -344,3 +344,15 @@ def test_planted_violations_in_a_committed_notebook(demo_ids):
     assert sorted((v.rule, v.cell, v.text) for v in found) == sorted([
         ("identifier", cell, pid), ("full_date", cell, "2021-03-04"), ("age_over_89", cell, "aged 93"),
         ("small_cell", cell, "7")])
+
+
+def test_numeric_ids_refused_or_ignored():
+    from iop_research.exceptions import ModelSpecificationError
+
+    with pytest.raises(ModelSpecificationError, match=r"plain numbers \(1, 2, 17\).*ignore_numeric_ids=True"):
+        make_privacy_gate(["17", "1", "2", "P0001"])
+    gate = make_privacy_gate(["17", "P0001"], ignore_numeric_ids=True)
+    assert gate.identifiers == {"P0001"}
+    gate("n", _cell("<p>17 patients relapsed by day 17</p>"))
+    with pytest.raises(PrivacyViolationError, match="identifier 'P0001'"):
+        gate("n", _cell("<p>P0001</p>"))
