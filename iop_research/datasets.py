@@ -149,7 +149,10 @@ def _read_csv(path: Path, what: str, required: list[str]) -> pd.DataFrame:
     except FileNotFoundError as exc:
         raise DataReadError(f"{what} file not found: {path}. Pass the path of the CSV (or None to "
                             "download it).") from exc
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError as exc:
+        raise DataReadError(f"{what} file {path} is empty (no header, no rows). Download it again, or pass "
+                            "None to fetch the Rdatasets copy into the cache.") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataReadError(f"Could not read {what} file {path}: {exc}. Expected the Rdatasets CSV "
                             "(comma-separated, header row).") from exc
     missing = [c for c in required if c not in df.columns]
@@ -297,7 +300,8 @@ def load_uis(path: str | Path | None = None) -> pd.DataFrame:
         problems.append(f"- TIME <= 0 or LEN.T < 0 (ID {format_ids(df.loc[bad_t, 'ID'])})")
     if problems:
         raise DataValidationError(f"UIS file {path} has values outside the codebook:\n" + "\n".join(problems)
-                                  + "\nSee the UIS codebook (Hosmer, Lemeshow & May, 2008, Table 1.3).")
+                                  + "\nCorrect these cells, or use the Rdatasets CSV as published (codebook: "
+                                  "Hosmer, Lemeshow & May, 2008, Table 1.3).")
     out = pd.DataFrame({"episode_id": df["ID"].astype(np.int64).astype(str)})
 
     def cat(col):
@@ -441,7 +445,8 @@ def load_help(path: str | Path | None = None) -> pd.DataFrame:
         if off.any():
             raise DataValidationError(f"HELP file {path}: {col} must be one of {allowed}; found "
                                       f"{format_ids(sorted(set(df.loc[off, col].astype(str))))} "
-                                      f"(id {format_ids(df.loc[off, 'id'])}).")
+                                      f"(id {format_ids(df.loc[off, 'id'])}). Correct the source rows, or "
+                                      "recode them to these values before loading.")
     out = pd.DataFrame({
         "episode_id": df["id"].astype(np.int64).astype(str),
         "treat": pd.Categorical(df["treat"], categories=["no", "yes"]),

@@ -100,6 +100,9 @@ def test_malformed_files(uis_path, help_path, tmp_path):
         load_uis(f)
     with pytest.raises(DataReadError, match="not found"):
         load_uis(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataReadError, match="is empty.*Download it again"):
+        load_uis(tmp_path / "empty.csv")
     hraw = pd.read_csv(help_path)
     hraw.assign(anysubstatus=hraw["anysubstatus"].replace({1: 2})).to_csv(f, index=False)
     with pytest.raises(DataValidationError, match="anysubstatus"):
