@@ -20,6 +20,8 @@ function                    method                                         R ref
 ``gray_test``               Gray's K-sample test                           ``cmprsk::cuminc``
 ``fit_fine_gray``           subdistribution hazards                        ``cmprsk::crr``
 ``fit_cause_specific``      Cox with other causes censored                 ``survival::coxph``
+``fit_turnbull``            interval-censored NPMLE (Turnbull)             ``survfit(Surv(type="interval2"))``
+``fit_interval_aft``        interval-censored Weibull/log-logistic AFT     ``survival::survreg``
 ==========================  =============================================  ==========================
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 from ._competing import cumulative_incidence, fit_cause_specific, fit_fine_gray, gray_test
 from ._cox import fit_cox, ph_test
 from ._km import fit_km, logrank_test, rmst
+from .interval import fit_interval_aft, fit_turnbull
 
 __all__ = [
     "fit_km",
@@ -38,4 +41,6 @@ __all__ = [
     "gray_test",
     "fit_fine_gray",
     "fit_cause_specific",
+    "fit_turnbull",
+    "fit_interval_aft",
 ]
