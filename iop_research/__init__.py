@@ -55,6 +55,7 @@ _EXPORTS = {
     "landmark_analysis": "causal",
     "evalue": "causal",
     "suppress_small_cells": "privacy",
+    "deidentify": "privacy",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -277,7 +277,9 @@ def _need(frame: pd.DataFrame, col: str, criterion: str) -> pd.Series:
     if col not in frame.columns:
         raise ModelSpecificationError(
             f"select_cohort: criterion {criterion} needs column {col!r}, which the frame lacks "
-            f"(columns: {format_ids(frame.columns, 12)}). Pass episodes or a survival_frame."
+            f"(columns: {format_ids(frame.columns, 12)}). "
+            + (f"Merge it from build_episodes(...) first, e.g. frame.merge(episodes[['episode_id', '{col}']], "
+               "on='episode_id')." if col == Col.admit_date else "Pass episodes or a survival_frame, which carry it.")
         )
     return frame[col]
 

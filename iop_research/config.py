@@ -56,6 +56,8 @@ STUDY_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "report": {"min_cell_count": int},
 }
 
+_EXAMPLE = {int: "11, without quotes", str: '"text" in quotes', list: '["a", "b"]', bool: "true or false"}
+
 _RENAMES = {("data", "path"): "data_path", ("report", "min_cell_count"): "min_cell_count"}
 
 
@@ -89,17 +91,20 @@ def read_study_config(path: str | os.PathLike) -> dict[str, Any]:
     problems = []
     for section, values in raw.items():
         if section not in STUDY_KEYS:
-            problems.append(f"unknown section [{section}] (allowed: {', '.join(STUDY_KEYS)})")
+            problems.append(f"unknown section [{section}] (allowed: {', '.join(STUDY_KEYS)}); "
+                            "rename it to one of these or remove it")
             continue
         if not isinstance(values, dict):
-            problems.append(f"[{section}] must be a table of keys")
+            problems.append(f"[{section}] must be a table of keys; write it as a [{section}] header followed by key = value lines")
             continue
         for key, value in values.items():
             expected = STUDY_KEYS[section].get(key)
             if expected is None:
-                problems.append(f"unknown key {key!r} in [{section}] (allowed: {', '.join(STUDY_KEYS[section])})")
+                problems.append(f"unknown key {key!r} in [{section}] (allowed: {', '.join(STUDY_KEYS[section])}); "
+                                "correct its spelling or remove it")
             elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                problems.append(f"[{section}] {key} = {value!r} should be of type {expected.__name__}")
+                problems.append(f"[{section}] {key} = {value!r} should be of type {expected.__name__}; "
+                                f"write a {expected.__name__} value (e.g. {_EXAMPLE[expected]})")
             else:
                 params[_RENAMES.get((section, key), f"{section}_{key}")] = value
     if problems:

@@ -55,7 +55,23 @@ __all__ = [
     "format_suppressed",
     "suppress_risk_table",
     "check_no_small_cells",
+    "deidentify",
+    "make_privacy_gate",
+    "scan_report_html",
 ]
+
+
+def __getattr__(name):
+    # de-identification and the report gate live in their own modules; loaded on first use
+    if name == "deidentify":
+        from ._deidentify import deidentify
+
+        return deidentify
+    if name in ("make_privacy_gate", "scan_report_html"):
+        from . import _gate
+
+        return getattr(_gate, name)
+    raise AttributeError(f"module 'iop_research.privacy' has no attribute {name!r}")
 
 #: Smallest count that may be shown (CMS policy: 1-10 are suppressed).
 DEFAULT_MIN_CELL_COUNT = 11

@@ -31,20 +31,7 @@ FIX = re.compile(
 )
 
 #: Cases whose reader gives a poor message today: name -> reason (the lead fixes the reader).
-XFAIL: dict[str, str] = {
-    "58_uis_unknown_code": "datasets.load_uis: codes outside the codebook are listed with the allowed values, "
-                           "but the message gives no fix (e.g. 'Correct these cells or use the Rdatasets CSV').",
-    "59_uis_empty": "datasets.load_uis (_read_csv): an empty file surfaces pandas' 'No columns to parse from file' "
-                    "and no fix; say the file is empty and how to get it again.",
-    "62_help_unknown_substance": "datasets.load_help: 'substance must be one of ...' names no fix "
-                                 "(the neighbouring anysubstatus check says 'Correct the source rows').",
-    "63_config_unknown_key": "config.read_study_config: unknown key listed with the allowed keys but no fix "
-                             "(e.g. 'Rename or remove it').",
-    "64_config_wrong_type": "config.read_study_config: wrong type named but no fix (e.g. 'Write an int, "
-                            "without quotes').",
-    "65_config_unknown_section": "config.read_study_config: unknown section listed but no fix (e.g. 'Remove "
-                                 "the section or rename it').",
-}
+XFAIL: dict[str, str] = {}  # every case gets a clear message; add an entry (with the reader and why) to mark one
 
 
 def _reader(name: str):
