@@ -5,9 +5,26 @@ into the cell tagged ``parameters``), exports each to self-contained HTML with
 nbconvert (figures embedded as data URIs), prepends a provenance block and a
 table of contents, and writes an ``index.html`` linking them.
 
-Writes are atomic: everything is built in a staging directory and moved into
-place only when every notebook has run; a failure raises :class:`ReportError`
-naming the notebook and the cell, and leaves the output directory untouched.
+- **Parallel**: notebooks run ``max_workers`` at a time (default
+  ``min(2, os.cpu_count())``), each in its own kernel process, driven from
+  worker threads; reports, index and progress keep the notebooks' order.
+- **Atomic**: everything is built in a staging directory beside ``out_dir``
+  and moved into place only when every notebook has run and passed the gate;
+  a failure raises :class:`~iop_research.exceptions.ReportError` naming the
+  notebook, the cell (position in the file and first line) and the exception,
+  and leaves the output directory untouched.
+- **Private by default**: the privacy gate
+  (:func:`iop_research._gate.make_privacy_gate`) checks every report for
+  identifiers of the input data, full dates, ages over 89 and counts below
+  ``min_cell_count`` before anything is written.
+- **Checkable rebuilds**: ``fingerprints.json`` holds, per notebook, hashes of
+  its table and text outputs (:func:`notebook_fingerprints`); rebuilding with
+  the same notebooks, data and parameters gives the same file.
+
+References
+----------
+.. [1] papermill, parameterised notebook execution, https://papermill.readthedocs.io
+.. [2] nbconvert ``HTMLExporter`` (lab template), https://nbconvert.readthedocs.io
 """
 from __future__ import annotations
 
@@ -241,7 +258,7 @@ def _title_and_summary(nb, fallback: str) -> tuple[str, str]:
             if lines and lines[0].startswith("#"):
                 title = lines[0].lstrip("#").strip()
                 summary = next((ln for ln in lines[1:] if not ln.startswith("#")), "")
-                return title, summary[:160]
+                return _heading_text(title), _heading_text(summary)[:160]
     return fallback, ""
 
 
@@ -358,16 +375,22 @@ class _Built:
 
 
 def _execute(pm, path: Path, *, params, kernel_name: str, no_input: bool, start_timeout: int):
-    """papermill in this worker thread; closes the event loop jupyter_core opened for the thread."""
+    """papermill in this worker thread; closes the event loop jupyter_core opened for the thread.
+
+    The kernel starts in the notebook's directory through nbclient's
+    ``resources["metadata"]["path"]``, not papermill's ``cwd=`` (which calls
+    ``os.chdir``: process-wide, so a race between worker threads).
+    """
     import asyncio
 
     from jupyter_core.utils import ensure_event_loop
 
+    path = path.resolve()
     try:
         return pm.execute_notebook(
-            str(path), None, parameters=dict(params), cwd=str(path.parent), kernel_name=kernel_name,
+            str(path), None, parameters=dict(params), kernel_name=kernel_name,
             progress_bar=False, log_output=False, report_mode=no_input, request_save_on_cell_execute=False,
-            start_timeout=start_timeout,
+            start_timeout=start_timeout, resources={"metadata": {"path": str(path.parent)}},
         )
     finally:
         loop = ensure_event_loop()  # the loop nbclient ran on in this thread

@@ -273,3 +273,17 @@ def test_every_report_renders(built, browser, tmp_path):
     browser.navigate(outcome.reports[-1].resolve().as_uri())
     shot = browser.screenshot(tmp_path / "report.png", full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_relative_paths_and_working_directories(tmp_path, monkeypatch):
+    """Relative notebook paths run in parallel; each kernel starts in its notebook's directory and the
+    builder never changes the process's working directory (no os.chdir from worker threads)."""
+    for sub in ("a", "b"):
+        _write(_notebook([("code", "import os\nprint('kernel cwd:', os.path.basename(os.getcwd()))")], f"# In {sub}"),
+               tmp_path / sub / f"0{ord(sub) - 97}_{sub}.ipynb")
+    monkeypatch.chdir(tmp_path)
+    outcome = build_reports(out_dir="out", notebooks=["a/00_a.ipynb", "b/01_b.ipynb"], progress=False, gate=False)
+    assert Path.cwd() == tmp_path
+    assert [p.name for p in outcome.reports] == ["00_a.html", "01_b.html"]
+    assert "kernel cwd: a" in (tmp_path / "out" / "00_a.html").read_text(encoding="utf-8")
+    assert "kernel cwd: b" in (tmp_path / "out" / "01_b.html").read_text(encoding="utf-8")
