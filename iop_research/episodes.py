@@ -376,17 +376,29 @@ def _check_admissions(base) -> None:
 
 
 def _gap_episodes(tabs: _Tables, gap_days: int):
-    """Episodes from attended sessions with the gap rule (distinct attended days, lag, cumsum)."""
+    """Episodes from attended sessions with the gap rule.
+
+    One sorted window pass over the distinct attended days gives each day's previous and
+    next day; an episode starts where the previous day is more than ``gap_days`` away (or
+    missing) and ends where the next one is. The k-th start and the k-th end of a patient
+    are episode k, so only the (few) boundary days are numbered, not every session day.
+    """
     import ibis
 
     s = tabs.sessions
     att = s.filter(s[Col.attended]).select(Col.patient_id, "day").distinct()
     w = ibis.window(group_by=Col.patient_id, order_by=att.day)
-    wc = ibis.window(group_by=Col.patient_id, order_by=att.day, preceding=None, following=0)
-    att = att.mutate(prev_day=att.day.lag().over(w))
-    att = att.mutate(is_new=(att.prev_day.isnull() | ((att.day - att.prev_day) > gap_days)).cast("int64"))
-    att = att.mutate(ep_n=att.is_new.sum().over(wc).cast("int64"))
-    eps = att.group_by([Col.patient_id, "ep_n"]).aggregate(admit_day=att.day.min(), discharge_day=att.day.max())
+    att = att.mutate(prev_day=att.day.lag().over(w), next_day=att.day.lead().over(w))
+    starts = att.filter(att.prev_day.isnull() | ((att.day - att.prev_day) > gap_days))
+    ends = att.filter(att.next_day.isnull() | ((att.next_day - att.day) > gap_days))
+    starts = starts.select(
+        Col.patient_id, admit_day=starts.day,
+        ep_n=(ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=starts.day)) + 1).cast("int64"))
+    ends = ends.select(
+        e_pid=ends[Col.patient_id], discharge_day=ends.day,
+        e_n=(ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=ends.day)) + 1).cast("int64"))
+    # null-safe: a missing patient_id forms one group, as in the window partitions
+    eps = starts.inner_join(ends, [starts[Col.patient_id].identical_to(ends.e_pid), starts.ep_n == ends.e_n])
     return eps.select(
         **{Col.episode_id: eps[Col.patient_id] + "-S" + eps.ep_n.cast("string")},
         **{Col.patient_id: eps[Col.patient_id]},
@@ -415,26 +427,32 @@ def _assign(tabs: _Tables, base, mode: str):
     """Every session row with ``episode_id`` (null when unassigned) and ``status``.
 
     status 0 = assigned, 1 = given episode_id not in admissions, 2 = outside every window.
+    The episode's admit day (``w_start``) and, when ``base`` has them, its
+    ``weeks_in_treatment`` (``w_weeks``) and ASAM threshold (``w_thr``) ride along, so the
+    per-episode measures need no second join of millions of rows back to the episodes.
     """
     import ibis
 
     s = tabs.sessions
+    extra = {"w_weeks": "weeks_in_treatment", "w_thr": "asam_threshold"}
+    extra = {k: base[v] for k, v in extra.items() if v in base.columns}
     win = base.select(w_ep=base[Col.episode_id], w_pid=base[Col.patient_id], w_start=base.admit_day,
-                      w_end=ibis.coalesce(base.end_day, _OPEN_END))
+                      w_end=ibis.coalesce(base.end_day, _OPEN_END), **extra)
+    carried = ["w_ep", "w_start", *extra]
     if mode == "admissions":
         loose = s.filter(s.given_episode_id.isnull())
         fixed = s.filter(s.given_episode_id.notnull())
         j = loose.left_join(win, [loose[Col.patient_id] == win.w_pid, loose.day >= win.w_start,
                                   loose.day <= win.w_end])
-        by_date = j.select(*s.columns, w_ep=j.w_ep, w_start=j.w_start)
-        ids = win.select("w_ep", "w_start")
+        by_date = j.select(*s.columns, *carried)
+        ids = win.select(*carried)
         jf = fixed.left_join(ids, fixed.given_episode_id == ids.w_ep)
-        by_id = jf.select(*s.columns, w_ep=jf.w_ep, w_start=jf.w_start)
+        by_id = jf.select(*s.columns, *carried)
         both = by_date.union(by_id)
         status = ibis.cases((both.w_ep.notnull(), 0), (both.given_episode_id.notnull(), 1), else_=2)
     else:
         j = s.left_join(win, [s[Col.patient_id] == win.w_pid, s.day >= win.w_start, s.day <= win.w_end])
-        both = j.select(*s.columns, w_ep=j.w_ep, w_start=j.w_start)
+        both = j.select(*s.columns, *carried)
         status = ibis.cases((both.w_ep.notnull(), 0), else_=2)
     return both.mutate(status=status.cast("int64"))
 
@@ -453,6 +471,26 @@ def _attrition_expr(assigned, mode: str):
         p1=((per.n1 == per.n) & (per.n > 0)).cast("int64").sum(),
         p2=((per.n1 < per.n) & ((per.n1 + per.n2) == per.n)).cast("int64").sum(),
     )
+
+
+def _session_attrition_counts(tabs: _Tables, episodes: pd.DataFrame) -> pd.DataFrame:
+    """The counts of :func:`_attrition_expr` in sessions mode, from the episodes already built.
+
+    Gap-rule episodes of a patient never overlap, so a session is assigned to at most one
+    episode: the sessions removed are all sessions minus the episodes' scheduled sessions,
+    and the patients removed are the patients (a missing patient_id is one group, as in
+    ``group_by``) minus those with an assigned session. One scan of the sessions instead of
+    a second run of the gap rule and the assignment join.
+    """
+    s = tabs.sessions
+    pid = s[Col.patient_id]
+    tot = collect(s.aggregate(rows=s.count(), n_pat=pid.nunique(), any_null=pid.isnull().any()))
+    rows = int(tot["rows"].iloc[0]) if len(tot) else 0
+    n_pat = int(tot["n_pat"].iloc[0]) + int(bool(tot["any_null"].iloc[0])) if rows else 0
+    placed = episodes["n_sessions_scheduled"].to_numpy()
+    kept_pat = pd.unique(episodes.loc[placed > 0, Col.patient_id].dropna()).size
+    r2 = rows - int(placed.sum())
+    return pd.DataFrame({"rows": [rows], "r1": [0], "r2": [r2], "p1": [0], "p2": [n_pat - kept_pat]})
 
 
 def _attrition_frame(counts: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -476,10 +514,9 @@ def _attrition_frame(counts: pd.DataFrame, mode: str) -> pd.DataFrame:
 def _session_measures(assigned, base):
     import ibis
 
-    info = base.select(e_id=base[Col.episode_id], e_admit=base.admit_day, e_weeks=base.weeks_in_treatment,
-                       e_thr=base.asam_threshold)
+    # admit day, weeks and threshold of the session's episode came along in _assign
     a = assigned.filter(assigned.status == 0)
-    a = a.inner_join(info, a.w_ep == info.e_id)
+    a = a.rename(e_admit="w_start", e_weeks="w_weeks", e_thr="w_thr")
     rel = a.day - a.e_admit
     hours = ibis.cases((a[Col.attended], a[Col.minutes] / 60.0), else_=0.0)
     first = (rel >= 0) & (rel < _FIRST_DAYS)
@@ -757,7 +794,11 @@ def build_episodes(
     if lazy:
         return collect(expr, lazy=True)
     out = _shape(collect(expr))
-    attrition = _attrition_frame(collect(_attrition_expr(assigned, mode)), mode)
+    if mode == "sessions":
+        counts = _session_attrition_counts(tabs, out)
+    else:
+        counts = collect(_attrition_expr(assigned, mode))
+    attrition = _attrition_frame(counts, mode)
     out.attrs["attrition"] = attrition.to_dict("records")
     return out
 
