@@ -556,12 +556,20 @@ def fit_interval_aft(
         if not np.isfinite(f(theta)):
             raise ConvergenceError("fit_interval_aft: the log-likelihood is not finite at the optimum.")
         hess = _num_hessian(f, theta)
-    converged = converged or bool(res.success)
     try:
         vcov = np.linalg.inv(hess)
     except np.linalg.LinAlgError as exc:
         raise ConvergenceError("fit_interval_aft: singular information matrix.") from exc
     se = np.sqrt(np.clip(np.diag(vcov), 0, None))
+    # scale-free check: the Newton step still left is below 0.1% of a standard error
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        remaining = np.abs(vcov @ _num_gradient(f, theta)) / np.where(se > 0, se, np.nan)
+    converged = converged or bool(np.nanmax(remaining) < 1e-3)
+    if not converged:
+        raise ConvergenceError(
+            f"fit_interval_aft: the {distribution} fit did not converge in {it} iterations (remaining Newton step "
+            f"{np.nanmax(remaining):.3g} standard errors). Rescale covariates, drop ones that separate, or raise max_iter."
+        )
     z = stats.norm.ppf(0.5 + conf_level / 2)
     tidy = pd.DataFrame({
         "term": names, "estimate": theta, "std_error": se,

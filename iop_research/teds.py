@@ -328,7 +328,11 @@ def read_teds_d(
         return source, selects
 
     con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")  # no stderr output in notebooks
+    try:
+        con.execute("SET enable_progress_bar = false")  # no stderr output in notebooks
+    except duckdb.Error:
+        # inside Jupyter without ipywidgets DuckDB refuses the setting; it draws no bar there anyway
+        pass
     try:
         while True:
             source, selects = _source_and_selects(labelled_cur)
