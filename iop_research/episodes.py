@@ -518,27 +518,30 @@ def _session_measures(assigned, base):
     a = assigned.filter(assigned.status == 0)
     a = a.rename(e_admit="w_start", e_weeks="w_weeks", e_thr="w_thr")
     rel = a.day - a.e_admit
-    hours = ibis.cases((a[Col.attended], a[Col.minutes] / 60.0), else_=0.0)
+    # attended minutes are summed and divided by 60 once: sums of whole minutes are exact in
+    # float64, so hours do not change in the last bits with the order in which an engine
+    # (threads, Spark partitions, input order) adds the rows up
+    mins = ibis.cases((a[Col.attended], a[Col.minutes]), else_=0.0)
     first = (rel >= 0) & (rel < _FIRST_DAYS)
-    a = a.mutate(rel=rel, hours=hours, first=first, att=a[Col.attended].cast("int64"))
+    a = a.mutate(rel=rel, mins=mins, first=first, att=a[Col.attended].cast("int64"))
     aggs = {
         "n_sessions_scheduled": a.count(),
         "n_sessions_attended": a.att.sum(),
-        "hours_attended": a.hours.sum(),
+        "hours_attended": a.mins.sum() / 60.0,
     }
     for m in _MODALITIES:
         is_m = a[Col.modality] == m
         aggs[f"sessions_{m}"] = ibis.cases((is_m, a.att), else_=0).sum()
-        aggs[f"hours_{m}"] = ibis.cases((is_m, a.hours), else_=0.0).sum()
+        aggs[f"hours_{m}"] = ibis.cases((is_m, a.mins), else_=0.0).sum() / 60.0
         aggs[f"sessions_{m}_first30"] = ibis.cases((is_m & a.first, a.att), else_=0).sum()
-        aggs[f"hours_{m}_first30"] = ibis.cases((is_m & a.first, a.hours), else_=0.0).sum()
+        aggs[f"hours_{m}_first30"] = ibis.cases((is_m & a.first, a.mins), else_=0.0).sum() / 60.0
     per_ep = a.group_by("w_ep").aggregate(**aggs)
 
     att = a.filter(a[Col.attended])
     week = (att.rel // 7).cast("int64")
     week = ibis.cases((att.e_weeks.notnull(), ibis.least(week, att.e_weeks - 1)), else_=week)
     att = att.mutate(week=ibis.greatest(week, 0))
-    wk = att.group_by(["w_ep", "week", "e_thr"]).aggregate(h=att.hours.sum())
+    wk = att.group_by(["w_ep", "week", "e_thr"]).aggregate(h=att.mins.sum() / 60.0)
     weeks = wk.group_by("w_ep").aggregate(
         n_weeks_asam21=(wk.h >= wk.e_thr - 1e-9).cast("int64").sum()
     ).rename(w_ep2="w_ep")
