@@ -363,8 +363,14 @@ def survival_frame(data, *, definition: RelapseDefinition | None = None, episode
     return pd.concat([out, avail[cols].reset_index(drop=True)], axis=1)
 
 
-def _split_expr(be, fu: pd.DataFrame, eras_days: pd.DataFrame, data, cum_sessions: bool):
-    """Ibis expression of the (start, stop] split with the time-varying covariates."""
+def _split_expr(be, fu: pd.DataFrame, eras_days: pd.DataFrame, data, cum_sessions: bool, *,
+                with_ids: bool = True):
+    """Ibis expression of the (start, stop] split with the time-varying covariates.
+
+    ``with_ids=False`` keeps the integer episode code ``eid`` (row of ``fu``) instead of
+    joining the string ``episode_id, patient_id`` back in the engine (the caller maps codes
+    to ids with numpy, which is much cheaper for millions of rows than a string join).
+    """
     import ibis
 
     from ._engine import as_table
@@ -425,9 +431,8 @@ def _split_expr(be, fu: pd.DataFrame, eras_days: pd.DataFrame, data, cum_session
             part = js.filter((js.s_rel > 0) & (js.s_rel < js.time))
             pieces.append(part.select(episode_id=part.js_episode_id, t=part.s_rel))
 
-    cuts = pieces[0]
-    for p in pieces[1:]:
-        cuts = cuts.union(p, distinct=True)
+    # one UNION ALL and one DISTINCT (a chain of UNION DISTINCTs hashes the rows once per piece)
+    cuts = pieces[0].union(*pieces[1:], distinct=False).distinct() if len(pieces) > 1 else pieces[0]
     w = ibis.window(group_by=cuts.episode_id, order_by=cuts.t)
     iv = cuts.mutate(start=cuts.t.lag().over(w))
     iv = iv.filter(iv.start.notnull()).select(iv_episode_id=iv.episode_id, start=iv.start.cast(i64),
@@ -466,17 +471,32 @@ def _split_expr(be, fu: pd.DataFrame, eras_days: pd.DataFrame, data, cum_session
                 "cs_episode_id", "cs_start")
         else:
             res = res.mutate(cum_sessions_attended=ibis.literal(0, type=i64))
-    id_t = as_table(be, ids, "cp_ids")
-    res = res.join(id_t, res.episode_id == id_t.id_eid)
     order = ["start", "stop", "event", "status", *flags, "in_treatment", "aftercare"]
     if cum_sessions:
         order.append("cum_sessions_attended")
+    if not with_ids:
+        return res.select(eid=res.episode_id, **{c: res[c] for c in order})
+    id_t = as_table(be, ids, "cp_ids")
+    res = res.join(id_t, res.episode_id == id_t.id_eid)
     return res.select(episode_id=res.id_episode_id, patient_id=res.id_patient_id, **{c: res[c] for c in order})
 
 
-def _followup_days(out: pd.DataFrame, eps: pd.DataFrame) -> pd.DataFrame:
-    """Per kept episode: integer days the split needs."""
-    kept = eps.set_index(Col.episode_id).loc[out[Col.episode_id]]
+#: Episode columns that counting_process_frame reads: outcome inputs and baseline-covariate sources.
+_OUTCOME_COLUMNS = (Col.episode_id, Col.patient_id, Col.admit_date, Col.discharge_date, Col.discharge_reason)
+_COVARIATE_SOURCES = BASELINE_COVARIATES + ("age", "age_at_admit", Col.birth_year, Col.sex)
+
+
+def _slim(eps: pd.DataFrame | None, cols: Sequence[str]) -> pd.DataFrame | None:
+    """``eps`` restricted to ``cols`` (in its own column order), so that the copies and checks
+    of the outcome step do not carry the ~50 measure columns of build_episodes. Left whole
+    when a required column is missing, so that the error message lists what the frame has."""
+    if eps is None or any(c not in eps.columns for c in _OUTCOME_COLUMNS[:4]):
+        return eps
+    return eps.loc[:, [c for c in eps.columns if c in cols]]
+
+
+def _followup_days(out: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """Per kept episode: integer days the split needs (``kept``: the episodes of ``out``, row by row)."""
     origin = _day_int(out["origin_date"].to_numpy())
     admit = _day_int(kept[Col.admit_date].to_numpy())
     dis = _day_int(kept[Col.discharge_date].to_numpy())
@@ -564,29 +584,36 @@ def counting_process_frame(data, *, definition: RelapseDefinition | None = None,
     from ._engine import collect, get_backend
 
     definition = definition if definition is not None else RelapseDefinition()
-    eps = _get_episodes(data, episodes, engine)
-    out = relapse_outcomes(data, definition=definition, episodes=eps, engine=engine, attrition=attrition)
-    fu = _followup_days(out, eps)
+    eps = _get_episodes(data, _slim(episodes, _OUTCOME_COLUMNS + _COVARIATE_SOURCES), engine)
+    out = relapse_outcomes(data, definition=definition, episodes=_slim(eps, _OUTCOME_COLUMNS), engine=engine,
+                           attrition=attrition)
+    # out keeps a subset of the (unique) episodes: one string lookup gives their rows in eps
+    kept = eps.iloc[pd.Index(eps[Col.episode_id]).get_indexer(out[Col.episode_id])].reset_index(drop=True)
+    fu = _followup_days(out, kept)
     eras_days = _get_eras(data, eras, grace_days, engine)
     if len(fu) == 0:
         raise ModelSpecificationError(
             "counting_process_frame: no episode has follow-up after the origin (see the attrition "
             "table of relapse_outcomes); nothing to split.")
     be = get_backend(engine)
-    expr = _split_expr(be, fu, eras_days, data, cum_sessions)
     if lazy:
-        return expr
-    res = collect(expr)
-    order = pd.Series(np.arange(len(out)), index=out[Col.episode_id].to_numpy())
-    res = res.assign(_o=order.reindex(res[Col.episode_id].to_numpy()).to_numpy())
-    res = res.sort_values(["_o", "start"], kind="mergesort").drop(columns="_o").reset_index(drop=True)
-    for c in res.columns[2:]:
-        res[c] = res[c].astype("int64")
+        return _split_expr(be, fu, eras_days, data, cum_sessions)
+    res = collect(_split_expr(be, fu, eras_days, data, cum_sessions, with_ids=False))
+    # rows by episode (survival_frame order = row of out = eid) then start; ids and covariates
+    # are taken by position (eid), not joined on strings
+    eid = res["eid"].to_numpy(dtype="int64")
+    rows = np.lexsort((res["start"].to_numpy(dtype="int64"), eid))
+    eid = eid[rows]
+    cols = {Col.episode_id: out[Col.episode_id].to_numpy()[eid], Col.patient_id: out[Col.patient_id].to_numpy()[eid]}
+    cols.update({c: res[c].to_numpy()[rows].astype("int64") for c in res.columns if c != "eid"})
+    res = pd.DataFrame(cols)
     if covariates is not None:
-        kept = eps.set_index(Col.episode_id).loc[out[Col.episode_id]].reset_index()
         avail = _baseline(kept, data)
-        cols = _select_covariates(avail, covariates, BASELINE_COVARIATES, "counting_process_frame")
-        res = res.merge(avail[[Col.episode_id] + cols], on=Col.episode_id, how="left", sort=False)
+        names = _select_covariates(avail, covariates, BASELINE_COVARIATES, "counting_process_frame")
+        if names:
+            cov = avail[names].iloc[eid]
+            cov.index = res.index  # a new frame of ours: relabel in place rather than copy
+            res = pd.concat([res, cov], axis=1)
     return res
 
 
