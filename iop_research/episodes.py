@@ -626,6 +626,27 @@ def _episodes_expr(tabs: _Tables, mode: str, gap_days: int):
     return t.order_by([Col.patient_id, Col.admit_date, Col.episode_id]), assigned
 
 
+def _to_pandas(expr) -> pd.DataFrame:
+    """Execute ``expr`` into pandas for :func:`_shape`.
+
+    On DuckDB through Arrow's own converter: ibis's ``to_pandas`` turns every column that
+    has a null into Python objects one value at a time, which at claims scale (half a
+    million episodes, a dozen all-null intake columns in sessions mode) costs seconds.
+    :func:`_shape` then fixes every column's dtype, so both routes give the same frame.
+    Other engines use :func:`iop_research._engine.collect`.
+    """
+    import warnings
+
+    backend = expr._find_backend()
+    if getattr(backend, "name", "") != "duckdb":
+        return collect(expr)
+    with warnings.catch_warnings():
+        # ibis 12 calls DuckDB's deprecated fetch_arrow_table(); not ours to fix
+        warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
+        table = expr.to_pyarrow()
+    return table.to_pandas(date_as_object=False)
+
+
 _INT_COLS = ["n_sessions_scheduled", "n_sessions_attended", "n_weeks_asam21",
              *[c for c in _MODALITY_COLUMNS if c.startswith("sessions_")]]
 
@@ -796,7 +817,7 @@ def build_episodes(
     expr, assigned = _episodes_expr(tabs, mode, int(gap_days))
     if lazy:
         return collect(expr, lazy=True)
-    out = _shape(collect(expr))
+    out = _shape(_to_pandas(expr))
     if mode == "sessions":
         counts = _session_attrition_counts(tabs, out)
     else:
