@@ -272,12 +272,23 @@ def _first_line(source: str) -> str:
 
 
 def _cell_text_outputs(cell) -> list[tuple[str, str]]:
-    """(kind, text) of a code cell's outputs; images and widgets are left out."""
-    texts = []
+    """(kind, text) of a code cell's outputs; images, widgets and stderr are left out.
+
+    Consecutive stdout chunks are joined: the kernel may deliver two ``print`` calls as one
+    stream message or as two depending on timing, and the fingerprint must not see that.
+    """
+    texts: list[tuple[str, str]] = []
     for out in cell.get("outputs", []):
         kind = out.get("output_type")
-        if kind == "stream" and out.get("name") == "stdout":
-            texts.append(("stdout", out.get("text", "")))
+        if kind == "stream":
+            if out.get("name") != "stdout":
+                continue
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if texts and texts[-1][0] == "stdout":
+                texts[-1] = ("stdout", texts[-1][1] + text)
+            else:
+                texts.append(("stdout", text))
         elif kind in ("execute_result", "display_data"):
             data = out.get("data", {})
             for mime in ("text/html", "text/plain"):

@@ -306,3 +306,19 @@ def test_relative_paths_and_working_directories(tmp_path, monkeypatch):
     assert [p.name for p in outcome.reports] == ["00_a.html", "01_b.html"]
     assert "kernel cwd: a" in (tmp_path / "out" / "00_a.html").read_text(encoding="utf-8")
     assert "kernel cwd: b" in (tmp_path / "out" / "01_b.html").read_text(encoding="utf-8")
+
+
+def test_fingerprint_ignores_how_stdout_was_chunked():
+    """Two prints arrive as one stream message or two, depending on kernel timing: same fingerprint."""
+    from iop_research.report import notebook_fingerprints
+
+    one = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1); print(2)")])
+    two = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1); print(2)")])
+    one.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n2\n")]
+    two.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n"),
+                            nbformat.v4.new_output("stream", name="stderr", text="noise\n"),
+                            nbformat.v4.new_output("stream", name="stdout", text="2\n")]
+    assert notebook_fingerprints(one) == notebook_fingerprints(two)
+    three = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1); print(3)")])
+    three.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n3\n")]
+    assert notebook_fingerprints(one)["outputs_fingerprint"] != notebook_fingerprints(three)["outputs_fingerprint"]
