@@ -117,13 +117,6 @@ def test_input_row_order_does_not_change_eras():
     assert fingerprint(medication_eras(data.medications)) == fingerprint(medication_eras(_shuffled(data).medications))
 
 
-HOURS_REASON = (
-    "episodes.build_episodes sums minutes / 60 per session in floating point, so hours_attended and "
-    "hours_per_week change in the last bits with the order in which rows are summed (input order, engine, "
-    "threads; e.g. 131.99999999999997 vs 132.0). Fix in episodes.py: sum integer minutes, divide by 60 once.")
-
-
-@pytest.mark.xfail(strict=False, reason=HOURS_REASON)
 def test_input_row_order_does_not_change_episodes():
     """Episodes are sorted by patient, admission, id: shuffled input rows should give the same bytes."""
     data = simulate_cohort(80, seed=9, progress=False)
@@ -181,7 +174,7 @@ def _first_difference(a: pd.DataFrame, b: pd.DataFrame) -> str:
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=HOURS_REASON)) if n == "episodes_gap" else n
+    n
     for n in SPARK_STEPS
 ])
 def test_duckdb_and_spark_byte_identical(spark_vs_duckdb, name):
