@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iop_research._competing import _cox_efron, _fit_cox
+from iop_research._cox import fit_cox
 from iop_research.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, IptwResult, evalue, iptw, landmark_analysis
 from iop_research.exceptions import ModelSpecificationError
 
@@ -77,9 +77,8 @@ def test_weighted_cox_matches_coxph_robust(help_cc, key):
     estimand = {"cox_ate_s": "ATE", "cox_att": "ATT", "cox_overlap": "overlap"}[key]
     res = iptw(help_cc, treatment_col="treat01", covariates=COVS, estimand=estimand)
     d = res.weighted(help_cc, weights_col="w")
-    # HELP has 11 rows with daysanysub == 0, which coxph accepts and fit_cox rejects: compare the
-    # private stand-in (same estimator) with R here, and fit_cox with it on positive times below.
-    cox = _cox_efron(d, duration_col="daysanysub", event_col="anysubstatus", covariates=["treat01"], weights_col="w", robust=True)
+    # all complete HELP rows, including the 11 with daysanysub == 0 (at risk at time 0, as in R)
+    cox = fit_cox(d, duration_col="daysanysub", event_col="anysubstatus", covariates=["treat01"], weights_col="w", robust=True)
     assert cox.tidy["estimate"].iloc[0] == pytest.approx(g[key]["coef"][0], rel=RTOL_EST)
     assert cox.tidy["std_error"].iloc[0] == pytest.approx(g[key]["se"][0], rel=RTOL_SE)
     assert cox.tidy["naive_std_error"].iloc[0] == pytest.approx(g[key]["naive_se"][0], rel=RTOL_SE)
@@ -88,20 +87,9 @@ def test_weighted_cox_matches_coxph_robust(help_cc, key):
 def test_unweighted_cox_matches_coxph(help_cc):
     """R: coxph(Surv(daysanysub, anysubstatus) ~ treat01)."""
     g = load_golden("causal_help")["cox_unweighted"]
-    cox = _cox_efron(help_cc, duration_col="daysanysub", event_col="anysubstatus", covariates=["treat01"])
+    cox = fit_cox(help_cc, duration_col="daysanysub", event_col="anysubstatus", covariates=["treat01"])
     assert cox.tidy["estimate"].iloc[0] == pytest.approx(g["coef"][0], rel=RTOL_EST)
     assert cox.tidy["std_error"].iloc[0] == pytest.approx(g["se"][0], rel=RTOL_SE)
-
-
-def test_iptw_weights_feed_fit_cox(help_cc):
-    """The package's fit_cox (used by landmark_analysis and fit_cause_specific) and the private stand-in
-    agree on IPTW-weighted robust fits (rows with positive time; fit_cox requires duration > 0)."""
-    d = iptw(help_cc, treatment_col="treat01", covariates=COVS).weighted(help_cc, weights_col="w")
-    d = d[d["daysanysub"] > 0]
-    kw = dict(duration_col="daysanysub", event_col="anysubstatus", covariates=["treat01", "age"], weights_col="w", robust=True)
-    a, b = _fit_cox(d, **kw).tidy, _cox_efron(d, **kw).tidy
-    np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-7)
-    np.testing.assert_allclose(a["std_error"], b["std_error"], rtol=1e-6)
 
 
 def test_iptw_weights_feed_km_and_cif(help_cc):
@@ -305,14 +293,14 @@ def test_iptw_cox_covers_marginal_truth():
     for a in (0, 1):
         t = rng.exponential(1 / (0.01 * np.exp(beta * a + 0.8 * u)))
         rows.append(pd.DataFrame({"days": np.minimum(t, tau), "event": (t <= tau).astype(int), "a": a}))
-    truth = _fit_cox(pd.concat(rows, ignore_index=True), duration_col="days", event_col="event", covariates=["a"]).tidy["estimate"].iloc[0]
+    truth = fit_cox(pd.concat(rows, ignore_index=True), duration_col="days", event_col="event", covariates=["a"]).tidy["estimate"].iloc[0]
     covered, naive_est, iptw_est = 0, [], []
     reps = 200
     for _ in range(reps):
         d = _simulate(rng, 300, beta, tau)
-        naive_est.append(_fit_cox(d, duration_col="days", event_col="event", covariates=["a"]).tidy["estimate"].iloc[0])
+        naive_est.append(fit_cox(d, duration_col="days", event_col="event", covariates=["a"]).tidy["estimate"].iloc[0])
         w = iptw(d, treatment_col="a", covariates=["u"]).weighted(d, weights_col="w")
-        fit = _fit_cox(w, duration_col="days", event_col="event", covariates=["a"], weights_col="w", robust=True).tidy.iloc[0]
+        fit = fit_cox(w, duration_col="days", event_col="event", covariates=["a"], weights_col="w", robust=True).tidy.iloc[0]
         iptw_est.append(fit["estimate"])
         covered += fit["conf_low"] <= truth <= fit["conf_high"]
     coverage = covered / reps
