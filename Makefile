@@ -24,13 +24,13 @@ report: $(STAMP)
 # pytest's exit code 5 (no tests collected) is non-zero and fails this target.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests iop_research --doctest-modules -p no:cacheprovider
-	$(BIN)/python -m pytest --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks -p no:cacheprovider
+	$(BIN)/python -m pytest --nbval --nbval-sanitize-with iop_research/reports/notebooks/sanitize.cfg iop_research/reports/notebooks -p no:cacheprovider
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -x -q -m "not slow and not spark"
 
 demo-data: $(STAMP)
-	$(BIN)/iop-research simulate --n-patients 3000 --seed 20261127 --out data/demo
+	$(BIN)/iop-research simulate --n-patients 3000 --seed 20261127 --out iop_research/datasets/demo
 
 # Benchmarks (minutes each, several GB of scratch data in benchmarks/_work/); figures in benchmarks/README.md.
 bench: $(STAMP)

@@ -5,7 +5,7 @@ on/off switch; covariates ``mat`` (time-varying), ``group_therapy``, ``age``; cl
 ``patient_id``; whole-day times, so heavy ties) to ``benchmarks/_work/cox_bench.csv``
 (git-ignored), then in the same run times
 
-* ``iop_research._cox.fit_cox(..., cluster_col="patient_id")`` (Efron, robust SE, concordance),
+* ``iop_research.survival.cox.fit_cox(..., cluster_col="patient_id")`` (Efron, robust SE, concordance),
 * R ``coxph(Surv(start, stop, event) ~ mat + group_therapy + age + cluster(patient_id))``
   via ``Rscript`` on the same CSV (only the ``coxph`` call is timed),
 * lifelines ``CoxTimeVaryingFitter`` in a subprocess with a 120 s limit (skipped beyond),
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-lifelines", action="store_true")
     args = ap.parse_args(argv)
 
-    from iop_research._cox import fit_cox
+    from iop_research.survival.cox import fit_cox
 
     WORK.mkdir(parents=True, exist_ok=True)
     csv = WORK / "cox_bench.csv"

@@ -33,7 +33,7 @@ def main(n: int = 1_000_000) -> None:
     from lifelines import KaplanMeierFitter
     from lifelines.statistics import logrank_test as ll_logrank
 
-    from iop_research._km import fit_km, logrank_test
+    from iop_research.survival.km import fit_km, logrank_test
 
     df = make_data(n)
     ours_km, t_ours_km = _clock(lambda: fit_km(df, duration_col="days", event_col="event", group_col="arm"))

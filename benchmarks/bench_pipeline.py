@@ -7,7 +7,7 @@ step (``resource.getrusage(...).ru_maxrss``; DuckDB runs in process, so it is in
 
 Sections are plain functions registered in ``STEPS`` (name -> callable(context) -> dict of
 figures). ``counting_process`` calls the public
-:func:`iop_research.frames.counting_process_frame` on the episodes and eras of the two steps
+:func:`iop_research.derive.frames.counting_process_frame` on the episodes and eras of the two steps
 before it, with generated events (about 2 per patient), one observation cut-off and a
 patients table (the whole function: relapse outcomes, interval splitting, baseline
 covariates). The summary line adds episodes + eras + counting process and checks the
@@ -148,7 +148,7 @@ def make_data(n_patients: int, n_sessions: int, n_dispensings: int, seed: int) -
 
 # --------------------------------------------------------------------------- steps
 def step_episodes(ctx: dict) -> dict:
-    from iop_research.episodes import build_episodes
+    from iop_research.derive.episodes import build_episodes
 
     t = time.perf_counter()
     ep = build_episodes(ctx["paths"]["sessions"], mode="sessions", gap_days=30)
@@ -159,7 +159,7 @@ def step_episodes(ctx: dict) -> dict:
 
 
 def step_eras(ctx: dict) -> dict:
-    from iop_research.exposures import medication_eras
+    from iop_research.derive.exposures import medication_eras
 
     t = time.perf_counter()
     eras = medication_eras(ctx["paths"]["medications"], grace_days=30)
@@ -179,8 +179,8 @@ def step_counting_process(ctx: dict) -> dict:
     """
     import pyarrow.parquet as pq
 
-    from iop_research.frames import counting_process_frame
-    from iop_research.io import IOPData
+    from iop_research.derive.frames import counting_process_frame
+    from iop_research.data.io import IOPData
 
     if "episodes" not in ctx or "eras" not in ctx:
         raise SystemExit("the counting_process step needs the episodes and eras steps before it")

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cli() -> list[str]:
     script = Path(sys.executable).with_name("iop-research")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "iop_research.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "iop_research.reports.cli"]
 
 
 def run_build(jobs: int | None, notebooks: list[str] | None) -> dict:

@@ -17,7 +17,7 @@ import sys
 
 _CHILD = r"""
 import json, resource, sys, time
-from iop_research.synth import simulate_cohort
+from iop_research.data.synth import simulate_cohort
 n, seed = int(sys.argv[1]), int(sys.argv[2])
 t = time.perf_counter()
 data = simulate_cohort(n, seed=seed, progress=False)

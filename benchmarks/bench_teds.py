@@ -28,7 +28,7 @@ YEARS = tuple(range(2012, 2022))
 _CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from iop_research.teds import read_teds_d, teds_attrition
+from iop_research.datasets.teds import read_teds_d, teds_attrition
 t0 = time.perf_counter()
 df = read_teds_d({path!r})
 secs = time.perf_counter() - t0
@@ -40,7 +40,7 @@ print(json.dumps({{"seconds": secs, "rows_out": len(df), "rows_file": int(att["n
 
 
 def generate(path: Path, n_rows: int, labelled: bool) -> None:
-    from iop_research.teds import write_teds_d_like
+    from iop_research.datasets.teds import write_teds_d_like
 
     if path.exists():
         print(f"using existing {path} ({path.stat().st_size / 2**30:.2f} GiB)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from iop_research.synth import _MARGINAL_TARGETS, _marginal_rates, simulate_cohort
+from iop_research.data.synth import _MARGINAL_TARGETS, _marginal_rates, simulate_cohort
 
 
 def main(argv: list[str]) -> int:

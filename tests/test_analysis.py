@@ -1,4 +1,4 @@
-"""Tests of iop_research._analysis (notebook helpers: landmark switches, censoring, post-stop windows)."""
+"""Tests of iop_research.derive.splitting (notebook helpers: landmark switches, censoring, post-stop windows)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iop_research._analysis import censor_at, exposure_switch, split_after_exposure
+from iop_research.derive.splitting import censor_at, exposure_switch, split_after_exposure
 from iop_research.exceptions import DataValidationError, ModelSpecificationError
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script

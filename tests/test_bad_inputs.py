@@ -36,10 +36,10 @@ XFAIL: dict[str, str] = {}  # every case gets a clear message; add an entry (wit
 
 def _reader(name: str):
     if name == "read_data":
-        from iop_research.io import read_data
+        from iop_research.data.io import read_data
         return read_data
     if name == "read_teds_d":
-        from iop_research.teds import read_teds_d
+        from iop_research.datasets.teds import read_teds_d
         return read_teds_d
     if name == "load_uis":
         from iop_research.datasets import load_uis
@@ -48,7 +48,7 @@ def _reader(name: str):
         from iop_research.datasets import load_help
         return load_help
     if name == "read_study_config":
-        from iop_research.config import read_study_config
+        from iop_research.reports.config import read_study_config
         return read_study_config
     raise KeyError(name)
 
@@ -91,7 +91,7 @@ def message_problems(meta: dict, exc: BaseException | None) -> list[str]:
         out.append(f"raw {type(exc).__module__}.{type(exc).__name__}, not an IopError")
     expected = getattr(exceptions, meta["error"], None)
     if expected is None:
-        from iop_research.io import DataWriteError  # noqa: F401 - only other package error class
+        from iop_research.data.io import DataWriteError  # noqa: F401 - only other package error class
     if expected is not None and not isinstance(exc, expected):
         out.append(f"{type(exc).__name__} instead of {meta['error']}")
     msg = str(exc)

@@ -1,4 +1,4 @@
-"""Tests of iop_research.causal: IPTW (vs R glm + coxph), balance diagnostics (hand computations),
+"""Tests of iop_research.designs.causal: IPTW (vs R glm + coxph), balance diagnostics (hand computations),
 landmark analysis (vs R coxph), E-values (VanderWeele & Ding 2017), and a coverage simulation.
 
 Golden values: tests/golden/causal_help.json (tests/r/causal_help.R) and
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iop_research._cox import fit_cox
-from iop_research.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, IptwResult, evalue, iptw, landmark_analysis
+from iop_research.survival.cox import fit_cox
+from iop_research.designs.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, IptwResult, evalue, iptw, landmark_analysis
 from iop_research.exceptions import ModelSpecificationError
 
 from conftest import load_golden, requires_r, run_r_script
@@ -95,8 +95,8 @@ def test_unweighted_cox_matches_coxph(help_cc):
 def test_iptw_weights_feed_km_and_cif(help_cc):
     """R: summary(survfit(Surv(daysanysub, anysubstatus) ~ treat01, weights = w_ate_s), times = c(30, 90, 180)).
     The weights go into fit_km(weights_col=) unchanged; with one cause the weighted CIF is 1 - weighted KM."""
-    from iop_research._competing import cumulative_incidence
-    from iop_research._km import fit_km
+    from iop_research.survival.competing import cumulative_incidence
+    from iop_research.survival.km import fit_km
 
     g = load_golden("causal_help")["km_weighted"]
     d = iptw(help_cc, treatment_col="treat01", covariates=COVS).weighted(help_cc, weights_col="w")

@@ -11,18 +11,18 @@ import nbformat
 import pandas as pd
 import pytest
 
-from iop_research.cli import main
+from iop_research.reports.cli import main
 from iop_research.datasets import demo_path
-from iop_research.report import DEFAULT_NOTEBOOKS_DIR, data_fingerprint
-from iop_research.schema import TABLE_COLUMNS
+from iop_research.reports.build import DEFAULT_NOTEBOOKS_DIR, data_fingerprint
+from iop_research.data.schema import TABLE_COLUMNS
 
 NB00 = DEFAULT_NOTEBOOKS_DIR / "00_demo_cohort.ipynb"
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed console script (``python -m iop_research.cli`` when it is not installed)."""
+    """Run the installed console script (``python -m iop_research.reports.cli`` when it is not installed)."""
     script = Path(sys.executable).with_name("iop-research")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "iop_research.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "iop_research.reports.cli"]
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
@@ -93,8 +93,8 @@ def test_validate_unreadable_dir_exits_2(tmp_path, capsys):
 def test_report_one_notebook(tmp_path):
     """``iop-research report --notebooks notebooks/00_demo_cohort.ipynb --out <tmp>`` from the repository root."""
     out = tmp_path / "reports"
-    res = _cli("report", "--notebooks", "notebooks/00_demo_cohort.ipynb", "--out", str(out), "--quiet",
-               cwd=DEFAULT_NOTEBOOKS_DIR.parent)
+    res = _cli("report", "--notebooks", "iop_research/reports/notebooks/00_demo_cohort.ipynb", "--out", str(out), "--quiet",
+               cwd=DEFAULT_NOTEBOOKS_DIR.parents[2])
     assert res.returncode == 0, res.stderr
     assert "Wrote 1 reports" in res.stdout
     assert sorted(p.name for p in out.iterdir()) == [

@@ -1,4 +1,4 @@
-"""Tests of iop_research.cohorts: inclusion criteria and the attrition accumulator."""
+"""Tests of iop_research.derive.cohorts: inclusion criteria and the attrition accumulator."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iop_research.cohorts import ATTRITION_COLUMNS, Attrition, CohortDefinition, select_cohort
+from iop_research.derive.cohorts import ATTRITION_COLUMNS, Attrition, CohortDefinition, select_cohort
 from iop_research.exceptions import ModelSpecificationError
-from iop_research.io import IOPData
-from iop_research.outcomes import RelapseDefinition, relapse_outcomes
+from iop_research.data.io import IOPData
+from iop_research.derive.outcomes import RelapseDefinition, relapse_outcomes
 
 ts = pd.to_datetime
 

@@ -1,4 +1,4 @@
-"""Tests of iop_research._competing against cmprsk 2.2 (cuminc, timepoints, crr) and survival.
+"""Tests of iop_research.survival.competing against cmprsk 2.2 (cuminc, timepoints, crr) and survival.
 
 Golden values: tests/golden/cr_sim.json and tests/golden/cr_uis.json, written by
 tests/r/cr_sim.R and tests/r/cr_uis.R (data of cr_sim from tests/r/make_cr_data.py).
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iop_research._competing import (
+from iop_research.survival.competing import (
     TIDY_CIF_COLUMNS,
     cumulative_incidence,
     fit_cause_specific,
     fit_fine_gray,
     gray_test,
 )
-from iop_research._results import TIDY_COX_COLUMNS
+from iop_research.results import TIDY_COX_COLUMNS
 from iop_research.exceptions import ModelSpecificationError
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
@@ -307,7 +307,7 @@ def test_fine_gray_point_estimates_agree_with_finegray_coxph(sim, uis_cr):
 def test_fine_gray_without_competing_events_is_breslow_cox(sim):
     """With no competing events the subdistribution risk set is the ordinary one and psi = 0: crr equals
     coxph(..., ties = "breslow", robust = TRUE), here the package's fit_cox."""
-    from iop_research._cox import fit_cox
+    from iop_research.survival.cox import fit_cox
 
     d = sim.assign(status=np.where(sim["status"] == 1, 1, 0))
     fg = fit_fine_gray(d, duration_col="days", event_col="status", covariates=["age_c", "female", "mat"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from iop_research.config import read_study_config
+from iop_research.reports.config import read_study_config
 from iop_research.exceptions import DataReadError
 
 

@@ -1,4 +1,4 @@
-"""Tests of iop_research._cox: Cox model and PH test against R survival 3.5.
+"""Tests of iop_research.survival.cox: Cox model and PH test against R survival 3.5.
 
 Golden values: ``tests/golden/cox_real.json`` (UIS, HELP) from ``tests/r/cox_real.R`` and
 ``tests/golden/cox_sim.json`` (simulated recurrent-event and edge-case data written by
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
-from iop_research._cox import COX_GLANCE_COLUMNS, COX_TIDY_COLUMNS, fit_cox, ph_test
+from iop_research.survival.cox import COX_GLANCE_COLUMNS, COX_TIDY_COLUMNS, fit_cox, ph_test
 from iop_research.exceptions import ConvergenceError, IopError, ModelSpecificationError
 
 RTOL_EST = 1e-6
@@ -513,7 +513,7 @@ def _brute_concordance(start, stop, event, lp, w, strata):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_concordance_equals_brute_force(monkeypatch, seed, dense):
     """Both dominance-sum paths (dense table, Fenwick bit levels) equal the O(n^2) definition."""
-    import iop_research._cox as cox_mod
+    import iop_research.survival.cox as cox_mod
 
     if not dense:
         monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
@@ -542,7 +542,7 @@ def test_concordance_equals_brute_force(monkeypatch, seed, dense):
 
 def test_fenwick_path_matches_r_on_uis(monkeypatch, uis, real_golden):
     """R: coxph(Surv(TIME, CENSOR) ~ ..., data = uis)$concordance via the sparse (bit-level) path."""
-    import iop_research._cox as cox_mod
+    import iop_research.survival.cox as cox_mod
 
     monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
     res = _uis_fit(uis)

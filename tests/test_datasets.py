@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iop_research import datasets
+from iop_research.datasets import loaders as datasets
 from iop_research.datasets import load_help, load_uis, loader_attrition, uis_treatment_phases
 from iop_research.exceptions import DataReadError, DataValidationError
 
@@ -127,7 +127,7 @@ def test_treatment_phases_tile_follow_up(uis_path):
 
 
 def test_teds_reader_is_exported():
-    assert datasets.read_teds_d.__module__ == "iop_research.teds"
+    assert datasets.read_teds_d.__module__ == "iop_research.datasets.teds"
     with pytest.raises(DataValidationError):
         loader_attrition(pd.DataFrame())
 
@@ -139,8 +139,8 @@ def test_teds_reader_is_exported():
 
 from conftest import load_golden, requires_r, run_r_script  # noqa: E402
 
-from iop_research._cox import fit_cox  # noqa: E402
-from iop_research._km import fit_km, logrank_test  # noqa: E402
+from iop_research.survival.cox import fit_cox  # noqa: E402
+from iop_research.survival.km import fit_km, logrank_test  # noqa: E402
 
 GOLDEN = load_golden("trials_uis_help")
 

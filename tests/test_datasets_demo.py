@@ -5,9 +5,9 @@ import gzip
 import os
 
 from iop_research import load_demo
-from iop_research.cli import main as cli_main
+from iop_research.reports.cli import main as cli_main
 from iop_research.datasets import DEMO_FORMAT, DEMO_N_PATIENTS, DEMO_SEED, demo_path
-from iop_research.schema import TABLES
+from iop_research.data.schema import TABLES
 
 
 def test_regenerating_with_the_recorded_seed_reproduces_the_committed_files(tmp_path):

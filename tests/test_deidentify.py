@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iop_research._deidentify import AGE_CAP_YEARS, MIN_SALT_LENGTH, deidentify, hash_identifier
-from iop_research.episodes import build_episodes
+from iop_research.data.deidentify import AGE_CAP_YEARS, MIN_SALT_LENGTH, deidentify, hash_identifier
+from iop_research.derive.episodes import build_episodes
 from iop_research.exceptions import DataValidationError, IopError, ModelSpecificationError
-from iop_research.outcomes import relapse_outcomes
-from iop_research.synth import simulate_cohort
+from iop_research.derive.outcomes import relapse_outcomes
+from iop_research.data.synth import simulate_cohort
 
 SALT = "tests-only salt, not a secret"
 

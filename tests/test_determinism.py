@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iop_research.cohorts import Attrition, CohortDefinition, select_cohort
-from iop_research.episodes import build_episodes
-from iop_research.exposures import medication_eras, proportion_days_covered
-from iop_research.frames import counting_process_frame, landmark_frame, survival_frame
-from iop_research.outcomes import RelapseDefinition, recurrent_relapses, relapse_outcomes
+from iop_research.derive.cohorts import Attrition, CohortDefinition, select_cohort
+from iop_research.derive.episodes import build_episodes
+from iop_research.derive.exposures import medication_eras, proportion_days_covered
+from iop_research.derive.frames import counting_process_frame, landmark_frame, survival_frame
+from iop_research.derive.outcomes import RelapseDefinition, recurrent_relapses, relapse_outcomes
 from iop_research.survival import fit_cox, fit_km
-from iop_research.synth import simulate_cohort
+from iop_research.data.synth import simulate_cohort
 
 
 def fingerprint(df: pd.DataFrame) -> str:
@@ -133,7 +133,7 @@ def spark_vs_duckdb():
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:  # pragma: no cover
         pytest.skip("Java is needed for local PySpark")
-    from iop_research._engine import get_backend
+    from iop_research.derive.engine import get_backend
 
     spark = get_backend("spark")
 

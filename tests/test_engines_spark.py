@@ -27,14 +27,14 @@ if shutil.which("java") is None:  # pragma: no cover - CI has Java 17
 @pytest.fixture(scope="module")
 def spark_engine():
     """The local Spark backend, shared by all tests of the module."""
-    from iop_research._engine import get_backend
+    from iop_research.derive.engine import get_backend
 
     return get_backend("spark")
 
 
 @pytest.fixture(scope="module")
 def cohort():
-    synth = pytest.importorskip("iop_research.synth")
+    synth = pytest.importorskip("iop_research.data.synth")
     return synth.simulate_cohort(40, seed=7)
 
 
@@ -56,7 +56,7 @@ def normalise(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 @pytest.mark.parametrize("mode", ["admissions", "sessions"])
 def test_build_episodes_spark_equals_duckdb(spark_engine, cohort, mode):
-    from iop_research.episodes import build_episodes
+    from iop_research.derive.episodes import build_episodes
 
     duck = build_episodes(cohort, mode=mode, gap_days=30)
     spark = build_episodes(cohort, mode=mode, gap_days=30, engine=spark_engine)
@@ -67,7 +67,7 @@ def test_build_episodes_spark_equals_duckdb(spark_engine, cohort, mode):
 
 
 def test_medication_eras_spark_equals_duckdb(spark_engine, cohort):
-    from iop_research.exposures import medication_eras
+    from iop_research.derive.exposures import medication_eras
 
     keys = ["patient_id", "medication_class", "era_number"]
     duck = medication_eras(cohort.medications, grace_days=30)

@@ -1,4 +1,4 @@
-"""Tests for iop_research.episodes: episodes from admissions or from sessions (gap rule)."""
+"""Tests for iop_research.derive.episodes: episodes from admissions or from sessions (gap rule)."""
 from __future__ import annotations
 
 import ibis
@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iop_research._reference import ref_assign_sessions, ref_episodes_from_sessions
-from iop_research.episodes import (
+from reference import ref_assign_sessions, ref_episodes_from_sessions
+from iop_research.derive.episodes import (
     ATTRITION_COLUMNS,
     EPISODE_COLUMNS,
     build_episodes,
     episode_attrition,
 )
 from iop_research.exceptions import DataValidationError, EpisodeOverlapError, ModelSpecificationError
-from iop_research.io import IOPData
+from iop_research.data.io import IOPData
 
 D0 = pd.Timestamp("2024-01-01")
 EPOCH = (D0 - pd.Timestamp("1970-01-01")).days
@@ -287,8 +287,8 @@ def test_admissions_assignment_matches_reference(rows):
 # ----------------------------------------------------------------- simulator truth
 def test_episodes_and_eras_reproduce_simulator_truth():
     """Admissions-mode episodes and MAT eras (grace 0) recover the simulator's latent switch times."""
-    synth = pytest.importorskip("iop_research.synth")
-    from iop_research.exposures import medication_eras
+    synth = pytest.importorskip("iop_research.data.synth")
+    from iop_research.derive.exposures import medication_eras
 
     data = synth.simulate_cohort(400, seed=11)
     truth = data.truth

@@ -1,4 +1,4 @@
-"""Tests for iop_research.exposures: MAT eras and proportion of days covered."""
+"""Tests for iop_research.derive.exposures: MAT eras and proportion of days covered."""
 from __future__ import annotations
 
 import ibis
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iop_research._reference import ref_days_covered, ref_eras
+from reference import ref_days_covered, ref_eras
 from iop_research.exceptions import DataValidationError, ModelSpecificationError
-from iop_research.exposures import ERA_COLUMNS, medication_eras, proportion_days_covered
+from iop_research.derive.exposures import ERA_COLUMNS, medication_eras, proportion_days_covered
 
 D0 = pd.Timestamp("2024-01-01")
 

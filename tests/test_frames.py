@@ -1,4 +1,4 @@
-"""Tests of iop_research.frames: survival, counting-process and landmark frames, split_at."""
+"""Tests of iop_research.derive.frames: survival, counting-process and landmark frames, split_at."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +8,12 @@ from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iop_research.cohorts import Attrition
+from iop_research.derive.cohorts import Attrition
 from iop_research.exceptions import DataValidationError, ModelSpecificationError
-from iop_research.frames import counting_process_frame, landmark_frame, split_at, survival_frame
-from iop_research.io import IOPData
-from iop_research.outcomes import RelapseDefinition
-from iop_research.schema import TABLE_COLUMNS
+from iop_research.derive.frames import counting_process_frame, landmark_frame, split_at, survival_frame
+from iop_research.data.io import IOPData
+from iop_research.derive.outcomes import RelapseDefinition
+from iop_research.data.schema import TABLE_COLUMNS
 
 ts = pd.to_datetime
 D0 = ts("2021-01-01")
@@ -342,7 +342,7 @@ def test_counting_rows_tile_followup(case):
 # ----------------------------------------------------------------------------- simulator truth
 def test_counting_process_reproduces_simulator_switch_times():
     """Single-episode patients: on_mat and in_treatment switch exactly at the simulator's truth times."""
-    synth = pytest.importorskip("iop_research.synth")
+    synth = pytest.importorskip("iop_research.data.synth")
     data = synth.simulate_cohort(250, seed=5)
     cp = counting_process_frame(data, grace_days=0, covariates=None)
     te = data.truth.episodes.set_index("episode_id")
@@ -372,8 +372,8 @@ def spark_and_duckdb():
     """Both frames on DuckDB and on local Spark, from the same episodes and eras (built once on
     DuckDB, so that only this module's expressions run on Spark)."""
     pytest.importorskip("pyspark")
-    synth = pytest.importorskip("iop_research.synth")
-    from iop_research.frames import _fallback_eras
+    synth = pytest.importorskip("iop_research.data.synth")
+    from iop_research.derive.frames import _fallback_eras
 
     data = synth.simulate_cohort(25, seed=2)
     eps = data.admissions

@@ -5,11 +5,11 @@ import nbformat
 import pandas as pd
 import pytest
 
-from iop_research import report
-from iop_research._gate import Violation, identifier_values, make_privacy_gate, scan_report_html
+from iop_research.reports import build as report
+from iop_research.reports.gate import Violation, identifier_values, make_privacy_gate, scan_report_html
 from iop_research.exceptions import IopError, PrivacyViolationError
 from iop_research.privacy import format_suppressed, suppress_small_cells
-from iop_research.synth import simulate_cohort
+from iop_research.data.synth import simulate_cohort
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _clean_notebook(cohort) -> nbformat.NotebookNode:
 
 def _export(nb, params=None) -> str:
     """The HTML build_reports would produce: provenance + contents cells, nbconvert lab template."""
-    prov = {"iop_research": "0", "data": "bundled demo cohort (data/demo)",
+    prov = {"iop_research": "0", "data": "bundled demo cohort (iop_research/datasets/demo)",
             "parameters": params or {"cohort_admit_from": "2018-01-01"}}
     nb = nbformat.from_dict(nb)
     nb.cells = [nbformat.v4.new_markdown_cell(report._provenance_html(prov, None))] + nb.cells
@@ -285,7 +285,7 @@ def test_n_equals_in_text(text, bad):
 def _demo_notebooks() -> list[str]:
     import subprocess
 
-    out = subprocess.run(["git", "ls-files", "notebooks/[0-9][0-9]_*.ipynb"], cwd=report.DEFAULT_NOTEBOOKS_DIR.parent,
+    out = subprocess.run(["git", "ls-files", "[0-9][0-9]_*.ipynb"], cwd=report.DEFAULT_NOTEBOOKS_DIR,
                          capture_output=True, text=True, timeout=30).stdout
     return sorted(line for line in out.splitlines() if line.strip())
 
@@ -301,7 +301,7 @@ def demo_ids():
 
 
 def _read_demo_notebook(path):
-    return nbformat.read(report.DEFAULT_NOTEBOOKS_DIR.parent / path, as_version=4)
+    return nbformat.read(report.DEFAULT_NOTEBOOKS_DIR / path, as_version=4)
 
 
 @pytest.mark.parametrize("path", DEMO_NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip("no notebooks"))])

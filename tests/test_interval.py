@@ -1,4 +1,4 @@
-"""Interval-censored retention (iop_research.interval) against R survival 3.5.
+"""Interval-censored retention (iop_research.survival.interval) against R survival 3.5.
 
 Golden values: ``Rscript --vanilla tests/r/interval_aft.R <datasets_dir> tests/golden/interval_aft.json``
 on tests/golden/data/interval_teds.csv (IOP LOS of a TEDS-format file) and
@@ -14,9 +14,9 @@ from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iop_research._km import fit_km
+from iop_research.survival.km import fit_km
 from iop_research.exceptions import ModelSpecificationError
-from iop_research.interval import (
+from iop_research.survival.interval import (
     _bounds,
     _innermost,
     compare_midpoint,

@@ -1,4 +1,4 @@
-"""Tests of reading and writing the canonical tables (iop_research.io)."""
+"""Tests of reading and writing the canonical tables (iop_research.data.io)."""
 from __future__ import annotations
 
 import gzip
@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iop_research.exceptions import DataReadError, DataValidationError
-from iop_research.io import FORMATS, DataWriteError, IOPData, read_data
-from iop_research.schema import TABLES, empty_table
+from iop_research.data.io import FORMATS, DataWriteError, IOPData, read_data
+from iop_research.data.schema import TABLES, empty_table
 
 from tiny_study import valid_tables
 
@@ -423,7 +423,7 @@ def test_text_round_trips(tmp_path_factory, races, programs, fmt):
 @given(cells=st.lists(st.one_of(st.integers(1, 600).map(str), st.sampled_from(["x", "1.5", "nan", "--", "7 min"])),
                       min_size=1, max_size=20))
 def test_coerce_reports_exactly_the_unparseable_rows(cells):
-    from iop_research.schema import coerce_tables
+    from iop_research.data.schema import coerce_tables
 
     n = len(cells)
     raw = {"sessions": pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "minutes": cells})}

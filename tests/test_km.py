@@ -1,4 +1,4 @@
-"""Tests of iop_research._km: Kaplan-Meier, log-rank and RMST against R survival 3.5.
+"""Tests of iop_research.survival.km: Kaplan-Meier, log-rank and RMST against R survival 3.5.
 
 Golden values: ``tests/golden/km.json``, written by
 ``Rscript --vanilla tests/r/km.R ../shared/datasets tests/golden/km.json`` from UIS, HELP
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iop_research._km import fit_km, logrank_test, rmst
+from iop_research.survival.km import fit_km, logrank_test, rmst
 from iop_research.exceptions import DataValidationError, ModelSpecificationError
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script

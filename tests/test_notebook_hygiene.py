@@ -27,12 +27,12 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_NOTEBOOK = re.compile(r"^notebooks/[0-9][0-9]_[^/]*\.ipynb$")
+DEMO_NOTEBOOK = re.compile(r"^(?:iop_research/reports/)?notebooks/[0-9][0-9]_[^/]*\.ipynb$")
 #: Id-like tokens: the demo's P000123 / E0000123 and gap-rule P000123-S2, and similar codes.
 ID_LIKE = re.compile(r"(?<![\w/.-])([PE]\d{4,}(?:-S\d+)?)(?![\w-])")
 HOME_PATH = re.compile(r"(/home/[^/\s'\"]+|/Users/[^/\s'\"]+|/root/|[A-Za-z]:\\\\?Users\\\\?)")
 DEF_OR_CLASS = re.compile(r"^\s*(?:async\s+def|def|class)\s+\w+", re.M)
-ALLOWED_DATA = re.compile(r"(shared/datasets|data/demo)")
+ALLOWED_DATA = re.compile(r"(shared/datasets|data/demo|datasets/demo)")
 
 
 def committed_notebooks() -> list[str]:
@@ -41,7 +41,7 @@ def committed_notebooks() -> list[str]:
                              timeout=30, check=True).stdout
         return sorted(line for line in out.splitlines() if line.strip())
     except (OSError, subprocess.SubprocessError):  # pragma: no cover - not a git checkout
-        return sorted(p.relative_to(REPO).as_posix() for p in (REPO / "notebooks").rglob("*.ipynb"))
+        return sorted(p.relative_to(REPO).as_posix() for p in (REPO / "iop_research" / "reports" / "notebooks").rglob("*.ipynb"))
 
 
 @lru_cache(maxsize=1)

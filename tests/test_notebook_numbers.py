@@ -20,12 +20,12 @@ from conftest import REPO, load_golden, requires_r, run_r_script
 
 import iop_research as iop
 from iop_research.datasets import load_help, load_uis
-from iop_research.frames import split_at
+from iop_research.derive.frames import split_at
 from iop_research.privacy import suppress_risk_table
 
 TRIALS = load_golden("trials_uis_help")
 NB07 = load_golden("nb07")
-NOTEBOOK = REPO / "notebooks" / "07_published_trials.ipynb"
+NOTEBOOK = REPO / "iop_research" / "reports" / "notebooks" / "07_published_trials.ipynb"
 
 UIS_RISK_DAYS = [0, 180, 365, 545, 730]  # notebook 07 parameters
 HELP_RISK_DAYS = [0, 60, 120, 180, 240]

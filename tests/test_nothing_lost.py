@@ -11,14 +11,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from iop_research.cohorts import Attrition, CohortDefinition, select_cohort
+from iop_research.derive.cohorts import Attrition, CohortDefinition, select_cohort
 from iop_research.datasets import load_demo, load_help, load_uis, loader_attrition
-from iop_research.episodes import build_episodes
-from iop_research.exposures import medication_eras
-from iop_research.frames import survival_frame
-from iop_research.outcomes import RelapseDefinition, relapse_outcomes
-from iop_research.synth import simulate_cohort
-from iop_research.teds import read_teds_d, teds_attrition, write_teds_d_like
+from iop_research.derive.episodes import build_episodes
+from iop_research.derive.exposures import medication_eras
+from iop_research.derive.frames import survival_frame
+from iop_research.derive.outcomes import RelapseDefinition, relapse_outcomes
+from iop_research.data.synth import simulate_cohort
+from iop_research.datasets.teds import read_teds_d, teds_attrition, write_teds_d_like
 
 
 def _with_orphans(data):
@@ -152,7 +152,7 @@ def test_counting_process_rows_tile_each_kept_episode(data, episodes):
     """Interval splitting loses no episode, no day of follow-up and no event."""
     att = Attrition()
     sf = survival_frame(data, episodes=episodes)
-    from iop_research.frames import counting_process_frame
+    from iop_research.derive.frames import counting_process_frame
 
     cp = counting_process_frame(data, episodes=episodes, attrition=att)
     _chain_ok(att.to_frame(), len(episodes), cp["episode_id"].nunique())

@@ -1,15 +1,15 @@
-"""Tests of iop_research.outcomes: relapse, recurrent relapses and retention outcomes."""
+"""Tests of iop_research.derive.outcomes: relapse, recurrent relapses and retention outcomes."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from iop_research.cohorts import Attrition
+from iop_research.derive.cohorts import Attrition
 from iop_research.exceptions import DataValidationError, ModelSpecificationError
-from iop_research.io import IOPData
-from iop_research.schema import TABLE_COLUMNS
-from iop_research.outcomes import (
+from iop_research.data.io import IOPData
+from iop_research.data.schema import TABLE_COLUMNS
+from iop_research.derive.outcomes import (
     OUTCOME_COLUMNS,
     RECURRENT_COLUMNS,
     RETENTION_COLUMNS,
@@ -258,7 +258,7 @@ def test_build_episodes_default_is_used_when_available():
 
 def test_relapse_matches_simulator_truth():
     """Single-episode patients of a simulated cohort: observed relapse day = ceil(latent relapse time)."""
-    synth = pytest.importorskip("iop_research.synth")
+    synth = pytest.importorskip("iop_research.data.synth")
     data = synth.simulate_cohort(300, seed=11)
     te = data.truth.episodes
     d = RelapseDefinition(sources=("uds", "self_report_use", "overdose", "ed_visit", "readmission"),

@@ -1,4 +1,4 @@
-"""Tests of publication figures (iop_research.plots): what the Axes hold, not pixels."""
+"""Tests of publication figures (iop_research.present.plots): what the Axes hold, not pixels."""
 from __future__ import annotations
 
 import subprocess
@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from iop_research import plots  # noqa: E402
+from iop_research.present import plots  # noqa: E402
 from iop_research.exceptions import DataValidationError  # noqa: E402
 from iop_research.privacy import suppress_risk_table  # noqa: E402
-from iop_research.tables import los_summary, smooth_curve  # noqa: E402
+from iop_research.present.tables import los_summary, smooth_curve  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def _curves(ax):
 
 
 def test_pyplot_not_imported_on_package_import():
-    code = "import sys, iop_research.plots, iop_research.tables, iop_research.privacy; print('matplotlib.pyplot' in sys.modules)"
+    code = "import sys, iop_research.present.plots, iop_research.present.tables, iop_research.privacy; print('matplotlib.pyplot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -287,7 +287,7 @@ def test_risk_table_live_r(tmp_path, datasets_dir):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=6), st.integers(0, 500))
 def test_property_attrition_never_leaks(steps, extra):
-    from iop_research.tables import suppress_attrition
+    from iop_research.present.tables import suppress_attrition
 
     total = sum(r for r, _ in steps) + extra + 1
     pat_total = sum(p for _, p in steps) + extra + 1

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from iop_research.exceptions import PrivacyViolationError, ReportError
-from iop_research.report import DEFAULT_NOTEBOOKS_DIR, build_reports, data_fingerprint, notebook_fingerprints
+from iop_research.reports.build import DEFAULT_NOTEBOOKS_DIR, build_reports, data_fingerprint, notebook_fingerprints
 
 from browser import IMAGES_JS, LINKS_JS, TABLES_JS, Chromium, find_chromium
 
@@ -310,7 +310,7 @@ def test_relative_paths_and_working_directories(tmp_path, monkeypatch):
 
 def test_fingerprint_ignores_how_stdout_was_chunked():
     """Two prints arrive as one stream message or two, depending on kernel timing: same fingerprint."""
-    from iop_research.report import notebook_fingerprints
+    from iop_research.reports.build import notebook_fingerprints
 
     one = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1); print(2)")])
     two = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1); print(2)")])

@@ -1,4 +1,4 @@
-"""Tests of the data contract: pandera schemas, cross-table checks, coercion (iop_research.schema)."""
+"""Tests of the data contract: pandera schemas, cross-table checks, coercion (iop_research.data.schema)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from iop_research.exceptions import DataValidationError, IopError
-from iop_research.io import IOPData
-from iop_research.schema import (
+from iop_research.data.io import IOPData
+from iop_research.data.schema import (
     COLUMN_RANGES,
     PROBLEM_COLUMNS,
     TABLE_COLUMNS,

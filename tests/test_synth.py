@@ -1,4 +1,4 @@
-"""Tests of the synthetic IOP cohort simulator (iop_research.synth)."""
+"""Tests of the synthetic IOP cohort simulator (iop_research.data.synth)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iop_research import schema
+from iop_research.data import schema
 from iop_research.exceptions import ModelSpecificationError
-from iop_research.io import IOPData
-from iop_research.schema import TABLE_COLUMNS, Col
-from iop_research.synth import (
+from iop_research.data.io import IOPData
+from iop_research.data.schema import TABLE_COLUMNS, Col
+from iop_research.data.synth import (
     DEFAULT_EFFECTS,
     SimulationEffects,
     SimulationTruth,

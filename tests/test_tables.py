@@ -1,14 +1,14 @@
-"""Tests of publication tables (iop_research.tables)."""
+"""Tests of publication tables (iop_research.present.tables)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from iop_research._results import Result
+from iop_research.results import Result
 from iop_research.exceptions import DataValidationError, PrivacyViolationError
 from iop_research.privacy import format_suppressed, suppression_mask
-from iop_research.tables import (
+from iop_research.present.tables import (
     TABLE_ONE_COLUMNS,
     export_table,
     format_attrition,

@@ -1,4 +1,4 @@
-"""TEDS-D reader and TEDS-format generator (iop_research.teds)."""
+"""TEDS-D reader and TEDS-format generator (iop_research.datasets.teds)."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iop_research import _teds_codebook as cb
+from iop_research.datasets import _codebook as cb
 from iop_research.exceptions import DataReadError, DataValidationError
-from iop_research.schema import DischargeReason, PrimarySubstance
-from iop_research.teds import read_teds_d, teds_attrition, teds_missing, write_teds_d_like
+from iop_research.data.schema import DischargeReason, PrimarySubstance
+from iop_research.datasets.teds import read_teds_d, teds_attrition, teds_missing, write_teds_d_like
 
 HEADER = ("CASEID,DISYR,ADMYR,STFIPS,SERVICES,SERVICES_D,REASON,LOS,METHUSE,FREQ1,FREQ1_D,SUB1,"
           "NOPRIOR,PSYPROB,GENDER,AGE,RACE,ETHNIC,EXTRA")

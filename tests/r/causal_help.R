@@ -1,4 +1,4 @@
-# Golden values for iop_research.causal.iptw on the HELP trial (shared datasets dir).
+# Golden values for iop_research.designs.causal.iptw on the HELP trial (shared datasets dir).
 # Call (repo root): Rscript --vanilla tests/r/causal_help.R <datasets_dir> <out_json>
 #
 # Analysis sample: rows with non-missing daysanysub and anysubstatus (mirrored in

@@ -1,4 +1,4 @@
-# Golden values for iop_research.causal.landmark_analysis on UIS (shared datasets dir).
+# Golden values for iop_research.designs.causal.landmark_analysis on UIS (shared datasets dir).
 # Call (repo root): Rscript --vanilla tests/r/causal_landmark.R <datasets_dir> <out_json>
 #
 # Exposure fixed at the landmark L: in_tx = still in residential treatment at day L (LEN.T > L).

@@ -1,4 +1,4 @@
-# Golden values for iop_research._cox on the public UIS and HELP data (survival 3.5).
+# Golden values for iop_research.survival.cox on the public UIS and HELP data (survival 3.5).
 # Usage (repository root): Rscript --vanilla tests/r/cox_real.R <datasets_dir> <out_json>
 suppressPackageStartupMessages(library(survival))
 args <- commandArgs(trailingOnly = TRUE)

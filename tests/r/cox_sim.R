@@ -1,4 +1,4 @@
-# Golden values for iop_research._cox on simulated data (tests/golden/data/cox_*.csv, written by make_cox_data.py) (survival 3.5).
+# Golden values for iop_research.survival.cox on simulated data (tests/golden/data/cox_*.csv, written by make_cox_data.py) (survival 3.5).
 # Usage (repository root): Rscript --vanilla tests/r/cox_sim.R <datasets_dir> <out_json>
 suppressPackageStartupMessages(library(survival))
 args <- commandArgs(trailingOnly = TRUE)

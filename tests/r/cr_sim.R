@@ -1,4 +1,4 @@
-# Golden values for iop_research._competing on simulated IOP retention data and edge cases.
+# Golden values for iop_research.survival.competing on simulated IOP retention data and edge cases.
 # Data: tests/golden/data/cr_sim.csv and cr_edge.csv, written by tests/r/make_cr_data.py.
 # Call (repo root): Rscript --vanilla tests/r/cr_sim.R <datasets_dir> <out_json>
 #   status 0 = censored, 1 = dropped out, 2 = completed, 3 = transferred (rare).

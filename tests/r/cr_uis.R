@@ -1,4 +1,4 @@
-# Golden values for iop_research._competing on the UIS data (shared datasets dir).
+# Golden values for iop_research.survival.competing on the UIS data (shared datasets dir).
 # Call (repo root): Rscript --vanilla tests/r/cr_uis.R <datasets_dir> <out_json>
 #
 # Competing-risks construction (mirrored in tests/test_competing.py::uis_cr):

@@ -29,7 +29,7 @@ OUT = ROOT / "tests" / "golden" / "data"
 
 
 def make_teds() -> pd.DataFrame:
-    from iop_research.teds import read_teds_d, write_teds_d_like
+    from iop_research.datasets.teds import read_teds_d, write_teds_d_like
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_teds_d_like(Path(tmp) / "teds.csv", n_rows=30_000, seed=20261127)

@@ -1,4 +1,4 @@
-# Golden values for iop_research._analysis.split_after_exposure (post-MAT-stop window) + Andersen-Gill Cox.
+# Golden values for iop_research.derive.splitting.split_after_exposure (post-MAT-stop window) + Andersen-Gill Cox.
 # Call (repo root): Rscript --vanilla tests/r/post_stop.R <datasets_dir> <out_json>
 #
 # Input: tests/golden/data/post_stop.csv (counting-process rows (start, stop] of opioid episodes,

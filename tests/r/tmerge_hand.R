@@ -1,4 +1,4 @@
-# Golden rows for iop_research.frames.counting_process_frame on a hand-built case, by survival::tmerge.
+# Golden rows for iop_research.derive.frames.counting_process_frame on a hand-built case, by survival::tmerge.
 # Call (repo root): Rscript --vanilla tests/r/tmerge_hand.R <datasets_dir> <out_json>
 #
 # Input: tests/golden/data/tmerge_hand_episodes.csv (one row per episode: dates, the first

@@ -1,4 +1,4 @@
-# Golden rows for iop_research.frames.split_at on UIS, by survival::tmerge and survSplit.
+# Golden rows for iop_research.derive.frames.split_at on UIS, by survival::tmerge and survSplit.
 # Call (repo root): Rscript --vanilla tests/r/tmerge_uis.R <datasets_dir> <out_json>
 #
 # (1) In treatment vs after discharge: split each subject's (0, TIME] at LEN.T,

@@ -1,5 +1,5 @@
 # Golden values for the UIS and HELP analyses of notebook 07 (iop_research.datasets loaders with
-# iop_research._km / _cox), from R survival.
+# iop_research.survival.km / _cox), from R survival.
 #
 # Usage (from the repository root):
 #   Rscript --vanilla tests/r/trials_uis_help.R <datasets_dir> <out_json>

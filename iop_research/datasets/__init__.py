@@ -1,0 +1,26 @@
+"""Bundled and public data sets: the demo cohort (package data), the UIS and HELP
+trials, SAMHSA TEDS-D (:mod:`.teds`).
+"""
+from __future__ import annotations
+
+from iop_research._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    'load_demo': 'loaders',
+    'demo_truth': 'loaders',
+    'demo_path': 'loaders',
+    'DEMO_SEED': 'loaders',
+    'DEMO_N_PATIENTS': 'loaders',
+    'DEMO_FORMAT': 'loaders',
+    'load_uis': 'loaders',
+    'load_help': 'loaders',
+    'uis_treatment_phases': 'loaders',
+    'loader_attrition': 'loaders',
+    'read_teds_d': 'loaders',
+    'teds_attrition': 'loaders',
+    'teds_missing': 'loaders',
+    'write_teds_d_like': 'loaders',
+    'UIS_URL': 'loaders',
+    'HELP_URL': 'loaders',
+    'IOP_SERVICES_CODE': 'teds',
+})

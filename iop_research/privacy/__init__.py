@@ -1,0 +1,18 @@
+"""Disclosure control: small-cell suppression of published counts and their checks.
+De-identified exports are made by :func:`iop_research.data.deidentify.deidentify`,
+re-exported here.
+"""
+from __future__ import annotations
+
+from iop_research._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    'DEFAULT_MIN_CELL_COUNT': 'suppression',
+    'SuppressionMask': 'suppression',
+    'suppress_small_cells': 'suppression',
+    'suppression_mask': 'suppression',
+    'format_suppressed': 'suppression',
+    'suppress_risk_table': 'suppression',
+    'check_no_small_cells': 'suppression',
+    'deidentify': 'iop_research.data.deidentify',
+})

@@ -1,0 +1,43 @@
+"""Survival estimators, each equal to R on the same data.
+
+Kaplan-Meier, log-rank and RMST (:mod:`.km`), the Cox model with its
+counting-process engine and the proportional-hazards test
+(:mod:`.cox`), and competing risks (:mod:`.competing`)
+are implemented in one module each and published here. Every function takes a
+DataFrame plus column names and returns a frozen :class:`~iop_research.results.Result`
+with fixed-name ``tidy`` and ``glance`` tables.
+
+==========================  =============================================  ==========================
+function                    method                                         R reference
+==========================  =============================================  ==========================
+``fit_km``                  Kaplan-Meier, Greenwood variance               ``survival::survfit``
+``logrank_test``            G(rho, gamma) k-sample test, strata, trend     ``survival::survdiff``
+``rmst``                    restricted mean survival time                  ``survRM2::rmst2``
+``fit_cox``                 Cox PH, Efron/Breslow, strata, weights,        ``survival::coxph``
+                            cluster-robust, ``(start, stop]`` data
+``ph_test``                 scaled Schoenfeld residual test                ``survival::cox.zph``
+``cumulative_incidence``    Aalen-Johansen                                 ``cmprsk::cuminc``
+``gray_test``               Gray's K-sample test                           ``cmprsk::cuminc``
+``fit_fine_gray``           subdistribution hazards                        ``cmprsk::crr``
+``fit_cause_specific``      Cox with other causes censored                 ``survival::coxph``
+``fit_turnbull``            interval-censored NPMLE (Turnbull)             ``survfit(Surv(type="interval2"))``
+``fit_interval_aft``        interval-censored Weibull/log-logistic AFT     ``survival::survreg``
+==========================  =============================================  ==========================
+"""
+from __future__ import annotations
+
+from iop_research._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "fit_km": "km",
+    "logrank_test": "km",
+    "rmst": "km",
+    "fit_cox": "cox",
+    "ph_test": "cox",
+    "cumulative_incidence": "competing",
+    "gray_test": "competing",
+    "fit_fine_gray": "competing",
+    "fit_cause_specific": "competing",
+    "fit_turnbull": "interval",
+    "fit_interval_aft": "interval",
+})
