@@ -15,7 +15,6 @@ One run each (the machine is shared; no repetition loop).
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time

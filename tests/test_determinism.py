@@ -20,7 +20,7 @@ from iop_research.derive.cohorts import Attrition, CohortDefinition, select_coho
 from iop_research.derive.episodes import build_episodes
 from iop_research.derive.exposures import medication_eras, proportion_days_covered
 from iop_research.derive.frames import counting_process_frame, landmark_frame, survival_frame
-from iop_research.derive.outcomes import RelapseDefinition, recurrent_relapses, relapse_outcomes
+from iop_research.derive.outcomes import recurrent_relapses, relapse_outcomes
 from iop_research.survival import fit_cox, fit_km
 from iop_research.data.synth import simulate_cohort
 

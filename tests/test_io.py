@@ -27,6 +27,9 @@ def valid_data(**extra_cols) -> IOPData:
 
 
 def assert_data_equal(got: IOPData, want: IOPData) -> None:
+    """Equal values in canonical dtypes (on pandas 3 frames built in memory hold dates in
+    microseconds; ``read_data`` returns the contract's ``datetime64[ns]``)."""
+    want = want.coerce()
     for name in TABLES:
         pd.testing.assert_frame_equal(getattr(got, name), getattr(want, name), check_exact=True)
 

@@ -246,19 +246,6 @@ def test_integer_weights_equal_replicated_rows(frames):
     assert lw.glance["statistic"].iloc[0] == pytest.approx(lr.glance["statistic"].iloc[0], rel=1e-12)
 
 
-def test_km_equals_lifelines_unweighted_with_loglog(frames):
-    from lifelines import KaplanMeierFitter
-
-    data = frames["uis"]
-    res = fit_km(data, duration_col="TIME", event_col="CENSOR", conf_type="log-log")
-    kmf = KaplanMeierFitter().fit(data["TIME"], data["CENSOR"])
-    sf = kmf.survival_function_.iloc[1:, 0]  # lifelines adds time 0
-    np.testing.assert_allclose(res.tidy["survival"], sf.to_numpy(), rtol=1e-12)
-    ci = kmf.confidence_interval_.iloc[1:]
-    has_ci = res.tidy["conf_low"].notna().to_numpy()
-    np.testing.assert_allclose(res.tidy["conf_low"].to_numpy()[has_ci], ci.iloc[:, 0].to_numpy()[has_ci], rtol=1e-8)
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(

@@ -23,7 +23,7 @@ from browser import IMAGES_JS, LINKS_JS, TABLES_JS, Chromium, find_chromium
 
 ALL_NOTEBOOKS = sorted(DEFAULT_NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 SUBSET = [DEFAULT_NOTEBOOKS_DIR / "00_demo_cohort.ipynb", DEFAULT_NOTEBOOKS_DIR / "03_time_to_relapse.ipynb"]
-PROVENANCE_KEYS = ("iop_research", "git_commit", "data_fingerprint", "parameters", "python", "lifelines", "r",
+PROVENANCE_KEYS = ("iop_research", "git_commit", "data_fingerprint", "parameters", "python", "statsmodels", "r",
                    "run_time")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from iop_research.results import Result
 from iop_research.exceptions import DataValidationError, PrivacyViolationError
-from iop_research.privacy import format_suppressed, suppression_mask
+from iop_research.privacy import suppression_mask
 from iop_research.present.tables import (
     TABLE_ONE_COLUMNS,
     export_table,

@@ -192,7 +192,7 @@ def test_wrong_delimiter(tmp_path):
 
 
 def test_non_numeric_value_in_numeric_column(tmp_path):
-    rows = HAND_ROWS + [f"17,20x9,2019,6,6,6,1,12,1,3,1,5,0,1,2,5,5,4,w"]
+    rows = HAND_ROWS + ["17,20x9,2019,6,6,6,1,12,1,3,1,5,0,1,2,5,5,4,w"]
     with pytest.raises(DataReadError, match="DISYR"):
         read_teds_d(_hand_file(tmp_path, rows))
 

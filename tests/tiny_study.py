@@ -6,7 +6,8 @@ import pandas as pd
 
 def valid_tables() -> dict[str, pd.DataFrame]:
     """A tiny valid study: 3 patients, 3 episodes (one open), 5 sessions, 2 dispensings, 3 events."""
-    d = pd.to_datetime
+    def d(values):  # canonical datetime64[ns] (pandas 3 infers microseconds from text)
+        return pd.to_datetime(values).astype("datetime64[ns]")
     patients = pd.DataFrame({
         "patient_id": ["P1", "P2", "P3"],
         "birth_year": [1980, 1975, 1990],

@@ -46,6 +46,9 @@ from iop_research.data.schema import (
 
 __all__ = ["IOPData", "read_data", "FORMATS", "DataWriteError"]
 
+#: Lossless float parsing: pandas 3 parses round-trip by default (and deprecates the option).
+_ROUND_TRIP = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
 #: File formats understood by :func:`read_data` and :meth:`IOPData.write`.
 FORMATS: tuple[str, ...] = ("csv", "csv.gz", "parquet")
 
@@ -188,8 +191,8 @@ class IOPData:
         >>> t = {n: empty_table(n) for n in
         ...      ["patients", "admissions", "sessions", "medications", "events", "observation"]}
         >>> t["observation"] = pd.DataFrame({"patient_id": [1], "observation_end": ["2024-03-31"]})
-        >>> IOPData(**t).coerce().observation.dtypes.astype(str).to_dict()
-        {'patient_id': 'object', 'observation_end': 'datetime64[ns]'}
+        >>> IOPData(**t).coerce().observation["observation_end"].dtype
+        dtype('<M8[ns]')
         """
         acc = _Problems()
         tables = _coerce_into(self.tables(), acc)
@@ -400,7 +403,7 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
             dtype=dtypes,
             keep_default_na=False,
             na_values=[""],
-            float_precision="round_trip",
+            **_ROUND_TRIP,
         )
     except (pd.errors.ParserError, ValueError, csv.Error) as exc:
         raise DataReadError(

@@ -29,6 +29,7 @@ import pandas as pd
 from iop_research.exceptions import DataValidationError
 
 __all__ = [
+    "TEXT_DTYPE",
     "Col",
     "Modality",
     "DischargeReason",
@@ -382,10 +383,14 @@ REQUIRED_TABLES: tuple[str, ...] = ("patients", "sessions", "observation")
 #: Columns of the problems table carried by :class:`DataValidationError`.
 PROBLEM_COLUMNS: tuple[str, ...] = ("table", "column", "check", "n_failures", "examples", "fix")
 
+#: Canonical dtype of text columns: pandas' own default for text, ``str`` from pandas 3
+#: (missing values NaN), ``object`` holding Python ``str`` before (missing values None).
+TEXT_DTYPE: Any = "str" if int(pd.__version__.split(".")[0]) >= 3 else object
+
 _CANONICAL_DTYPE: dict[str, Any] = {
-    "id": object,
-    "str": object,
-    "category": object,
+    "id": TEXT_DTYPE,
+    "str": TEXT_DTYPE,
+    "category": TEXT_DTYPE,
     "date": "datetime64[ns]",
     "int": "int64",
     "float": "float64",
@@ -438,7 +443,8 @@ def column_kinds(table: str) -> dict[str, str]:
 def empty_table(table: str) -> pd.DataFrame:
     """A zero-row table with the contract's columns, in order, and canonical dtypes.
 
-    Canonical dtypes: ids, strings and vocabularies ``object`` (Python ``str``),
+    Canonical dtypes: ids, strings and vocabularies :data:`TEXT_DTYPE` (``str`` on
+    pandas 3, ``object`` holding Python ``str`` on pandas 2.2),
     dates ``datetime64[ns]`` at midnight, ints ``int64``, floats ``float64``,
     booleans ``bool``.
 
@@ -454,8 +460,10 @@ def empty_table(table: str) -> pd.DataFrame:
 
     Examples
     --------
-    >>> empty_table("medications").dtypes.astype(str).to_dict()
-    {'patient_id': 'object', 'medication': 'object', 'dispense_date': 'datetime64[ns]', 'days_supply': 'int64', 'dose_mg': 'float64'}
+    >>> empty_table("medications").dtypes.astype(str).to_dict()  # doctest: +SKIP
+    {'patient_id': 'str', 'medication': 'str', 'dispense_date': 'datetime64[ns]', 'days_supply': 'int64', 'dose_mg': 'float64'}
+    >>> list(empty_table("medications").columns)
+    ['patient_id', 'medication', 'dispense_date', 'days_supply', 'dose_mg']
     """
     if table not in TABLE_COLUMNS:
         raise KeyError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
@@ -924,7 +932,7 @@ _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "1.0": True, 
 
 def _present(s: pd.Series) -> np.ndarray:
     """Non-missing and, for text, non-blank values."""
-    notna = s.notna().to_numpy()
+    notna = s.notna().to_numpy(copy=True)
     if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
         codes, uniques = pd.factorize(s)  # few distinct values in practice: test those only
         blank = np.array([isinstance(v, str) and not v.strip() for v in uniques], dtype=bool)
@@ -933,7 +941,10 @@ def _present(s: pd.Series) -> np.ndarray:
 
 
 def _none_for_missing(s: pd.Series) -> pd.Series:
-    """Object column with every missing value as ``None`` (CSV readers give NaN, Parquet None)."""
+    """Text column in :data:`TEXT_DTYPE`: on pandas 3 ``str`` (missing NaN); before, ``object``
+    with every missing value as ``None`` (CSV readers give NaN, Parquet None)."""
+    if TEXT_DTYPE is not object:
+        return s.astype(TEXT_DTYPE)
     missing = s.isna()
     if not missing.any():
         return s
@@ -971,6 +982,7 @@ def _coerce_series(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
             return (s if dt == np.dtype("datetime64[ns]") else s.astype("datetime64[ns]")), none
         if dt == object or isinstance(dt, pd.StringDtype):
             out = pd.to_datetime(s.where(present, None), format="%Y-%m-%d", errors="coerce")
+            out = out.astype("datetime64[ns]")  # pandas 3 infers microseconds from text
             return out, np.flatnonzero(present & out.isna().to_numpy())
         return s, none
     if kind in ("int", "float"):

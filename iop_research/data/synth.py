@@ -622,7 +622,6 @@ def _draw_dispensings(rng, med, start, dur, eff):
     probability ``eff.mat_gap_probability``. The course stops with the first
     dispensing whose supply ends at or after ``start + dur``.
     """
-    n = med.size
     t = start.astype(np.int64).copy()
     stop_target = start + dur
     active = np.flatnonzero(med >= 0)

@@ -57,7 +57,6 @@ from iop_research.data.schema import (
     ASAM_21_MIN_HOURS_ADULT,
     Col,
     DischargeReason,
-    MedicationClass,
     Modality,
 )
 

@@ -303,7 +303,6 @@ def table_one(
     frames = [(g, df[df[group_col] == g]) for g in groups]
     if overall:
         frames.append((overall_label, df))
-    gkeys = [g for g, _ in frames]
 
     records: list[dict] = []
     vals: list[float] = []

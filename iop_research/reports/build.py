@@ -146,10 +146,12 @@ def provenance(*, data: str | os.PathLike | None, parameters: Mapping[str, Any])
     """The provenance record shown at the top of every report.
 
     Contains the package version, git commit, data fingerprint, parameters and
-    the versions of Python, pandas, lifelines, statsmodels and R/survival.
+    the versions of Python, the numerical libraries the estimators use and R/survival
+    (when ``Rscript`` is installed).
     """
-    import lifelines
+    import numpy
     import pandas
+    import scipy
     import statsmodels
 
     from iop_research import __version__
@@ -162,7 +164,8 @@ def provenance(*, data: str | os.PathLike | None, parameters: Mapping[str, Any])
         "parameters": dict(parameters),
         "python": platform.python_version(),
         "pandas": pandas.__version__,
-        "lifelines": lifelines.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
         "statsmodels": statsmodels.__version__,
         "r": _r_versions(),
     }
