@@ -456,14 +456,15 @@ def _read_stat(path: Path, fmt: str, spec: _Spec, years, iop_only: bool, chunk_r
                 v = np.where(np.isnan(v), cb.MISSING_CODE, np.where(whole, v, _UNKNOWN)).astype(np.int64)
             else:
                 labelled.add(c)
-                texts = s.astype(object).where(s.notna(), None)
-                uniq = pd.unique(texts.dropna().astype(str).str.strip())
-                maps = _label_maps(uniq, c)
-                stripped = texts.map(lambda t: None if t is None else str(t).strip())
-                v = np.full(n, cb.MISSING_CODE, dtype=np.int64)
+                # map each distinct text once; factorize's -1 (missing) picks the last entry, -9
+                index, uniq = pd.factorize(s.astype(object), use_na_sentinel=True)
+                texts = [str(u).strip() for u in uniq]
+                maps = _label_maps(texts, c)
+                v = np.empty(n, dtype=np.int64)
                 for i, system in enumerate(cb.CODE_SYSTEMS):
-                    sel = (system_idx == i) & stripped.notna().to_numpy()
-                    v[sel] = stripped[sel].map(maps[system]).to_numpy(dtype=np.int64)
+                    lut = np.array([maps[system][t] for t in texts] + [cb.MISSING_CODE], dtype=np.int64)
+                    sel = system_idx == i
+                    v[sel] = lut[index[sel]]
             arr[c] = v
         keep = np.ones(n, dtype=bool)
         if years is not None:
