@@ -280,6 +280,7 @@ def test_same_code_means_different_things_by_year(tmp_path):
     assert df["age_group"].tolist() == ["50-54", "55+"]
     assert df["ethnicity"].tolist() == ["hispanic", "not_hispanic"]
     assert df["teds_layout"].tolist() == ["2006-2014", "2015-2019"]
+    assert df.attrs["teds_source"]["layouts"] == ["2006-2014", "2015-2019"]
 
 
 def test_labelled_file_more_than_a_year_and_one_or_more(tmp_path):

@@ -227,6 +227,18 @@ def _header(path: Path, spec: _Spec) -> tuple[list[str], list[list[str]]]:
     return [n.strip() for n in names], sample
 
 
+def _encoding(path: Path) -> str:
+    """``"utf-8"`` for a pure-ASCII file (DuckDB's native path, faster), else ``"latin-1"``.
+
+    Both decode ASCII identically; SAMHSA's files are latin-1, and the coded ones are ASCII.
+    """
+    with open(path, "rb") as fh:
+        while chunk := fh.read(64 * 2**20):
+            if not chunk.isascii():
+                return "latin-1"
+    return "utf-8"
+
+
 def _connect(engine):
     """A DuckDB connection from the engine layer (:func:`iop_research.derive.engine.get_backend`)."""
     if engine is None or engine == "duckdb":
@@ -264,7 +276,7 @@ def _read_csv(path: Path, spec: _Spec, cols: _Columns, sample: list[list[str]], 
                 types[n] = "VARCHAR"
         col_spec = "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}" for k, v in types.items()) + "}"
         source = (f"read_csv({_sql_str(str(path))}, header=true, delim=',', quote='\"', "
-                  f"encoding='latin-1', auto_detect=false, columns={col_spec})")
+                  f"encoding='{encoding}', auto_detect=false, columns={col_spec})")
         selects = [f"{_q(in_file['CASEID'])} AS CASEID"]
         selects += [f"COALESCE({_q(in_file[c])}, -9) AS {c}" for c in cols.ids if c != "CASEID"]
         for c in cols.coded:
@@ -274,6 +286,7 @@ def _read_csv(path: Path, spec: _Spec, cols: _Columns, sample: list[list[str]], 
                 selects.append(f"COALESCE({_q(in_file[c])}, {cb.MISSING_CODE}) AS {c}")
         return source, selects
 
+    encoding = _encoding(path)
     con, own = _connect(engine)
     table = f"_iop_teds_{id(cols)}"
     try:
@@ -678,8 +691,8 @@ def read_teds_d(
     2021 file), as CSV, SAS (``.sas7bdat``, ``.xpt``), Stata (``.dta``), SPSS (``.sav``) or the
     ``.zip`` as downloaded. Each row is decoded with the code book of its discharge year
     (``DISYR``: up to 2014, or 2015 on; see :mod:`iop_research.datasets._codebook`) onto one
-    harmonised vocabulary. CSV is read by DuckDB (explicit column types, latin-1; only the
-    needed columns of the kept rows reach pandas); the other formats by pyreadstat in chunks
+    harmonised vocabulary. CSV is read by DuckDB (explicit column types, latin-1, or UTF-8
+    when the file is pure ASCII; only the needed columns of the kept rows reach pandas); the other formats by pyreadstat in chunks
     of ``chunk_rows`` rows.
 
     Parameters
@@ -735,7 +748,8 @@ def read_teds_d(
         (harmonised origin). Labelled columns are pandas categoricals; ``-9`` and empty cells
         are missing. ``attrs["teds_attrition"]`` (see :func:`teds_attrition`),
         ``attrs["teds_missing"]`` (see :func:`teds_missing`) and ``attrs["teds_source"]``
-        (path, format, labelled, renamed and absent columns, LOS convention) describe the read.
+        (path, format, labelled, renamed and absent columns, LOS convention, layouts of the
+        rows returned) describe the read.
 
     Raises
     ------
@@ -779,6 +793,7 @@ def read_teds_d(
     out.attrs["teds_attrition"] = _attrition(raw, years, iop_only, "SERVICES_D")
     out.attrs["teds_missing"] = {c: int(out[c].isna().sum()) for c in out.columns if c != "los_days_upper"}
     source["los_convention"] = los_convention
+    source["layouts"] = [str(v) for v in out["teds_layout"].dropna().unique()]
     out.attrs["teds_source"] = source
     return out
 
@@ -852,6 +867,7 @@ def read_teds_a(
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(year)))
     frame.attrs["teds_attrition"] = _attrition(raw, years, iop_only, "SERVICES")
     frame.attrs["teds_missing"] = {c: int(frame[c].isna().sum()) for c in frame.columns}
+    source["layouts"] = [str(v) for v in frame["teds_layout"].dropna().unique()]
     frame.attrs["teds_source"] = source
     return frame
 
