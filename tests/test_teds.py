@@ -285,10 +285,10 @@ def test_same_code_means_different_things_by_year(tmp_path):
 
 def test_labelled_file_more_than_a_year_and_one_or_more(tmp_path):
     """Old reader: LOS 37 labelled "More than a year" and NOPRIOR's text were rejected."""
-    rows = ['1,2021,2021,California,"Ambulatory, intensive outpatient","Ambulatory, intensive outpatient",'
-            'Treatment completed,More than a year,Yes,Daily use,No use in the past month,Heroin,'
-            'One or more prior treatment episodes,No,Female,65 years and older,White,'
-            'Not of Hispanic or Latino origin,x']
+    rows = [('1,2021,2021,California,"Ambulatory, intensive outpatient","Ambulatory, intensive outpatient",'
+             'Treatment completed,More than a year,Yes,Daily use,No use in the past month,Heroin,'
+             'One or more prior treatment episodes,No,Female,65 years and older,White,'
+             'Not of Hispanic or Latino origin,x')]
     df = read_teds_d(_hand_file(tmp_path, rows), include_admission_setting=True)
     row = df.iloc[0]
     assert row["los_code"] == ">365" and row["prior_treatment"] == "one_or_more" and row["age_group"] == "55+"
@@ -418,7 +418,7 @@ def test_decoded_distribution_matches_published_counts(generated, layout):
                 name = cb.normalise_label(labels.get(code, "None"))  # SUB1 1 is blank in the harmonisation
             expected[name] = expected.get(name, 0.0) + f / total
         vocab = {v: cb.normalise_label(lab) for v, lab in cb.CODEBOOK[col].vocabulary.items()}
-        decoded = frame[out].astype(object).map(lambda v: "<missing>" if pd.isna(v) else vocab[v])
+        decoded = frame[out].astype(object).map(lambda v, vocab=vocab: "<missing>" if pd.isna(v) else vocab[v])
         observed = decoded.value_counts(normalize=True).to_dict()
         assert set(observed) <= set(expected), (layout, col, set(observed) - set(expected))
         for name, p in expected.items():
@@ -450,7 +450,8 @@ def test_generator_has_real_missingness_iop_share_and_binary_noprior(generated, 
         c = codes[mask & (codes >= 0)]
         return int(c.median())
     assert median(iop["discharge_reason"] == "completed") > median(iop["discharge_reason"] == "dropped_out")
-    assert median(iop["has_mat_plan"] == True) > median(iop["has_mat_plan"] == False)  # noqa: E712
+    mat = iop["has_mat_plan"].fillna(False).to_numpy(dtype=bool)
+    assert median(mat & iop["has_mat_plan"].notna().to_numpy()) > median(~mat & iop["has_mat_plan"].notna().to_numpy())
 
 
 def test_generator_is_seeded(tmp_path):
@@ -614,9 +615,9 @@ def test_teds_a_reader(tmp_path, layout):
 
 
 def test_labels_ignore_case_and_spacing(tmp_path):
-    rows = ["1,2019,2019,Alabama,6,6,\"  treatment   COMPLETED \",\"31 to 45 days\",yes,daily use,"
-            "no use in the past month,heroin,no prior treatment episodes,no,male,25-29 years,white,"
-            "mexican,x"]
+    rows = [("1,2019,2019,Alabama,6,6,\"  treatment   COMPLETED \",\"31 to 45 days\",yes,daily use,"
+             "no use in the past month,heroin,no prior treatment episodes,no,male,25-29 years,white,"
+             "mexican,x")]
     df = read_teds_d(_hand_file(tmp_path, rows))
     assert df["discharge_reason"].iloc[0] == "completed" and df["los_code"].iloc[0] == "31-45"
     assert df["state"].iloc[0] == "AL" and df["ethnicity"].iloc[0] == "hispanic"
@@ -632,8 +633,8 @@ def test_unknown_code_is_reported_not_guessed(tmp_path):
 
 
 def test_unknown_label_is_reported(tmp_path):
-    rows = ["1,2019,2019,Alabama,6,6,Graduated,12,Yes,Daily use,Daily use,Heroin,"
-            "No prior treatment episodes,No,Male,25-29 years,White,Mexican,x"]
+    rows = [("1,2019,2019,Alabama,6,6,Graduated,12,Yes,Daily use,Daily use,Heroin,"
+             "No prior treatment episodes,No,Male,25-29 years,White,Mexican,x")]
     with pytest.raises(DataValidationError, match="REASON: value\\(s\\) Graduated.*'Graduated'"):
         read_teds_d(_hand_file(tmp_path, rows))
 

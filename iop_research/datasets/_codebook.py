@@ -40,9 +40,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["CODEBOOK", "CODE_SYSTEMS", "LAYOUTS", "MISSING_CODE", "MISSING_LABELS", "ALIASES",
-           "LOS_BOUNDS", "SUB1_TO_PRIMARY", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "ID_COLUMNS",
-           "Variable", "code_system", "layout_of_year", "frequency_table", "normalise_label"]
+__all__ = ["ALIASES", "CODEBOOK", "CODE_SYSTEMS", "ID_COLUMNS", "LAYOUTS", "LOS_BOUNDS", "MISSING_CODE",
+           "MISSING_LABELS", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "SUB1_TO_PRIMARY", "Variable",
+           "code_system", "frequency_table", "layout_of_year", "normalise_label"]
 
 #: Code for missing / unknown / not collected / invalid in every coded TEDS-D column.
 MISSING_CODE = -9

@@ -54,8 +54,8 @@ from iop_research.datasets import _codebook as cb
 from iop_research.datasets.teds_frequencies import FREQUENCIES
 from iop_research.exceptions import DataReadError, DataValidationError, format_ids
 
-__all__ = ["read_teds_d", "read_teds_a", "write_teds_d_like", "write_teds_a_like", "teds_attrition",
-           "teds_missing", "IOP_SERVICES_CODE", "TEDS_FORMATS"]
+__all__ = ["IOP_SERVICES_CODE", "TEDS_FORMATS", "read_teds_a", "read_teds_d", "teds_attrition", "teds_missing",
+           "write_teds_a_like", "write_teds_d_like"]
 
 #: ``SERVICES_D`` / ``SERVICES`` code of ambulatory intensive outpatient treatment (every layout).
 IOP_SERVICES_CODE = 6
@@ -287,14 +287,15 @@ def _read_csv(path: Path, spec: _Spec, cols: _Columns, sample: list[list[str]], 
         return source, selects
 
     encoding = _encoding(path)
+    import duckdb
+
     con, own = _connect(engine)
     table = f"_iop_teds_{id(cols)}"
     try:
         try:
             con.execute("SET enable_progress_bar = false")  # no stderr output in notebooks
-        except Exception:  # inside Jupyter without ipywidgets DuckDB refuses; it draws no bar there
+        except duckdb.Error:  # inside Jupyter without ipywidgets DuckDB refuses; it draws no bar there
             pass
-        import duckdb
 
         while True:
             source, selects = source_and_selects(text_cols)
@@ -316,7 +317,7 @@ def _read_csv(path: Path, spec: _Spec, cols: _Columns, sample: list[list[str]], 
             exprs[c] = _case_sql(c, _label_maps(distinct, c), year)
         year_cond = "TRUE"
         if years is not None:
-            year_cond = f"{year} IN ({', '.join(str(int(y)) for y in years)})" if len(years) else "FALSE"
+            year_cond = f"{year} IN ({', '.join(str(y) for y in years)})" if len(years) else "FALSE"
         iop_cond = f"({exprs[spec.setting_col]}) = {IOP_SERVICES_CODE}" if iop_only else "TRUE"
         n_file, n_year, n_keep = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE {year_cond}), "
@@ -358,6 +359,8 @@ def _known_text(col: str, system: int) -> str:
 def _unknown_report_csv(con, source: str, cols: _Columns, spec: _Spec, bad, text_cols: set[str], path: Path,
                         selected: bool) -> DataValidationError:
     """Error naming each column with codes outside its year's code book, with lines and CASEIDs."""
+    import duckdb
+
     lines, rows = [], []
     year_raw = _q(cols.in_file[spec.year_col])
     for col, per_system in bad.items():
@@ -381,7 +384,7 @@ def _unknown_report_csv(con, source: str, cols: _Columns, spec: _Spec, bad, text
              f"ORDER BY line LIMIT 5")
         try:
             hits = con.sql(q).fetchall()
-        except Exception:  # pragma: no cover - diagnostics only
+        except duckdb.Error:  # pragma: no cover - diagnostics only: the message still names the values
             hits = []
         where = "; ".join(f"line {h[0]} (CASEID {h[1]}, {spec.year_col} {h[2]}): {h[3]!r}" for h in hits)
         lines.append(_bad_line(col, cols.in_file[col], per_system, shown, where))
@@ -505,7 +508,7 @@ def _read_stat(path: Path, fmt: str, spec: _Spec, years, iop_only: bool, chunk_r
             rows.append(_problem_row(spec, cols.in_file[col], per_system, where))
         raise _unknown_error(spec, path, lines, rows, years is not None or iop_only)
     arrays.pop("_row")
-    return cols, _Raw(arrays, n_file, n_year, int(len(arrays["CASEID"])), sorted(labelled))
+    return cols, _Raw(arrays, n_file, n_year, len(arrays["CASEID"]), sorted(labelled))
 
 
 def _format_of(path: Path) -> str:
@@ -851,7 +854,7 @@ def read_teds_a(
     """
     if int(chunk_rows) < 1:
         raise DataValidationError(f"chunk_rows must be >= 1, got {chunk_rows}.")
-    cols, raw, source = _read_any(path, _SPEC_A, years=years, iop_only=iop_only, engine=engine,
+    _, raw, source = _read_any(path, _SPEC_A, years=years, iop_only=iop_only, engine=engine,
                                   chunk_rows=int(chunk_rows))
     arrays = raw.arrays
     year = arrays["ADMYR"].astype(np.int64)
