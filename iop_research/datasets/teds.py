@@ -764,6 +764,15 @@ def read_teds_d(
         year (column, values, first lines or rows, ``CASEID`` and year named; ``.problems``
         holds a table). Unknown codes are never guessed.
 
+    Notes
+    -----
+    Layout detection: each row's code book comes from its ``DISYR`` (up to 2014: the
+    2006-2014 codes; from 2015: the 2015+ codes), so a file that mixes years is decoded row
+    by row; the columns say what the layout carries: ``SERVSETD`` is read as ``SERVICES_D``,
+    ``FREQ1_D`` (2015 on) and ``SERVICES`` (2017 on) are read when present, and
+    ``attrs["teds_source"]["absent_columns"]`` lists those a file lacks. The harmonised values
+    and each code's meaning per layout are in :data:`iop_research.datasets._codebook.CODEBOOK`.
+
     See Also
     --------
     read_teds_a : admissions (TEDS-A) with the same machinery.
