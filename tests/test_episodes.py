@@ -319,3 +319,45 @@ def test_episodes_and_eras_reproduce_simulator_truth():
     got = sorted(zip(eras.patient_id, eras.era_start, eras.era_end))
     want = sorted(zip(iv.patient_id, iv.start, iv.end))
     assert got == want
+
+
+# --------------------------------------------------------------------------- LOS conventions
+def test_los_convention_teds_counts_to_last_contact_plus_one(study_episodes):
+    """TEDS-D LOS: admission to the last contact, plus one day for outpatient discharges."""
+    teds = build_episodes(small_study(), los_convention="teds")
+    contract = study_episodes
+    # E1: last attended session on the discharge day 14 -> 15 (contract: 14)
+    # E2: same-day discharge (the day-60 session given by id lies before admission) -> 1 (contract: 1)
+    # E3: open, observation ends day 20 after admission, last attended session on admission -> 1 (contract: 20)
+    assert teds.set_index("episode_id")["los_days"].to_dict() == {"E1": 15, "E2": 1, "E3": 1}
+    assert contract.set_index("episode_id")["los_days"].to_dict() == {"E1": 14, "E2": 1, "E3": 20}
+    # only los_days changes
+    pd.testing.assert_frame_equal(teds.drop(columns="los_days"), contract.drop(columns="los_days"))
+    # where the last contact is the discharge day, the contract is TEDS minus one (at least 1):
+    # the conversion read_teds_d(los_convention="contract") applies to outpatient stays
+    closed = ~contract["is_ongoing"].to_numpy()
+    np.testing.assert_array_equal(contract["los_days"].to_numpy()[closed],
+                                  np.maximum(teds["los_days"].to_numpy()[closed] - 1, 1))
+
+
+def test_los_convention_teds_ends_at_the_last_attended_session():
+    data = small_study()
+    s = data.sessions
+    data.sessions = s.assign(attended=s["attended"] & (s["session_date"] != d(14)))  # discharge-day session missed
+    teds = build_episodes(data, los_convention="teds")
+    assert row(teds, "E1").los_days == 10  # last attended day 9, plus one
+    assert row(build_episodes(data), "E1").los_days == 14
+    data.observation = data.observation.iloc[0:0]
+    assert pd.isna(row(build_episodes(data, los_convention="teds"), "E3").los_days)  # end unknown
+
+
+def test_los_convention_in_sessions_mode_and_bad_value():
+    sessions = sessions_frame([("p1", 0, True), ("p1", 2, True), ("p1", 19, False), ("p1", 60, True),
+                               ("p1", 61, True), ("p2", 5, True)])
+    teds = build_episodes(sessions, mode="sessions", gap_days=30, los_convention="teds")
+    contract = build_episodes(sessions, mode="sessions", gap_days=30)
+    span = (teds["discharge_date"] - teds["admit_date"]).dt.days
+    assert teds["los_days"].tolist() == (span + 1).tolist() == [3, 2, 1]
+    assert contract["los_days"].tolist() == [2, 1, 1]
+    with pytest.raises(ModelSpecificationError, match="los_convention"):
+        build_episodes(sessions, mode="sessions", los_convention="hcup")

@@ -1,5 +1,5 @@
 """Bundled and public data sets: the demo cohort (package data), the UIS and HELP
-trials, SAMHSA TEDS-D (:mod:`.teds`).
+trials, SAMHSA TEDS-D and TEDS-A (:mod:`.teds`, code books in :mod:`._codebook`).
 """
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'load_help': 'loaders',
     'uis_treatment_phases': 'loaders',
     'loader_attrition': 'loaders',
-    'read_teds_d': 'loaders',
-    'teds_attrition': 'loaders',
-    'teds_missing': 'loaders',
-    'write_teds_d_like': 'loaders',
+    'read_teds_d': 'teds',
+    'read_teds_a': 'teds',
+    'teds_attrition': 'teds',
+    'teds_missing': 'teds',
+    'write_teds_d_like': 'teds',
+    'write_teds_a_like': 'teds',
+    'TEDS_FORMATS': 'teds',
     'UIS_URL': 'loaders',
     'HELP_URL': 'loaders',
     'IOP_SERVICES_CODE': 'teds',

@@ -1,26 +1,48 @@
-"""Codebook of the TEDS-D public-use file: every code the toolkit reads, with its label.
+"""Code books of the TEDS-D public-use files, by layout, onto one harmonised vocabulary.
 
-Source: SAMHSA, *Treatment Episode Data Set: Discharges (TEDS-D)* codebooks (2006-2023
-public-use files). Codes are the same across years; what changes is the column name of
-a few variables (``SERVSETD`` for ``SERVICES_D`` in 2006-2014, ``SERVSETA`` for
-``SERVICES``, ``SEX`` for ``GENDER`` in 2023) and, in the 2021 file, text labels in
-place of codes. ``-9`` means missing/unknown/not collected/invalid in every coded column.
+SAMHSA has published TEDS-D in three layouts:
 
-Each entry of :data:`CODEBOOK` maps a TEDS-D column (its current name) to
+``"2006-2014"``
+    the concatenated 2006-2014 file: setting at discharge in ``SERVSETD``, no setting at
+    admission, no ``FREQ1_D``; ``AGE`` codes 2-12 (12 = 55 and over), ``RACE`` codes 1-5, 13,
+    20, 21, 23, ``ETHNIC`` 1-6 (4 = other specific Hispanic, 5 = not Hispanic), ``FREQ1`` in
+    five levels, ``SUB1`` "Other" = 20, ``NOPRIOR`` a count 0-5 (5 = five or more).
+``"2015-2019"``
+    single-year files: ``SERVICES_D``, ``FREQ1_D``; ``AGE`` 1-12 (11 = 55-64, 12 = 65 and
+    older), ``RACE`` 1-9, ``ETHNIC`` 1-5 (4 = not Hispanic, 5 = Hispanic, origin not
+    specified), ``FREQ1`` in three levels, ``SUB1`` "Other" = 19, ``NOPRIOR`` binary (0 none,
+    1 one or more). ``SERVICES`` (setting at admission) is in the 2017 and 2019 code books,
+    not in 2015's.
+``"2020+"``
+    the codes of 2015-2019; the 2021 file ships the value labels as text (latin-1).
 
-``output``
-    name of the column in the frame returned by :func:`iop_research.datasets.read_teds_d`;
-``codes``
-    ``{code: (value, label)}``: ``value`` is the toolkit's value (a schema vocabulary value
-    where one exists) and ``label`` the codebook's text, which is also what a labelled
-    (2021-style) file holds.
+Two *code systems* follow: ``"2006-2014"`` for discharge years up to 2014 and ``"2015+"``
+from 2015 on (:func:`code_system`). Each :class:`Variable` maps every code of each system
+to a value of one harmonised vocabulary (``Variable.vocabulary``: value -> harmonised label)
+and keeps the code book's own label of the code (what a labelled file holds). The
+harmonised vocabulary is that of the TEDS-D harmonisation table that accompanies the code
+book tables (for instance ``AGE`` 55-64 and 65+ become "55 years and older", the 2006-2014
+``FREQ1`` levels 2-4 become "Some use", ``SUB1`` 19 and 20 become "Other").
+``tests/test_teds.py`` checks every code, label and harmonised meaning here against the
+code book tables and the harmonisation table (read from the shared data directory at test
+time; nothing of them is copied here).
+
+Deviation, stated: ``STFIPS`` accepts every state FIPS code in every year (a code book lists
+only the states that reported that year).
+
+References
+----------
+.. [1] SAMHSA, Center for Behavioral Health Statistics and Quality. Treatment Episode Data
+   Set: Discharges (TEDS-D) 2006-2014 concatenated public-use file, codebook.
+.. [2] SAMHSA. TEDS-D 2015, 2017 and 2019 public-use files, codebooks.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["CODEBOOK", "MISSING_CODE", "MISSING_LABELS", "ALIASES", "LOS_BOUNDS", "SUB1_TO_PRIMARY",
-           "REQUIRED_COLUMNS", "ID_COLUMNS", "normalise_label"]
+__all__ = ["ALIASES", "CODEBOOK", "CODE_SYSTEMS", "ID_COLUMNS", "LAYOUTS", "LOS_BOUNDS", "MISSING_CODE",
+           "MISSING_LABELS", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "SUB1_TO_PRIMARY", "Variable",
+           "code_system", "frequency_table", "layout_of_year", "normalise_label"]
 
 #: Code for missing / unknown / not collected / invalid in every coded TEDS-D column.
 MISSING_CODE = -9
@@ -36,12 +58,53 @@ MISSING_LABELS = (
     "",
 )
 
-#: Old or alternative column name -> current name.
+#: The layouts SAMHSA has published, oldest first.
+LAYOUTS = ("2006-2014", "2015-2019", "2020+")
+
+#: Code systems: the codes of discharge years up to 2014, and from 2015 on.
+CODE_SYSTEMS = ("2006-2014", "2015+")
+
+#: Old column name -> current name. ``SERVSETD`` is the 2006-2014 name of ``SERVICES_D``;
+#: ``SEX`` is the 2023 name of ``GENDER``. (``SERVSETA`` is in no code book and is not read.)
 ALIASES: dict[str, str] = {
-    "SERVSETD": "SERVICES_D",  # 2006-2014 files
-    "SERVSETA": "SERVICES",  # 2006-2014 files
-    "SEX": "GENDER",  # 2023 file
+    "SERVSETD": "SERVICES_D",
+    "SEX": "GENDER",
 }
+
+
+def code_system(year: int) -> str:
+    """Code system of discharge (or admission) year ``year``: ``"2006-2014"`` or ``"2015+"``.
+
+    Examples
+    --------
+    >>> code_system(2014), code_system(2021)
+    ('2006-2014', '2015+')
+    """
+    return CODE_SYSTEMS[0] if int(year) <= 2014 else CODE_SYSTEMS[1]
+
+
+def layout_of_year(year: int) -> str:
+    """Published layout of a file of discharge year ``year``.
+
+    Examples
+    --------
+    >>> [layout_of_year(y) for y in (2010, 2017, 2021)]
+    ['2006-2014', '2015-2019', '2020+']
+    """
+    year = int(year)
+    return LAYOUTS[0] if year <= 2014 else LAYOUTS[1] if year <= 2019 else LAYOUTS[2]
+
+
+def frequency_table(year: int) -> str:
+    """Key of :data:`iop_research.datasets.teds_frequencies.FREQUENCIES` that describes ``year``.
+
+    The 2006-2014 code book for 2006-2014; then the nearest published single-year code book
+    at or before ``year`` (2015, 2017, 2019; 2019 for 2020 and later, whose codes are the same).
+    """
+    year = int(year)
+    if year <= 2014:
+        return "2006-2014"
+    return "2015" if year <= 2016 else "2017" if year <= 2018 else "2019"
 
 
 def normalise_label(text: str) -> str:
@@ -55,29 +118,45 @@ def normalise_label(text: str) -> str:
     return " ".join(str(text).split()).lower()
 
 
-class Entry(NamedTuple):
-    """One codebook variable."""
+class Variable(NamedTuple):
+    """One decoded TEDS-D variable.
+
+    ``output``: column of :func:`iop_research.datasets.read_teds_d`'s frame;
+    ``vocabulary``: harmonised value -> harmonised label, in display order;
+    ``codes``: code system -> ``{code: (harmonised value, code book label)}``;
+    ``meaning``: what the variable records.
+    """
 
     output: str
-    codes: dict[int, tuple[str, str]]
+    vocabulary: dict[str, str]
+    codes: dict[str, dict[int, tuple[str, str]]]
     meaning: str
 
 
-_SETTING = {
-    1: ("detox_hospital", "Detox, 24-hour, hospital inpatient"),
-    2: ("detox_residential", "Detox, 24-hour, free-standing residential"),
-    3: ("rehab_hospital", "Rehab/residential, hospital (non-detox)"),
-    4: ("rehab_short_term", "Rehab/residential, short term (30 days or fewer)"),
-    5: ("rehab_long_term", "Rehab/residential, long term (more than 30 days)"),
+def _same(codes: dict[int, tuple[str, str]]) -> dict[str, dict[int, tuple[str, str]]]:
+    return {system: codes for system in CODE_SYSTEMS}
+
+
+_SETTING_VOCAB = {
+    "detox_hospital": "Detox, 24-hour, hospital inpatient",
+    "detox_residential": "Detox, 24-hour, free-standing residential",
+    "rehab_hospital": "Rehab/residential, hospital (non-detox)",
+    "rehab_short_term": "Rehab/residential, short term (30 days or fewer)",
+    "rehab_long_term": "Rehab/residential, long term (more than 30 days)",
+    "intensive_outpatient": "Ambulatory, intensive outpatient",
+    "outpatient": "Ambulatory, non-intensive outpatient",
+    "detox_ambulatory": "Ambulatory, detoxification",
+}
+_SETTING = {i + 1: (v, lab) for i, (v, lab) in enumerate(_SETTING_VOCAB.items())}
+_SETTING_0614 = {
+    1: ("detox_hospital", "Detox, 24 hr, hospital inpatient"),
+    2: ("detox_residential", "Detox, 24 hr, free-standing residential"),
+    3: ("rehab_hospital", "Rehab/res, hospital (non-detox)"),
+    4: ("rehab_short_term", "Rehab/res, short term (30 days or fewer)"),
+    5: ("rehab_long_term", "Rehab/res, long term (more than 30 days)"),
     6: ("intensive_outpatient", "Ambulatory, intensive outpatient"),
     7: ("outpatient", "Ambulatory, non-intensive outpatient"),
     8: ("detox_ambulatory", "Ambulatory, detoxification"),
-}
-
-_FREQ = {
-    1: ("none", "No use in the past month"),
-    2: ("some", "Some use"),
-    3: ("daily", "Daily use"),
 }
 
 _STATES = {
@@ -96,20 +175,16 @@ _STATES = {
     54: ("WV", "West Virginia"), 55: ("WI", "Wisconsin"), 56: ("WY", "Wyoming"), 72: ("PR", "Puerto Rico"),
 }
 
-_LOS = {d: (str(d), "1 day" if d == 1 else f"{d} days") for d in range(1, 31)}
-_LOS.update({
-    31: ("31-45", "31 to 45 days"),
-    32: ("46-60", "46 to 60 days"),
-    33: ("61-90", "61 to 90 days"),
-    34: ("91-120", "91 to 120 days"),
-    35: ("121-180", "121 to 180 days"),
-    36: ("181-365", "181 to 365 days"),
-    37: (">365", "More than 365 days"),
-})
+_LOS_VOCAB = {str(d): str(d) for d in range(1, 31)}
+_LOS_VOCAB.update({"31-45": "31 to 45 days", "46-60": "46 to 60 days", "61-90": "61 to 90 days",
+                   "91-120": "91 to 120 days", "121-180": "121 to 180 days", "181-365": "181 to 365 days",
+                   ">365": "More than a year"})
+_LOS = {i + 1: (v, lab) for i, (v, lab) in enumerate(_LOS_VOCAB.items())}
 
 #: LOS code -> (lower, upper) in whole days, as R's ``Surv(lower, upper, type="interval2")``:
 #: the stay lasted more than ``lower`` and at most ``upper`` days; exact days have
-#: ``lower == upper``; ``upper`` is ``inf`` for code 37 (more than 365 days: right-censored).
+#: ``lower == upper``; ``upper`` is ``inf`` for code 37 (more than a year: right-censored).
+#: Days are TEDS's: admission to last contact, plus one for outpatient settings.
 LOS_BOUNDS: dict[int, tuple[float, float]] = {d: (float(d), float(d)) for d in range(1, 31)}
 LOS_BOUNDS.update({
     31: (30.0, 45.0),
@@ -121,105 +196,172 @@ LOS_BOUNDS.update({
     37: (365.0, float("inf")),
 })
 
-_SUB = {
-    1: ("none", "None"),
-    2: ("alcohol", "Alcohol"),
-    3: ("cocaine_crack", "Cocaine/crack"),
-    4: ("marijuana", "Marijuana/hashish"),
-    5: ("heroin", "Heroin"),
-    6: ("methadone_nonrx", "Non-prescription methadone"),
-    7: ("other_opiates", "Other opiates and synthetics"),
-    8: ("pcp", "PCP"),
-    9: ("hallucinogens", "Hallucinogens"),
-    10: ("methamphetamine", "Methamphetamine/speed"),
-    11: ("other_amphetamines", "Other amphetamines"),
-    12: ("other_stimulants", "Other stimulants"),
+_FREQ_VOCAB = {"none": "No use in the past month", "some": "Some use", "daily": "Daily use"}
+_FREQ = {1: ("none", "No use in the past month"), 2: ("some", "Some use"), 3: ("daily", "Daily use")}
+_FREQ_0614 = {
+    1: ("none", "No use in the past month"),
+    2: ("some", "1-3 times in the past month"),
+    3: ("some", "1-2 times in the past week"),
+    4: ("some", "3-6 times in the past week"),
+    5: ("daily", "Daily"),
+}
+
+_SUB_VOCAB = {
+    "none": "None",
+    "alcohol": "Alcohol",
+    "cocaine_crack": "Cocaine/crack",
+    "marijuana": "Marijuana/hashish",
+    "heroin": "Heroin",
+    "methadone_nonrx": "Non-prescription methadone",
+    "other_opiates": "Other opiates and synthetics",
+    "pcp": "PCP",
+    "hallucinogens": "Hallucinogens",
+    "methamphetamine": "Methamphetamine/speed",
+    "other_amphetamines": "Other amphetamines",
+    "other_stimulants": "Other stimulants",
+    "benzodiazepines": "Benzodiazepines",
+    "other_tranquilizers": "Other tranquilizers",
+    "barbiturates": "Barbiturates",
+    "other_sedatives": "Other sedatives or hypnotics",
+    "inhalants": "Inhalants",
+    "otc": "Over-the-counter medications",
+    "other": "Other",
+}
+_SUB_2019_LABELS = ["None", "Alcohol", "Cocaine/crack", "Marijuana/hashish", "Heroin",
+                    "Non-prescription methadone", "Other opiates and synthetics", "PCP", "Hallucinogens",
+                    "Methamphetamine/speed", "Other amphetamines", "Other stimulants", "Benzodiazepines",
+                    "Other tranquilizers", "Barbiturates", "Other sedatives or hypnotics", "Inhalants",
+                    "Over-the-counter medications", "Other drugs"]
+_SUB = {i + 1: (v, lab) for i, (v, lab) in enumerate(zip(_SUB_VOCAB, _SUB_2019_LABELS))}
+_SUB_0614 = {
+    1: ("none", "None"), 2: ("alcohol", "Alcohol"), 3: ("cocaine_crack", "Cocaine/crack"),
+    4: ("marijuana", "Marijuana/hashish"), 5: ("heroin", "Heroin"),
+    6: ("methadone_nonrx", "Non-prescription methadone"), 7: ("other_opiates", "Other opiates and synthetics"),
+    8: ("pcp", "PCP"), 9: ("hallucinogens", "Other hallucinogens"), 10: ("methamphetamine", "Methamphetamine"),
+    11: ("other_amphetamines", "Other amphetamines"), 12: ("other_stimulants", "Other stimulants"),
     13: ("benzodiazepines", "Benzodiazepines"),
-    14: ("other_tranquilizers", "Other tranquilizers"),
-    15: ("barbiturates", "Barbiturates"),
-    16: ("other_sedatives", "Other sedatives or hypnotics"),
-    17: ("inhalants", "Inhalants"),
-    18: ("otc", "Over-the-counter medications"),
-    19: ("other", "Other drugs"),
+    14: ("other_tranquilizers", "Other non-benzodiazepine tranquilizers"),
+    15: ("barbiturates", "Barbiturates"), 16: ("other_sedatives", "Other non-barbiturate sedatives or hypnotics"),
+    17: ("inhalants", "Inhalants"), 18: ("otc", "Over-the-counter medications"), 20: ("other", "Other"),
 }
 
-#: SUB1 code -> :class:`iop_research.data.schema.PrimarySubstance` value (``None``: no substance).
-SUB1_TO_PRIMARY: dict[int, str | None] = {
-    1: None, 2: "alcohol", 3: "stimulants", 4: "cannabis", 5: "opioids", 6: "opioids",
-    7: "opioids", 8: "other", 9: "other", 10: "stimulants", 11: "stimulants", 12: "stimulants",
-    13: "sedatives", 14: "sedatives", 15: "sedatives", 16: "sedatives", 17: "other", 18: "other",
-    19: "other",
+#: Harmonised ``SUB1`` value -> :class:`iop_research.data.schema.PrimarySubstance` value
+#: (``None``: no substance).
+SUB1_TO_PRIMARY: dict[str, str | None] = {
+    "none": None, "alcohol": "alcohol", "cocaine_crack": "stimulants", "marijuana": "cannabis",
+    "heroin": "opioids", "methadone_nonrx": "opioids", "other_opiates": "opioids", "pcp": "other",
+    "hallucinogens": "other", "methamphetamine": "stimulants", "other_amphetamines": "stimulants",
+    "other_stimulants": "stimulants", "benzodiazepines": "sedatives", "other_tranquilizers": "sedatives",
+    "barbiturates": "sedatives", "other_sedatives": "sedatives", "inhalants": "other", "otc": "other",
+    "other": "other",
 }
 
-_AGE = {
-    1: ("12-14", "12-14 years"), 2: ("15-17", "15-17 years"), 3: ("18-20", "18-20 years"),
-    4: ("21-24", "21-24 years"), 5: ("25-29", "25-29 years"), 6: ("30-34", "30-34 years"),
-    7: ("35-39", "35-39 years"), 8: ("40-44", "40-44 years"), 9: ("45-49", "45-49 years"),
-    10: ("50-54", "50-54 years"), 11: ("55-64", "55-64 years"), 12: ("65+", "65 years and older"),
+_AGE_GROUPS = ["12-14", "15-17", "18-20", "21-24", "25-29", "30-34", "35-39", "40-44", "45-49", "50-54"]
+_AGE_VOCAB = {g: f"{g} years" for g in _AGE_GROUPS}
+_AGE_VOCAB["55+"] = "55 years and older"
+_AGE = {i + 1: (g, f"{g} years") for i, g in enumerate(_AGE_GROUPS)}
+_AGE.update({11: ("55+", "55-64 years"), 12: ("55+", "65 years and older")})
+_AGE_0614 = {i + 2: (g, g) for i, g in enumerate(_AGE_GROUPS)}
+_AGE_0614[12] = ("55+", "55 and over")
+
+_RACE_VOCAB = {
+    "alaska_native": "Alaska Native (Aleut, Eskimo, Indian)",
+    "american_indian": "American Indian (other than Alaska Native)",
+    "asian_pacific_islander": "Asian or Pacific Islander",
+    "black": "Black or African American",
+    "white": "White",
+    "asian": "Asian",
+    "other": "Other single race",
+    "two_or_more": "Two or more races",
+    "native_hawaiian_pacific_islander": "Native Hawaiian or Other Pacific Islander",
+}
+_RACE = {i + 1: (v, lab) for i, (v, lab) in enumerate(_RACE_VOCAB.items())}
+_RACE_0614 = {1: _RACE[1], 2: _RACE[2], 3: _RACE[3], 4: _RACE[4], 5: _RACE[5], 13: _RACE[6], 20: _RACE[7],
+              21: _RACE[8], 23: _RACE[9]}
+
+_ETHNIC_VOCAB = {
+    "puerto_rican": "Puerto Rican",
+    "mexican": "Mexican",
+    "cuban_or_other_specific": "Cuban or other specific Hispanic",
+    "not_hispanic": "Not of Hispanic or Latino origin",
+    "hispanic_not_specified": "Hispanic or Latino, specific origin not specified",
+}
+_ETHNIC = {i + 1: (v, lab) for i, (v, lab) in enumerate(_ETHNIC_VOCAB.items())}
+_ETHNIC_0614 = {
+    1: ("puerto_rican", "Puerto Rican"),
+    2: ("mexican", "Mexican"),
+    3: ("cuban_or_other_specific", "Cuban"),
+    4: ("cuban_or_other_specific", "Other specific Hispanic"),
+    5: ("not_hispanic", "Not of Hispanic origin"),
+    6: ("hispanic_not_specified", "Hispanic, specific origin not specified"),
 }
 
-_RACE = {
-    1: ("alaska_native", "Alaska Native (Aleut, Eskimo, Indian)"),
-    2: ("american_indian", "American Indian (other than Alaska Native)"),
-    3: ("asian_pacific_islander", "Asian or Pacific Islander"),
-    4: ("black", "Black or African American"),
-    5: ("white", "White"),
-    6: ("asian", "Asian"),
-    7: ("other", "Other single race"),
-    8: ("two_or_more", "Two or more races"),
-    9: ("native_hawaiian_pacific_islander", "Native Hawaiian or Other Pacific Islander"),
-}
+_PRIOR_VOCAB = {"none": "No prior treatment episodes", "one_or_more": "One or more prior treatment episodes"}
+_PRIOR = {0: ("none", "No prior treatment episodes"), 1: ("one_or_more", "One or more prior treatment episodes")}
+_PRIOR_0614 = {0: ("none", "No prior treatment episode")}
+_PRIOR_0614.update({k: ("one_or_more", f"{k} prior treatment episodes") for k in range(1, 5)})
+_PRIOR_0614[5] = ("one_or_more", "5 or more prior treatment episodes")
 
-_ETHNIC = {
-    1: ("hispanic", "Puerto Rican"),
-    2: ("hispanic", "Mexican"),
-    3: ("hispanic", "Cuban or other specific Hispanic"),
-    4: ("not_hispanic", "Not of Hispanic or Latino origin"),
-    5: ("hispanic", "Hispanic or Latino, specific origin not specified"),
-}
+_YES_NO_VOCAB = {"yes": "Yes", "no": "No"}
+_YES_NO = {1: ("yes", "Yes"), 2: ("no", "No")}
 
-_NOPRIOR = {
-    0: ("0", "No prior treatment episodes"),
-    1: ("1", "One prior treatment episode"),
-    2: ("2", "Two prior treatment episodes"),
-    3: ("3", "Three prior treatment episodes"),
-    4: ("4", "Four prior treatment episodes"),
-    5: ("5", "Five or more prior treatment episodes"),
-}
-
-#: TEDS-D column (current name) -> :class:`Entry`.
-CODEBOOK: dict[str, Entry] = {
-    "STFIPS": Entry("state", _STATES, "Census state FIPS code -> USPS state abbreviation"),
-    "SERVICES": Entry("admission_setting", _SETTING, "Type of treatment service/setting at admission"),
-    "SERVICES_D": Entry("discharge_setting", _SETTING, "Type of treatment service/setting at discharge"),
-    "REASON": Entry("discharge_reason", {
-        1: ("completed", "Treatment completed"),
-        2: ("dropped_out", "Dropped out of treatment"),
-        3: ("terminated", "Terminated by facility"),
-        4: ("transferred", "Transferred to another treatment program or facility"),
-        5: ("incarcerated", "Incarcerated"),
-        6: ("death", "Death"),
-        7: ("other", "Other"),
+#: TEDS-D column (current name) -> :class:`Variable`.
+CODEBOOK: dict[str, Variable] = {
+    "STFIPS": Variable("state", {v: lab for v, lab in _STATES.values()}, _same(_STATES),
+                       "Census state FIPS code -> USPS state abbreviation"),
+    # TEDS-D has SERVICES from the 2017 code book on; TEDS-A in every year, with the codes of SERVICES_D
+    "SERVICES": Variable("admission_setting", _SETTING_VOCAB, {"2006-2014": _SETTING_0614, "2015+": _SETTING},
+                         "Type of treatment service/setting at admission (TEDS-D: 2017 code book on)"),
+    "SERVICES_D": Variable("discharge_setting", _SETTING_VOCAB, {"2006-2014": _SETTING_0614, "2015+": _SETTING},
+                           "Type of treatment service/setting at discharge (SERVSETD in 2006-2014)"),
+    "REASON": Variable("discharge_reason", {
+        "completed": "Treatment completed",
+        "dropped_out": "Dropped out of treatment",
+        "terminated": "Terminated by facility",
+        "transferred": "Transferred to another treatment program or facility",
+        "incarcerated": "Incarcerated",
+        "death": "Death",
+        "other": "Other",
+    }, {
+        "2006-2014": {1: ("completed", "Treatment completed"), 2: ("dropped_out", "Left against professional advice"),
+                      3: ("terminated", "Terminated by facility"),
+                      4: ("transferred", "Transferred to another treatment program or facility"),
+                      5: ("incarcerated", "Incarcerated"), 6: ("death", "Death"), 7: ("other", "Other")},
+        "2015+": {1: ("completed", "Treatment completed"), 2: ("dropped_out", "Dropped out of treatment"),
+                  3: ("terminated", "Terminated by facility"),
+                  4: ("transferred", "Transferred to another treatment program or facility"),
+                  5: ("incarcerated", "Incarcerated"), 6: ("death", "Death"), 7: ("other", "Other")},
     }, "Reason for discharge (schema.DischargeReason values)"),
-    "LOS": Entry("los_code", _LOS, "Length of stay: 1-30 exact days, 31-37 ranges"),
-    "METHUSE": Entry("has_mat_plan", {1: ("yes", "Yes"), 2: ("no", "No")},
-                     "Medication-assisted opioid therapy planned (methadone/buprenorphine)"),
-    "FREQ1": Entry("use_frequency_admission", _FREQ, "Frequency of use of the primary substance at admission"),
-    "FREQ1_D": Entry("use_frequency_discharge", _FREQ, "Frequency of use of the primary substance at discharge"),
-    "SUB1": Entry("primary_substance_teds", _SUB, "Primary substance at admission (TEDS categories)"),
-    "NOPRIOR": Entry("prior_treatment_episodes", _NOPRIOR, "Previous substance use treatment episodes (5 = five or more)"),
-    "PSYPROB": Entry("psychiatric_comorbidity", {1: ("yes", "Yes"), 2: ("no", "No")},
-                     "Co-occurring mental and substance use disorders"),
-    "GENDER": Entry("sex", {1: ("male", "Male"), 2: ("female", "Female")}, "Sex (schema.Sex values)"),
-    "AGE": Entry("age_group", _AGE, "Age at admission, grouped"),
-    "RACE": Entry("race", _RACE, "Race"),
-    "ETHNIC": Entry("ethnicity", _ETHNIC, "Hispanic or Latino origin (collapsed to hispanic/not_hispanic)"),
+    "LOS": Variable("los_code", _LOS_VOCAB, _same(_LOS),
+                    "Length of stay, admission to last contact (+1 day for outpatient): 1-30 days, 31-37 ranges"),
+    "METHUSE": Variable("has_mat_plan", _YES_NO_VOCAB, _same(_YES_NO),
+                        "Medication-assisted opioid therapy planned (methadone/buprenorphine/naltrexone)"),
+    "FREQ1": Variable("use_frequency_admission", _FREQ_VOCAB, {"2006-2014": _FREQ_0614, "2015+": _FREQ},
+                      "Frequency of use of the primary substance at admission (five levels in 2006-2014)"),
+    "FREQ1_D": Variable("use_frequency_discharge", _FREQ_VOCAB, {"2006-2014": {}, "2015+": _FREQ},
+                        "Frequency of use of the primary substance at discharge (2015 on)"),
+    "SUB1": Variable("primary_substance_teds", _SUB_VOCAB, {"2006-2014": _SUB_0614, "2015+": _SUB},
+                     "Primary substance at admission (TEDS categories)"),
+    "NOPRIOR": Variable("prior_treatment", _PRIOR_VOCAB, {"2006-2014": _PRIOR_0614, "2015+": _PRIOR},
+                        "Previous treatment episodes: a count 0-5 (5 = five or more) in 2006-2014, "
+                        "none / one or more from 2015"),
+    "PSYPROB": Variable("psychiatric_comorbidity", _YES_NO_VOCAB, _same(_YES_NO),
+                        "Co-occurring mental and substance use disorders"),
+    "GENDER": Variable("sex", {"male": "Male", "female": "Female"}, _same({1: ("male", "Male"), 2: ("female", "Female")}),
+                       "Sex (schema.Sex values)"),
+    "AGE": Variable("age_group", _AGE_VOCAB, {"2006-2014": _AGE_0614, "2015+": _AGE},
+                    "Age at admission, grouped (55+ harmonised: 55-64 and 65+ from 2015)"),
+    "RACE": Variable("race", _RACE_VOCAB, {"2006-2014": _RACE_0614, "2015+": _RACE}, "Race"),
+    "ETHNIC": Variable("ethnicity_detail", _ETHNIC_VOCAB, {"2006-2014": _ETHNIC_0614, "2015+": _ETHNIC},
+                       "Hispanic or Latino origin"),
 }
 
 #: Numeric identifier/year columns (not coded; read as integers).
 ID_COLUMNS = ("CASEID", "DISYR", "ADMYR")
 
-#: Columns :func:`iop_research.datasets.read_teds_d` needs (current names). ``ADMYR`` and
-#: ``SERVICES`` are optional (``SERVICES`` is needed with ``include_admission_setting=True``).
+#: Columns :func:`iop_research.datasets.read_teds_d` needs in every layout (current names).
 REQUIRED_COLUMNS = ("CASEID", "DISYR", "STFIPS", "SERVICES_D", "REASON", "LOS", "METHUSE", "FREQ1",
-                    "FREQ1_D", "SUB1", "NOPRIOR", "PSYPROB", "GENDER", "AGE", "RACE", "ETHNIC")
+                    "SUB1", "NOPRIOR", "PSYPROB", "GENDER", "AGE", "RACE", "ETHNIC")
+
+#: Columns read when present: ``FREQ1_D`` (2015 on), ``SERVICES`` (2017 code book on), ``ADMYR``.
+OPTIONAL_COLUMNS = ("ADMYR", "FREQ1_D", "SERVICES")

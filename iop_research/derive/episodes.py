@@ -12,13 +12,19 @@ Dates are whole days; episode windows ``[admit_date, end]`` include both days, w
 ``end`` is ``discharge_date`` or, for an episode still open, the patient's
 ``observation_end``.
 
-Length of stay ``los_days = max(1, end - admit_date)``: whole days, at least 1, so a
-same-day discharge is 1 day and an admission on day 0 discharged on day 7 stays 7
-days. TEDS-D's ``LOS`` is also whole days with 1 as its smallest value (codes 1-30
-are exact days, 31-37 ranges) [1]_; hospital statistics such as HCUP instead use
-``discharge - admit`` with same-day stays as 0. When comparing TEDS-D ``LOS`` with
-ours, check the codebook year for whether the day of discharge is counted and allow
-for one day.
+Length of stay, ``los_convention="contract"`` (the default):
+``los_days = max(1, end - admit_date)``, whole days, at least 1, so a same-day discharge
+is 1 day and an admission on day 0 discharged on day 7 stays 7 days (hospital statistics
+such as HCUP use ``discharge - admit`` with same-day stays as 0).
+``los_convention="teds"``: TEDS-D's definition [1]_, from admission to the date of last
+contact, plus one day for outpatient discharges (IOP is outpatient):
+``los_days = last_contact - admit_date + 1``, where the last contact is the later of the
+admission day and the last attended session in ``[admit_date, end]``. A stay whose last
+session falls on its discharge day is then one day longer than under the contract, and a
+stay whose last sessions were missed ends at the last one attended; this is the definition
+to use when an IOP programme's own episodes are compared with TEDS-D ``LOS`` (codes 1-30
+exact days, 31-37 ranges). Only ``los_days`` changes with the convention;
+``weeks_in_treatment`` and the measures built on it keep the contract's window.
 
 Weeks are 7-day blocks from admission (days 0-6 are week 0).
 ``weeks_in_treatment = ceil(los_days / 7)``; a session on the discharge day of a stay
@@ -60,7 +66,11 @@ from iop_research.data.schema import (
     Modality,
 )
 
-__all__ = ["build_episodes", "episode_attrition", "EPISODE_COLUMNS", "ATTRITION_COLUMNS"]
+__all__ = ["build_episodes", "episode_attrition", "EPISODE_COLUMNS", "ATTRITION_COLUMNS", "LOS_CONVENTIONS"]
+
+#: Length-of-stay conventions of :func:`build_episodes` (module Conventions): the toolkit's
+#: ``"contract"`` (``max(1, end - admit_date)``) and TEDS-D's ``"teds"`` (last contact + 1).
+LOS_CONVENTIONS = ("contract", "teds")
 
 _MODALITIES = [m.value for m in Modality]
 _MODALITY_COLUMNS: tuple[str, ...] = tuple(
@@ -527,6 +537,8 @@ def _session_measures(assigned, base):
         "n_sessions_scheduled": a.count(),
         "n_sessions_attended": a.att.sum(),
         "hours_attended": a.mins.sum() / 60.0,
+        # last attended day (from admission) for los_convention="teds"
+        "last_attended_rel": ibis.cases((a[Col.attended], a.rel), else_=ibis.null("int64")).max(),
     }
     for m in _MODALITIES:
         is_m = a[Col.modality] == m
@@ -577,7 +589,7 @@ def _mat_measures(tabs: _Tables, base):
     return first, pdc
 
 
-def _episodes_expr(tabs: _Tables, mode: str, gap_days: int):
+def _episodes_expr(tabs: _Tables, mode: str, gap_days: int, los_convention: str = "contract"):
     import ibis
 
     base = _admission_base(tabs) if mode == "admissions" else _session_base(tabs, gap_days)
@@ -595,6 +607,12 @@ def _episodes_expr(tabs: _Tables, mode: str, gap_days: int):
     per_ep, weeks = _session_measures(assigned, base)
     t = base.left_join(per_ep, base[Col.episode_id] == per_ep.w_ep)
     t = t.left_join(weeks, t[Col.episode_id] == weeks.w_ep2)
+    if los_convention == "teds":
+        # TEDS-D: admission to last contact (the later of admission and the last attended
+        # session inside the window), plus one day for outpatient discharges
+        last = ibis.greatest(ibis.least(t.last_attended_rel.fill_null(0), t.end_day - t.admit_day), 0)
+        t = t.mutate(los_days=ibis.cases((t.end_day.notnull(), (last + 1).cast("int64")),
+                                         else_=ibis.null("int64")))
     first, pdc = _mat_measures(tabs, base)
     if first is not None:
         t = t.left_join(first, t[Col.episode_id] == first.m_ep)
@@ -672,9 +690,12 @@ def _shape(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[:, list(EPISODE_COLUMNS)]
 
 
-def _check_args(gap_days):
+def _check_args(gap_days, los_convention="contract"):
     if isinstance(gap_days, bool) or not isinstance(gap_days, (int, np.integer)) or gap_days < 0:
         raise ModelSpecificationError(f"gap_days must be a non-negative integer number of days, got {gap_days!r}.")
+    if los_convention not in LOS_CONVENTIONS:
+        raise ModelSpecificationError(f"los_convention must be one of {', '.join(map(repr, LOS_CONVENTIONS))}, "
+                                      f"got {los_convention!r}.")
 
 
 # --------------------------------------------------------------------------- public
@@ -686,6 +707,7 @@ def build_episodes(
     observation: Any = None,
     engine: Any = None,
     lazy: bool = False,
+    los_convention: str = "contract",
 ):
     """One row per IOP episode with attendance, intensity, modality mix and MAT.
 
@@ -719,6 +741,13 @@ def build_episodes(
         Return the unexecuted Ibis table (no ``attrs``; call
         :func:`episode_attrition` for the attrition table). Input validation
         (admissions, medications) still runs a few small queries.
+    los_convention : {"contract", "teds"}, default "contract"
+        How ``los_days`` is counted (module Conventions). ``"contract"``:
+        ``max(1, end - admit_date)``. ``"teds"``: TEDS-D's length of stay, admission to
+        the last contact (the later of the admission day and the last attended session
+        in the window) plus one day for outpatient discharges, so that a programme's
+        episodes can be compared with TEDS-D ``LOS``
+        (:func:`iop_research.datasets.read_teds_d`). Only ``los_days`` changes.
 
     Returns
     -------
@@ -733,8 +762,8 @@ def build_episodes(
           observation end falls within ``gap_days`` of the last attended session,
           so the gap rule cannot confirm the end (LOS right-censored)
         - ``los_days``: ``max(1, end - admit_date)`` in whole days, end =
-          discharge_date or observation_end (see module Conventions; TEDS-D's LOS
-          also counts a same-day discharge as 1)
+          discharge_date or observation_end; with ``los_convention="teds"``,
+          last contact - admit_date + 1 (see module Conventions)
         - ``discharge_reason`` (:class:`~iop_research.data.schema.DischargeReason`; null when
           ongoing and in sessions mode); ``is_completed``: reason is ``completed``
           (False when the reason is missing)
@@ -774,7 +803,7 @@ def build_episodes(
         Two admissions of one patient overlap (the later starts on or before the
         end of the earlier).
     ModelSpecificationError
-        Unknown ``mode`` or engine; a sessions-only input with
+        Unknown ``mode``, engine or ``los_convention``; a sessions-only input with
         ``mode="admissions"``; negative ``gap_days``.
 
     See Also
@@ -809,11 +838,11 @@ def build_episodes(
     0            input             0               5
     1  assign_sessions             1               4
     """
-    _check_args(gap_days)
+    _check_args(gap_days, los_convention)
     tabs = _Tables(data, mode, observation, engine)
     if mode == "admissions":
         _check_admissions(_admission_base(tabs))
-    expr, assigned = _episodes_expr(tabs, mode, int(gap_days))
+    expr, assigned = _episodes_expr(tabs, mode, int(gap_days), los_convention)
     if lazy:
         return collect(expr, lazy=True)
     out = _shape(_to_pandas(expr))

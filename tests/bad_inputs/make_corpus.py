@@ -496,7 +496,8 @@ def _(t, d):
 
 # -- other readers --------------------------------------------------------------------
 #: A tiny TEDS-D-format file: made-up rows (first written by teds.write_teds_d_like, then frozen here so
-#: that the corpus does not change when the generator does); rows 2-4 are IOP (SERVICES_D 6).
+#: that the corpus does not change when the generator does); rows 2-4 are IOP (SERVICES_D 6). NOPRIOR is
+#: binary (0 none, 1 one or more) from 2015: the first generator's counts 2 and 5 were set to 1.
 TEDS_LINES = [
     "ADMYR,CASEID,DISYR,STFIPS,EDUC,MARSTAT,SERVICES,SERVICES_D,REASON,EMPLOY,EMPLOY_D,LOS,PSOURCE,NOPRIOR,"
     "ARRESTS,METHUSE,PSYPROB,GENDER,VET,LIVARAG,DAYWAIT,AGE,RACE,ETHNIC,SUB1,SUB2,ROUTE1,FREQ1,FREQ1_D,FRSTUSE1,"
@@ -504,8 +505,8 @@ TEDS_LINES = [
     "2019,201900000001,2019,39,3,-9,2,2,1,3,-9,15,2,0,-9,2,-9,2,2,-9,2,8,5,4,4,11,4,3,-9,2,1,1,5",
     "2019,201900000011,2019,26,4,1,7,6,2,3,3,30,1,0,0,2,1,1,2,3,-9,7,5,4,13,2,1,3,1,5,0,3,7",
     "2019,201900000024,2019,72,3,1,6,6,2,3,4,13,3,0,0,2,1,2,-9,2,-9,7,2,4,7,2,1,1,1,6,1,2,9",
-    "2019,201900000031,2019,40,-9,4,6,6,2,4,3,31,1,5,0,2,-9,1,2,-9,2,3,8,4,17,10,-9,2,3,2,-9,1,1",
-    "2018,201900000002,2019,30,5,1,4,4,1,3,3,33,1,2,0,2,-9,1,2,2,2,4,5,1,2,5,3,-9,1,2,1,2,9",
+    "2019,201900000031,2019,40,-9,4,6,6,2,4,3,31,1,1,0,2,-9,1,2,-9,2,3,8,4,17,10,-9,2,3,2,-9,1,1",
+    "2018,201900000002,2019,30,5,1,4,4,1,3,3,33,1,1,0,2,-9,1,2,2,2,4,5,1,2,5,3,-9,1,2,1,2,9",
     "2019,201900000003,2019,41,4,1,7,7,2,3,-9,30,7,1,0,2,2,1,2,3,0,7,5,4,5,10,3,1,2,6,1,3,3",
 ]
 
