@@ -1,8 +1,7 @@
 """TEDS-D/TEDS-A readers and generators (iop_research.datasets.teds) against SAMHSA's code books.
 
 The code-book tables live outside the repository, in the shared data directory
-(``$IOP_SHARED_DIR/datasets/teds-d-codebooks``, else ``$IOP_SHARED_DATASETS/teds-d-codebooks``,
-else ``<repo>/../shared/datasets/teds-d-codebooks``); the tests that need them skip, saying
+(``<repo>/../shared/datasets/teds-d-codebooks``, or ``$IOP_SHARED_DATASETS/teds-d-codebooks``); the tests that need them skip, saying
 why, when it is absent. Nothing of them is copied into the package or the tests.
 """
 from __future__ import annotations
@@ -32,27 +31,22 @@ from iop_research.datasets.teds import (
 )
 from iop_research.datasets.teds_frequencies import FREQUENCIES
 from iop_research.exceptions import DataReadError, DataValidationError
-from tests.conftest import RSCRIPT, requires_r
+from conftest import RSCRIPT, SHARED_DATASETS, requires_r
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _codebook_dir() -> Path:
-    if os.environ.get("IOP_SHARED_DIR"):
-        return Path(os.environ["IOP_SHARED_DIR"]) / "datasets" / "teds-d-codebooks"
-    if os.environ.get("IOP_SHARED_DATASETS"):
-        return Path(os.environ["IOP_SHARED_DATASETS"]) / "teds-d-codebooks"
-    return REPO.parent / "shared" / "datasets" / "teds-d-codebooks"
-
-
-CODEBOOK_DIR = _codebook_dir()
+#: ``../shared/datasets/teds-d-codebooks`` (``IOP_SHARED_DATASETS`` overrides the datasets folder)
+CODEBOOK_DIR = SHARED_DATASETS / "teds-d-codebooks"
+if os.environ.get("CI") and not (CODEBOOK_DIR / "teds_d_harmonization.csv").exists():  # never skip in CI
+    raise RuntimeError(f"TEDS-D code-book tables not found at {CODEBOOK_DIR}; CI must have ../shared beside the clone")
 TABLE_FILES = {"2006-2014": "TEDS-D-2006-2014-post-manual.csv",
                "2015": "TEDS-D-2015-DS0001-info-codebook_codes_post_manual.csv",
                "2017": "TEDS-D-2017-DS0001-info-codebook_codes.csv",
                "2019": "TEDS-D-2019-DS0001-info-codebook_V1_codes.csv"}
 needs_codebooks = pytest.mark.skipif(
     not (CODEBOOK_DIR / "teds_d_harmonization.csv").exists(),
-    reason=f"TEDS-D code-book tables not found at {CODEBOOK_DIR}; set IOP_SHARED_DIR to the shared data directory")
+    reason=f"TEDS-D code-book tables not found at {CODEBOOK_DIR}; set IOP_SHARED_DATASETS to the shared datasets folder")
 #: Harmonisation-table field name of a column, where it differs.
 HARM_FIELD = {"ETHNIC": "ETHNICITY"}
 
