@@ -94,7 +94,7 @@ def _no_inplace(name: str):
         return base(self, *args, **kwargs)
 
     method.__name__ = name
-    method.__doc__ = base.__doc__
+    method.__doc__ = f"pandas.DataFrame.{name}, refusing inplace=True (result tables are read-only)."
     return method
 
 

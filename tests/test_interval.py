@@ -142,9 +142,9 @@ def test_groups_and_errors():
     assert fit.glance["group"].tolist() == ["a", "b"]
     with pytest.raises(ModelSpecificationError, match="hi < lo"):
         fit_turnbull(d.assign(hi=[0, 2, 45, 50]), lower_col="lo", upper_col="hi")
-    with pytest.raises(ModelSpecificationError, match="not in df"):
+    with pytest.raises(ModelSpecificationError, match="not found"):
         fit_turnbull(d, lower_col="lower", upper_col="hi")
-    with pytest.raises(ModelSpecificationError, match="missing g"):
+    with pytest.raises(ModelSpecificationError, match=r"column 'g' \(group\) has 1 missing value"):
         fit_turnbull(d.assign(g=["a", None, "a", "b"]), lower_col="lo", upper_col="hi", group_col="g")
     with pytest.raises(ModelSpecificationError, match="distribution"):
         fit_interval_aft(d, lower_col="lo", upper_col="hi", distribution="gamma")
