@@ -257,7 +257,8 @@ def build_design(
     from formulaic import model_matrix
 
     try:
-        mm = model_matrix(rhs, frame, na_action="ignore")
+        with np.errstate(all="ignore"):  # log(0) etc. give inf, reported below with the rows
+            mm = model_matrix(rhs, frame, na_action="ignore")
     except Exception as exc:
         raise ModelSpecificationError(
             f"{func}: formula {rhs!r} could not be evaluated on the data ({type(exc).__name__}: "

@@ -37,11 +37,13 @@ from iop_research._design import build_design, check_identifiable
 from iop_research._validate import (
     binary_column,
     check_conf_level,
+    cluster_codes,
     duration_column,
     event_indicator,
     numeric_column,
     require_frame,
     row_labels,
+    weights_column,
 )
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.survival.cox import fit_cox
@@ -508,6 +510,14 @@ def landmark_analysis(
     time = (numeric_column(df, duration_col, func=where, role="duration") if clock_reset
             else duration_column(df, duration_col, func=where))
     event = event_indicator(df, event_col, func=where)
+    # exposure, covariates, weights and cluster are validated here on every row (rows ending by L are
+    # excluded below and counted, never used to hide a bad value), so faults name landmark_analysis
+    binary_column(df, exposure_col, func=where, role="exposure")
+    build_design(df, covariates=[exposure_col, *covariates], func=where)
+    if weights_col is not None:
+        weights_column(df, weights_col, func=where)
+    if cluster_col is not None:
+        cluster_codes(df, cluster_col, func=where)
     if clock_reset:
         bad = time <= 0
         if bad.any():

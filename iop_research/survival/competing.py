@@ -44,10 +44,12 @@ from scipy import stats
 from iop_research._design import build_design, check_identifiable
 from iop_research._validate import (
     check_conf_level,
+    cluster_codes,
     duration_column,
     event_codes,
     label_codes,
     require_frame,
+    strata_codes,
     weights_column,
 )
 from iop_research.results import GLANCE_TEST_COLUMNS, TIDY_COX_COLUMNS, Result
@@ -882,8 +884,18 @@ def fit_cause_specific(
     ['age']
     """
     where = "fit_cause_specific"
-    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col})
+    # validate here, so that every fault is reported as fit_cause_specific's (fit_cox re-parses the same columns)
+    extra_cols = {k: cox_kwargs.get(k) for k in ("weights_col", "cluster_col", "strata_col")}
+    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, **extra_cols})
+    duration_column(df, duration_col, func=where)
     codes, is_cens, causes = event_codes(df, event_col, func=where, censor_code=censor_code)
+    build_design(df, covariates=covariates, formula=formula, func=where)
+    if extra_cols["weights_col"] is not None:
+        weights_column(df, extra_cols["weights_col"], func=where)
+    if extra_cols["cluster_col"] is not None:
+        cluster_codes(df, extra_cols["cluster_col"], func=where)
+    if extra_cols["strata_col"] is not None:
+        strata_codes(df, extra_cols["strata_col"], func=where)
     if cause not in causes:
         raise ModelSpecificationError(
             f"{where}: no events of cause {cause!r} in {event_col!r} (causes present: {format_ids(causes)}). "
