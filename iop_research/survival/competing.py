@@ -204,7 +204,7 @@ def cumulative_incidence(
         cumulative_incidence, std_error, conf_low, conf_high`` (``n_at_risk``: rows with
         time >= t; ``n_events``: events of the cause at t, or in (previous requested time, t]
         when ``times`` is given; weighted sums when weighted). ``glance``: ``n, n_groups,
-        n_causes, n_censored``. ``extra['events']``: events per group and cause.
+        n_causes, n_events, n_censored`` (``n_events``: rows ending with any cause). ``extra['events']``: events per group and cause.
 
     Raises
     ------
@@ -317,6 +317,7 @@ def cumulative_incidence(
             "n": [len(df)],
             "n_groups": [len(levels)],
             "n_causes": [len(causes)],
+            "n_events": [int((~is_cens).sum())],
             "n_censored": [int(is_cens.sum())],
         }
     )

@@ -197,7 +197,8 @@ def fit_turnbull(
         ``tidy``: columns ``group, interval_lower, interval_upper, probability, survival``,
         one row per innermost interval with positive mass (``survival`` is S(t) for ``t``
         between this interval's upper end and the next interval's lower end).
-        ``glance``: ``group, n, n_exact, n_interval, n_right_censored, n_intervals,
+        ``glance`` (one row per group): ``group, n, n_events, n_exact, n_interval,
+        n_right_censored, n_intervals,
         iterations, converged, loglik``. Use :func:`turnbull_survival_at` for S at given times.
 
     Raises
@@ -247,7 +248,7 @@ def fit_turnbull(
         loglik = float(np.sum(w * np.log(alpha.astype(float) @ p)))
         n_exact = int(w[plo == phi].sum())
         n_right = int(w[np.isinf(phi)].sum())
-        glance.append({"group": name, "n": int(w.sum()), "n_exact": n_exact,
+        glance.append({"group": name, "n": int(w.sum()), "n_events": int(w.sum()) - n_right, "n_exact": n_exact,
                        "n_interval": int(w.sum()) - n_exact - n_right, "n_right_censored": n_right,
                        "n_intervals": int(keep.sum()), "iterations": it, "converged": ok, "loglik": loglik})
     return Result(
@@ -435,8 +436,8 @@ def fit_interval_aft(
     Result
         ``tidy`` (``term, label, estimate, std_error, conf_low, conf_high, p_value,
         time_ratio``): ``(Intercept)``, the design columns, then ``Log(scale)`` (R's naming). ``glance``:
-        ``distribution, n, n_exact, n_interval, n_right_censored, n_left_censored, loglik,
-        scale, aic, iterations, converged``. ``model``: dict with ``params`` and ``vcov``.
+        ``distribution, n, n_events, n_exact, n_interval, n_right_censored, n_left_censored,
+        loglik, scale, aic, iterations, converged`` (``n_events``: rows not right-censored). ``model``: dict with ``params`` and ``vcov``.
 
     Raises
     ------
@@ -554,7 +555,7 @@ def fit_interval_aft(
     tidy["time_ratio"] = np.where(tidy["term"] == "Log(scale)", np.nan, np.exp(tidy["estimate"]))
     loglik = -f(theta)
     glance = pd.DataFrame([{
-        "distribution": distribution, "n": n_rows, "n_exact": n_kinds[0],
+        "distribution": distribution, "n": n_rows, "n_events": n_rows - n_kinds[2], "n_exact": n_kinds[0],
         "n_interval": n_kinds[1], "n_right_censored": n_kinds[2],
         "n_left_censored": n_kinds[3], "loglik": float(loglik), "scale": float(np.exp(theta[-1])),
         "aic": float(2 * len(theta) - 2 * loglik), "iterations": it, "converged": converged,
