@@ -294,14 +294,14 @@ def _require_labels(df: pd.DataFrame, col: str, *, func: str, role: str) -> pd.S
 def label_codes(df: pd.DataFrame, col: str, *, func: str, role: str = "group") -> tuple[np.ndarray, list]:
     """Integer codes and levels of a grouping column (R ``factor()`` order, unused levels dropped)."""
     s = _require_labels(df, col, func=func, role=role)
-    levels = _levels(s)
     if isinstance(s.dtype, pd.CategoricalDtype):
-        codes = pd.Categorical(s, categories=levels).codes
-    else:
-        codes = pd.Index(levels).get_indexer(s)
-        if (codes < 0).any():  # mixed types that compare unequal after sorting: fall back to strings
-            levels_s = [str(v) for v in levels]
-            codes = pd.Index(levels_s).get_indexer(s.astype(str))
+        used = s.cat.remove_unused_categories()
+        return np.asarray(used.cat.codes, dtype=np.int64), used.cat.categories.tolist()
+    levels = _levels(s)
+    codes = pd.Index(levels).get_indexer(s)
+    if (codes < 0).any():  # mixed types that compare unequal after sorting: fall back to strings
+        levels_s = [str(v) for v in levels]
+        codes = pd.Index(levels_s).get_indexer(s.astype(str))
     return np.asarray(codes, dtype=np.int64), levels
 
 

@@ -327,7 +327,7 @@ ROWS = [3, 7]
 def _set(col, value):
     def change(d):
         d = d.copy()
-        if value is None and not pd.api.types.is_object_dtype(d[col]):
+        if value is None and pd.api.types.is_integer_dtype(d[col]):
             d[col] = d[col].astype(float)
         d.loc[ROWS, col] = np.nan if value is None else value
         return d
