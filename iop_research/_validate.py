@@ -40,6 +40,8 @@ __all__ = [
     "binary_column",
     "interval_bounds",
     "check_conf_level",
+    "days_argument",
+    "number_argument",
     "complete_column",
     "factor_levels",
     "row_labels",
@@ -387,3 +389,26 @@ def check_conf_level(conf_level: Any, func: str) -> float:
             f"{func}: conf_level must be a number strictly between 0 and 1, got {conf_level!r} (e.g. 0.95)."
         )
     return float(conf_level)
+
+
+def days_argument(values: Any, func: str, name: str = "times") -> np.ndarray:
+    """A non-empty sequence of finite day values ``>= 0`` (e.g. ``times=``), as float (order kept)."""
+    try:
+        arr = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        arr = np.array([np.nan])
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ModelSpecificationError(
+            f"{func}: {name} must be a non-empty sequence of finite numbers of days >= 0, got {values!r}."
+        )
+    return arr
+
+
+def number_argument(value: Any, func: str, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
+    """A finite number (``> 0`` with ``positive``, ``>= 0`` with ``nonneg``), as float."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    x = float(value) if ok else np.nan
+    if not np.isfinite(x) or (positive and x <= 0) or (nonneg and x < 0):
+        need = "a positive number" if positive else "a number >= 0" if nonneg else "a finite number"
+        raise ModelSpecificationError(f"{func}: {name} must be {need}, got {value!r}.")
+    return x

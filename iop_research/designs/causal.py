@@ -40,6 +40,7 @@ from iop_research._validate import (
     cluster_codes,
     duration_column,
     event_indicator,
+    number_argument,
     numeric_column,
     require_frame,
     row_labels,
@@ -504,8 +505,7 @@ def landmark_analysis(
     where = "landmark_analysis"
     require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, "exposure_col": exposure_col,
                               "covariates": list(covariates), "weights_col": weights_col, "cluster_col": cluster_col})
-    if not np.isfinite(landmark_days) or landmark_days < 0:
-        raise ModelSpecificationError(f"{where}: landmark_days must be a non-negative number of days, got {landmark_days!r}.")
+    landmark_days = number_argument(landmark_days, where, "landmark_days", nonneg=True)
     # with clock_reset the durations count from L: a row at or before 0 is not a landmark row (below)
     time = (numeric_column(df, duration_col, func=where, role="duration") if clock_reset
             else duration_column(df, duration_col, func=where))
@@ -639,12 +639,9 @@ def evalue(
     [{'evalue_estimate': 7.26, 'evalue_ci': 3.0}]
     """
     where = "evalue"
-    hr = float(hazard_ratio)
-    if not np.isfinite(hr) or hr <= 0:
-        raise ModelSpecificationError(f"{where}: hazard_ratio must be a positive number, got {hazard_ratio!r}.")
-    for name, v in (("conf_low", conf_low), ("conf_high", conf_high)):
-        if v is not None and (not np.isfinite(v) or v <= 0):
-            raise ModelSpecificationError(f"{where}: {name} must be a positive number, got {v!r}.")
+    hr = number_argument(hazard_ratio, where, "hazard_ratio", positive=True)
+    conf_low = None if conf_low is None else number_argument(conf_low, where, "conf_low", positive=True)
+    conf_high = None if conf_high is None else number_argument(conf_high, where, "conf_high", positive=True)
     if (conf_low is not None and conf_low > hr) or (conf_high is not None and conf_high < hr):
         raise ModelSpecificationError(
             f"{where}: the interval ({conf_low}, {conf_high}) does not contain the estimate {hr}. "

@@ -45,6 +45,7 @@ from iop_research._design import build_design, check_identifiable
 from iop_research._validate import (
     check_conf_level,
     cluster_codes,
+    days_argument,
     duration_column,
     event_codes,
     label_codes,
@@ -260,9 +261,7 @@ def cumulative_incidence(
         w = weights_column(df, weights_col, func=where)
     req = None
     if times is not None:
-        req = np.sort(np.unique(np.asarray(times, dtype=float)))
-        if (~np.isfinite(req)).any():
-            raise ModelSpecificationError(f"{where}: times must be finite numbers of days.")
+        req = np.sort(np.unique(days_argument(times, where)))
 
     rows = []
     events = []

@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from iop_research._design import build_design, check_identifiable
-from iop_research._validate import check_conf_level, interval_bounds, label_codes, require_frame
+from iop_research._validate import check_conf_level, days_argument, interval_bounds, label_codes, require_frame
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError, format_ids
 
@@ -291,9 +291,7 @@ def turnbull_survival_at(result: Result, times: Sequence[float]) -> pd.DataFrame
     tidy = result.tidy
     if list(tidy.columns) != list(TURNBULL_COLUMNS):
         raise ModelSpecificationError("turnbull_survival_at needs the result of fit_turnbull.")
-    t = np.asarray(times, dtype=float)
-    if np.isnan(t).any() or (t < 0).any():
-        raise ModelSpecificationError("turnbull_survival_at: times must be >= 0 and not missing.")
+    t = days_argument(times, "turnbull_survival_at")
     rows = []
     for name in pd.unique(tidy["group"]):
         sub = tidy[tidy["group"] == name]

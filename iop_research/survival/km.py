@@ -42,6 +42,7 @@ from iop_research.results import (
 )
 from iop_research._validate import (
     check_conf_level,
+    days_argument,
     duration_column,
     entry_column,
     event_indicator,
@@ -380,12 +381,7 @@ def fit_km(
         )
     z = _z(conf_level, func)
     if times is not None:
-        times_arr = np.asarray(times, dtype=float).ravel()
-        if times_arr.size == 0 or not np.all(np.isfinite(times_arr)) or np.any(times_arr < 0):
-            raise ModelSpecificationError(
-                f"{func}: times must be a non-empty sequence of finite values >= 0 (days), got {times!r}."
-            )
-        times_arr = np.sort(times_arr)
+        times_arr = np.sort(days_argument(times, func))
     p = _prepare(
         df,
         func,
