@@ -335,7 +335,8 @@ def _set(col, value):
 
 
 def _column_shape(role_name, problem):
-    return lambda func, col: rf"^{func}: column '{col}' \({role_name}\) has 2 {re.escape(problem)} \(rows: 3, 7\)\. [A-Z]"
+    return lambda func, col: (rf"^{func}: column '{col}' \({role_name}\) has 2 {re.escape(problem)} "
+                              rf"\(rows: 3, 7\)\. [A-Z]")
 
 
 #: fault -> (role it needs, how to break the column, expected check, message pattern)
@@ -404,7 +405,8 @@ def test_missing_column_and_not_a_frame(est):
     [
         ("fit_cox", lambda d: fit_cox(d, start_col="start", stop_col="days", event_col="event", covariates=COVS),
          "start", "days", "<="),
-        ("fit_km", lambda d: fit_km(d, duration_col="days", event_col="event", entry_col="entry"), "entry", "days", "<="),
+        ("fit_km", lambda d: fit_km(d, duration_col="days", event_col="event", entry_col="entry"),
+         "entry", "days", "<="),
         ("fit_turnbull", lambda d: fit_turnbull(d, lower_col="lo", upper_col="hi"), "lo", "hi", "<"),
         ("fit_interval_aft", lambda d: fit_interval_aft(d, lower_col="lo", upper_col="hi"), "lo", "hi", "<"),
     ],

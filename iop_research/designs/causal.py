@@ -48,7 +48,7 @@ from iop_research._validate import (
 )
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.survival.cox import fit_cox
-from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError, format_ids
+from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError
 
 __all__ = ["iptw", "IptwResult", "landmark_analysis", "evalue", "BALANCE_COLUMNS", "POSITIVITY_COLUMNS"]
 

@@ -435,7 +435,8 @@ def fit_interval_aft(
         ``tidy`` (``term, label, estimate, std_error, conf_low, conf_high, p_value,
         time_ratio``): ``(Intercept)``, the design columns, then ``Log(scale)`` (R's naming). ``glance``:
         ``distribution, n, n_events, n_exact, n_interval, n_right_censored, n_left_censored,
-        loglik, scale, aic, iterations, converged`` (``n_events``: rows not right-censored). ``model``: dict with ``params`` and ``vcov``.
+        loglik, scale, aic, iterations, converged`` (``n_events``: rows not right-censored).
+        ``model``: dict with ``params`` and ``vcov``.
 
     Raises
     ------

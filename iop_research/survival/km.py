@@ -824,7 +824,8 @@ def rmst(
         lr = float(np.log(ests[1] / ests[0]))
         se_r = float(np.sqrt((ses[1] / ests[1]) ** 2 + (ses[0] / ests[0]) ** 2))
         p_r = float(2 * stats.norm.sf(abs(lr / se_r))) if se_r > 0 else np.nan
-        rows.append(("ratio", f"Ratio of RMST ({levels[1]} / {levels[0]})", float(np.exp(lr)), se_r, float(np.exp(lr - z * se_r)), float(np.exp(lr + z * se_r)), p_r))
+        rows.append(("ratio", f"Ratio of RMST ({levels[1]} / {levels[0]})", float(np.exp(lr)), se_r,
+                     float(np.exp(lr - z * se_r)), float(np.exp(lr + z * se_r)), p_r))
     tidy = pd.DataFrame(rows, columns=list(TIDY_TERM_COLUMNS))
     glance = pd.DataFrame({"tau": [tau], "n": [int(len(time))], "n_events": [float(event.sum())]})
     conventions = {
