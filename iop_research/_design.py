@@ -221,6 +221,11 @@ def build_design(
                     f"{func}: covariates must be a list of column names, got the string {covariates!r}. "
                     "Pass covariates=[...] or formula=..."
                 )
+        if not isinstance(covariates, (list, tuple, pd.Index, np.ndarray, pd.Series)):
+            raise ModelSpecificationError(
+                f"{func}: covariates must be a list of column names, got {covariates!r}. Pass covariates=[...] or "
+                "formula=..."
+            )
         covariates = list(covariates)
         require_frame(df, func, {"covariates": covariates})
         if not covariates:

@@ -66,7 +66,7 @@ def _fault(df, mask, *, func: str, col: str, role: str, problem: str, fix: str, 
 
 
 def require_frame(df: Any, func: str, columns: Mapping[str, str | Sequence[str] | None],
-                  *, allow_empty: bool = False) -> None:
+                  *, allow_empty: bool = False, multi: Sequence[str] = ("covariates",)) -> None:
     """Check that ``df`` is a non-empty DataFrame holding every named column.
 
     Parameters
@@ -79,6 +79,8 @@ def require_frame(df: Any, func: str, columns: Mapping[str, str | Sequence[str] 
         Argument name -> column name(s); None entries are skipped.
     allow_empty : bool, default False
         Accept a frame without rows.
+    multi : sequence of str, default ("covariates",)
+        Arguments that may name several columns; any other argument must name one.
 
     Raises
     ------
@@ -96,7 +98,15 @@ def require_frame(df: Any, func: str, columns: Mapping[str, str | Sequence[str] 
     for arg, names in columns.items():
         if names is None:
             continue
-        for name in [names] if isinstance(names, str) else list(names):
+        if isinstance(names, (list, tuple, pd.Index, np.ndarray, pd.Series)):
+            if arg not in multi:
+                raise ModelSpecificationError(f"{func}: {arg} must be one column name, got {names!r}.")
+            names = list(names)
+        elif arg == "covariates" and not isinstance(names, str):
+            raise ModelSpecificationError(f"{func}: {arg} must be a list of column names, got {names!r}.")
+        else:
+            names = [names]
+        for name in names:
             if name not in df.columns:
                 missing.append(f"{arg}={name!r}")
                 first = first if first is not None else name

@@ -419,3 +419,35 @@ def test_empty_interval_same_error(est, call, lo, hi, op):
     _check(info.value, est, hi, "interval")
     assert re.match(rf"^{est}: columns '{lo}'/'{hi}' \(interval\) have 2 row\(s\) with {hi} {op} {lo} "
                     rf"\(rows: 3, 7\)\. [A-Z]", str(info.value)), str(info.value)
+
+
+#: nonsense arguments: each must give an IopError (never a bare TypeError/AttributeError from deep inside)
+NONSENSE = [
+    {"conf_level": "x"}, {"covariates": 5}, {"covariates": [5]}, {"group_col": 3.5}, {"weights_col": ["w"]},
+    {"times": "abc"}, {"times": [np.nan]}, {"tau": "x"}, {"cause": None}, {"formula": 3}, {"formula": "x +"},
+    {"distribution": None}, {"estimand": 3}, {"trim": "a"}, {"truncate": (0.9, 0.1)}, {"landmark_days": "10"},
+    {"strata_col": ["strat", "nope"]}, {"rho": "1"}, {"ties": 3}, {"covariates": "x + sex"}, {"covariates": []},
+    {"entry_col": "x"},
+]
+
+
+@pytest.mark.parametrize("est", list(S))
+def test_nonsense_arguments_raise_iop_errors(est):
+    call, _ = S[est]
+    tried = 0
+    for kwargs in NONSENSE:
+        try:
+            call(D, **kwargs)
+        except TypeError as exc:
+            if "unexpected keyword argument" in str(exc):  # not an argument of this estimator
+                continue
+            raise AssertionError(f"{est}({kwargs}) raised a bare TypeError: {exc}") from exc
+        except IopError:
+            tried += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - the point of the test
+            raise AssertionError(f"{est}({kwargs}) raised {type(exc).__name__}: {exc}") from exc
+        else:
+            if kwargs in ({"strata_col": ["strat", "nope"]},) or list(kwargs) == ["entry_col"]:
+                raise AssertionError(f"{est}({kwargs}) accepted a bad argument")
+    assert tried >= 1

@@ -281,7 +281,7 @@ def iptw(
         )
     if estimand not in _ESTIMANDS:
         raise ModelSpecificationError(f"{where}: estimand must be one of {_ESTIMANDS}, got {estimand!r}.")
-    if trim is not None and not 0 < trim < 0.5:
+    if trim is not None and not 0 < number_argument(trim, where, "trim") < 0.5:
         raise ModelSpecificationError(f"{where}: trim must be in (0, 0.5), got {trim!r} (e.g. 0.05).")
     check_conf_level(conf_level, where)
     require_frame(df, where, {"treatment_col": treatment_col})
@@ -504,7 +504,7 @@ def landmark_analysis(
     """
     where = "landmark_analysis"
     require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, "exposure_col": exposure_col,
-                              "covariates": list(covariates), "weights_col": weights_col, "cluster_col": cluster_col})
+                              "covariates": covariates, "weights_col": weights_col, "cluster_col": cluster_col})
     landmark_days = number_argument(landmark_days, where, "landmark_days", nonneg=True)
     # with clock_reset the durations count from L: a row at or before 0 is not a landmark row (below)
     time = (numeric_column(df, duration_col, func=where, role="duration") if clock_reset

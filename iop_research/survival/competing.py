@@ -49,6 +49,7 @@ from iop_research._validate import (
     duration_column,
     event_codes,
     label_codes,
+    number_argument,
     require_frame,
     strata_codes,
     weights_column,
@@ -487,6 +488,7 @@ def gray_test(
             f"{where}: cause {cause!r} does not occur in {event_col!r} (causes present: {format_ids(causes)}). "
             "Pick one of them."
         )
+    rho = number_argument(rho, where, "rho")
     grp, levels = label_codes(df, group_col, func=where, role="group")
     if len(levels) < 2:
         raise ModelSpecificationError(
@@ -886,7 +888,8 @@ def fit_cause_specific(
     where = "fit_cause_specific"
     # validate here, so that every fault is reported as fit_cause_specific's (fit_cox re-parses the same columns)
     extra_cols = {k: cox_kwargs.get(k) for k in ("weights_col", "cluster_col", "strata_col")}
-    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, **extra_cols})
+    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, **extra_cols},
+                  multi=("strata_col",))
     duration_column(df, duration_col, func=where)
     codes, is_cens, causes = event_codes(df, event_col, func=where, censor_code=censor_code)
     build_design(df, covariates=covariates, formula=formula, func=where)

@@ -687,7 +687,7 @@ def fit_cox(
     # ---- input columns: one validation policy (iop_research._validate)
     require_frame(df, func, {"duration_col": duration_col, "start_col": start_col, "stop_col": stop_col,
                              "event_col": event_col, "strata_col": strata_col, "weights_col": weights_col,
-                             "cluster_col": cluster_col})
+                             "cluster_col": cluster_col}, multi=("strata_col",))
     if counting:
         start, stop = start_stop(df, start_col, stop_col, func=func)
     else:
