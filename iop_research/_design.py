@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from iop_research._validate import complete_column, factor_levels, require_frame
+from iop_research._validate import complete_column, require_frame
 from iop_research.exceptions import EstimatorInputError, ModelSpecificationError, format_ids
 
 __all__ = ["Design", "build_design", "term_label", "check_identifiable", "is_categorical"]
@@ -92,6 +92,17 @@ def is_categorical(s: pd.Series) -> bool:
         or pd.api.types.is_object_dtype(dt)
         or pd.api.types.is_string_dtype(dt)
     )
+
+
+def _as_categorical(s: pd.Series) -> pd.Categorical:
+    """Levels as R's factor(): a Categorical's categories (unused dropped), else the sorted values."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return s.cat.remove_unused_categories().array
+    try:
+        codes, uniques = pd.factorize(s, sort=True)
+    except TypeError:  # values of mixed types: sort by their text
+        codes, uniques = pd.factorize(s.astype(str), sort=True)
+    return pd.Categorical.from_codes(codes, categories=uniques)
 
 
 def _normalise(name: str) -> str:
@@ -238,17 +249,31 @@ def build_design(
         rhs = " + ".join(_quote(str(c)) for c in covariates)
         variables = covariates
 
+    if formula is None and all(
+        pd.api.types.is_numeric_dtype(df[c].dtype) and not is_categorical(df[c]) for c in variables
+    ):
+        # numeric columns only: the design is the columns themselves (what formulaic would build, without
+        # its per-call overhead on millions of counting-process rows; test_design checks both agree)
+        x = np.column_stack([
+            np.asarray(complete_column(df, c, func=func, role="covariate").to_numpy(dtype=float, na_value=np.nan))
+            for c in variables
+        ])
+        names = [str(c) for c in variables]
+        return Design(x, tuple(names), tuple(term_label(t) for t in names), {t: (j,) for j, t in enumerate(names)},
+                      tuple(names), rhs)
+
     data = {}
     for col in variables:
         s = complete_column(df, col, func=func, role="covariate")
         if is_categorical(s):
-            levels = factor_levels(s)
+            cat = _as_categorical(s)
+            levels = cat.categories.tolist()
             if len(levels) < 2:
                 raise ModelSpecificationError(
                     f"{func}: covariate {col!r} has a single level ({format_ids(levels)}); its effect cannot be "
                     "estimated. Remove it from the covariates or check the cohort filter."
                 )
-            data[col] = pd.Categorical(s.to_numpy(dtype=object), categories=levels)
+            data[col] = cat
         elif pd.api.types.is_numeric_dtype(s.dtype):
             data[col] = s.to_numpy() if isinstance(s.dtype, np.dtype) else s.to_numpy(dtype=float)
         else:
@@ -263,14 +288,14 @@ def build_design(
 
     try:
         with np.errstate(all="ignore"):  # log(0) etc. give inf, reported below with the rows
-            mm = model_matrix(rhs, frame, na_action="ignore")
+            mm = model_matrix(rhs, frame, na_action="ignore", output="numpy")
     except Exception as exc:
         raise ModelSpecificationError(
             f"{func}: formula {rhs!r} could not be evaluated on the data ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}). Check the column names and the syntax "
             "(formulaic, e.g. 'treat + C(site) + age')."
         ) from exc
-    raw_names = [str(c) for c in mm.columns]
+    raw_names = [str(c) for c in mm.model_spec.column_names]
     keep = [i for i, nm in enumerate(raw_names) if nm != "Intercept"]
     x = np.asarray(mm, dtype=float)[:, keep]
     names = [_normalise(raw_names[i]) for i in keep]
