@@ -291,10 +291,12 @@ class Result:
         def table(df: pd.DataFrame) -> str:
             return pd.DataFrame(df).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="NA")
 
-        parts = [f"<h4>{html.escape(self.method)}</h4>", table(self.summary())]
-        by = " (one row per group)" if self.is_grouped else ""
-        parts.append(f"<p><b>glance</b>{by}</p>")
-        parts.append(table(self.glance))
+        summary = self.summary()
+        parts = [f"<h4>{html.escape(self.method)}</h4>", table(summary)]
+        if list(summary.columns) != list(self.glance.columns):
+            by = " (one row per group)" if self.is_grouped else ""
+            parts.append(f"<p><b>glance</b>{by}</p>")
+            parts.append(table(self.glance))
         tidy = self.tidy
         note = f"tidy: {len(tidy)} rows" + ("; first 40 shown" if len(tidy) > 40 else "")
         parts.append(f"<details><summary>{note}</summary>{table(tidy.head(40))}</details>")
@@ -312,11 +314,12 @@ class Result:
             body = pd.DataFrame(df).to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="NA")
             return "\n".join("  " + line for line in body.splitlines())
 
-        lines = [f"<{self.method}>", text(self.summary())]
-        if self.is_grouped:
-            lines += ["glance (one row per group):", text(self.glance)]
-        else:
-            lines += ["glance:", text(self.glance)]
+        summary = self.summary()
+        lines = [f"<{self.method}>", text(summary)]
+        if list(summary.columns) != list(self.glance.columns):
+            lines += ["glance (one row per group):" if self.is_grouped else "glance:", text(self.glance)]
+        if set(GLANCE_TEST_COLUMNS) <= set(summary.columns) and len(self.tidy) <= 10:
+            lines += ["tidy:", text(self.tidy)]
         extra = f"; extra: {', '.join(self.extra)}" if self.extra else ""
         lines.append(f"tidy: {self.tidy.shape[0]} rows x {self.tidy.shape[1]} columns{extra}")
         return "\n".join(lines)
