@@ -1,10 +1,12 @@
 """Tests of iop_research._design: one design-matrix builder (formulaic) for every regression.
 
-The coding is checked against hand-built treatment dummies (R's ``model.matrix`` with
-``contr.treatment``: the R comparisons of the estimators that use it are in test_cox.py (HELP
-``substance``), test_causal.py (``glm`` propensity model with ``substance``) and
-test_interval.py (``survreg`` with a factor and a logical covariate)), and the same covariates
-are checked to get the same term names and labels from every estimator.
+The coding is checked against R's ``model.matrix`` with treatment contrasts (golden:
+``Rscript --vanilla tests/r/design.R <datasets_dir> tests/golden/design.json`` on
+tests/golden/data/design.csv, written by tests/r/make_design_data.py) and against hand-built
+dummies; the estimators that use it are compared with R in test_cox.py (HELP ``substance``),
+test_causal.py (``glm`` propensity model with ``substance``) and test_interval.py (``survreg``
+with a factor and a logical covariate). The same covariates get the same term names and labels
+from every estimator.
 """
 from __future__ import annotations
 
@@ -12,12 +14,53 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
+
 from iop_research._design import build_design, check_identifiable, term_label
 from iop_research.designs.causal import iptw, landmark_analysis
 from iop_research.exceptions import EstimatorInputError, ModelSpecificationError
 from iop_research.survival.competing import fit_cause_specific, fit_fine_gray
 from iop_research.survival.cox import fit_cox
 from iop_research.survival.interval import fit_interval_aft
+
+
+def _design_data() -> pd.DataFrame:
+    """tests/golden/data/design.csv with the types tests/r/design.R gives its columns."""
+    d = pd.read_csv(GOLDEN_DIR / "data" / "design.csv")
+    return d.assign(severity=pd.Categorical(d["severity"], categories=["low", "mid", "high"], ordered=True))
+
+
+# (R case, our call, our term names)
+R_CASES = [
+    (0, {"covariates": ["age", "sex", "psych", "program", "severity"]},
+     ["age", "sex[T.m]", "psych[T.True]", "program[T.Site B]", "program[T.Site C]", "severity[T.mid]",
+      "severity[T.high]"]),
+    (0, {"formula": "age + C(sex) + psych + C(program) + severity"},
+     ["age", "sex[T.m]", "psych[T.True]", "program[T.Site B]", "program[T.Site C]", "severity[T.mid]",
+      "severity[T.high]"]),
+    (1, {"formula": "age * sex + C(site)"}, ["age", "sex[T.m]", "site[T.2]", "site[T.3]", "age:sex[T.m]"]),
+]
+
+
+@pytest.mark.parametrize("case, kwargs, terms", R_CASES)
+def test_design_matches_r_model_matrix(case, kwargs, terms):
+    """R: model.matrix(~ age + sex + psych + program + severity) and model.matrix(~ age * sex + factor(site))
+    with treatment contrasts (tests/r/design.R): same columns, same order, same values."""
+    g = load_golden("design")["cases"][case]
+    d = build_design(_design_data(), func="f", **kwargs)
+    assert list(d.terms) == terms
+    assert len(d.terms) == len(g["colnames"])
+    np.testing.assert_array_equal(d.matrix, np.asarray(g["matrix"], dtype=float))
+
+
+@requires_r
+def test_design_golden_is_reproducible_live(tmp_path):
+    """Rscript --vanilla tests/r/design.R <datasets_dir> <out_json> gives the committed JSON."""
+    live = run_r_script("design", tmp_path / "design.json")
+    committed = load_golden("design")
+    assert [c["colnames"] for c in live["cases"]] == [c["colnames"] for c in committed["cases"]]
+    for a, b in zip(live["cases"], committed["cases"]):
+        np.testing.assert_array_equal(np.asarray(a["matrix"]), np.asarray(b["matrix"]))
 
 
 @pytest.fixture(scope="module")
