@@ -243,6 +243,12 @@ class Result:
         extra = {k: freeze_frame(v) if isinstance(v, pd.DataFrame) else v for k, v in dict(self.extra).items()}
         object.__setattr__(self, "extra", MappingProxyType(extra))
         object.__setattr__(self, "conventions", MappingProxyType(dict(self.conventions)))
+        for f in fields(self):  # Series fields of subclasses (e.g. IptwResult.weights): locked copies
+            value = getattr(self, f.name)
+            if isinstance(value, pd.Series):
+                locked = value.copy(deep=True)
+                _lock_arrays(locked)
+                object.__setattr__(self, f.name, locked)
 
     def __reduce__(self):
         state = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -451,3 +451,18 @@ def test_nonsense_arguments_raise_iop_errors(est):
             if kwargs in ({"strata_col": ["strat", "nope"]},) or list(kwargs) == ["entry_col"]:
                 raise AssertionError(f"{est}({kwargs}) accepted a bad argument")
     assert tried >= 1
+
+
+def test_series_of_a_result_are_locked():
+    """IptwResult.weights / .propensity: the arrays are not writeable (a copy is)."""
+    res = CASES["iptw"].fit()
+    w0 = res.weights.copy()
+    for series in (res.weights, res.propensity):
+        with pytest.raises(ValueError):
+            series.iloc[0] = 5.0
+        with pytest.raises(ValueError):
+            series.to_numpy()[0] = 5.0
+    pd.testing.assert_series_equal(res.weights, w0)
+    copy = res.weights.copy()
+    copy.iloc[0] = 5.0
+    assert copy.iloc[0] == 5.0
