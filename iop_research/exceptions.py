@@ -13,6 +13,8 @@ __all__ = [
     "EpisodeOverlapError",
     "ConvergenceError",
     "ModelSpecificationError",
+    "EstimatorInputError",
+    "ReadOnlyResultError",
     "ReportError",
     "PrivacyViolationError",
     "IopWarning",
@@ -52,6 +54,50 @@ class ConvergenceError(IopError, RuntimeError):
 
 class ModelSpecificationError(IopError, ValueError):
     """A model cannot be fitted as specified (bad columns, singular design, bad weights)."""
+
+
+class EstimatorInputError(DataValidationError, ModelSpecificationError):
+    """A column handed to an estimator is unusable: absent, missing values, negative times, ...
+
+    Raised by every estimator (``survival`` and ``designs``) through one parser,
+    :mod:`iop_research._validate`, so the same fault gives the same class and the same
+    message shape everywhere: ``"<function>: column '<name>' (<role>) has <n> <problem>
+    (rows: <first row labels>). <how to fix>"``. It is a :class:`DataValidationError`
+    (the data break the estimator's input contract) and a
+    :class:`ModelSpecificationError` (the model cannot be fitted as specified), so
+    handlers written for either keep working.
+
+    Attributes
+    ----------
+    func : str
+        The estimator that refused the input, e.g. ``"fit_cox"``.
+    column : str or None
+        The offending column (None when the frame itself is unusable).
+    check : str
+        What failed: ``"not_a_frame"``, ``"empty"``, ``"missing_column"``, ``"dtype"``,
+        ``"missing"``, ``"negative"``, ``"not_binary"``, ``"interval"``, ``"zero_time"``.
+    n_rows : int
+        Number of offending rows (0 for frame- or column-level faults).
+    rows : list
+        Index labels of the first offending rows (at most 5).
+    """
+
+    def __init__(self, message: str, *, func: str = "", column=None, check: str = "", n_rows: int = 0,
+                 rows=None):
+        super().__init__(message)
+        self.func = func
+        self.column = column
+        self.check = check
+        self.n_rows = int(n_rows)
+        self.rows = list(rows or [])
+
+
+class ReadOnlyResultError(IopError, TypeError):
+    """An attempt to modify a result's ``tidy``/``glance``/``extra`` table in place.
+
+    Result tables are frozen so that what a notebook prints is what the estimator
+    returned; take ``result.tidy.copy()`` to get a frame you may change.
+    """
 
 
 class ReportError(IopError, RuntimeError):

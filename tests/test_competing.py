@@ -178,7 +178,7 @@ def test_cif_inputs_not_mutated_and_errors(edge):
     pd.testing.assert_frame_equal(edge, before)
     bad = edge.astype({"days": float})
     bad.loc[[3, 7], "days"] = np.nan
-    with pytest.raises(ModelSpecificationError, match=r"2 rows have a missing or infinite 'days' \(index: 3, 7\)"):
+    with pytest.raises(ModelSpecificationError, match=r"column 'days' \(duration\) has 2 missing or infinite value\(s\) \(rows: 3, 7\)"):
         cumulative_incidence(bad, duration_col="days", event_col="status")
     with pytest.raises(ModelSpecificationError, match="not found"):
         cumulative_incidence(edge, duration_col="los_days", event_col="status")

@@ -227,7 +227,7 @@ def test_tidy_columns_fixed_and_input_not_mutated(frames):
     assert list(lr.tidy.columns) == ["group", "n", "observed", "expected", "o_minus_e", "variance"]
     assert list(lr.glance.columns) == ["statistic", "df", "p_value"]
     rm = rmst(data, duration_col="days", event_col="event", tau=100)
-    assert list(rm.tidy.columns) == ["term", "estimate", "std_error", "conf_low", "conf_high", "p_value"]
+    assert list(rm.tidy.columns) == ["term", "label", "estimate", "std_error", "conf_low", "conf_high", "p_value"]
     pd.testing.assert_frame_equal(data, before)
 
 
@@ -307,13 +307,13 @@ BASE = pd.DataFrame({"t": [1.0, 2.0, 3.0, 4.0], "e": [1, 0, 1, 1], "g": ["a", "b
 @pytest.mark.parametrize(
     "change, kwargs, exc, match",
     [
-        ({"t": [1.0, -2.0, 3.0, 4.0]}, {}, DataValidationError, "negative durations"),
+        ({"t": [1.0, -2.0, 3.0, 4.0]}, {}, DataValidationError, r"'t' \(duration\) has 1 negative value"),
         ({"t": [1.0, np.nan, 3.0, 4.0]}, {}, DataValidationError, "missing or infinite"),
         ({"e": [1, 2, 1, 0]}, {}, DataValidationError, "only 0/1"),
         ({"e": ["y", "n", "y", "y"]}, {}, DataValidationError, "0/1 or bool"),
-        ({"w": [1.0, -1.0, 1.0, 1.0]}, {"weights_col": "w"}, DataValidationError, "negative case weights"),
+        ({"w": [1.0, -1.0, 1.0, 1.0]}, {"weights_col": "w"}, DataValidationError, r"\(case weights\) has 1 negative"),
         ({"entry": [0.0, 2.0, 1.0, 0.0]}, {"entry_col": "entry"}, DataValidationError, "entry"),
-        ({"g": ["a", None, "a", "b"]}, {"group_col": "g"}, DataValidationError, "missing values"),
+        ({"g": ["a", None, "a", "b"]}, {"group_col": "g"}, DataValidationError, r"'g' \(group\) has 1 missing value"),
         ({}, {"group_col": "nope"}, ModelSpecificationError, "not found"),
         ({}, {"conf_type": "logit"}, ModelSpecificationError, "conf_type"),
         ({}, {"conf_level": 95}, ModelSpecificationError, "conf_level"),
@@ -344,7 +344,7 @@ def test_logrank_errors():
         logrank_test(BASE.assign(g="a"), duration_col="t", event_col="e", group_col="g")
     with pytest.raises(ModelSpecificationError, match="gamma"):
         logrank_test(BASE, duration_col="t", event_col="e", group_col="g", gamma=-1)
-    with pytest.raises(DataValidationError, match="negative case weights"):
+    with pytest.raises(DataValidationError, match=r"\(case weights\) has 1 negative"):
         logrank_test(BASE.assign(w=[1, -1, 1, 1]), duration_col="t", event_col="e", group_col="g", weights_col="w")
 
 

@@ -33,9 +33,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from iop_research.survival.competing import _check_columns, _fit_cox, _numeric_column, _row_ids
+from iop_research._design import build_design, check_identifiable
+from iop_research._validate import (
+    binary_column,
+    check_conf_level,
+    cluster_codes,
+    duration_column,
+    event_indicator,
+    number_argument,
+    numeric_column,
+    require_frame,
+    row_labels,
+    weights_column,
+)
 from iop_research.results import TIDY_TERM_COLUMNS, Result
-from iop_research.exceptions import ConvergenceError, ModelSpecificationError, format_ids
+from iop_research.survival.cox import fit_cox
+from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError
 
 __all__ = ["iptw", "IptwResult", "landmark_analysis", "evalue", "BALANCE_COLUMNS", "POSITIVITY_COLUMNS"]
 
@@ -109,28 +122,6 @@ class IptwResult(Result):
 # --------------------------------------------------------------------------- helpers
 
 
-def _treatment(df: pd.DataFrame, treatment_col: str, where: str) -> np.ndarray:
-    s = df[treatment_col]
-    bad = s.isna().to_numpy()
-    if bad.any():
-        raise ModelSpecificationError(
-            f"{where}: {int(bad.sum())} rows have a missing {treatment_col!r} (index: {_row_ids(df, bad)}). "
-            "Exclude them explicitly before weighting."
-        )
-    vals = s.astype(float) if s.dtype == bool else s
-    if not pd.api.types.is_numeric_dtype(vals) or not np.isin(vals.to_numpy(), (0, 1)).all():
-        raise ModelSpecificationError(
-            f"{where}: {treatment_col!r} must be coded 0 (control) / 1 (treated) or boolean; found values "
-            f"{format_ids(pd.unique(s).tolist())}. Recode it, e.g. df.assign(treat=df['treat'].eq('yes').astype(int))."
-        )
-    a = vals.to_numpy(dtype=float)
-    if a.min() == a.max():
-        raise ModelSpecificationError(
-            f"{where}: every row has {treatment_col!r} = {int(a[0])}; weighting needs treated and control rows."
-        )
-    return a
-
-
 def _balance_matrix(df: pd.DataFrame, covariates: Sequence[str]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Columns to balance: numeric covariates as is; others one 0/1 dummy per level."""
     cols = {}
@@ -202,12 +193,14 @@ def iptw(
     treatment_col : str
         Treatment indicator, 0/1 or boolean (1 = treated, e.g. MAT at baseline).
     covariates : sequence of str, optional
-        Confounders. Numeric columns enter linearly; other columns as categorical
-        (statsmodels ``C()``, first level sorted as reference, as R's ``glm``).
+        Confounders. Coded by the package's one design builder (:mod:`iop_research._design`),
+        as in :func:`~iop_research.survival.cox.fit_cox`: numeric columns enter linearly;
+        object, string, category and bool columns are dummy-coded against their first level
+        (``substance[T.cocaine]``, as R's ``glm`` with a factor).
     formula : str, optional
-        Right-hand side or full statsmodels/patsy formula (``"age + C(substance) + cesd"`` or
-        ``"treat ~ age + I(age**2)"``), instead of ``covariates``. Balance is then reported on
-        the design-matrix columns.
+        Right-hand side in formulaic syntax (``"age + C(substance) + cesd"``; anything before
+        a ``"~"`` is ignored, so ``"treat ~ age + I(age**2)"`` works too), instead of
+        ``covariates``. Balance is then reported on the design-matrix columns.
     estimand : {"ATE", "ATT", "overlap"}, default "ATE"
         ATE: 1/ps (treated), 1/(1-ps) (control); ATT: 1 and ps/(1-ps); overlap: 1-ps and ps.
     stabilized : bool, default True
@@ -228,8 +221,8 @@ def iptw(
     -------
     IptwResult
         ``weights`` (Series aligned to ``df.index``, NaN for trimmed rows), ``propensity``;
-        ``tidy``: propensity-model coefficients ``term, estimate, std_error, conf_low,
-        conf_high, p_value``; ``glance``: ``estimand, stabilized, n, n_treated, n_control,
+        ``tidy``: propensity-model coefficients ``term, label, estimate, std_error, conf_low,
+        conf_high, p_value`` (``(Intercept)`` first, then the design columns); ``glance``: ``estimand, stabilized, n, n_treated, n_control,
         n_trimmed, n_truncated, ess_treated, ess_control, max_abs_smd_unweighted,
         max_abs_smd_weighted``; ``extra['balance']``: ``covariate, level, smd_unweighted,
         smd_weighted, mean_treated, mean_control, mean_treated_weighted,
@@ -239,9 +232,11 @@ def iptw(
 
     Raises
     ------
+    EstimatorInputError
+        Missing columns or values, treatment not 0/1.
     ModelSpecificationError
-        Missing columns or values, treatment not 0/1, both or neither of covariates/formula,
-        unknown estimand, bad trim/truncate, perfect separation.
+        Both or neither of covariates/formula, unknown estimand, bad trim/truncate, a
+        categorical with one level, collinear covariates, perfect separation.
     ConvergenceError
         The logistic regression did not converge.
 
@@ -278,7 +273,6 @@ def iptw(
     (True, True)
     """
     import statsmodels.api as sm  # noqa: PLC0415 - heavy import kept out of module import
-    import statsmodels.formula.api as smf  # noqa: PLC0415
 
     where = "iptw"
     if (covariates is None) == (formula is None):
@@ -287,39 +281,25 @@ def iptw(
         )
     if estimand not in _ESTIMANDS:
         raise ModelSpecificationError(f"{where}: estimand must be one of {_ESTIMANDS}, got {estimand!r}.")
-    if trim is not None and not 0 < trim < 0.5:
+    if trim is not None and not 0 < number_argument(trim, where, "trim") < 0.5:
         raise ModelSpecificationError(f"{where}: trim must be in (0, 0.5), got {trim!r} (e.g. 0.05).")
-    _check_columns(df, [treatment_col] + list(covariates or []), where)
-    a = _treatment(df, treatment_col, where)
-    tcol = "__treated__"
-    work = df.assign(**{tcol: a})
-    if covariates is not None:
-        if isinstance(covariates, str) or len(covariates) == 0:
-            raise ModelSpecificationError(f"{where}: covariates must be a non-empty list of column names.")
-        for c in covariates:
-            miss = df[c].isna().to_numpy()
-            if miss.any():
-                raise ModelSpecificationError(
-                    f"{where}: {int(miss.sum())} rows have a missing {c!r} (index: {_row_ids(df, miss)}). "
-                    "Impute or exclude them explicitly before weighting."
-                )
-        terms = [
-            f"Q('{c}')" if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool else f"C(Q('{c}'))"
-            for c in covariates
-        ]
-        fml = f"{tcol} ~ " + " + ".join(terms)
-    else:
-        rhs = formula.split("~", 1)[1] if "~" in formula else formula
-        fml = f"{tcol} ~ {rhs}"
+    check_conf_level(conf_level, where)
+    require_frame(df, where, {"treatment_col": treatment_col})
+    a = binary_column(df, treatment_col, func=where, role="treatment")
+    design = build_design(df, covariates=covariates, formula=formula, func=where)
+    check_identifiable(design.matrix, design.terms, func=where)
+    terms = ["(Intercept)", *design.terms]
+    fml = f"{treatment_col} ~ {design.formula}"
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = smf.glm(fml, data=work, family=sm.families.Binomial(), missing="raise")
+            model = sm.GLM(a, np.column_stack([np.ones(len(df)), design.matrix]), family=sm.families.Binomial(),
+                           missing="raise")
             fit = model.fit()
-    except Exception as exc:  # patsy / statsmodels errors: missing values, unknown names
+    except Exception as exc:  # statsmodels errors, e.g. perfect separation in old versions
         raise ModelSpecificationError(
-            f"{where}: the propensity model {fml!r} could not be built or fitted ({exc}). Check the formula's "
-            "column names and that no covariate has missing values."
+            f"{where}: the propensity model {fml!r} could not be fitted ({exc}). Check for covariates that "
+            "predict treatment exactly."
         ) from exc
     for wrn in caught:
         name = type(wrn.message).__name__
@@ -378,9 +358,8 @@ def iptw(
     if covariates is not None:
         xbal, labels = _balance_matrix(df.loc[keep], covariates)
     else:
-        exog = pd.DataFrame(model.exog, columns=model.exog_names).loc[keep]
-        exog = exog.drop(columns=[c for c in exog.columns if c == "Intercept"])
-        xbal, labels = exog, [(c, "") for c in exog.columns]
+        xbal = pd.DataFrame(design.matrix[keep], columns=list(design.terms))
+        labels = [(c, "") for c in design.terms]
     balance = _smd_table(xbal, labels, a[keep], w[keep])
 
     pos_rows = []
@@ -393,10 +372,10 @@ def iptw(
     z = stats.norm.ppf(0.5 + conf_level / 2.0)
     params = np.asarray(fit.params)
     bse = np.asarray(fit.bse)
-    names = [n.replace("Q('", "").replace("')", "") for n in model.exog_names]
     tidy = pd.DataFrame(
         {
-            "term": names,
+            "term": terms,
+            "label": ["(Intercept)", *design.labels],
             "estimate": params,
             "std_error": bse,
             "conf_low": params - z * bse,
@@ -426,7 +405,8 @@ def iptw(
         model=fit,
         extra={"balance": balance, "positivity": positivity, "attrition": pd.DataFrame(attrition)},
         conventions={
-            "propensity": "logistic regression, statsmodels GLM (IRLS) = R glm(family = binomial)",
+            "propensity": "logistic regression, statsmodels GLM (IRLS) = R glm(family = binomial); design by "
+            "iop_research._design (treatment coding, first level reference, as R's factor)",
             "weights": {
                 "ATE": "1/ps treated, 1/(1-ps) control" + ("; stabilised by P(T=1), P(T=0)" if stabilized else ""),
                 "ATT": "1 treated, ps/(1-ps) control (not stabilised)",
@@ -473,7 +453,7 @@ def landmark_analysis(
     exposure_col : str
         Exposure fixed at L (0/1); first term of the model.
     covariates : sequence of str, default ()
-        Further numeric adjustment covariates.
+        Further adjustment covariates (coded as in :func:`~iop_research.survival.cox.fit_cox`).
     weights_col : str, optional
         Case weights (e.g. IPTW fitted among the landmark sample); implies robust SEs.
     cluster_col : str, optional
@@ -523,19 +503,29 @@ def landmark_analysis(
     True
     """
     where = "landmark_analysis"
-    cols = [duration_col, event_col, exposure_col, *covariates] + [c for c in (weights_col, cluster_col) if c]
-    _check_columns(df, cols, where)
-    if not np.isfinite(landmark_days) or landmark_days < 0:
-        raise ModelSpecificationError(f"{where}: landmark_days must be a non-negative number of days, got {landmark_days!r}.")
-    time = _numeric_column(df, duration_col, where)
-    event = _numeric_column(df, event_col, where)
+    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, "exposure_col": exposure_col,
+                              "covariates": covariates, "weights_col": weights_col, "cluster_col": cluster_col})
+    landmark_days = number_argument(landmark_days, where, "landmark_days", nonneg=True)
+    # with clock_reset the durations count from L: a row at or before 0 is not a landmark row (below)
+    time = (numeric_column(df, duration_col, func=where, role="duration") if clock_reset
+            else duration_column(df, duration_col, func=where))
+    event = event_indicator(df, event_col, func=where)
+    # exposure, covariates, weights and cluster are validated here on every row (rows ending by L are
+    # excluded below and counted, never used to hide a bad value), so faults name landmark_analysis
+    binary_column(df, exposure_col, func=where, role="exposure")
+    build_design(df, covariates=[exposure_col, *covariates], func=where)
+    if weights_col is not None:
+        weights_column(df, weights_col, func=where)
+    if cluster_col is not None:
+        cluster_codes(df, cluster_col, func=where)
     if clock_reset:
         bad = time <= 0
         if bad.any():
-            raise ModelSpecificationError(
-                f"{where}: clock_reset=True but {int(bad.sum())} rows have {duration_col!r} <= 0 (index: "
-                f"{_row_ids(df, bad)}); a landmark frame holds only rows at risk after L. Use clock_reset=False "
-                "with times from the origin."
+            raise EstimatorInputError(
+                f"{where}: column {duration_col!r} (duration) has {int(bad.sum())} value(s) <= 0 with "
+                f"clock_reset=True (rows: {row_labels(df, bad)}); a landmark frame holds only rows at risk after L. "
+                "Use clock_reset=False with times from the origin.",
+                func=where, column=duration_col, check="negative", n_rows=int(bad.sum()),
             )
         at_risk = np.ones(len(df), dtype=bool)
         new_time = time
@@ -553,7 +543,7 @@ def landmark_analysis(
     tcol = "__days_since_landmark__"
     work = df.loc[at_risk].assign(**{tcol: new_time[at_risk]})
     robust = weights_col is not None or cluster_col is not None
-    fit = _fit_cox(
+    fit = fit_cox(
         work,
         duration_col=tcol,
         event_col=event_col,
@@ -649,12 +639,9 @@ def evalue(
     [{'evalue_estimate': 7.26, 'evalue_ci': 3.0}]
     """
     where = "evalue"
-    hr = float(hazard_ratio)
-    if not np.isfinite(hr) or hr <= 0:
-        raise ModelSpecificationError(f"{where}: hazard_ratio must be a positive number, got {hazard_ratio!r}.")
-    for name, v in (("conf_low", conf_low), ("conf_high", conf_high)):
-        if v is not None and (not np.isfinite(v) or v <= 0):
-            raise ModelSpecificationError(f"{where}: {name} must be a positive number, got {v!r}.")
+    hr = number_argument(hazard_ratio, where, "hazard_ratio", positive=True)
+    conf_low = None if conf_low is None else number_argument(conf_low, where, "conf_low", positive=True)
+    conf_high = None if conf_high is None else number_argument(conf_high, where, "conf_high", positive=True)
     if (conf_low is not None and conf_low > hr) or (conf_high is not None and conf_high < hr):
         raise ModelSpecificationError(
             f"{where}: the interval ({conf_low}, {conf_high}) does not contain the estimate {hr}. "

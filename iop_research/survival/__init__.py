@@ -23,6 +23,13 @@ function                    method                                         R ref
 ``fit_turnbull``            interval-censored NPMLE (Turnbull)             ``survfit(Surv(type="interval2"))``
 ``fit_interval_aft``        interval-censored Weibull/log-logistic AFT     ``survival::survreg``
 ==========================  =============================================  ==========================
+
+Every estimator parses its columns with the package's one validation policy
+(:mod:`iop_research._validate`: the same fault raises
+:class:`~iop_research.exceptions.EstimatorInputError` with the same message shape
+everywhere) and builds covariates with the one design builder (:mod:`iop_research._design`:
+``covariates=[...]`` or ``formula=``, categoricals dummy-coded against their first level,
+terms named ``col[T.level]`` with a readable ``label``). Result tables are read-only.
 """
 from __future__ import annotations
 

@@ -41,8 +41,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from iop_research._design import build_design, check_identifiable
+from iop_research._validate import (
+    check_conf_level,
+    cluster_codes,
+    days_argument,
+    duration_column,
+    event_codes,
+    label_codes,
+    number_argument,
+    require_frame,
+    strata_codes,
+    weights_column,
+)
 from iop_research.results import GLANCE_TEST_COLUMNS, TIDY_COX_COLUMNS, Result
 from iop_research.exceptions import ConvergenceError, ModelSpecificationError, format_ids
+from iop_research.survival.cox import fit_cox
 
 __all__ = [
     "cumulative_incidence",
@@ -80,91 +94,8 @@ _CIF_CONVENTIONS = {
 }
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _check_columns(df: pd.DataFrame, cols: Sequence[str], where: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise ModelSpecificationError(
-            f"{where} expects a pandas DataFrame, got {type(df).__name__}. Pass the analysis frame "
-            "(one row per episode)."
-        )
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ModelSpecificationError(
-            f"{where}: column(s) {format_ids(missing)} not found in the frame (columns: "
-            f"{format_ids(list(df.columns), limit=8)}). Check the *_col arguments."
-        )
-
-
-def _row_ids(df: pd.DataFrame, mask: np.ndarray) -> str:
-    return format_ids(df.index[np.asarray(mask)].tolist())
-
-
-def _numeric_column(df: pd.DataFrame, col: str, where: str, *, nonneg: bool = False) -> np.ndarray:
-    s = df[col]
-    if s.dtype == bool:
-        s = s.astype(float)
-    if not pd.api.types.is_numeric_dtype(s):
-        raise ModelSpecificationError(
-            f"{where}: column {col!r} must be numeric, found dtype {s.dtype}. Convert it (e.g. dummy-code "
-            "categories) before fitting."
-        )
-    x = s.to_numpy(dtype=float)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        raise ModelSpecificationError(
-            f"{where}: {int(bad.sum())} rows have a missing or infinite {col!r} (index: {_row_ids(df, bad)}). "
-            "Impute them or exclude them explicitly (and record the exclusion) before fitting."
-        )
-    if nonneg and (x < 0).any():
-        neg = x < 0
-        raise ModelSpecificationError(
-            f"{where}: {int(neg.sum())} rows have a negative {col!r} (index: {_row_ids(df, neg)}). "
-            "Times are days from the analysis origin and must be >= 0."
-        )
-    return x
-
-
-def _event_codes(df: pd.DataFrame, event_col: str, censor_code: Any, where: str):
-    """Return (codes array, sorted cause labels)."""
-    s = df[event_col]
-    bad = s.isna().to_numpy()
-    if bad.any():
-        raise ModelSpecificationError(
-            f"{where}: {int(bad.sum())} rows have a missing {event_col!r} (index: {_row_ids(df, bad)}). "
-            f"Code censored rows as {censor_code!r} and each cause with its own code."
-        )
-    vals = s.to_numpy()
-    is_cens = vals == censor_code
-    causes = pd.unique(vals[~is_cens])
-    try:
-        causes = sorted(causes.tolist())
-    except TypeError:
-        causes = sorted(causes.tolist(), key=str)
-    return vals, is_cens, causes
-
-
-def _group_values(df: pd.DataFrame, group_col: str | None, where: str):
-    if group_col is None:
-        return np.zeros(len(df), dtype=int), ["all"]
-    s = df[group_col]
-    bad = s.isna().to_numpy()
-    if bad.any():
-        raise ModelSpecificationError(
-            f"{where}: {int(bad.sum())} rows have a missing {group_col!r} (index: {_row_ids(df, bad)}). "
-            "Give them an explicit level (e.g. 'unknown') or exclude them explicitly."
-        )
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        levels = [lv for lv in s.cat.categories if (s == lv).any()]
-    else:
-        levels = pd.unique(s.to_numpy()).tolist()
-        try:
-            levels = sorted(levels)
-        except TypeError:
-            levels = sorted(levels, key=str)
-    codes = pd.Categorical(s, categories=levels).codes.astype(int)
-    return codes, levels
+# Input columns are parsed by the package's one validation policy (iop_research._validate) and
+# covariates by the one design builder (iop_research._design).
 
 
 # --------------------------------------------------------------------------- Aalen-Johansen
@@ -275,7 +206,7 @@ def cumulative_incidence(
         cumulative_incidence, std_error, conf_low, conf_high`` (``n_at_risk``: rows with
         time >= t; ``n_events``: events of the cause at t, or in (previous requested time, t]
         when ``times`` is given; weighted sums when weighted). ``glance``: ``n, n_groups,
-        n_causes, n_censored``. ``extra['events']``: events per group and cause.
+        n_causes, n_events, n_censored`` (``n_events``: rows ending with any cause). ``extra['events']``: events per group and cause.
 
     Raises
     ------
@@ -312,26 +243,26 @@ def cumulative_incidence(
          2   8.0                0.3889
     """
     where = "cumulative_incidence"
-    cols = [duration_col, event_col] + [c for c in (group_col, weights_col) if c is not None]
-    _check_columns(df, cols, where)
-    if not 0 < conf_level < 1:
-        raise ModelSpecificationError(f"{where}: conf_level must be in (0, 1), got {conf_level!r}.")
-    time = _numeric_column(df, duration_col, where, nonneg=True)
-    codes, is_cens, causes = _event_codes(df, event_col, censor_code, where)
+    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, "group_col": group_col,
+                              "weights_col": weights_col})
+    check_conf_level(conf_level, where)
+    time = duration_column(df, duration_col, func=where)
+    codes, is_cens, causes = event_codes(df, event_col, func=where, censor_code=censor_code)
     if not causes:
         raise ModelSpecificationError(
             f"{where}: every row of {event_col!r} equals censor_code={censor_code!r}; there are no events. "
             "Check the event coding (0 = censored, 1..k = causes)."
         )
-    gcodes, levels = _group_values(df, group_col, where)
+    if group_col is None:
+        gcodes, levels = np.zeros(len(df), dtype=np.int64), ["all"]
+    else:
+        gcodes, levels = label_codes(df, group_col, func=where, role="group")
     w = None
     if weights_col is not None:
-        w = _numeric_column(df, weights_col, where, nonneg=True)
+        w = weights_column(df, weights_col, func=where)
     req = None
     if times is not None:
-        req = np.sort(np.unique(np.asarray(times, dtype=float)))
-        if (~np.isfinite(req)).any():
-            raise ModelSpecificationError(f"{where}: times must be finite numbers of days.")
+        req = np.sort(np.unique(days_argument(times, where)))
 
     rows = []
     events = []
@@ -386,6 +317,7 @@ def cumulative_incidence(
             "n": [len(df)],
             "n_groups": [len(levels)],
             "n_causes": [len(causes)],
+            "n_events": [int((~is_cens).sum())],
             "n_censored": [int(is_cens.sum())],
         }
     )
@@ -547,21 +479,23 @@ def gray_test(
     (['statistic', 'df', 'p_value'], 1)
     """
     where = "gray_test"
-    cols = [duration_col, event_col, group_col] + ([strata_col] if strata_col else [])
-    _check_columns(df, cols, where)
-    time = _numeric_column(df, duration_col, where, nonneg=True)
-    codes, is_cens, causes = _event_codes(df, event_col, censor_code, where)
+    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, "group_col": group_col,
+                              "strata_col": strata_col})
+    time = duration_column(df, duration_col, func=where)
+    codes, is_cens, causes = event_codes(df, event_col, func=where, censor_code=censor_code)
     if cause not in causes:
         raise ModelSpecificationError(
             f"{where}: cause {cause!r} does not occur in {event_col!r} (causes present: {format_ids(causes)}). "
             "Pick one of them."
         )
-    grp, levels = _group_values(df, group_col, where)
+    rho = number_argument(rho, where, "rho")
+    grp, levels = label_codes(df, group_col, func=where, role="group")
     if len(levels) < 2:
         raise ModelSpecificationError(
             f"{where}: {group_col!r} has only {len(levels)} level(s); Gray's test compares two or more groups."
         )
-    strata = np.zeros(len(df), dtype=int) if strata_col is None else _group_values(df, strata_col, where)[0]
+    strata = (np.zeros(len(df), dtype=int) if strata_col is None
+              else label_codes(df, strata_col, func=where, role="strata")[0])
     ng = len(levels)
     rows = []
     for c_ in causes:
@@ -696,47 +630,14 @@ class _FGData:
         return u.T @ u, u
 
 
-def _design_matrix(df: pd.DataFrame, covariates: Sequence[str], where: str) -> tuple[np.ndarray, list[str]]:
-    """Numeric design matrix and column names; categoricals get treatment dummies as in fit_cox."""
-    from iop_research.survival.cox import _design_from_covariates
-
-    if isinstance(covariates, str) or len(covariates) == 0:
-        raise ModelSpecificationError(
-            f"{where}: covariates must be a non-empty list of column names, got {covariates!r}."
-        )
-    _check_columns(df, list(covariates), where)
-    try:
-        x, names, _ = _design_from_covariates(df, list(covariates))
-    except ModelSpecificationError as exc:
-        raise ModelSpecificationError(f"{where}: {exc}") from exc
-    bad = ~np.isfinite(x)
-    if bad.any():
-        rows = bad.any(axis=1)
-        raise ModelSpecificationError(
-            f"{where}: covariates have missing or infinite values in {int(rows.sum())} row(s) "
-            f"(rows: {format_ids(df.index[rows])}). Drop or impute these rows explicitly before fitting."
-        )
-    const = np.ptp(x, axis=0) == 0
-    if const.any():
-        raise ModelSpecificationError(
-            f"{where}: covariate(s) {format_ids(np.asarray(names)[const].tolist())} are constant; "
-            "their coefficient is not identifiable. Remove them."
-        )
-    if np.linalg.matrix_rank(x - x.mean(axis=0)) < x.shape[1]:
-        raise ModelSpecificationError(
-            f"{where}: covariates {format_ids(list(names))} are collinear. Drop redundant columns "
-            "(e.g. one dummy per categorical)."
-        )
-    return x, names
-
-
 def fit_fine_gray(
     df: pd.DataFrame,
     *,
     duration_col: str,
     event_col: str,
     cause: Any = 1,
-    covariates: Sequence[str],
+    covariates: Sequence[str] | None = None,
+    formula: str | None = None,
     conf_level: float = 0.95,
     censor_code: Any = 0,
     tol: float = 1e-10,
@@ -754,8 +655,14 @@ def fit_fine_gray(
         ``censor_code`` for censored rows, otherwise the cause.
     cause : scalar, default 1
         Cause of interest (crr ``failcode``); every other non-censored code is a competing cause.
-    covariates : sequence of str
-        Numeric (or boolean) columns; dummy-code categories beforehand.
+    covariates : sequence of str, optional
+        Covariate columns. Numeric columns enter as they are; categorical columns (object,
+        string, category, bool) are dummy-coded here, by the package's one design builder
+        (:mod:`iop_research._design`), exactly as in :func:`~iop_research.survival.cox.fit_cox`
+        (``col[T.level]``, first level the reference), so there is no need to build dummies
+        for ``crr``'s ``cov1`` matrix by hand. Give either this or ``formula``.
+    formula : str, optional
+        Right-hand side in formulaic syntax, e.g. ``"mat + C(program) + age"``.
     conf_level : float, default 0.95
         Level of the Wald intervals.
     censor_code : scalar, default 0
@@ -769,15 +676,18 @@ def fit_fine_gray(
     Returns
     -------
     Result
-        ``tidy`` with Cox columns ``term, estimate, std_error, conf_low, conf_high, p_value,
-        hazard_ratio, hr_conf_low, hr_conf_high`` (``hazard_ratio`` is the subdistribution
-        hazard ratio); ``glance``: ``n, n_events, n_competing, n_censored, loglik,
+        ``tidy`` with Cox columns ``term, label, estimate, std_error, conf_low, conf_high,
+        p_value, hazard_ratio, hr_conf_low, hr_conf_high`` (``hazard_ratio`` is the
+        subdistribution hazard ratio); ``glance``: ``n, n_events, n_competing, n_censored, loglik,
         loglik_null, iterations``; ``extra['naive_variance']``: inverse information.
 
     Raises
     ------
+    EstimatorInputError
+        Missing columns, missing or negative times, missing event codes, missing covariate
+        values.
     ModelSpecificationError
-        Bad columns, non-numeric or constant covariates, no events of ``cause``.
+        Constant or collinear covariates, a categorical with one level, no events of ``cause``.
     ConvergenceError
         Newton-Raphson did not converge.
 
@@ -811,18 +721,21 @@ def fit_fine_gray(
     ...                   "status": rng.choice([0, 1, 2], n, p=[0.2, 0.5, 0.3]), "mat": x})
     >>> res = fit_fine_gray(d, duration_col="days", event_col="status", covariates=["mat"])
     >>> res.tidy.columns.tolist()[:3], bool(res.tidy["std_error"].iloc[0] > 0)
-    (['term', 'estimate', 'std_error'], True)
+    (['term', 'label', 'estimate'], True)
     """
     where = "fit_fine_gray"
-    _check_columns(df, [duration_col, event_col], where)
-    time = _numeric_column(df, duration_col, where, nonneg=True)
-    codes, is_cens, causes = _event_codes(df, event_col, censor_code, where)
+    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col})
+    check_conf_level(conf_level, where)
+    time = duration_column(df, duration_col, func=where)
+    codes, is_cens, causes = event_codes(df, event_col, func=where, censor_code=censor_code)
     if cause not in causes:
         raise ModelSpecificationError(
             f"{where}: no events of cause {cause!r} in {event_col!r} (causes present: {format_ids(causes)}). "
             "Pick a cause that occurs."
         )
-    x, terms = _design_matrix(df, covariates, where)
+    design = build_design(df, covariates=covariates, formula=formula, func=where)
+    x, terms = design.matrix, list(design.terms)
+    check_identifiable(x, terms, func=where)
     status = np.where(is_cens, 0, np.where(codes == cause, 1, 2)).astype(int)
     fg = _FGData(time, status, x)
     p = x.shape[1]
@@ -842,7 +755,7 @@ def fit_fine_gray(
         except np.linalg.LinAlgError as exc:
             raise ConvergenceError(
                 f"{where}: singular information matrix at iteration {it}; covariates "
-                f"{format_ids(list(covariates))} may separate the events. Remove or combine them."
+                f"{format_ids(terms)} may separate the events. Remove or combine them."
             ) from exc
         for _ in range(30):
             new = beta + step
@@ -854,7 +767,7 @@ def fit_fine_gray(
     if not converged:
         raise ConvergenceError(
             f"{where}: Newton-Raphson did not converge in {max_iter} iterations (covariates "
-            f"{format_ids(list(covariates))}). Check for separation or rescale covariates; raise max_iter."
+            f"{format_ids(terms)}). Check for separation or rescale covariates; raise max_iter."
         )
     inv_info = np.linalg.inv(info)
     meat, _ = fg.sandwich_meat(beta)
@@ -864,6 +777,7 @@ def fit_fine_gray(
     tidy = pd.DataFrame(
         {
             "term": list(terms),
+            "label": list(design.labels),
             "estimate": beta,
             "std_error": se,
             "conf_low": beta - z * se,
@@ -913,7 +827,8 @@ def fit_cause_specific(
     duration_col: str,
     event_col: str,
     cause: Any,
-    covariates: Sequence[str],
+    covariates: Sequence[str] | None = None,
+    formula: str | None = None,
     censor_code: Any = 0,
     **cox_kwargs,
 ) -> Result:
@@ -929,8 +844,10 @@ def fit_cause_specific(
         ``censor_code`` for censored rows, otherwise the cause.
     cause : scalar
         Cause whose hazard is modelled.
-    covariates : sequence of str
-        Model terms, passed to ``fit_cox``.
+    covariates : sequence of str, optional
+        Covariate columns, passed to ``fit_cox`` (same coding, term names and labels).
+    formula : str, optional
+        Right-hand side instead of ``covariates``, passed to ``fit_cox``.
     censor_code : scalar, default 0
         Code of censored rows.
     **cox_kwargs
@@ -969,16 +886,30 @@ def fit_cause_specific(
     ['age']
     """
     where = "fit_cause_specific"
-    _check_columns(df, [duration_col, event_col], where)
-    codes, is_cens, causes = _event_codes(df, event_col, censor_code, where)
+    # validate here, so that every fault is reported as fit_cause_specific's (fit_cox re-parses the same columns)
+    extra_cols = {k: cox_kwargs.get(k) for k in ("weights_col", "cluster_col", "strata_col")}
+    require_frame(df, where, {"duration_col": duration_col, "event_col": event_col, **extra_cols},
+                  multi=("strata_col",))
+    duration_column(df, duration_col, func=where)
+    codes, is_cens, causes = event_codes(df, event_col, func=where, censor_code=censor_code)
+    build_design(df, covariates=covariates, formula=formula, func=where)
+    if extra_cols["weights_col"] is not None:
+        weights_column(df, extra_cols["weights_col"], func=where)
+    if extra_cols["cluster_col"] is not None:
+        cluster_codes(df, extra_cols["cluster_col"], func=where)
+    if extra_cols["strata_col"] is not None:
+        strata_codes(df, extra_cols["strata_col"], func=where)
     if cause not in causes:
         raise ModelSpecificationError(
             f"{where}: no events of cause {cause!r} in {event_col!r} (causes present: {format_ids(causes)}). "
             "Pick a cause that occurs."
         )
     ind_col = "__cause_event__"
+    while ind_col in df.columns:
+        ind_col = "_" + ind_col
     work = df.assign(**{ind_col: ((codes == cause) & ~is_cens).astype(int)})
-    res = _fit_cox(work, duration_col=duration_col, event_col=ind_col, covariates=list(covariates), **cox_kwargs)
+    res = fit_cox(work, duration_col=duration_col, event_col=ind_col, covariates=covariates, formula=formula,
+                  **cox_kwargs)
     return Result(
         method=f"Cause-specific Cox (cause {cause})",
         tidy=res.tidy,
@@ -987,10 +918,3 @@ def fit_cause_specific(
         extra=dict(res.extra),
         conventions={**dict(res.conventions), "censoring": "events of other causes censored"},
     )
-
-
-def _fit_cox(df: pd.DataFrame, **kwargs) -> Result:
-    """The package's Cox model (``iop_research.survival.cox.fit_cox``), imported on use."""
-    from iop_research.survival.cox import fit_cox
-
-    return fit_cox(df, **kwargs)

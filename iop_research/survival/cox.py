@@ -35,6 +35,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from iop_research._design import build_design, check_identifiable
+from iop_research._validate import (
+    check_conf_level,
+    cluster_codes,
+    duration_column,
+    event_indicator,
+    require_frame,
+    start_stop,
+    strata_codes,
+    weights_column,
+)
 from iop_research.results import TIDY_COX_COLUMNS, Result
 from iop_research.exceptions import ConvergenceError, ModelSpecificationError, format_ids
 
@@ -114,175 +125,8 @@ class CoxModel:
 # --------------------------------------------------------------------------------------
 
 
-def _require_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ModelSpecificationError(
-            f"{what}: column(s) {format_ids(missing)} not found in the data frame "
-            f"(available: {format_ids(list(df.columns), limit=12)}). Fix the column name argument."
-        )
-
-
-def _as_float(df: pd.DataFrame, col: str, what: str) -> np.ndarray:
-    s = df[col]
-    if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-        raise ModelSpecificationError(
-            f"{what} column {col!r} has dtype {s.dtype}, expected numbers. Convert it to numeric first."
-        )
-    arr = s.to_numpy(dtype=float, na_value=np.nan)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ModelSpecificationError(
-            f"{what} column {col!r} has {int(bad.sum())} missing or infinite value(s) "
-            f"(rows: {format_ids(df.index[bad])}). Drop or impute these rows explicitly before fitting."
-        )
-    return arr
-
-
-def _is_categorical(s: pd.Series) -> bool:
-    return (
-        pd.api.types.is_object_dtype(s)
-        or isinstance(s.dtype, pd.CategoricalDtype)
-        or pd.api.types.is_bool_dtype(s)
-        or pd.api.types.is_string_dtype(s)
-    )
-
-
-def _design_from_covariates(df: pd.DataFrame, covariates: Sequence[str]):
-    if isinstance(covariates, str):
-        covariates = [covariates]
-    covariates = list(covariates)
-    if not covariates:
-        raise ModelSpecificationError("covariates is empty: name at least one column (or pass formula=).")
-    _require_columns(df, covariates, "covariates")
-    cols: list[np.ndarray] = []
-    names: list[str] = []
-    assign: dict[str, list[int]] = {}
-    for cov in covariates:
-        s = df[cov]
-        if _is_categorical(s):
-            if s.isna().any():
-                bad = s.isna().to_numpy()
-                raise ModelSpecificationError(
-                    f"covariate {cov!r} has {int(bad.sum())} missing value(s) (rows: {format_ids(df.index[bad])}). "
-                    "Drop or impute these rows explicitly before fitting."
-                )
-            if isinstance(s.dtype, pd.CategoricalDtype):
-                levels = [lv for lv in s.cat.categories if (s == lv).any()]
-            else:
-                levels = sorted(pd.unique(s), key=lambda v: (str(type(v)), v))
-            if len(levels) < 2:
-                raise ModelSpecificationError(
-                    f"covariate {cov!r} has a single level ({format_ids(levels)}); a Cox model cannot estimate its "
-                    "effect. Remove it from covariates or check the cohort filter."
-                )
-            idx = []
-            for lv in levels[1:]:
-                idx.append(len(names))
-                names.append(f"{cov}[T.{lv}]")
-                cols.append((s == lv).to_numpy(dtype=float))
-            assign[cov] = idx
-        else:
-            arr = _as_float(df, cov, "covariate")
-            assign[cov] = [len(names)]
-            names.append(cov)
-            cols.append(arr)
-    return np.column_stack(cols), names, assign
-
-
-def _design_from_formula(df: pd.DataFrame, formula: str):
-    try:
-        from formulaic import model_matrix
-    except ImportError as exc:  # pragma: no cover - formulaic is a dependency of the venv
-        raise ModelSpecificationError(
-            "formula= needs the 'formulaic' package; install it or pass covariates=[...] instead."
-        ) from exc
-    rhs = formula.split("~", 1)[1] if "~" in formula else formula
-    try:
-        mm = model_matrix(rhs, df, na_action="ignore")
-    except Exception as exc:
-        raise ModelSpecificationError(
-            f"formula {formula!r} could not be evaluated on the data ({type(exc).__name__}: {exc}). "
-            "Check the column names and the formula syntax (formulaic/patsy, e.g. 'treat + C(site) + age')."
-        ) from exc
-    used_cols = sorted(mm.model_spec.variables_by_source.get("data", set()))
-    miss = df[used_cols].isna().to_numpy() if used_cols else np.zeros((len(df), 0), dtype=bool)
-    if miss.any():
-        rows = miss.any(axis=1)
-        bad_cols = [used_cols[j] for j in np.flatnonzero(miss.any(axis=0))]
-        raise ModelSpecificationError(
-            f"formula {formula!r}: {int(rows.sum())} row(s) have missing values in {format_ids(bad_cols)} "
-            f"(rows: {format_ids(df.index[rows])}). Drop or impute them explicitly before fitting."
-        )
-    names = [str(c) for c in mm.columns]
-    x = np.asarray(mm, dtype=float)
-    assign: dict[str, list[int]] = {}
-    for term, idx in mm.model_spec.term_indices.items():
-        tname = str(term)
-        if tname == "1":
-            continue
-        assign[tname] = list(idx)
-    keep = [i for i, nm in enumerate(names) if nm != "Intercept"]
-    remap = {old: new for new, old in enumerate(keep)}
-    assign = {t: [remap[i] for i in idx] for t, idx in assign.items() if all(i in remap for i in idx)}
-    names = [names[i] for i in keep]
-    x = x[:, keep]
-    if x.shape[1] == 0:
-        raise ModelSpecificationError(f"formula {formula!r} has no covariate terms; add at least one.")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        rows = bad.any(axis=1)
-        colsbad = [names[j] for j in np.flatnonzero(bad.any(axis=0))]
-        raise ModelSpecificationError(
-            f"formula {formula!r}: {int(rows.sum())} row(s) have missing or infinite covariate values in "
-            f"{format_ids(colsbad)} (rows: {format_ids(df.index[rows])}). Drop or impute them explicitly."
-        )
-    return x, names, assign
-
-
-def _codes(df: pd.DataFrame, col: str, what: str) -> tuple[np.ndarray, np.ndarray]:
-    s = df[col]
-    if s.isna().any():
-        bad = s.isna().to_numpy()
-        raise ModelSpecificationError(
-            f"{what} column {col!r} has {int(bad.sum())} missing value(s) (rows: {format_ids(df.index[bad])}). "
-            "Fill or drop them explicitly."
-        )
-    codes, uniques = pd.factorize(s, sort=True)
-    return codes.astype(np.int64), np.asarray(uniques)
-
-
-def _check_collinear(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Centre x; raise ModelSpecificationError for constant or collinear columns."""
-    xc = x - x.mean(axis=0)
-    ss = np.einsum("ij,ij->j", xc, xc)
-    scale = np.einsum("ij,ij->j", x, x)
-    const = ss <= 1e-12 * np.maximum(scale, 1.0)
-    if const.any():
-        raise ModelSpecificationError(
-            f"covariate(s) {format_ids([names[j] for j in np.flatnonzero(const)])} are constant in the data "
-            "used for the fit; a Cox model has no intercept and cannot estimate them. Remove them."
-        )
-    sd = np.sqrt(ss)
-    corr = (xc.T @ xc) / np.outer(sd, sd)
-    # sequential (Gram-Schmidt) pivot: column j is collinear with earlier kept columns
-    p = len(names)
-    kept: list[int] = []
-    for j in range(p):
-        if kept:
-            a = corr[np.ix_(kept, kept)]
-            b = corr[kept, j]
-            resid = corr[j, j] - b @ np.linalg.solve(a, b)
-        else:
-            resid = corr[j, j]
-        if resid < 1e-9:
-            raise ModelSpecificationError(
-                f"singular design: term {names[j]!r} is a linear combination of "
-                f"{format_ids([names[k] for k in kept]) or 'a constant'} (collinear terms). "
-                "Drop one of the collinear terms or merge categories."
-            )
-        kept.append(j)
-    return xc
+# Columns are parsed by the package's one validation policy (iop_research._validate) and the
+# design matrix is built by the one design builder (iop_research._design).
 
 
 # --------------------------------------------------------------------------------------
@@ -716,13 +560,17 @@ def fit_cox(
     event_col : str
         Event indicator (1/True = event at the end of the row, 0/False = censored).
     covariates : list of str, optional
-        Covariate columns. Numeric and 0/1 columns enter as they are; object, category and
-        bool columns get treatment (dummy) coding with the first sorted level (first category
-        for a pandas Categorical) as reference, named ``col[T.level]`` (patsy/formulaic style;
-        R would name them ``collevel``). Give either this or ``formula``.
+        Covariate columns. Numeric columns enter as they are; object, string, category and
+        bool columns get treatment (dummy) coding against the first level (a Categorical's
+        first used category, else the first sorted value; ``False`` for bool), named
+        ``col[T.level]`` (formulaic style; R would name them ``collevel``), with a readable
+        ``label`` (``"Col: level"``). The package's one design builder
+        (:mod:`iop_research._design`) does this for every regression. Give either this or
+        ``formula``.
     formula : str, optional
-        Right-hand side (formulaic/patsy syntax, an optional ``"~"`` prefix is ignored), e.g.
+        Right-hand side (formulaic syntax, an optional ``"~"`` prefix is ignored), e.g.
         ``"treat + C(site) + age"`` or ``"treat * in_treatment"``; the intercept is dropped.
+        ``C(site)`` is named ``site[T.level]``, as with ``covariates``.
     start_col, stop_col : str, optional
         Interval ``(start, stop]`` of counting-process rows, same unit as the events;
         ``stop`` must exceed ``start``.
@@ -747,9 +595,9 @@ def fit_cox(
     Returns
     -------
     Result
-        ``tidy`` columns ``term, estimate, std_error, conf_low, conf_high, p_value,
+        ``tidy`` columns ``term, label, estimate, std_error, conf_low, conf_high, p_value,
         hazard_ratio, hr_conf_low, hr_conf_high, naive_std_error`` (one row per design column;
-        ``term`` is the design column name). ``glance`` (one row) columns ``n, n_events,
+        ``term`` is the design column name, ``label`` its readable form). ``glance`` (one row) columns ``n, n_events,
         n_clusters, loglik_null, loglik, concordance, concordance_se, lr_statistic, lr_df,
         lr_p_value, wald_statistic, wald_p_value, score_statistic, score_p_value,
         robust_score_statistic, robust_score_p_value, iterations, converged``. ``model`` is a
@@ -757,10 +605,13 @@ def fit_cox(
 
     Raises
     ------
+    EstimatorInputError
+        Missing columns, negative durations, ``stop <= start``, an event column that is not
+        0/1, missing/infinite values in covariates, weights, strata or cluster, negative
+        weights (the package's one validation policy, :mod:`iop_research._validate`).
     ModelSpecificationError
-        Missing columns, negative durations, ``stop <= start``, missing/infinite values in
-        covariates, weights, strata or cluster, negative weights, a constant covariate or a
-        categorical with one level, collinear terms (named), no events.
+        A constant covariate or a categorical with one level, collinear terms (named), no
+        events, bad ``ties`` or ``conf_level``.
     ConvergenceError
         Newton-Raphson did not converge in ``max_iter`` iterations, or a coefficient diverges
         (R warns in both cases).
@@ -817,102 +668,59 @@ def fit_cox(
     >>> int(ag.glance["n_clusters"].iloc[0])
     7
     """
-    if not isinstance(df, pd.DataFrame):
-        raise ModelSpecificationError(f"df must be a pandas DataFrame, got {type(df).__name__}.")
+    func = "fit_cox"
     if ties not in _TIES:
-        raise ModelSpecificationError(f"ties={ties!r} is not supported; use 'efron' (default) or 'breslow'.")
-    if not (0 < conf_level < 1):
-        raise ModelSpecificationError(f"conf_level={conf_level!r} must lie strictly between 0 and 1 (e.g. 0.95).")
+        raise ModelSpecificationError(f"{func}: ties={ties!r} is not supported; use 'efron' (default) or 'breslow'.")
+    check_conf_level(conf_level, func)
     if (covariates is None) == (formula is None):
-        raise ModelSpecificationError("give exactly one of covariates=[...] or formula='...'.")
+        raise ModelSpecificationError(f"{func}: give exactly one of covariates=[...] or formula='...'.")
     counting = start_col is not None or stop_col is not None
     if counting and duration_col is not None:
-        raise ModelSpecificationError("give either duration_col (right-censored) or start_col and stop_col, not both.")
-    if counting and (start_col is None or stop_col is None):
-        raise ModelSpecificationError("counting-process data needs both start_col and stop_col.")
-    if not counting and duration_col is None:
-        raise ModelSpecificationError("give duration_col, or start_col and stop_col for (start, stop] rows.")
-    if len(df) == 0:
-        raise ModelSpecificationError("df has no rows.")
-
-    need = [event_col] + ([start_col, stop_col] if counting else [duration_col])
-    _require_columns(df, need, "fit_cox")
-    if counting:
-        start = _as_float(df, start_col, "start")
-        stop = _as_float(df, stop_col, "stop")
-        bad = stop <= start
-        if bad.any():
-            raise ModelSpecificationError(
-                f"{int(bad.sum())} row(s) have {stop_col} <= {start_col} (rows: {format_ids(df.index[bad])}); "
-                "intervals are (start, stop] and must have positive length. Fix or drop these rows."
-            )
-    else:
-        stop = _as_float(df, duration_col, "duration")
-        bad = stop < 0
-        if bad.any():
-            raise ModelSpecificationError(
-                f"{int(bad.sum())} row(s) have negative {duration_col} (rows: {format_ids(df.index[bad])}); "
-                "durations must be >= 0 (0 is allowed, as in R's Surv(time, event)). Fix or drop these rows."
-            )
-        start = np.full(len(df), -np.inf)
-    ev_raw = _as_float(df, event_col, "event")
-    badev = ~np.isin(ev_raw, (0.0, 1.0))
-    if badev.any():
         raise ModelSpecificationError(
-            f"event column {event_col!r} must be 0/1 or boolean; {int(badev.sum())} row(s) have other values "
-            f"(rows: {format_ids(df.index[badev])}). Recode competing events as 0 or use a competing-risks model."
+            f"{func}: give either duration_col (right-censored) or start_col and stop_col, not both."
         )
-    event = ev_raw == 1.0
+    if counting and (start_col is None or stop_col is None):
+        raise ModelSpecificationError(f"{func}: counting-process data needs both start_col and stop_col.")
+    if not counting and duration_col is None:
+        raise ModelSpecificationError(f"{func}: give duration_col, or start_col and stop_col for (start, stop] rows.")
 
-    if weights_col is not None:
-        _require_columns(df, [weights_col], "weights_col")
-        weights = _as_float(df, weights_col, "weights")
-        neg = weights < 0
-        if neg.any():
-            raise ModelSpecificationError(
-                f"weights column {weights_col!r} has {int(neg.sum())} negative value(s) "
-                f"(rows: {format_ids(df.index[neg])}). Case weights must be >= 0."
-            )
+    # ---- input columns: one validation policy (iop_research._validate)
+    require_frame(df, func, {"duration_col": duration_col, "start_col": start_col, "stop_col": stop_col,
+                             "event_col": event_col, "strata_col": strata_col, "weights_col": weights_col,
+                             "cluster_col": cluster_col}, multi=("strata_col",))
+    if counting:
+        start, stop = start_stop(df, start_col, stop_col, func=func)
     else:
-        weights = np.ones(len(df))
-
+        stop = duration_column(df, duration_col, func=func)
+        start = np.full(len(df), -np.inf)
+    event = event_indicator(df, event_col, func=func) == 1.0
+    weights = weights_column(df, weights_col, func=func) if weights_col is not None else np.ones(len(df))
     if strata_col is not None:
-        scols = [strata_col] if isinstance(strata_col, str) else list(strata_col)
-        _require_columns(df, scols, "strata_col")
-        for c in scols:
-            _codes(df, c, "strata")  # validates missing values
-        strata, _ = pd.factorize(pd.MultiIndex.from_frame(df[scols]), sort=True) if len(scols) > 1 else _codes(
-            df, scols[0], "strata"
-        )
-        strata = np.asarray(strata, dtype=np.int64)
+        strata = strata_codes(df, strata_col, func=func)
     else:
         strata = np.zeros(len(df), dtype=np.int64)
-
     if cluster_col is not None:
-        _require_columns(df, [cluster_col], "cluster_col")
-        if df[cluster_col].isna().any():
-            _codes(df, cluster_col, "cluster")  # raises with the offending rows
-        cluster = pd.factorize(df[cluster_col], sort=False)[0].astype(np.int64)
+        cluster = cluster_codes(df, cluster_col, func=func)
         robust = True
     else:
         cluster = None
 
-    if formula is not None:
-        x, names, assign = _design_from_formula(df, formula)
-    else:
-        x, names, assign = _design_from_covariates(df, covariates)
+    # ---- design matrix: one builder (iop_research._design)
+    design = build_design(df, covariates=covariates, formula=formula, func=func)
+    x, names, assign = design.matrix, list(design.terms), {k: list(v) for k, v in design.assign.items()}
 
     use = weights > 0
     if not use.any():
-        raise ModelSpecificationError("all case weights are zero; nothing to fit.")
+        raise ModelSpecificationError(f"{func}: all case weights are zero; nothing to fit.")
     if not (event & use).any():
         raise ModelSpecificationError(
-            f"no events ({event_col} == 1) among rows with positive weight; a Cox model needs events."
+            f"{func}: no events ({event_col} == 1) among rows with positive weight; a Cox model needs events."
         )
     idx = np.flatnonzero(use) if not use.all() else slice(None)
     xu = x[idx]
     means = xu.mean(axis=0)
-    xc = _check_collinear(xu, names)
+    check_identifiable(xu, names, func=func)
+    xc = xu - xu.mean(axis=0)
     engine = _Engine(start[idx], stop[idx], event[idx], xc, weights[idx], strata[idx], ties == "efron")
     beta, naive_var, loglik0, loglik, score_stat, iters, st0, st = _newton(engine, names, tol, max_iter)
     p = len(names)
@@ -945,6 +753,7 @@ def fit_cox(
     tidy = pd.DataFrame(
         {
             "term": names,
+            "label": list(design.labels),
             "estimate": beta,
             "std_error": se,
             "conf_low": lo,

@@ -36,8 +36,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from iop_research._design import build_design, check_identifiable
+from iop_research._validate import check_conf_level, days_argument, interval_bounds, label_codes, require_frame
 from iop_research.results import TIDY_TERM_COLUMNS, Result
-from iop_research.exceptions import ConvergenceError, ModelSpecificationError, format_ids
+from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError, format_ids
 
 __all__ = ["fit_turnbull", "fit_interval_aft", "midpoint_imputation", "turnbull_survival_at",
            "compare_midpoint"]
@@ -45,30 +47,11 @@ __all__ = ["fit_turnbull", "fit_interval_aft", "midpoint_imputation", "turnbull_
 TURNBULL_COLUMNS = ("group", "interval_lower", "interval_upper", "probability", "survival")
 
 
-def _bounds(df: pd.DataFrame, lower_col: str, upper_col: str, func: str) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(df, pd.DataFrame):
-        raise ModelSpecificationError(f"{func}: df must be a pandas DataFrame, got {type(df).__name__}.")
-    missing = [c for c in (lower_col, upper_col) if c not in df.columns]
-    if missing:
-        raise ModelSpecificationError(f"{func}: column(s) {', '.join(missing)} not in df (columns: "
-                                      f"{format_ids(df.columns, 10)}). Pass lower_col/upper_col.")
-    out = []
-    for col in (lower_col, upper_col):
-        try:
-            out.append(pd.to_numeric(df[col], errors="raise").to_numpy(dtype=float, na_value=np.nan))
-        except (TypeError, ValueError) as exc:
-            raise ModelSpecificationError(f"{func}: column {col} must be numeric (days).") from exc
-    lo, hi = out
-    hi = np.where(np.isnan(hi), np.inf, hi)
-    bad = ~np.isfinite(lo) | (lo < 0) | (hi < lo)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ModelSpecificationError(
-            f"{func}: {len(rows)} row(s) have a missing, negative or infinite {lower_col}, or "
-            f"{upper_col} < {lower_col} (rows {format_ids(df.index[rows])}). Each row needs "
-            f"0 <= {lower_col} <= {upper_col}; use {upper_col} = inf/NaN for right-censored rows "
-            "and exclude (and count) rows without a usable time before fitting.")
-    return lo, hi
+def _bounds(df: pd.DataFrame, lower_col: str, upper_col: str, func: str,
+            **other_cols: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds by the package's one validation policy (iop_research._validate)."""
+    require_frame(df, func, {"lower_col": lower_col, "upper_col": upper_col, **other_cols})
+    return interval_bounds(df, lower_col, upper_col, func=func)
 
 
 def _innermost(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -214,7 +197,8 @@ def fit_turnbull(
         ``tidy``: columns ``group, interval_lower, interval_upper, probability, survival``,
         one row per innermost interval with positive mass (``survival`` is S(t) for ``t``
         between this interval's upper end and the next interval's lower end).
-        ``glance``: ``group, n, n_exact, n_interval, n_right_censored, n_intervals,
+        ``glance`` (one row per group): ``group, n, n_events, n_exact, n_interval,
+        n_right_censored, n_intervals,
         iterations, converged, loglik``. Use :func:`turnbull_survival_at` for S at given times.
 
     Raises
@@ -240,20 +224,12 @@ def fit_turnbull(
     >>> turnbull_survival_at(fit, [2, 3, 6]).round(4)["survival"].tolist()
     [0.8288, 0.537, 0.4144]
     """
-    lo, hi = _bounds(df, lower_col, upper_col, "fit_turnbull")
+    lo, hi = _bounds(df, lower_col, upper_col, "fit_turnbull", group_col=group_col)
     if group_col is None:
         groups = [("all", np.ones(len(lo), bool))]
     else:
-        if group_col not in df.columns:
-            raise ModelSpecificationError(f"fit_turnbull: group_col {group_col!r} not in df.")
-        g = df[group_col]
-        if g.isna().any():
-            raise ModelSpecificationError(
-                f"fit_turnbull: {int(g.isna().sum())} row(s) have a missing {group_col} (rows "
-                f"{format_ids(df.index[g.isna().to_numpy()])}); exclude them explicitly (and count them).")
-        levels = list(g.cat.categories) if isinstance(g.dtype, pd.CategoricalDtype) else sorted(g.unique())
-        gv = g.to_numpy()
-        groups = [(lev, gv == lev) for lev in levels if (gv == lev).any()]
+        gcode, levels = label_codes(df, group_col, func="fit_turnbull", role="group")
+        groups = [(lev, gcode == i) for i, lev in enumerate(levels)]
     tidy, glance = [], []
     for name, mask in groups:
         pairs = pd.DataFrame({"lo": lo[mask], "hi": hi[mask]}).value_counts(sort=False).reset_index()
@@ -272,7 +248,7 @@ def fit_turnbull(
         loglik = float(np.sum(w * np.log(alpha.astype(float) @ p)))
         n_exact = int(w[plo == phi].sum())
         n_right = int(w[np.isinf(phi)].sum())
-        glance.append({"group": name, "n": int(w.sum()), "n_exact": n_exact,
+        glance.append({"group": name, "n": int(w.sum()), "n_events": int(w.sum()) - n_right, "n_exact": n_exact,
                        "n_interval": int(w.sum()) - n_exact - n_right, "n_right_censored": n_right,
                        "n_intervals": int(keep.sum()), "iterations": it, "converged": ok, "loglik": loglik})
     return Result(
@@ -315,9 +291,7 @@ def turnbull_survival_at(result: Result, times: Sequence[float]) -> pd.DataFrame
     tidy = result.tidy
     if list(tidy.columns) != list(TURNBULL_COLUMNS):
         raise ModelSpecificationError("turnbull_survival_at needs the result of fit_turnbull.")
-    t = np.asarray(times, dtype=float)
-    if np.isnan(t).any() or (t < 0).any():
-        raise ModelSpecificationError("turnbull_survival_at: times must be >= 0 and not missing.")
+    t = days_argument(times, "turnbull_survival_at")
     rows = []
     for name in pd.unique(tidy["group"]):
         sub = tidy[tidy["group"] == name]
@@ -408,6 +382,7 @@ def fit_interval_aft(
     lower_col: str,
     upper_col: str,
     covariates: Sequence[str] = (),
+    formula: str | None = None,
     distribution: str = "weibull",
     conf_level: float = 0.95,
     tol: float = 1e-10,
@@ -438,7 +413,13 @@ def fit_interval_aft(
     lower_col, upper_col : str
         Bounds (days, > 0 except lower 0 for left-censoring), ``interval2`` convention.
     covariates : sequence of str, default ()
-        Numeric (or 0/1, boolean) covariate columns, entered as they are. No missing values.
+        Covariate columns, coded by the package's one design builder
+        (:mod:`iop_research._design`) as in :func:`~iop_research.survival.cox.fit_cox`:
+        numeric columns as they are, categorical columns (object, string, category, bool)
+        dummy-coded against their first level (``col[T.level]``, as R's ``survreg`` with a
+        factor). No missing values.
+    formula : str, optional
+        Right-hand side instead of ``covariates``, e.g. ``"C(primary_substance) + age"``.
     distribution : {"weibull", "loglogistic", "lognormal"}, default "weibull"
         Error distribution (R ``dist=``).
     conf_level : float, default 0.95
@@ -451,15 +432,19 @@ def fit_interval_aft(
     Returns
     -------
     Result
-        ``tidy`` (``term, estimate, std_error, conf_low, conf_high, p_value, time_ratio``):
-        ``(Intercept)``, the covariates, then ``Log(scale)`` (R's naming). ``glance``:
-        ``distribution, n, n_exact, n_interval, n_right_censored, n_left_censored, loglik,
-        scale, aic, iterations, converged``. ``model``: dict with ``params`` and ``vcov``.
+        ``tidy`` (``term, label, estimate, std_error, conf_low, conf_high, p_value,
+        time_ratio``): ``(Intercept)``, the design columns, then ``Log(scale)`` (R's naming). ``glance``:
+        ``distribution, n, n_events, n_exact, n_interval, n_right_censored, n_left_censored,
+        loglik, scale, aic, iterations, converged`` (``n_events``: rows not right-censored).
+        ``model``: dict with ``params`` and ``vcov``.
 
     Raises
     ------
+    EstimatorInputError
+        Missing columns, missing or negative bounds, ``upper < lower``, exact times of 0,
+        missing covariate values.
     ModelSpecificationError
-        Bad columns or values, zero times, unknown distribution, constant covariate.
+        Unknown distribution, constant or collinear covariates, a categorical with one level.
     ConvergenceError
         The optimiser failed or the information matrix is singular.
 
@@ -478,37 +463,26 @@ def fit_interval_aft(
     >>> round(float(fit.glance["scale"].iloc[0]), 1)
     0.7
     """
+    func = "fit_interval_aft"
     if distribution not in _DISTRIBUTIONS:
-        raise ModelSpecificationError(f"fit_interval_aft: distribution must be one of {_DISTRIBUTIONS}, "
-                                      f"got {distribution!r}.")
-    if not 0 < conf_level < 1:
-        raise ModelSpecificationError(f"fit_interval_aft: conf_level must be in (0, 1), got {conf_level}.")
-    lo, hi = _bounds(df, lower_col, upper_col, "fit_interval_aft")
+        raise ModelSpecificationError(f"{func}: distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}.")
+    check_conf_level(conf_level, func)
+    lo, hi = _bounds(df, lower_col, upper_col, func)
     exact = lo == hi
-    if (exact & (lo <= 0)).any() or ((lo == 0) & np.isinf(hi)).any():
-        rows = np.flatnonzero((exact & (lo <= 0)) | ((lo == 0) & np.isinf(hi)))
-        raise ModelSpecificationError(
-            f"fit_interval_aft: {len(rows)} row(s) have an exact time of 0 or no information "
-            f"(0, inf) (rows {format_ids(df.index[rows])}); AFT models need times > 0.")
-    covariates = list(covariates)
-    miss = [c for c in covariates if c not in df.columns]
-    if miss:
-        raise ModelSpecificationError(f"fit_interval_aft: covariate(s) {', '.join(miss)} not in df.")
-    cols = []
-    for c in covariates:
-        try:
-            v = pd.to_numeric(df[c].astype("float64") if df[c].dtype == bool or str(df[c].dtype) == "boolean"
-                              else df[c], errors="raise").to_numpy(dtype=float, na_value=np.nan)
-        except (TypeError, ValueError) as exc:
-            raise ModelSpecificationError(f"fit_interval_aft: covariate {c} must be numeric or 0/1; "
-                                          "dummy-code categories first.") from exc
-        if np.isnan(v).any():
-            raise ModelSpecificationError(
-                f"fit_interval_aft: covariate {c} has {int(np.isnan(v).sum())} missing value(s) (rows "
-                f"{format_ids(df.index[np.isnan(v)])}); exclude them explicitly (and count them).")
-        if np.ptp(v) == 0:
-            raise ModelSpecificationError(f"fit_interval_aft: covariate {c} is constant; drop it.")
-        cols.append(v)
+    zero = (exact & (lo <= 0)) | ((lo == 0) & np.isinf(hi))
+    if zero.any():
+        rows = df.index[zero].tolist()
+        raise EstimatorInputError(
+            f"{func}: columns {lower_col!r}/{upper_col!r} (interval) have {int(zero.sum())} row(s) with an exact "
+            f"time of 0 or no information (0, inf) (rows: {format_ids(rows)}). AFT models need times > 0; drop these "
+            "rows explicitly (and count them).",
+            func=func, column=lower_col, check="zero_time", n_rows=int(zero.sum()), rows=rows[:5])
+    if formula is not None and len(covariates):
+        raise ModelSpecificationError(f"{func}: give covariates=[...] or formula='...', not both.")
+    design = build_design(df, covariates=covariates if formula is None else None, formula=formula, func=func,
+                          allow_empty=True)
+    check_identifiable(design.matrix, design.terms, func=func)
+    cols = [design.matrix[:, j] for j in range(design.matrix.shape[1])]
     n_rows = len(lo)
     n_kinds = (int(exact.sum()), int((~exact & (lo > 0) & np.isfinite(hi)).sum()),
                int((~exact & np.isinf(hi)).sum()), int((~exact & (lo == 0)).sum()))
@@ -517,7 +491,8 @@ def fit_interval_aft(
     lo, hi, w = uniq[:, 0], uniq[:, 1], counts.astype(float)
     exact = lo == hi
     x = np.column_stack([np.ones(len(lo))] + [uniq[:, 2 + j] for j in range(len(cols))])
-    names = ["(Intercept)"] + covariates + ["Log(scale)"]
+    names = ["(Intercept)"] + list(design.terms) + ["Log(scale)"]
+    labels = ["(Intercept)"] + list(design.labels) + ["Log(scale)"]
     with np.errstate(divide="ignore"):
         loglo, loghi = np.log(lo), np.log(hi)
     kinds = (exact, ~exact & (lo > 0) & np.isfinite(hi), ~exact & np.isinf(hi), ~exact & (lo == 0))
@@ -543,7 +518,7 @@ def fit_interval_aft(
             try:
                 step = np.linalg.solve(hess, grad)
             except np.linalg.LinAlgError as exc:
-                raise ConvergenceError("fit_interval_aft: singular information matrix; check for "
+                raise ConvergenceError(f"{func}: singular information matrix; check for "
                                        "collinear covariates.") from exc
             new = theta - step
             if f(new) > f(theta) + 1e-12:
@@ -572,14 +547,14 @@ def fit_interval_aft(
         )
     z = stats.norm.ppf(0.5 + conf_level / 2)
     tidy = pd.DataFrame({
-        "term": names, "estimate": theta, "std_error": se,
+        "term": names, "label": labels, "estimate": theta, "std_error": se,
         "conf_low": theta - z * se, "conf_high": theta + z * se,
         "p_value": 2 * stats.norm.sf(np.abs(theta / se)),
     }, columns=list(TIDY_TERM_COLUMNS))
     tidy["time_ratio"] = np.where(tidy["term"] == "Log(scale)", np.nan, np.exp(tidy["estimate"]))
     loglik = -f(theta)
     glance = pd.DataFrame([{
-        "distribution": distribution, "n": n_rows, "n_exact": n_kinds[0],
+        "distribution": distribution, "n": n_rows, "n_events": n_rows - n_kinds[2], "n_exact": n_kinds[0],
         "n_interval": n_kinds[1], "n_right_censored": n_kinds[2],
         "n_left_censored": n_kinds[3], "loglik": float(loglik), "scale": float(np.exp(theta[-1])),
         "aic": float(2 * len(theta) - 2 * loglik), "iterations": it, "converged": converged,

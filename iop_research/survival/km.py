@@ -40,7 +40,17 @@ from iop_research.results import (
     TIDY_TERM_COLUMNS,
     Result,
 )
-from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
+from iop_research._validate import (
+    check_conf_level,
+    days_argument,
+    duration_column,
+    entry_column,
+    event_indicator,
+    label_codes,
+    require_frame,
+    weights_column,
+)
+from iop_research.exceptions import ModelSpecificationError, format_ids
 
 __all__ = ["fit_km", "logrank_test", "rmst"]
 
@@ -51,67 +61,8 @@ _TOL_ZERO = 1e-12  # relative tolerance under which n_at_risk - n_events counts 
 
 
 # --------------------------------------------------------------------------------------
-# input validation
+# input: parsed by the package's one validation policy (iop_research._validate)
 # --------------------------------------------------------------------------------------
-def _bad_rows(df: pd.DataFrame, mask: np.ndarray) -> str:
-    return format_ids(df.index[mask].tolist())
-
-
-def _numeric(df: pd.DataFrame, col: str, func: str, what: str) -> np.ndarray:
-    s = df[col]
-    if s.dtype == bool:
-        return s.to_numpy(dtype=float)
-    if not pd.api.types.is_numeric_dtype(s):
-        raise DataValidationError(
-            f"{func}: column {col!r} ({what}) must be numeric, found dtype {s.dtype}. "
-            f"Convert it first, e.g. df[{col!r}] = pd.to_numeric(df[{col!r}])."
-        )
-    arr = s.to_numpy(dtype=float, na_value=np.nan)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise DataValidationError(
-            f"{func}: column {col!r} ({what}) has {int(bad.sum())} missing or infinite values "
-            f"(rows: {_bad_rows(df, bad)}). Drop or impute these rows explicitly before fitting "
-            f"(rows are never dropped silently)."
-        )
-    return arr
-
-
-def _labels(df: pd.DataFrame, col: str, func: str) -> tuple[np.ndarray, list]:
-    """Integer codes and level labels; levels in categorical order or sorted, as R's factor()."""
-    s = df[col]
-    if s.isna().any():
-        bad = s.isna().to_numpy()
-        raise DataValidationError(
-            f"{func}: column {col!r} has {int(bad.sum())} missing values "
-            f"(rows: {_bad_rows(df, bad)}). Drop them explicitly or give them a level of their own."
-        )
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        cat = s.cat.remove_unused_categories()
-        return cat.cat.codes.to_numpy().astype(np.int64), list(cat.cat.categories)
-    try:
-        codes, uniques = pd.factorize(s, sort=True)
-    except TypeError:
-        codes, uniques = pd.factorize(s.astype(str), sort=True)
-    return codes.astype(np.int64), list(uniques)
-
-
-def _check_columns(df: Any, func: str, cols: dict[str, str | None]) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise ModelSpecificationError(
-            f"{func}: expected a pandas DataFrame, got {type(df).__name__}. "
-            "Pass the analysis frame (one row per episode)."
-        )
-    missing = [f"{arg}={name!r}" for arg, name in cols.items() if name is not None and name not in df.columns]
-    if missing:
-        raise ModelSpecificationError(
-            f"{func}: column(s) not found: {', '.join(missing)}. "
-            f"Available columns: {format_ids(list(df.columns), limit=12)}."
-        )
-    if len(df) == 0:
-        raise DataValidationError(f"{func}: the data frame has no rows; nothing to estimate.")
-
-
 def _prepare(
     df: pd.DataFrame,
     func: str,
@@ -123,7 +74,7 @@ def _prepare(
     entry_col: str | None = None,
     strata_col: str | None = None,
 ) -> dict[str, Any]:
-    _check_columns(
+    require_frame(
         df,
         func,
         {
@@ -135,58 +86,19 @@ def _prepare(
             "strata_col": strata_col,
         },
     )
-    time = _numeric(df, duration_col, func, "duration")
-    neg = time < 0
-    if neg.any():
-        raise DataValidationError(
-            f"{func}: column {duration_col!r} has {int(neg.sum())} negative durations "
-            f"(rows: {_bad_rows(df, neg)}). Durations must be >= 0 (0 is allowed, as in R's Surv); "
-            "check the time origin of these rows."
-        )
-    ev_raw = df[event_col]
-    if ev_raw.dtype == bool:
-        event = ev_raw.to_numpy(dtype=float)
-    else:
-        if not pd.api.types.is_numeric_dtype(ev_raw):
-            raise DataValidationError(
-                f"{func}: column {event_col!r} (event indicator) must be 0/1 or bool, found dtype "
-                f"{ev_raw.dtype}. Recode it, e.g. (df[{event_col!r}] == 'yes').astype(int)."
-            )
-        event = ev_raw.to_numpy(dtype=float, na_value=np.nan)
-        bad = ~((event == 0) | (event == 1))
-        if bad.any():
-            raise DataValidationError(
-                f"{func}: column {event_col!r} (event indicator) must hold only 0/1 or bool; "
-                f"{int(bad.sum())} rows hold other values or are missing (rows: {_bad_rows(df, bad)}). "
-                "Recode to 1 = event, 0 = censored, and drop rows with unknown status explicitly."
-            )
-    if weights_col is not None:
-        weight = _numeric(df, weights_col, func, "case weights")
-        neg = weight < 0
-        if neg.any():
-            raise DataValidationError(
-                f"{func}: column {weights_col!r} has {int(neg.sum())} negative case weights "
-                f"(rows: {_bad_rows(df, neg)}). Weights must be >= 0."
-            )
-    else:
-        weight = np.ones_like(time)
+    time = duration_column(df, duration_col, func=func)
+    event = event_indicator(df, event_col, func=func)
+    weight = weights_column(df, weights_col, func=func) if weights_col is not None else np.ones_like(time)
     entry = None
     if entry_col is not None:
-        entry = _numeric(df, entry_col, func, "entry time")
-        bad = entry >= time
-        if bad.any():
-            raise DataValidationError(
-                f"{func}: {int(bad.sum())} rows have {entry_col!r} >= {duration_col!r} "
-                f"(rows: {_bad_rows(df, bad)}). The risk interval is (entry, duration] and must not "
-                "be empty; drop these rows explicitly or fix the entry times."
-            )
+        entry = entry_column(df, entry_col, time, func=func, duration_col=duration_col)
     out: dict[str, Any] = {"time": time, "event": event, "weight": weight, "entry": entry}
     if group_col is not None:
-        out["gcode"], out["glevels"] = _labels(df, group_col, func)
+        out["gcode"], out["glevels"] = label_codes(df, group_col, func=func, role="group")
     else:
         out["gcode"], out["glevels"] = np.zeros(len(time), dtype=np.int64), ["all"]
     if strata_col is not None:
-        out["scode"], out["slevels"] = _labels(df, strata_col, func)
+        out["scode"], out["slevels"] = label_codes(df, strata_col, func=func, role="strata")
     else:
         out["scode"], out["slevels"] = np.zeros(len(time), dtype=np.int64), [None]
     return out
@@ -203,11 +115,7 @@ def _split(codes: np.ndarray, n_levels: int) -> list[np.ndarray]:
 
 
 def _z(conf_level: float, func: str) -> float:
-    if not (isinstance(conf_level, (int, float)) and 0 < conf_level < 1):
-        raise ModelSpecificationError(
-            f"{func}: conf_level must be a number strictly between 0 and 1, got {conf_level!r} "
-            "(e.g. 0.95)."
-        )
+    conf_level = check_conf_level(conf_level, func)
     return float(stats.norm.ppf(1 - (1 - conf_level) / 2))
 
 
@@ -400,7 +308,7 @@ def fit_km(
         ``summary(fit, censored=TRUE)``, columns ``group, time, n_at_risk, n_events,
         n_censored, survival, std_error, conf_low, conf_high``. ``std_error`` is the standard
         error of S(t) (Greenwood, R's ``summary(fit)$std.err``); counts are weighted.
-        ``glance``: one row per group, ``group, n, n_weighted, events``.
+        ``glance``: one row per group, ``group, n, n_weighted, n_events`` (weighted events).
         ``extra["medians"]``: ``group, median, conf_low, conf_high`` with R's
         ``print(survfit)`` rule (first time the curve, resp. the lower/upper CI curve, is
         <= 0.5; midpoint to the next drop when it equals 0.5 exactly; NaN when never reached).
@@ -416,11 +324,13 @@ def fit_km(
 
     Raises
     ------
+    EstimatorInputError
+        Missing columns, missing / infinite / negative durations, an event column that is
+        not 0/1/bool, negative weights, ``entry >= duration``, missing group labels (the
+        package's one validation policy, :mod:`iop_research._validate`; it subclasses both
+        ``DataValidationError`` and ``ModelSpecificationError``).
     ModelSpecificationError
-        Missing columns, bad ``conf_level`` or ``conf_type``, ``times`` negative or missing.
-    DataValidationError
-        Missing / infinite / negative durations, an event column that is not 0/1/bool,
-        negative weights, ``entry >= duration``, missing group labels.
+        Bad ``conf_level`` or ``conf_type``, ``times`` negative or missing.
 
     See Also
     --------
@@ -471,12 +381,7 @@ def fit_km(
         )
     z = _z(conf_level, func)
     if times is not None:
-        times_arr = np.asarray(times, dtype=float).ravel()
-        if times_arr.size == 0 or not np.all(np.isfinite(times_arr)) or np.any(times_arr < 0):
-            raise ModelSpecificationError(
-                f"{func}: times must be a non-empty sequence of finite values >= 0 (days), got {times!r}."
-            )
-        times_arr = np.sort(times_arr)
+        times_arr = np.sort(days_argument(times, func))
     p = _prepare(
         df,
         func,
@@ -521,7 +426,7 @@ def fit_km(
         )
         glance_rows.append(
             {"group": label, "n": int(len(idx)), "n_weighted": float(weight[idx].sum()),
-             "events": float((weight[idx] * event[idx]).sum())}
+             "n_events": float((weight[idx] * event[idx]).sum())}
         )
         if times is not None:
             at = _at_times(tab, times_arr)
@@ -551,7 +456,7 @@ def fit_km(
     return Result(
         method="Kaplan-Meier",
         tidy=tidy,
-        glance=pd.DataFrame(glance_rows, columns=["group", "n", "n_weighted", "events"]),
+        glance=pd.DataFrame(glance_rows, columns=["group", "n", "n_weighted", "n_events"]),
         model=None,
         extra=extra,
         conventions=conventions,
@@ -651,12 +556,12 @@ def logrank_test(
 
     Raises
     ------
+    EstimatorInputError
+        Missing columns, missing / infinite / negative durations, event not 0/1/bool,
+        negative weights, missing group or stratum labels.
     ModelSpecificationError
-        Missing columns, fewer than two groups, bad ``rho``/``gamma``, trend scores that are
-        not usable, singular variance matrix.
-    DataValidationError
-        Missing / infinite / negative durations, event not 0/1/bool, negative weights,
-        missing group or stratum labels.
+        Fewer than two groups, bad ``rho``/``gamma``, trend scores that are not usable,
+        singular variance matrix.
 
     See Also
     --------
@@ -841,17 +746,17 @@ def rmst(
     Returns
     -------
     Result
-        ``tidy``: ``term, estimate, std_error, conf_low, conf_high, p_value`` with terms
-        ``rmst[<group>]`` (days; p_value NaN), and with two groups ``difference`` (days,
-        Wald CI and p) and ``ratio`` (CI and p on the log scale; its ``std_error`` is that
-        of log(ratio)). ``glance``: ``tau, n, events``.
+        ``tidy``: ``term, label, estimate, std_error, conf_low, conf_high, p_value`` with terms
+        ``rmst[<group>]`` (days; p_value NaN; label ``"RMST: <group>"``), and with two
+        groups ``difference`` (days, Wald CI and p) and ``ratio`` (CI and p on the log scale;
+        its ``std_error`` is that of log(ratio)). ``glance``: ``tau, n, n_events``.
 
     Raises
     ------
-    ModelSpecificationError
-        Missing columns, ``tau`` not positive or beyond a group's follow-up, bad ``conf_level``.
-    DataValidationError
+    EstimatorInputError
         As :func:`fit_km`.
+    ModelSpecificationError
+        ``tau`` not positive or beyond a group's follow-up, bad ``conf_level``.
 
     Notes
     -----
@@ -908,19 +813,21 @@ def rmst(
         est, se = _rmst_one(tab, tau)
         ests.append(est)
         ses.append(se)
-        rows.append((f"rmst[{label}]", est, se, est - z * se, est + z * se, np.nan))
+        rows.append((f"rmst[{label}]", f"RMST: {label}", est, se, est - z * se, est + z * se, np.nan))
     if len(levels) == 2:
         d = ests[1] - ests[0]
         se_d = float(np.hypot(ses[0], ses[1]))
         with np.errstate(divide="ignore", invalid="ignore"):
             p_d = float(2 * stats.norm.sf(abs(d / se_d))) if se_d > 0 else np.nan
-        rows.append(("difference", d, se_d, d - z * se_d, d + z * se_d, p_d))
+        rows.append(("difference", f"Difference in RMST ({levels[1]} - {levels[0]})", d, se_d, d - z * se_d,
+                     d + z * se_d, p_d))
         lr = float(np.log(ests[1] / ests[0]))
         se_r = float(np.sqrt((ses[1] / ests[1]) ** 2 + (ses[0] / ests[0]) ** 2))
         p_r = float(2 * stats.norm.sf(abs(lr / se_r))) if se_r > 0 else np.nan
-        rows.append(("ratio", float(np.exp(lr)), se_r, float(np.exp(lr - z * se_r)), float(np.exp(lr + z * se_r)), p_r))
+        rows.append(("ratio", f"Ratio of RMST ({levels[1]} / {levels[0]})", float(np.exp(lr)), se_r,
+                     float(np.exp(lr - z * se_r)), float(np.exp(lr + z * se_r)), p_r))
     tidy = pd.DataFrame(rows, columns=list(TIDY_TERM_COLUMNS))
-    glance = pd.DataFrame({"tau": [tau], "n": [int(len(time))], "events": [float(event.sum())]})
+    glance = pd.DataFrame({"tau": [tau], "n": [int(len(time))], "n_events": [float(event.sum())]})
     conventions = {
         "estimate": "area under the KM curve on [0, tau] (R survmean / print(survfit, rmean=tau))",
         "variance": "sum A_i^2 d_i/(n_i(n_i-d_i)) (R survmean; survRM2 rmst2)",

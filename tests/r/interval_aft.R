@@ -15,7 +15,13 @@ source("tests/r/json.R")
 teds <- read.csv("tests/golden/data/interval_teds.csv")
 visits <- read.csv("tests/golden/data/interval_visits.csv")
 visits$lower[visits$lower == 0] <- NA  # left-censored: R codes lower as NA (Python: 0)
-data_of <- list(teds = teds, visits = visits)
+# categorical covariates: discharge reason as a factor (reference "completed", the first sorted
+# level, as iop_research._design) and MAT as a logical (Python: bool column mat_b)
+teds_cat <- transform(teds,
+  reason = factor(ifelse(completed == 1, "completed", ifelse(dropped_out == 1, "dropped_out", "other")),
+                  levels = c("completed", "dropped_out", "other")),
+  mat_b = mat == 1)
+data_of <- list(teds = teds, visits = visits, teds_cat = teds_cat)
 
 aft_case <- function(data, rhs, dist) {
   d <- data_of[[data]]
@@ -49,7 +55,9 @@ out <- list(
     aft_case("teds", "completed + dropped_out + mat", "loglogistic"),
     aft_case("visits", "treat + age", "weibull"),
     aft_case("visits", "treat + age", "loglogistic"),
-    aft_case("visits", "treat", "lognormal")
+    aft_case("visits", "treat", "lognormal"),
+    aft_case("teds_cat", "reason + mat_b", "weibull"),
+    aft_case("teds_cat", "reason + mat_b", "loglogistic")
   ),
   turnbull = list(
     turnbull_case("teds", NULL, c(1, 7, 14, 30, 45, 60, 90, 120, 180, 365)),
