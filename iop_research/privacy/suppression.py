@@ -633,7 +633,8 @@ def check_no_small_cells(
     k = _check_k(min_cell_count)
     if count_cols is None:
         count_cols = [c for c in table.columns if pd.api.types.is_integer_dtype(table[c].dtype)]
-        if not count_cols and len(table.columns) and all(table[c].dtype == object for c in table.columns):
+        if not count_cols and len(table.columns) and all(
+                table[c].dtype == object or pd.api.types.is_string_dtype(table[c].dtype) for c in table.columns):
             count_cols = list(table.columns)
     problems = []
     n_bad = 0
