@@ -1,0 +1,20 @@
+"""Longitudinal (repeated-measures) estimators, each equal to R on the same data.
+
+Domain-free like :mod:`iop_research.survival`: a function takes a DataFrame plus column
+names and returns a frozen :class:`~iop_research.results.Result` with fixed-name ``tidy``
+and ``glance`` tables.
+
+==========================  =============================================  ==========================
+function                    method                                         R reference
+==========================  =============================================  ==========================
+``fit_gee``                 GEE, exchangeable / AR(1) / independence       ``geepack::geeglm``
+                            working correlation, robust (sandwich) SEs
+==========================  =============================================  ==========================
+"""
+from __future__ import annotations
+
+from iop_research._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "fit_gee": "gee",
+})
