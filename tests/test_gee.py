@@ -209,3 +209,21 @@ def test_golden_reproduces_live(tmp_path):
         assert live[key]["term"] == val["term"]
         np.testing.assert_allclose(live[key]["estimate"], val["estimate"], rtol=0, atol=1e-9)
         np.testing.assert_allclose(live[key]["std_error"], val["std_error"], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("corstr", ["exchangeable", "independence"])
+def test_agrees_with_statsmodels_where_statsmodels_matches_geepack(uds, corstr):
+    """statsmodels GEE with ddof_scale=0 uses geepack's moment estimators for these two structures."""
+    import warnings
+
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    cov = sm.cov_struct.Exchangeable() if corstr == "exchangeable" else sm.cov_struct.Independence()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = smf.gee(BIN, groups="id", data=uds, family=sm.families.Binomial(), cov_struct=cov).fit(ddof_scale=0)
+    ours = fit_gee(uds, formula=BIN, id_col="id", corstr=corstr, time_col="week").tidy.set_index("term")
+    names = {"Intercept": "(Intercept)"}
+    np.testing.assert_allclose(ours["estimate"], ref.params.rename(names)[ours.index], atol=1e-8)
+    np.testing.assert_allclose(ours["std_error"], ref.bse.rename(names)[ours.index], atol=1e-8)
