@@ -238,6 +238,9 @@ def nqf_data():
     s.dispense("C_obs178", 0, 100)
     opioid("C_obs179", obs_end=179)
     s.dispense("C_obs179", 0, 100)
+    # death before the end of the 180-day window (day 100) excludes as deceased.
+    opioid("C_died", obs_end=100)
+    s.dispense("C_died", 0, 100).event("C_died", 100, "death")
     return s.build()
 
 
@@ -258,11 +261,12 @@ def test_nqf3175_continuity(nqf, pid, days, ok):
 
 
 def test_nqf3175_exclusions_and_rate(nqf, nqf_data):
-    assert excl_counts(nqf) == {"no_opioid_admission": 1, "age_out_of_range": 1, "died": 0,
+    assert excl_counts(nqf) == {"no_opioid_admission": 1, "age_out_of_range": 1, "died": 1,
                                 "insufficient_follow_up": 1}
     assert case(nqf, "patient_id", "C_alcohol")["excluded"] == "no_opioid_admission"
     assert case(nqf, "patient_id", "C_age65")["excluded"] == "age_out_of_range"
     assert case(nqf, "patient_id", "C_obs178")["excluded"] == "insufficient_follow_up"
+    assert case(nqf, "patient_id", "C_died")["excluded"] == "died"
     t = nqf.tidy.iloc[0]
     assert (t["rate"], t["numerator"], t["denominator"]) == ("continuity_180", 4, 7)
     # the MIPS version (Quality ID 468) has no upper age limit

@@ -30,6 +30,24 @@ Common simplifications forced by the contract
   enrollment *before* the index date cannot be checked.
 * Age is ``admit/index year - birth_year`` (the contract records the year of birth only).
 * Hospice and other claims-based exclusions cannot be applied.
+
+Examples
+--------
+>>> from iop_research.datasets import load_demo
+>>> res = readmission_rates(load_demo())
+>>> res.tidy[["rate", "numerator", "denominator"]]
+             rate  numerator  denominator
+0  readmission_30         70         2782
+1  readmission_90        142         2666
+>>> res.exclusions
+                   reason  window_days    n
+0          still_enrolled            0  101
+1     died_during_episode            0    7
+2             transferred            0  612
+3          died_in_window           30    3
+4  insufficient_follow_up           30   66
+5          died_in_window           90   10
+6  insufficient_follow_up           90  175
 """
 from __future__ import annotations
 
@@ -125,7 +143,7 @@ def _joined_days(index: pd.DataFrame, key: str, other: pd.DataFrame, date_col: s
     """Every (candidate, dated row of the same patient) pair with ``day`` relative to the index date."""
     if len(other) == 0:
         return pd.DataFrame({key: pd.Series([], dtype=index[key].dtype), "day": pd.Series([], dtype=float)})
-    left = index[[key, Col.patient_id, "index_date"]].copy()
+    left = index[list(dict.fromkeys([key, Col.patient_id, "index_date"]))].copy()  # key may be patient_id
     left[Col.patient_id] = left[Col.patient_id].astype(str)
     right = other[[Col.patient_id, date_col]].copy()
     right[Col.patient_id] = right[Col.patient_id].astype(str)

@@ -247,8 +247,25 @@ def fit_gee(
 
     Examples
     --------
-    >>> fit_gee(weeks, formula="positive ~ mat + week", id_col="patient_id",
-    ...         corstr="ar1", time_col="week")  # doctest: +SKIP
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(1)
+    >>> weeks = pd.DataFrame({"patient_id": np.repeat(np.arange(200), 8), "week": np.tile(np.arange(1, 9), 200)})
+    >>> weeks["mat"] = weeks["patient_id"] % 2
+    >>> u = np.repeat(rng.normal(size=200), 8)
+    >>> eta = 0.2 - 0.8 * weeks["mat"] - 0.05 * weeks["week"] + u
+    >>> weeks["positive"] = (rng.random(len(weeks)) < 1 / (1 + np.exp(-eta))).astype(int)
+    >>> res = fit_gee(weeks, formula="positive ~ mat + week", id_col="patient_id", corstr="ar1", time_col="week")
+    >>> res.tidy[["term", "estimate", "std_error", "odds_ratio"]].round(3)
+              term  estimate  std_error  odds_ratio
+    0  (Intercept)     0.209      0.142       1.233
+    1          mat    -0.723      0.141       0.485
+    2         week    -0.066      0.022       0.936
+    >>> res.glance[["n_obs", "n_clusters", "corstr", "alpha"]].round(3)
+       n_obs  n_clusters corstr  alpha
+    0   1600         200    ar1  0.138
+
+    The R call it equals: ``geepack::geeglm(positive ~ mat + week, id = patient_id, waves = week,
+    data = weeks, family = binomial, corstr = "ar1")``.
     """
     if family not in _FAMILIES:
         raise ModelSpecificationError(f"{_FUNC}: family must be one of {_FAMILIES}, got {family!r}.")
