@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
-from iop_research.exceptions import EstimatorInputError, IopError, ModelSpecificationError
+from iop_research.exceptions import ConvergenceError, EstimatorInputError, IopError, ModelSpecificationError
 from iop_research.longitudinal.gee import GLANCE_GEE_COLUMNS, TIDY_GEE_COLUMNS, fit_gee
 from iop_research.results import TIDY_TERM_COLUMNS
 
@@ -148,6 +148,15 @@ def test_bad_values(uds):
         fit_gee(single, formula=BIN, id_col="id", corstr="exchangeable")
     with pytest.raises(ModelSpecificationError, match="linear combination|constant"):
         fit_gee(uds.assign(mat2=2 * uds["mat"]), formula="positive ~ mat + mat2", id_col="id")
+    with pytest.raises(ModelSpecificationError, match="every weight"):
+        fit_gee(uds.assign(w=0.0), formula=BIN, id_col="id", weights_col="w")
+
+
+def test_separation_is_a_convergence_error(uds):
+    """Every screen positive at site 'west' (quasi-separation): an error naming the cause, never NaN estimates."""
+    sep = uds.assign(positive=np.where(uds["site"] == "west", 1, uds["positive"]))
+    with pytest.raises(ConvergenceError, match="separation"):
+        fit_gee(sep, formula=BIN, id_col="id", time_col="week")
 
 
 def _copula_uds(rng: np.random.Generator, n_patients: int, beta_mat: float, rho: float = 0.4) -> pd.DataFrame:

@@ -50,6 +50,7 @@ __all__ = ["fit_gee", "TIDY_GEE_COLUMNS", "GLANCE_GEE_COLUMNS"]
 
 _FUNC = "fit_gee"
 _FAMILIES = ("binomial", "gaussian")
+_SEPARATION_EPS = 1e-10  # mu (1 - mu) below this: a fitted probability is 0 or 1 to double precision
 _CORSTRS = ("exchangeable", "ar1", "independence")
 #: tidy columns of a binomial GEE (other families: :data:`~iop_research.results.TIDY_TERM_COLUMNS`).
 TIDY_GEE_COLUMNS = TIDY_TERM_COLUMNS + ("odds_ratio", "or_conf_low", "or_conf_high")
@@ -110,6 +111,8 @@ def _irls_start(x, y, w, inv, var, dmu, family):
     beta = np.zeros(x.shape[1])
     for _ in range(50):
         d = dmu(mu)
+        if family == "binomial" and np.min(d) < _SEPARATION_EPS:
+            break  # fitted probabilities at 0 or 1: separation, reported by the GEE loop
         z = eta + (y - mu) / d
         ww = w * d * d / var(mu)
         xtw = x.T * ww
@@ -121,6 +124,14 @@ def _irls_start(x, y, w, inv, var, dmu, family):
         if done:
             break
     return beta
+
+
+def _separation_error(it: int) -> ConvergenceError:
+    return ConvergenceError(
+        f"{_FUNC}: fitted probabilities reached 0 or 1 at iteration {it} (separation: a term or a combination of "
+        "terms predicts the outcome perfectly, e.g. a category in which every screen is positive). Remove or merge "
+        "that term's levels, or cross-tabulate the outcome by each term to find it."
+    )
 
 
 class _Clusters:
@@ -279,6 +290,10 @@ def fit_gee(
     codes = cluster_codes(df, id_col, func=_FUNC, role="cluster id")
     t = numeric_column(df, time_col, func=_FUNC, role="time") if time_col is not None else np.arange(len(df), dtype=float)
     w = weights_column(df, weights_col, func=_FUNC) if weights_col is not None else np.ones(len(df))
+    if not np.any(w > 0):
+        raise ModelSpecificationError(
+            f"{_FUNC}: every weight in {weights_col!r} is 0, so no row contributes; check the weighting step."
+        )
     design = build_design(df, formula=rhs, func=_FUNC)
     x = np.column_stack([np.ones(len(df)), design.matrix])
     terms = ("(Intercept)",) + design.terms
@@ -331,12 +346,17 @@ def fit_gee(
         eta = x @ beta
         mu = inv(eta)
         v = var(mu)
+        if family == "binomial" and (np.min(v) < _SEPARATION_EPS or not np.all(np.isfinite(eta))):
+            raise _separation_error(it)
         phi, alpha = _scale_alpha(y, mu, v, w, corstr, pairs)
         hess, score, meat = _equations(x, y, mu, v, w, dmu(mu), t, cl, corstr, alpha)
         try:
             step = np.linalg.solve(hess, score)
         except np.linalg.LinAlgError as exc:
             raise ConvergenceError(f"{_FUNC}: singular information matrix at iteration {it}.") from exc
+        if not np.all(np.isfinite(step)):
+            raise _separation_error(it) if family == "binomial" else ConvergenceError(
+                f"{_FUNC}: the Fisher-scoring step is not finite at iteration {it}; rescale the covariates.")
         beta = beta + step
         if np.max(np.abs(step) / (np.abs(beta) + 1e-8)) < 1e-10 or np.max(np.abs(step)) < 1e-12:
             converged = True
