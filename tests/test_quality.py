@@ -390,3 +390,17 @@ def test_empty_denominator_gives_nan_rate():
     res = followup_after_discharge(_tiny(), discharge_start="2030-01-01")
     assert res.glance.iloc[0]["n_candidates"] == 1  # only the open episode (no discharge date) remains
     assert np.isnan(res.tidy["value"]).all()
+
+
+@pytest.mark.parametrize("name", ["iet", "nqf", "fu"])
+def test_every_candidate_is_counted_once(request, name):
+    """Nothing is dropped silently: exclusion counts add up to n_excluded, kept + excluded = candidates,
+    and the cases table names each candidate's reason."""
+    res = request.getfixturevalue(name)
+    g = res.glance.iloc[0]
+    assert res.extra["exclusions"]["n"].sum() == g["n_excluded"]
+    assert g["n_excluded"] + g["n_denominator"] == g["n_candidates"] == len(res.extra["cases"])
+    cases = res.extra["cases"]
+    got = cases["excluded"].dropna().value_counts().to_dict()
+    assert got == {r: n for r, n in excl_counts(res).items() if n}
+    assert (res.tidy["denominator"] == g["n_denominator"]).all()
