@@ -54,6 +54,8 @@ _EXPORTS = {
     "iptw": "designs.causal",
     "landmark_analysis": "designs.causal",
     "evalue": "designs.causal",
+    "fit_gee": "longitudinal.gee",
+    "read_teds_a": "datasets",
     "suppress_small_cells": "privacy.suppression",
     "deidentify": "data.deidentify",
 }

@@ -36,4 +36,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'exposure_switch': 'splitting',
     'censor_at': 'splitting',
     'split_after_exposure': 'splitting',
+    'iet_measure': 'quality',
+    'moud_continuity': 'quality',
+    'readmission_rates': 'quality',
+    'followup_after_discharge': 'quality',
+    'QUALITY_TIDY_COLUMNS': 'quality',
+    'QUALITY_GLANCE_COLUMNS': 'quality',
 })
