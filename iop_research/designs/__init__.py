@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'IptwResult': 'causal',
     'landmark_analysis': 'causal',
     'evalue': 'causal',
+    'clone_censor_weight': 'ccw',
     'BALANCE_COLUMNS': 'causal',
     'POSITIVITY_COLUMNS': 'causal',
 })
