@@ -216,7 +216,7 @@ def _fit_logistic(y, x, *, what: str, weights=None):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit = sm.GLM(y, x, family=family, var_weights=weights, missing="raise").fit()
+            fit = sm.GLM(y, x, family=family, var_weights=weights, missing="raise").fit(tol=1e-12, maxiter=100)
     except Exception as exc:
         raise ModelSpecificationError(
             f"{_FUNC}: the {what} could not be fitted ({type(exc).__name__}: {exc}). Check that some people start "

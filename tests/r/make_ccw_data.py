@@ -1,0 +1,122 @@
+"""Write the data sets that tests/r/ccw.R reads (clone-censor-weight golden values).
+
+Run from the repository root: ``.venv/bin/python tests/r/make_ccw_data.py``.
+Writes (committed, small, simulated):
+
+tests/golden/data/ccw_persons.csv
+    300 simulated IOP admissions plus 9 hand-made edge cases (ids 9001-9009), one row per
+    person: ``id``, ``days`` (whole days to relapse or censoring, > 0), ``relapse`` (1/0),
+    ``moud_day`` (day MOUD started, empty = never during follow-up), ``age``, ``sex`` (f/m).
+    Edge cases: start on day 0; event on the start day; follow-up ending inside the grace
+    period without a start; start on the last grace day; start after the grace period;
+    censored on the start day; event on the last grace day without a start; event after
+    the horizon; event on day 1.
+tests/golden/data/ccw_deviation.csv
+    Person-days at risk of starting within the grace period: ``id, day, started``.
+tests/golden/data/ccw_clones.csv
+    Clone rows of both strategies ``id, strategy, start, stop, event`` (``(start, stop]``).
+
+The two derived files are built here by plain per-person loops that spell the conventions
+of ``iop_research.designs.ccw`` out independently of the package (GRACE = 21 days,
+HORIZON = 120 days):
+
+* "start": a person who started on a day <= GRACE follows the strategy to the end of
+  follow-up (truncated at HORIZON); otherwise the clone is censored at GRACE (after an
+  event on that day), or ends earlier with the person's own outcome.
+* "no_start": censored on the start day if it is <= GRACE (after an event on that day);
+  one row per day during the grace period (the weights change daily), one row after it.
+* deviation rows: days 0..min(GRACE, days, moud_day), started = 1 on ``moud_day``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OUT = Path(__file__).resolve().parents[1] / "golden" / "data"
+GRACE = 21
+HORIZON = 120
+
+
+def make_persons(seed: int = 20261207) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 300
+    age = np.round(rng.normal(35, 10, n)).clip(18, 70)
+    male = rng.random(n) < 0.6
+    h = 1 / (1 + np.exp(-(-3.0 + 0.04 * (age - 35) + 0.5 * male)))
+    ta = np.full(n, np.nan)
+    for d in range(GRACE + 15):
+        s = np.isnan(ta) & (rng.random(n) < h)
+        ta[s] = d
+    lam = 0.006 * np.exp(0.03 * (age - 35) - 0.2 * male) * np.where(np.nan_to_num(ta, nan=99) <= GRACE, 0.7, 1.0)
+    ev_day = np.ceil(rng.exponential(1 / lam))
+    cens = rng.integers(10, 200, n)
+    days = np.maximum(np.minimum(ev_day, cens), 1)
+    relapse = (ev_day <= cens).astype(int)
+    ta = np.where(ta <= days, ta, np.nan)
+    d = pd.DataFrame({"id": np.arange(1, n + 1), "days": days.astype(int), "relapse": relapse, "moud_day": ta,
+                      "age": age, "sex": np.where(male, "m", "f")})
+    edge = pd.DataFrame(
+        [
+            (9001, 50, 1, 0.0, 30.0, "f"),  # start on day 0
+            (9002, 5, 1, 5.0, 41.0, "m"),  # event on the start day
+            (9003, 10, 0, np.nan, 28.0, "m"),  # follow-up ends inside the grace period
+            (9004, 100, 1, float(GRACE), 52.0, "f"),  # start on the last grace day
+            (9005, 150, 0, 40.0, 33.0, "m"),  # start after the grace period
+            (9006, 7, 0, 7.0, 25.0, "f"),  # censored on the start day
+            (9007, GRACE, 1, np.nan, 45.0, "m"),  # event on the last grace day, no start
+            (9008, 200, 1, 3.0, 38.0, "m"),  # event after the horizon
+            (9009, 1, 1, np.nan, 60.0, "f"),  # event on day 1
+        ],
+        columns=d.columns,
+    )
+    return pd.concat([d, edge], ignore_index=True)
+
+
+def deviation_rows(p: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for r in p.itertuples(index=False):
+        ta = r.moud_day
+        last = min(GRACE, r.days, ta if not math.isnan(ta) else math.inf)
+        for day in range(int(last) + 1):
+            out.append((r.id, day, int(day == ta)))
+    return pd.DataFrame(out, columns=["id", "day", "started"])
+
+
+def clone_rows(p: pd.DataFrame) -> pd.DataFrame:
+    start_arm, no_start_arm = [], []
+    for r in p.itertuples(index=False):
+        y = min(r.days, HORIZON)
+        e = r.relapse if r.days <= HORIZON else 0
+        ta = r.moud_day
+        started = not math.isnan(ta) and ta <= GRACE
+        # strategy "start"
+        if y <= GRACE:
+            start_arm.append((r.id, "start", 0, y, e))
+        elif started:
+            start_arm += [(r.id, "start", 0, GRACE, 0), (r.id, "start", GRACE, y, e)]
+        else:
+            start_arm.append((r.id, "start", 0, GRACE, 0))  # deviates: censored at the end of the grace period
+        # strategy "no_start"
+        c = ta if started else math.inf
+        end = min(y, c)
+        ev = e if y <= c else 0
+        for d in range(1, int(min(end, GRACE)) + 1):
+            no_start_arm.append((r.id, "no_start", d - 1, d, ev if d == end else 0))
+        if end > GRACE:
+            no_start_arm.append((r.id, "no_start", GRACE, int(end), ev))
+    return pd.DataFrame(start_arm + no_start_arm, columns=["id", "strategy", "start", "stop", "event"])
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    p = make_persons()
+    p.to_csv(OUT / "ccw_persons.csv", index=False)
+    deviation_rows(p).to_csv(OUT / "ccw_deviation.csv", index=False)
+    clone_rows(p).to_csv(OUT / "ccw_clones.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()
