@@ -548,8 +548,10 @@ def clone_censor_weight(
     if not isinstance(seed, (type(None), int, np.integer, np.random.Generator)) or isinstance(seed, bool):
         raise ModelSpecificationError(f"{_FUNC}: seed must be an int or a numpy Generator, got {seed!r}.")
     degree = _DEVIATION_TIME[deviation_time]
+    if isinstance(covariates, str):
+        covariates = [covariates]
     require_frame(frame, _FUNC, {"id_col": id_col, "time_col": time_col, "event_col": event_col,
-                                 "treatment_time_col": treatment_time_col, "covariates": list(covariates)})
+                                 "treatment_time_col": treatment_time_col, "covariates": covariates})
     ids = frame[id_col]
     dup = ids.duplicated(keep=False).to_numpy()
     if ids.isna().any() or dup.any():
