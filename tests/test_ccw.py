@@ -192,6 +192,12 @@ def test_result_contract_and_bootstrap_reproducible(persons):
     pd.testing.assert_frame_equal(persons, before)
 
 
+def test_progress_bar_runs_quietly(persons):
+    """progress=True shows a tqdm bar over replicates (no warning; filterwarnings = error)."""
+    res = clone_censor_weight(persons, **ARGS, n_bootstrap=3, seed=2, progress=True)
+    assert res.glance["n_bootstrap"].iloc[0] == 3
+
+
 def test_public_export():
     import iop_research.designs as designs
 
@@ -199,13 +205,6 @@ def test_public_export():
 
 
 # --------------------------------------------------------------------------- bad input
-
-
-def _bad(persons, **changes):
-    d = persons.copy()
-    for col, (row, value) in changes.items():
-        d.loc[row, col] = value
-    return d
 
 
 @pytest.mark.parametrize(

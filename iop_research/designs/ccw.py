@@ -31,7 +31,8 @@ Conventions (days are whole days; intervals are ``(start, stop]`` as R's ``Surv`
   at time 0 and contributes no person-time). Starting after G is compatible with it.
 * Events, natural censoring and end of follow-up inside the grace period before any
   deviation are compatible with both strategies, so the person's outcome counts in both
-  arms, unweighted (Maringe et al. [3]_, Table 1; Hernan & Robins [1]_, ch. 22).
+  arms, each clone with its arm's weight on that day (Maringe et al. [3]_, Table 1;
+  Hernan & Robins [1]_, ch. 22).
 * Follow-up is truncated at ``horizon_days`` (later events are censored there).
 * **Deviation model**: one row per person-day at risk of starting, days
   ``d = 0, ..., min(G, time, T)`` (day 0 = a start at time zero; day ``d >= 1`` = the
