@@ -129,7 +129,8 @@ def test_matches_r_glm_and_weighted_survfit(fits, case):
     assert res.hazard_ratio["hazard_ratio"].iloc[0] == pytest.approx(np.exp(g["log_hr"]), rel=RTOL_EST)
 
 
-def test_bootstrap_path_equals_full_fit(persons):
+@pytest.mark.parametrize("g_event, g_free", [(GRACE, GRACE), (14, 30)])
+def test_bootstrap_path_equals_full_fit(persons, g_event, g_free):
     """Replicates use Newton fits and curves from (arm, day) totals; on the original sample they equal the
     statsmodels fits and fit_km curves."""
     time = persons["days"].to_numpy(float)
@@ -137,9 +138,8 @@ def test_bootstrap_path_equals_full_fit(persons):
     ta = persons["moud_day"].to_numpy(float)
     x = np.column_stack([persons["age"].to_numpy(float), (persons["sex"] == "m").to_numpy(float)])
     grid = np.arange(HORIZON + 1, dtype=float)
-    full = _estimate(time, event, ta, x, GRACE, HORIZON, 1, grid)
-    start = np.zeros(4)
-    surv, risk, log_hr = _replicate(time, event, ta, x, GRACE, HORIZON, 1, start, np.zeros(4))
+    full = _estimate(time, event, ta, x, g_event, g_free, HORIZON, 1, grid, "f", ("a", "b"))
+    surv, risk, log_hr = _replicate(time, event, ta, x, g_event, g_free, HORIZON, 1, np.zeros(4), np.zeros(4))
     np.testing.assert_allclose(surv, full["surv"], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(risk, full["risk"], rtol=1e-9)
     assert log_hr == pytest.approx(full["log_hr"], rel=1e-8)
@@ -219,7 +219,7 @@ def test_public_export():
         (lambda d: d.assign(moud_day=d["moud_day"].astype(str)), {}, EstimatorInputError, "must be numeric"),
         (lambda d: d.assign(age=d["age"].where(d.index != 5)), {}, EstimatorInputError, "missing"),
         (lambda d: d.drop(columns="sex"), {}, EstimatorInputError, "not found"),
-        (lambda d: d.assign(moud_day=np.nan), {}, ModelSpecificationError, "nobody starts"),
+        (lambda d: d.assign(moud_day=np.nan), {}, ModelSpecificationError, "nobody's treatment changes"),
         (lambda d: d, {"horizon_days": GRACE}, ModelSpecificationError, "later than grace_days"),
         (lambda d: d, {"grace_days": 2.5}, ModelSpecificationError, "whole number"),
         (lambda d: d, {"n_bootstrap": -1}, ModelSpecificationError, "n_bootstrap"),
