@@ -20,11 +20,13 @@ import pytest
 from iop_research.designs.ccw import (
     CCW_GLANCE_COLUMNS,
     CCW_TIDY_COLUMNS,
+    SUSTAINED_GLANCE_COLUMNS,
     CcwResult,
     _deviation_rows,
     _estimate,
     _replicate,
     clone_censor_weight,
+    sustained_treatment,
 )
 from iop_research.exceptions import (
     EstimatorInputError,
@@ -118,13 +120,14 @@ def test_matches_r_glm_and_weighted_survfit(fits, case):
         assert dm.loc[ours, "std_error"] == pytest.approx(se, rel=RTOL_SE)
     np.testing.assert_allclose(res.clones["weight"], g["weights"], rtol=RTOL_EST)
     tidy = res.tidy
-    for arm, key in (("start", "surv_start"), ("no_start", "surv_no_start")):
+    for arm, key in (("start", "surv_first"), ("no_start", "surv_second")):
         part = tidy[tidy["strategy"] == arm]
         np.testing.assert_array_equal(part["time"], np.arange(HORIZON + 1))
         np.testing.assert_allclose(part["survival"], g[key], rtol=RTOL_EST, atol=1e-12)
     gl = res.glance.iloc[0]
-    for col in ("risk_start", "risk_no_start", "risk_difference", "risk_ratio"):
-        assert gl[col] == pytest.approx(g[col], rel=RTOL_EST)
+    for col, key in (("risk_start", "risk_first"), ("risk_no_start", "risk_second"),
+                     ("risk_difference", "risk_difference"), ("risk_ratio", "risk_ratio")):
+        assert gl[col] == pytest.approx(g[key], rel=RTOL_EST)
     assert res.hazard_ratio["estimate"].iloc[0] == pytest.approx(g["log_hr"], rel=RTOL_EST)
     assert res.hazard_ratio["hazard_ratio"].iloc[0] == pytest.approx(np.exp(g["log_hr"]), rel=RTOL_EST)
 
@@ -150,10 +153,76 @@ def test_live_r_ccw(tmp_path):
     """Rscript --vanilla tests/r/ccw.R <datasets_dir> <out_json> reproduces the committed JSON."""
     live = run_r_script("ccw", tmp_path / "ccw.json")
     committed = load_golden("ccw")
-    for case in ("linear", "quadratic"):
+    for case in ("linear", "quadratic", "sustained"):
         np.testing.assert_allclose(live[case]["weights"], committed[case]["weights"], rtol=RTOL_EST)
-        np.testing.assert_allclose(live[case]["surv_no_start"], committed[case]["surv_no_start"], rtol=RTOL_EST)
+        np.testing.assert_allclose(live[case]["surv_second"], committed[case]["surv_second"], rtol=RTOL_EST)
         assert live[case]["risk_difference"] == pytest.approx(committed[case]["risk_difference"], rel=RTOL_EST)
+
+
+# --------------------------------------------------------------------------- sustained strategies
+
+SUS_ARGS = dict(id_col="id", time_col="days", event_col="overdose", stop_time_col="stop_day", sustain_days=30,
+                stop_grace_days=14, covariates=["age", "sex"], horizon_days=HORIZON)
+
+
+@pytest.fixture(scope="module")
+def sustained_fit():
+    d = pd.read_csv(GOLDEN_DIR / "data" / "ccw_sustained_persons.csv")
+    return d, sustained_treatment(d, **SUS_ARGS, n_bootstrap=0)
+
+
+def test_sustained_clones_and_deviation_rows_equal_the_script(sustained_fit):
+    d, res = sustained_fit
+    want = pd.read_csv(GOLDEN_DIR / "data" / "ccw_sustained_clones.csv")
+    got = res.clones
+    np.testing.assert_array_equal(got["id"].to_numpy(), want["id"].to_numpy())
+    np.testing.assert_array_equal(got["strategy"].astype(str).to_numpy(), want["strategy"].to_numpy())
+    np.testing.assert_array_equal(got[["start", "stop", "event"]].to_numpy(float),
+                                  want[["start", "stop", "event"]].to_numpy(float))
+    dev = pd.read_csv(GOLDEN_DIR / "data" / "ccw_sustained_deviation.csv")
+    person, day, changed = _deviation_rows(d["days"].to_numpy(float), d["stop_day"].to_numpy(float), 30)
+    np.testing.assert_array_equal(d["id"].to_numpy()[person], dev["id"].to_numpy())
+    np.testing.assert_array_equal(day, dev["day"].to_numpy())
+    np.testing.assert_array_equal(changed, dev["started"].to_numpy(float))
+
+
+def test_sustained_matches_r(sustained_fit):
+    """R (tests/r/ccw.R, case 'sustained'): glm stopping model on days 0..30, weights (sustain: daily up to day
+    30; stop: 1 / P(stopped by day 14) after day 14), weighted survfit per arm, contrast sustain vs stop."""
+    g = load_golden("ccw")["sustained"]
+    _, res = sustained_fit
+    assert tuple(res.glance.columns) == SUSTAINED_GLANCE_COLUMNS
+    assert res.tidy["strategy"].unique().tolist() == ["sustain", "stop"]
+    dm = res.deviation_model.set_index("term")
+    for r_name, est, se in zip(g["dev_terms"], g["dev_coef"], g["dev_se"]):
+        assert dm.loc[R_TERMS.get(r_name, r_name), "estimate"] == pytest.approx(est, rel=RTOL_EST)
+        assert dm.loc[R_TERMS.get(r_name, r_name), "std_error"] == pytest.approx(se, rel=RTOL_SE)
+    np.testing.assert_allclose(res.clones["weight"], g["weights"], rtol=RTOL_EST)
+    for arm, key in (("sustain", "surv_first"), ("stop", "surv_second")):
+        part = res.tidy[res.tidy["strategy"] == arm]
+        np.testing.assert_allclose(part["survival"], g[key], rtol=RTOL_EST, atol=1e-12)
+    gl = res.glance.iloc[0]
+    for col, key in (("risk_sustain", "risk_first"), ("risk_stop", "risk_second"),
+                     ("risk_difference", "risk_difference"), ("risk_ratio", "risk_ratio")):
+        assert gl[col] == pytest.approx(g[key], rel=RTOL_EST)
+    assert res.hazard_ratio["term"].iloc[0] == "strategy[T.sustain]"
+    assert res.hazard_ratio["estimate"].iloc[0] == pytest.approx(g["log_hr"], rel=RTOL_EST)
+    assert gl["sustain_days"] == 30 and gl["stop_grace_days"] == 14
+
+
+def test_sustained_bootstrap_and_errors(sustained_fit):
+    d, _ = sustained_fit
+    a = sustained_treatment(d, **SUS_ARGS, n_bootstrap=10, seed=3, progress=False)
+    b = sustained_treatment(d, **SUS_ARGS, n_bootstrap=10, seed=3, progress=False)
+    pd.testing.assert_frame_equal(pd.DataFrame(a.glance), pd.DataFrame(b.glance))
+    gl = a.glance.iloc[0]
+    assert gl["rd_conf_low"] <= gl["risk_difference"] <= gl["rd_conf_high"]
+    boot = a.bootstrap
+    assert np.allclose(boot["risk_difference"], boot["risk_sustain"] - boot["risk_stop"])
+    with pytest.raises(ModelSpecificationError, match=r"^sustained_treatment: horizon_days \(30\) must be later"):
+        sustained_treatment(d, **{**SUS_ARGS, "horizon_days": 30}, n_bootstrap=0)
+    with pytest.raises(EstimatorInputError, match=r"^sustained_treatment: column 'stop_day' \(stop time\) has 1 "):
+        sustained_treatment(d.assign(stop_day=d["stop_day"].where(d.index != 0, -1.0)), **SUS_ARGS, n_bootstrap=0)
 
 
 # --------------------------------------------------------------------------- result and bootstrap
@@ -202,6 +271,7 @@ def test_public_export():
     import iop_research.designs as designs
 
     assert designs.clone_censor_weight is clone_censor_weight
+    assert designs.sustained_treatment is sustained_treatment
 
 
 # --------------------------------------------------------------------------- bad input

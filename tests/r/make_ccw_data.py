@@ -15,6 +15,10 @@ tests/golden/data/ccw_deviation.csv
     Person-days at risk of starting within the grace period: ``id, day, started``.
 tests/golden/data/ccw_clones.csv
     Clone rows of both strategies ``id, strategy, start, stop, event`` (``(start, stop]``).
+tests/golden/data/ccw_sustained_persons.csv, ccw_sustained_deviation.csv, ccw_sustained_clones.csv
+    The same for ``sustained_treatment``: another simulated cohort (seed + 1) whose
+    ``stop_day`` is the day treatment stopped; strategies "stop" (stop on a day <= STOP_GRACE
+    = 14) and "sustain" (no stop on days <= SUSTAIN = 30).
 
 The two derived files are built here by plain per-person loops that spell the conventions
 of ``iop_research.designs.ccw`` out independently of the package (GRACE = 21 days,
@@ -26,6 +30,9 @@ HORIZON = 120 days):
 * "no_start": censored on the start day if it is <= GRACE (after an event on that day);
   one row per day during the grace period (the weights change daily), one row after it.
 * deviation rows: days 0..min(GRACE, days, moud_day), started = 1 on ``moud_day``.
+
+For the sustained strategies the arm that requires the change ("stop") uses STOP_GRACE and
+the arm that forbids it ("sustain") uses SUSTAIN; deviation rows run to max(STOP_GRACE, SUSTAIN).
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ import pandas as pd
 OUT = Path(__file__).resolve().parents[1] / "golden" / "data"
 GRACE = 21
 HORIZON = 120
+STOP_GRACE = 14
+SUSTAIN = 30
 
 
 def make_persons(seed: int = 20261207) -> pd.DataFrame:
@@ -75,39 +84,41 @@ def make_persons(seed: int = 20261207) -> pd.DataFrame:
     return pd.concat([d, edge], ignore_index=True)
 
 
-def deviation_rows(p: pd.DataFrame) -> pd.DataFrame:
+def deviation_rows(p: pd.DataFrame, window: int = GRACE, col: str = "moud_day") -> pd.DataFrame:
     out = []
     for r in p.itertuples(index=False):
-        ta = r.moud_day
-        last = min(GRACE, r.days, ta if not math.isnan(ta) else math.inf)
+        ta = getattr(r, col)
+        last = min(window, r.days, ta if not math.isnan(ta) else math.inf)
         for day in range(int(last) + 1):
             out.append((r.id, day, int(day == ta)))
     return pd.DataFrame(out, columns=["id", "day", "started"])
 
 
-def clone_rows(p: pd.DataFrame) -> pd.DataFrame:
-    start_arm, no_start_arm = [], []
+def clone_rows(p: pd.DataFrame, g_event: int = GRACE, g_free: int = GRACE, labels=("start", "no_start"),
+               col: str = "moud_day", event_col: str = "relapse") -> pd.DataFrame:
+    """labels[0]: the strategy requiring the change by g_event; labels[1]: forbidding it until g_free."""
+    event_arm, free_arm = [], []
     for r in p.itertuples(index=False):
         y = min(r.days, HORIZON)
-        e = r.relapse if r.days <= HORIZON else 0
-        ta = r.moud_day
-        started = not math.isnan(ta) and ta <= GRACE
-        # strategy "start"
-        if y <= GRACE:
-            start_arm.append((r.id, "start", 0, y, e))
-        elif started:
-            start_arm += [(r.id, "start", 0, GRACE, 0), (r.id, "start", GRACE, y, e)]
+        e = getattr(r, event_col) if r.days <= HORIZON else 0
+        ta = getattr(r, col)
+        # strategy labels[0] ("start" / "stop")
+        changed = not math.isnan(ta) and ta <= g_event
+        if y <= g_event:
+            event_arm.append((r.id, labels[0], 0, y, e))
+        elif changed:
+            event_arm += [(r.id, labels[0], 0, g_event, 0), (r.id, labels[0], g_event, y, e)]
         else:
-            start_arm.append((r.id, "start", 0, GRACE, 0))  # deviates: censored at the end of the grace period
-        # strategy "no_start"
-        c = ta if started else math.inf
+            event_arm.append((r.id, labels[0], 0, g_event, 0))  # deviates: censored at the end of its window
+        # strategy labels[1] ("no_start" / "sustain")
+        c = ta if (not math.isnan(ta) and ta <= g_free) else math.inf
         end = min(y, c)
         ev = e if y <= c else 0
-        for d in range(1, int(min(end, GRACE)) + 1):
-            no_start_arm.append((r.id, "no_start", d - 1, d, ev if d == end else 0))
-        if end > GRACE:
-            no_start_arm.append((r.id, "no_start", GRACE, int(end), ev))
-    return pd.DataFrame(start_arm + no_start_arm, columns=["id", "strategy", "start", "stop", "event"])
+        for d in range(1, int(min(end, g_free)) + 1):
+            free_arm.append((r.id, labels[1], d - 1, d, ev if d == end else 0))
+        if end > g_free:
+            free_arm.append((r.id, labels[1], g_free, int(end), ev))
+    return pd.DataFrame(event_arm + free_arm, columns=["id", "strategy", "start", "stop", "event"])
 
 
 def main() -> None:
@@ -116,6 +127,11 @@ def main() -> None:
     p.to_csv(OUT / "ccw_persons.csv", index=False)
     deviation_rows(p).to_csv(OUT / "ccw_deviation.csv", index=False)
     clone_rows(p).to_csv(OUT / "ccw_clones.csv", index=False)
+    q = make_persons(seed=20261208).rename(columns={"moud_day": "stop_day", "relapse": "overdose"})
+    q.to_csv(OUT / "ccw_sustained_persons.csv", index=False)
+    deviation_rows(q, max(STOP_GRACE, SUSTAIN), "stop_day").to_csv(OUT / "ccw_sustained_deviation.csv", index=False)
+    clone_rows(q, STOP_GRACE, SUSTAIN, ("stop", "sustain"), "stop_day", "overdose").to_csv(
+        OUT / "ccw_sustained_clones.csv", index=False)
 
 
 if __name__ == "__main__":
