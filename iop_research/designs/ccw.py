@@ -17,6 +17,14 @@ Weighted Kaplan-Meier curves per arm give the risks at ``horizon_days``, their d
 and ratio; confidence intervals come from the non-parametric bootstrap with people
 resampled and the whole procedure (cloning, deviation model, weights, curves) repeated.
 
+:func:`clone_censor_weight` compares "start within ``grace_days``" with "do not start";
+:func:`sustained_treatment` uses the same machinery for the discontinuation question,
+"stay on treatment at least ``sustain_days``" vs "stop within ``stop_grace_days``", with
+the day treatment stopped in place of the day it started and a window per arm (the arm
+that requires the change is censored at the end of its window, the arm that forbids it on
+the change day). The conventions below are written for starting; read "stop" for "start"
+there.
+
 Conventions (days are whole days; intervals are ``(start, stop]`` as R's ``Surv``)
 -----------------------------------------------------------------------------------
 * ``treatment_time_col`` = day treatment started, ``0 <= T <= time`` (NaN = never started
