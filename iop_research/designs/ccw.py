@@ -576,7 +576,7 @@ def clone_censor_weight(
     return _run(
         frame, func=_FUNC, id_col=id_col, time_col=time_col, event_col=event_col, change_col=treatment_time_col,
         change_role="treatment time", windows={"grace_days": grace_days}, g_event_arg="grace_days",
-        g_free_arg="grace_days", labels=("start", "no_start"), report_order=(0, 1), covariates=covariates,
+        g_free_arg="grace_days", labels=STRATEGIES, report_order=(0, 1), covariates=covariates,
         horizon_days=horizon_days, n_bootstrap=n_bootstrap, seed=seed, conf_level=conf_level,
         deviation_time=deviation_time, progress=progress, glance_columns=CCW_GLANCE_COLUMNS,
         method="Target trial emulation (clone-censor-weight)",
