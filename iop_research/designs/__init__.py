@@ -10,6 +10,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'IptwResult': 'causal',
     'landmark_analysis': 'causal',
     'evalue': 'causal',
+    'clone_censor_weight': 'ccw',
+    'sustained_treatment': 'ccw',
     'BALANCE_COLUMNS': 'causal',
     'POSITIVITY_COLUMNS': 'causal',
 })
