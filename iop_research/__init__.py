@@ -54,6 +54,7 @@ _EXPORTS = {
     "iptw": "designs.causal",
     "landmark_analysis": "designs.causal",
     "evalue": "designs.causal",
+    "clone_censor_weight": "designs.ccw",
     "fit_gee": "longitudinal.gee",
     "read_teds_a": "datasets",
     "suppress_small_cells": "privacy.suppression",

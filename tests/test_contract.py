@@ -24,6 +24,13 @@ import pytest
 import iop_research.designs as designs
 import iop_research.survival as survival
 from iop_research.designs.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, iptw, landmark_analysis, evalue
+from iop_research.designs.ccw import (
+    CCW_GLANCE_COLUMNS,
+    CCW_TIDY_COLUMNS,
+    SUSTAINED_GLANCE_COLUMNS,
+    clone_censor_weight,
+    sustained_treatment,
+)
 from iop_research.exceptions import EstimatorInputError, IopError, ReadOnlyResultError
 from iop_research.results import (
     GLANCE_TEST_COLUMNS,
@@ -80,6 +87,24 @@ class Case:
 
 def _cox(**k):
     return fit_cox(D, **{"duration_col": "days", "event_col": "event", "covariates": COVS, **k})
+
+
+def _ccw(d, **k):
+    """clone_censor_weight on D: one row per person (pid), MOUD started on day 3 by the treated."""
+    if isinstance(d, pd.DataFrame):
+        d = d.assign(pid=np.arange(len(d)), moud=np.where(d["treat"] == 1, np.minimum(d["days"], 3), np.nan))
+    return clone_censor_weight(d, **{"id_col": "pid", "time_col": "days", "event_col": "event",
+                                     "treatment_time_col": "moud", "grace_days": 7, "covariates": COVS,
+                                     "horizon_days": 60, "n_bootstrap": 5, "seed": 1, **k})
+
+
+def _sustained(d, **k):
+    """sustained_treatment on D: the treated stop on day 3, the others continue."""
+    if isinstance(d, pd.DataFrame):
+        d = d.assign(pid=np.arange(len(d)), stop=np.where(d["treat"] == 1, np.minimum(d["days"], 3), np.nan))
+    return sustained_treatment(d, **{"id_col": "pid", "time_col": "days", "event_col": "event",
+                                     "stop_time_col": "stop", "sustain_days": 10, "stop_grace_days": 5,
+                                     "covariates": COVS, "horizon_days": 60, "n_bootstrap": 5, "seed": 1, **k})
 
 
 CASES = {
@@ -152,6 +177,12 @@ CASES = {
         ("quantity", "hazard_ratio", "risk_ratio", "evalue"), ("evalue_estimate", "evalue_ci"),
         [{}, {"rare_outcome": False}, {"conf_low": None, "conf_high": None}], counts_events=False,
         headline=("evalue_estimate",)),
+    "clone_censor_weight": Case(
+        lambda **k: _ccw(D, **k), CCW_TIDY_COLUMNS, CCW_GLANCE_COLUMNS,
+        [{}, {"n_bootstrap": 0, "deviation_time": "quadratic", "covariates": []}], headline=("risk_difference",)),
+    "sustained_treatment": Case(
+        lambda **k: _sustained(D, **k), CCW_TIDY_COLUMNS, SUSTAINED_GLANCE_COLUMNS,
+        [{}, {"n_bootstrap": 0, "deviation_time": "constant"}], headline=("risk_difference",)),
 }
 
 #: per-estimator extra tables with fixed columns
@@ -320,6 +351,9 @@ S = {
                                                                 "cluster_col": "id", **k}),
                           {"duration": "days", "event": "event", "covariate": "x", "weights": "w", "cluster": "id",
                            "treatment": "treat", "first": "duration_col"}),
+    "clone_censor_weight": (_ccw, {"duration": "days", "event": "event", "covariate": "x", "first": "time_col"}),
+    "sustained_treatment": (_sustained, {"duration": "days", "event": "event", "covariate": "x",
+                                         "first": "time_col"}),
 }
 ROWS = [3, 7]
 
