@@ -509,14 +509,15 @@ def _brute_concordance(start, stop, event, lp, w, strata):
     return (conc + tied / 2) / (conc + disc + tied)
 
 
-@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("block_cells", [None, 1, 40, 10_000])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_concordance_equals_brute_force(monkeypatch, seed, dense):
-    """Both dominance-sum paths (dense table, Fenwick bit levels) equal the O(n^2) definition."""
+def test_concordance_equals_brute_force(monkeypatch, seed, block_cells):
+    """Both dominance-sum paths (dense table; key blocks of several sizes) equal the O(n^2) definition."""
     import iop_research.survival.cox as cox_mod
 
-    if not dense:
+    if block_cells is not None:
         monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
+        monkeypatch.setattr(cox_mod, "_BLOCK_CELLS", block_cells)
     rng = np.random.default_rng(seed)
     n = 120
     start = rng.integers(0, 5, n).astype(float)
@@ -540,11 +541,13 @@ def test_concordance_equals_brute_force(monkeypatch, seed, dense):
     np.testing.assert_allclose(res.glance["concordance"].iloc[0], expected, rtol=1e-10)
 
 
-def test_fenwick_path_matches_r_on_uis(monkeypatch, uis, real_golden):
-    """R: coxph(Surv(TIME, CENSOR) ~ ..., data = uis)$concordance via the sparse (bit-level) path."""
+@pytest.mark.parametrize("block_cells", [50, 2_000_000])
+def test_blocked_path_matches_r_on_uis(monkeypatch, uis, real_golden, block_cells):
+    """R: coxph(Surv(TIME, CENSOR) ~ ..., data = uis)$concordance via the blocked (sparse) path."""
     import iop_research.survival.cox as cox_mod
 
     monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
+    monkeypatch.setattr(cox_mod, "_BLOCK_CELLS", block_cells)
     res = _uis_fit(uis)
     np.testing.assert_allclose(res.glance["concordance"].iloc[0], real_golden["uis_efron"]["concordance"][0], rtol=1e-9)
     np.testing.assert_allclose(res.glance["concordance_se"].iloc[0], real_golden["uis_efron"]["concordance_se"][0], rtol=1e-6)

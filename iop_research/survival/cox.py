@@ -24,7 +24,8 @@ below ``tol``) mirrors ``survival``'s ``coxfit6``/``agfit4``; score residuals fo
 summed within clusters, as ``coxph(..., cluster = id)``.  Harrell's concordance and its
 infinitesimal-jackknife standard error (as R's ``concordancefit``) come from 2-D dominance
 sums (stop/start key x rank of the linear predictor): a dense cumulative table when
-keys x distinct predictor values is small, otherwise a Fenwick-tree bit decomposition.
+keys x distinct predictor values is small, otherwise the key axis is cut into blocks (a running
+per-value count for the blocks above plus a small dense table inside the block), O(n) per block.
 """
 from __future__ import annotations
 
@@ -531,41 +532,89 @@ def _newton(engine: _Engine, names, tol: float, max_iter: int):
 
 
 _DENSE_CELLS = 20_000_000  # largest key x value table for the dense concordance path
+_BLOCK_CELLS = 4_000_000  # target size of the per-block local tables of the blocked path
 
 
 def _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax):
     """For each query: sum of pw over points with pkey >= qkey and pval < qval.
 
-    Keys lie in [0, kmax), values in [0, vmax) (query values up to vmax). With few distinct
-    keys x values a dense 2-D cumulative table answers each query in O(1); otherwise the
-    bit decomposition of a Fenwick tree over the key axis is used (one stable sort per level).
+    Keys lie in [0, kmax), values in [0, vmax) (query values up to vmax); ``qval`` may be a
+    2-D array (one column per threshold sharing the query's key), the result has its shape.
+    With few distinct keys x values a dense 2-D cumulative table answers each query in O(1).
+    Otherwise the key axis is cut into blocks, processed from the highest key down: the
+    points of the blocks already passed are kept as a running weight per value (one prefix
+    sum per block answers "key above this block and value < v" by a lookup), and the points
+    inside the query's own block come from a small dense table (block keys x the block's
+    distinct values). No sort or binary search over all points is needed: the cost is
+    O(n + blocks * (vmax + table size)), with about sqrt(n * kmax / table size) blocks.
     """
+    pkey = np.asarray(pkey, dtype=np.int64)
+    qkey = np.asarray(qkey, dtype=np.int64)
+    pval = np.asarray(pval, dtype=np.int64)
+    qval = np.asarray(qval, dtype=np.int64)
     if kmax * (vmax + 1) <= _DENSE_CELLS:
         table = np.bincount(pkey * vmax + pval, weights=pw, minlength=kmax * vmax).reshape(kmax, vmax)
         table = np.cumsum(table[::-1], axis=0)[::-1]  # key >= k
         cum = np.zeros((kmax, vmax + 1))
         np.cumsum(table, axis=1, out=cum[:, 1:])  # value < v
-        return cum[qkey, qval]
-    # condition pkey >= qkey  <=>  rk < qlim with rk = kmax - 1 - key, qlim = kmax - qkey
-    prk = kmax - 1 - pkey
-    qlim = kmax - qkey
-    order_v = np.argsort(pval, kind="stable")
-    prk_v = prk[order_v]
-    pval_v = pval[order_v]
-    pw_v = pw[order_v]
-    out = np.zeros(len(qkey))
-    for bit in range(max(1, int(kmax).bit_length())):
-        sel = np.flatnonzero((qlim >> bit) & 1)
-        if sel.size == 0:
-            continue
-        grp_p = prk_v >> bit
-        o = np.argsort(grp_p.astype(np.uint16) if grp_p.max() < 65536 else grp_p, kind="stable")
-        comp = grp_p[o] * (vmax + 1) + pval_v[o]
-        cw = np.concatenate([[0.0], np.cumsum(pw_v[o])])
-        grp_q = (qlim[sel] >> bit) - 1
-        lo = np.searchsorted(comp, grp_q * (vmax + 1), side="left")
-        hi = np.searchsorted(comp, grp_q * (vmax + 1) + qval[sel], side="left")
-        out[sel] += cw[hi] - cw[lo]
+        return cum[qkey[:, None] if qval.ndim == 2 else qkey, qval]
+    # blocks of consecutive keys from the top key down (r = kmax - 1 - key ascending); a block
+    # closes after about `per_block` points or `keys_per_block` keys; a key holding more than
+    # `per_block` points is a block of its own
+    cnt_r = np.bincount(kmax - 1 - pkey, minlength=kmax)
+    per_block = max(1, int(np.sqrt(_BLOCK_CELLS * max(len(pkey), 1) / kmax)))
+    keys_per_block = max(1, _BLOCK_CELLS // per_block)
+    before = np.cumsum(cnt_r) - cnt_r  # points with a higher key
+    heavy = cnt_r > per_block
+    r = np.arange(kmax)
+    newb = np.zeros(kmax, dtype=bool)
+    newb[1:] = (
+        (before[1:] // per_block != before[:-1] // per_block)
+        | (r[1:] % keys_per_block == 0)
+        | heavy[1:]
+        | heavy[:-1]
+    )
+    block_r = np.cumsum(newb)
+    nblock = int(block_r[-1]) + 1
+    first_r = np.concatenate([np.flatnonzero(np.concatenate([[True], newb[1:]])), [kmax]])
+    block_of_key = block_r[::-1]
+    btype = np.uint16 if nblock < 65536 else np.int64  # uint16: radix sort
+    pb = block_of_key[pkey].astype(btype)
+    qb = block_of_key[qkey].astype(btype)
+    po = np.argsort(pb, kind="stable")
+    qo = np.argsort(qb, kind="stable")
+    edges = np.arange(nblock + 1).astype(btype, copy=False) if nblock < 65536 else np.arange(nblock + 1)
+    pcut = np.searchsorted(pb[po], edges)
+    qcut = np.searchsorted(qb[qo], edges)
+    out = np.zeros(qval.shape)
+    above = np.zeros(vmax)  # weight of the points in the blocks already passed, by value
+    prefix = np.zeros(vmax + 1)  # prefix[v]: of those, weight with value < v
+    seen = np.zeros(vmax + 1, dtype=np.int64)
+    for b in range(nblock):
+        pi = po[pcut[b] : pcut[b + 1]]
+        qi = qo[qcut[b] : qcut[b + 1]]
+        if len(qi):
+            qv = qval[qi]
+            res = prefix[qv]
+            if len(pi):
+                pv = pval[pi]
+                # local value rank without sorting: number of the block's distinct values below v
+                seen[:] = 0
+                seen[pv + 1] = 1
+                np.cumsum(seen, out=seen)
+                nuv = int(seen[vmax])
+                lo_key = kmax - first_r[b + 1]  # lowest key of the block
+                nk = int(kmax - first_r[b] - lo_key)
+                table = np.bincount((pkey[pi] - lo_key) * nuv + seen[pv], weights=pw[pi], minlength=nk * nuv)
+                table = np.cumsum(table.reshape(nk, nuv)[::-1], axis=0)[::-1]  # local key >= k
+                cum = np.zeros((nk, nuv + 1))
+                np.cumsum(table, axis=1, out=cum[:, 1:])  # local value < v
+                lk = qkey[qi] - lo_key
+                res += cum[lk[:, None] if qv.ndim == 2 else lk, seen[qv]]
+            out[qi] = res
+        if len(pi):
+            above += np.bincount(pval[pi], weights=pw[pi], minlength=vmax)
+            np.cumsum(above, out=prefix[1:])
     return out
 
 
@@ -611,19 +660,31 @@ def _concordance(engine: _Engine, lp: np.ndarray, cluster: np.ndarray | None):
         ge = egt[ekey, vrank] - egt[bkey, vrank]
         tot = egt[ekey, 0] - egt[bkey, 0]
     else:
-        pkey = np.concatenate([ekey, bkey])
-        pval = np.concatenate([vrank, vrank])
-        pw = np.concatenate([w, -w])
+        # role A: each distinct (event key, value) against the comparators; totals need no values
+        qmin = int(qk.min())
+        keepb = bkey >= qmin  # entries below every event key never leave a comparison set
+        pkey = np.concatenate([ekey, bkey[keepb]])
+        pval = np.concatenate([vrank, vrank[keepb]])
+        pw = np.concatenate([w, -w[keepb]])
         pair, pinv = np.unique(qk * (vmax + 1) + vev, return_inverse=True)
+        pinv = pinv.ravel()
         uq_key, uq_val = pair // (vmax + 1), pair % (vmax + 1)
-        qkey = np.concatenate([uq_key, uq_key, uq_key])
-        qval = np.concatenate([uq_val, uq_val + 1, np.full(len(pair), vmax)])
-        less, leq, total = _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax).reshape(3, -1)[:, pinv.ravel()]
-        # flip keys and values so that the same dominance sum applies
-        qkeys = np.concatenate([np.repeat(kmax - 1 - ekey, 3), np.repeat(kmax - 1 - bkey, 3)])
-        vv = np.stack([vmax - 1 - vrank, vmax - vrank, np.full(n, vmax)], axis=1).ravel()
-        f = _dominance_sums(kmax - 1 - qk, vmax - 1 - vev, wev, qkeys, np.concatenate([vv, vv]), kmax, vmax)
-        gt, ge, tot = (f.reshape(2, n, 3)[0] - f.reshape(2, n, 3)[1]).T
+        f = _dominance_sums(pkey, pval, pw, uq_key, np.stack([uq_val, uq_val + 1], axis=1), kmax, vmax)
+        less, leq = f[pinv, 0], f[pinv, 1]
+        atk = np.bincount(ekey, weights=w, minlength=kmax) - np.bincount(bkey, weights=w, minlength=kmax)
+        total = np.cumsum(atk[::-1])[::-1][qk]  # weight with entry < key <= exit
+        # role B: each row as comparator of the events with key in (bkey, ekey]; keys and values
+        # flipped so that the same dominance sum applies (events with key <= h and value > v)
+        fk, fv = kmax - 1 - qk, vmax - 1 - vev
+        f = _dominance_sums(fk, fv, wev, kmax - 1 - ekey, np.stack([vmax - 1 - vrank, vmax - vrank], axis=1),
+                            kmax, vmax)
+        late = np.flatnonzero(bkey >= qmin)  # rows entering after the first event
+        if len(late):
+            f[late] -= _dominance_sums(fk, fv, wev, kmax - 1 - bkey[late],
+                                       np.stack([vmax - 1 - vrank[late], vmax - vrank[late]], axis=1), kmax, vmax)
+        gt, ge = f[:, 0], f[:, 1]
+        ecum = np.cumsum(np.bincount(qk, weights=wev, minlength=kmax))  # events with key <= h
+        tot = ecum[ekey] - ecum[bkey]
     conc = float(wev @ less)
     tied = float(wev @ (leq - less))
     disc = float(wev @ (total - leq))
