@@ -755,7 +755,11 @@ def fit_fine_gray(
     cause : scalar, default 1
         Cause of interest (crr ``failcode``); every other non-censored code is a competing cause.
     covariates : sequence of str
-        Numeric (or boolean) columns; dummy-code categories beforehand.
+        Covariate columns. Numeric and 0/1 columns enter as they are; object, category and
+        bool columns are dummy-coded here (treatment coding, first sorted level or first
+        category as reference, terms named ``col[T.level]``, as :func:`fit_cox`), so pass
+        categories as they are. R's ``crr`` takes a numeric matrix: there ``model.matrix(~ ...)[, -1]``
+        builds the same columns.
     conf_level : float, default 0.95
         Level of the Wald intervals.
     censor_code : scalar, default 0
@@ -777,7 +781,8 @@ def fit_fine_gray(
     Raises
     ------
     ModelSpecificationError
-        Bad columns, non-numeric or constant covariates, no events of ``cause``.
+        Bad columns, constant or collinear covariates, a categorical with one level, no
+        events of ``cause``.
     ConvergenceError
         Newton-Raphson did not converge.
 

@@ -468,6 +468,58 @@ def _chol_inverse_diverging(info, names, beta):
         ) from exc
 
 
+def _gchol(a: np.ndarray, toler: float = _TOLER_CHOL) -> np.ndarray:
+    """Generalised Cholesky (L D L') of a symmetric matrix, as survival's C ``cholesky2``.
+
+    Returns one matrix with D on the diagonal and L below it. A pivot below ``toler`` times the
+    largest diagonal element (or not finite) is set to 0 and its column is skipped: the matrix
+    is treated as having that direction removed (a generalised inverse), as R does.
+    """
+    m = np.array(a, dtype=float, copy=True)
+    n = m.shape[0]
+    m = np.triu(m) + np.triu(m, 1).T
+    eps = max(float(np.max(np.diag(m), initial=0.0)), 0.0)
+    eps = toler if eps == 0 else eps * toler
+    for i in range(n):
+        pivot = m[i, i]
+        if not np.isfinite(pivot) or pivot < eps:
+            m[i, i] = 0.0
+            continue
+        temp = m[i + 1 :, i] / pivot
+        m[i + 1 :, i] = temp
+        # rank-one update of the trailing lower triangle (only the lower part is read later)
+        m[i + 1 :, i + 1 :] -= np.outer(temp, temp) * pivot
+    return m
+
+
+def _gchol_solve(chol: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Solve with the generalised Cholesky of :func:`_gchol` (survival's ``chsolve2``)."""
+    n = chol.shape[0]
+    y = np.array(y, dtype=float, copy=True)
+    for i in range(n):
+        y[i] -= chol[i, :i] @ y[:i]
+    for i in range(n - 1, -1, -1):
+        if chol[i, i] == 0:
+            y[i] = 0.0
+        else:
+            y[i] = y[i] / chol[i, i] - chol[i + 1 :, i] @ y[i + 1 :]
+    return y
+
+
+def _wald_quadratic(var: np.ndarray, b: np.ndarray) -> float:
+    """``b' V^- b`` with R's generalised inverse (``coxph.wtest``, toler.chol = 1e-9).
+
+    With fewer clusters than coefficients the robust variance is singular: R drops the
+    redundant directions (pivots below the tolerance) and reports a finite, non-negative
+    statistic; a plain solve raises ``LinAlgError`` or returns a negative number.
+    """
+    b = np.asarray(b, dtype=float)
+    if len(b) == 1:
+        v = float(var[0, 0])
+        return float(b[0] ** 2 / v) if v != 0 else (np.inf if b[0] != 0 else np.nan)
+    return float(b @ _gchol_solve(_gchol(var), b))
+
+
 def _newton(engine: _Engine, names, tol: float, max_iter: int):
     """Newton-Raphson with step halving, following survival's coxfit6/agfit4."""
     p = engine.p
@@ -717,10 +769,13 @@ _CONVENTIONS = {
     "variance": "model-based: inverse observed information at the estimate. Robust (robust=True or "
     "cluster_col): sandwich D'D with D the weighted dfbeta residuals summed within clusters (each row "
     "its own cluster when no cluster_col), as R coxph(..., robust=TRUE / cluster(id)); std_error, limits "
-    "and p are then robust and naive_std_error is the model-based one. Unlike R we do not switch to "
-    "robust automatically for non-integer weights.",
+    "and p are then robust and naive_std_error is the model-based one. Default (robust=None) as R's coxph: "
+    "robust when cluster_col is given or any case weight is not an integer, model-based otherwise. "
+    "robust=True on (start, stop] rows needs cluster_col (R: 'one of cluster or id is needed').",
     "tests": "likelihood ratio and score (log-rank) tests are model-based; the Wald test uses the reported "
-    "variance (robust when robust, as R); robust_score_statistic is R's 'Robust' score test (score "
+    "variance (robust when robust, as R) through R's generalised inverse (coxph.wtest, cholesky2 with "
+    "toler.chol = 1e-9), so a singular robust variance (clusters <= coefficients) gives a finite statistic "
+    "with df = number of coefficients, as R's print/summary; robust_score_statistic is R's 'Robust' score test (score "
     "residuals at beta = 0 summed within clusters).",
     "confidence_intervals": "Wald intervals estimate +/- z * std_error; hazard-ratio limits exponentiated.",
     "convergence": "Newton-Raphson from 0 with step halving; stops when |1 - loglik_old/loglik_new| <= tol "
@@ -752,7 +807,7 @@ def fit_cox(
     strata_col: str | Sequence[str] | None = None,
     weights_col: str | None = None,
     cluster_col: str | None = None,
-    robust: bool = False,
+    robust: bool | None = None,
     ties: str = "efron",
     conf_level: float = 0.95,
     tol: float = 1e-9,
@@ -790,12 +845,18 @@ def fit_cox(
     strata_col : str or list of str, optional
         Stratification: separate baseline hazards per stratum (R ``strata()``). Default None.
     weights_col : str, optional
-        Non-negative case weights (R ``weights=``). Default None (all 1).
+        Non-negative case weights (R ``weights=``). Default None (all 1). Non-integer weights
+        switch the default variance to robust, as R (see ``robust``).
     cluster_col : str, optional
         Cluster id (patient); implies the robust variance with dfbeta residuals summed within
         clusters (R ``cluster(id)``). Default None.
-    robust : bool, default False
-        Sandwich variance; without ``cluster_col`` each row is its own cluster.
+    robust : bool or None, default None
+        Sandwich (robust) variance. ``None`` follows R's ``coxph`` default: robust when
+        ``cluster_col`` is given or when any case weight is not a whole number (sampling or
+        inverse-probability weights, where the model-based variance is wrong), model-based
+        otherwise. Without ``cluster_col`` each row is its own cluster, which is only valid for
+        one row per subject: ``robust=True`` on ``(start, stop]`` rows without ``cluster_col``
+        raises (as R). ``robust=False`` with ``cluster_col`` raises (R ignores the cluster).
     ties : {"efron", "breslow"}, default "efron"
         Handling of tied event times (R ``ties=``).
     conf_level : float, default 0.95
@@ -949,14 +1010,34 @@ def fit_cox(
     else:
         strata = np.zeros(len(df), dtype=np.int64)
 
+    if robust is not None and not isinstance(robust, (bool, np.bool_)):
+        raise ModelSpecificationError(f"robust={robust!r} must be True, False or None (R's default rule).")
     if cluster_col is not None:
         _require_columns(df, [cluster_col], "cluster_col")
         if df[cluster_col].isna().any():
             _codes(df, cluster_col, "cluster")  # raises with the offending rows
+        if robust is False:
+            raise ModelSpecificationError(
+                f"cluster_col={cluster_col!r} was given with robust=False; a cluster only enters through the "
+                "robust variance (R warns 'cluster specified with robust=FALSE, cluster ignored'). "
+                "Drop robust=False to use the cluster, or drop cluster_col for the model-based variance."
+            )
         cluster = pd.factorize(df[cluster_col], sort=False)[0].astype(np.int64)
         robust = True
     else:
         cluster = None
+        if robust and counting:
+            raise ModelSpecificationError(
+                "robust=True on (start, stop] rows needs cluster_col: without it every row would be its own "
+                "cluster, although the rows of one subject are not independent (R stops with 'one of "
+                "cluster or id is needed'). Pass cluster_col='patient_id' (the subject/episode id), or "
+                "robust=False for the model-based variance."
+            )
+    if robust is None:
+        # R's default: robust when a cluster is given or when a case weight is not an integer
+        # (sampling / inverse-probability weights); each row its own cluster without cluster_col
+        pos = weights[weights > 0]
+        robust = bool(np.any(pos != np.floor(pos)))
 
     if formula is not None:
         x, names, assign = _design_from_formula(df, formula)
@@ -996,7 +1077,7 @@ def fit_cox(
         dfb = np.einsum("ij,jk->ik", resid, naive_var)
         var = np.einsum("ij,ik->jk", dfb, dfb)
         u0 = resid0.sum(axis=0)
-        robust_score = float(u0 @ np.linalg.solve(np.einsum("ij,ik->jk", resid0, resid0), u0))
+        robust_score = _wald_quadratic(np.einsum("ij,ik->jk", resid0, resid0), u0)
 
     se = np.sqrt(np.diag(var))
     naive_se = np.sqrt(np.diag(naive_var))
@@ -1019,7 +1100,7 @@ def fit_cox(
         columns=list(COX_TIDY_COLUMNS),
     )
     cindex, cindex_se = _concordance(engine, st["eta"], cluster[idx] if cluster is not None else None)
-    wald = float(beta @ np.linalg.solve(var, beta))
+    wald = _wald_quadratic(var, beta)
     lr = 2 * (loglik - loglik0)
     glance = pd.DataFrame(
         [
@@ -1114,8 +1195,9 @@ def ph_test(result: Result, *, transform: str = "km") -> Result:
         ``extra["residuals"]``: one row per event with ``time``, ``transformed_time`` and
         one column per term holding the scaled Schoenfeld residuals (R's ``zph$y``: beta +
         residual scaled by the average information; for a multi-column term the
-        coefficient-weighted sum plus 1), sorted by stratum and time, for plotting
-        ``beta(t)``.
+        coefficient-weighted sum plus 1), in R's row order: by stratum and time, tied times in
+        data order for right-censored fits and in reverse data order for ``(start, stop]`` fits
+        (as ``zph$y``), for plotting ``beta(t)``.
 
     Raises
     ------
@@ -1258,7 +1340,10 @@ def ph_test(result: Result, *, transform: str = "km") -> Result:
     for i, t in enumerate(terms):
         jj = model.assign[t]
         sres[:, i] += beta[jj[0]] if len(jj) == 1 else 1.0
-    order_ev = np.lexsort((np.arange(len(ev)), stop[ev], ev_strata))
+    # R's row order (cox.zph: order(istrat, time) for right-censored data; rev(order(-istrat, -stop))
+    # for (start, stop] data, which puts tied event times in reverse row order)
+    within = -np.arange(len(ev)) if d["is_counting"] else np.arange(len(ev))
+    order_ev = np.lexsort((within, stop[ev], ev_strata))
     resid = pd.DataFrame(sres[order_ev], columns=terms)
     resid.insert(0, "transformed_time", ttimes[ev][order_ev])
     resid.insert(0, "time", stop[ev][order_ev])
