@@ -583,8 +583,9 @@ def _newton(engine: _Engine, names, tol: float, max_iter: int):
 # --------------------------------------------------------------------------------------
 
 
-_DENSE_CELLS = 20_000_000  # largest key x value table for the dense concordance path
-_BLOCK_CELLS = 4_000_000  # target size of the per-block local tables of the blocked path
+_DENSE_CELLS = 1_000_000  # largest key x value table for the dense concordance path
+_BLOCK_CELLS = 4_000_000  # largest per-block local table of the blocked path
+_BLOCK_MIN_CELLS = 4096  # smallest per-block local table
 
 
 def _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax):
@@ -597,8 +598,9 @@ def _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax):
     points of the blocks already passed are kept as a running weight per value (one prefix
     sum per block answers "key above this block and value < v" by a lookup), and the points
     inside the query's own block come from a small dense table (block keys x the block's
-    distinct values). No sort or binary search over all points is needed: the cost is
-    O(n + blocks * (vmax + table size)), with about sqrt(n * kmax / table size) blocks.
+    distinct values). No sort or binary search over all points is needed: with tables of about
+    vmax cells (capped by ``_BLOCK_CELLS``) there are about sqrt(n * kmax / vmax) blocks and the
+    cost is O(n + sqrt(n * kmax * vmax)).
     """
     pkey = np.asarray(pkey, dtype=np.int64)
     qkey = np.asarray(qkey, dtype=np.int64)
@@ -613,9 +615,11 @@ def _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax):
     # blocks of consecutive keys from the top key down (r = kmax - 1 - key ascending); a block
     # closes after about `per_block` points or `keys_per_block` keys; a key holding more than
     # `per_block` points is a block of its own
+    # each block costs O(vmax + table): tables of about vmax cells balance the two
+    cells = min(max(vmax, _BLOCK_MIN_CELLS), _BLOCK_CELLS)
     cnt_r = np.bincount(kmax - 1 - pkey, minlength=kmax)
-    per_block = max(1, int(np.sqrt(_BLOCK_CELLS * max(len(pkey), 1) / kmax)))
-    keys_per_block = max(1, _BLOCK_CELLS // per_block)
+    per_block = max(1, int(np.sqrt(cells * max(len(pkey), 1) / kmax)))
+    keys_per_block = max(1, cells // per_block)
     before = np.cumsum(cnt_r) - cnt_r  # points with a higher key
     heavy = cnt_r > per_block
     r = np.arange(kmax)
