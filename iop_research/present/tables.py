@@ -16,12 +16,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from iop_research.designs.balance import standardized_mean_difference
 from iop_research.exceptions import DataValidationError, format_ids
 from iop_research.privacy.suppression import (
     COMPLEMENTARY_MARKER,
     DEFAULT_MIN_CELL_COUNT,
     SuppressionMask,
     _check_k,
+    apply_suppression,
     _protect,
     check_no_small_cells,
     format_suppressed,
@@ -73,96 +75,8 @@ LABEL_COLUMNS = frozenset({"variable", "level", "term", "step", "reason", "Varia
 
 
 # --------------------------------------------------------------------------- SMD
-
-
-def _smd_continuous(x1: np.ndarray, x2: np.ndarray) -> float:
-    m1, m2 = np.mean(x1), np.mean(x2)
-    v1 = np.var(x1, ddof=1) if x1.size > 1 else 0.0
-    v2 = np.var(x2, ddof=1) if x2.size > 1 else 0.0
-    den = np.sqrt((v1 + v2) / 2.0)
-    if den == 0:
-        return 0.0 if m1 == m2 else float("inf")
-    return float(abs(m1 - m2) / den)
-
-
-def _smd_categorical(p1: np.ndarray, p2: np.ndarray) -> float:
-    """Yang & Dalton (2012) multivariate SMD over levels 2..K (tableone's)."""
-    t = (p1 - p2)[1:]
-    if t.size == 0:
-        return 0.0
-
-    def cov(p):
-        q = p[1:]
-        s = -np.outer(q, q)
-        np.fill_diagonal(s, q * (1 - q))
-        return s
-
-    s = (cov(p1) + cov(p2)) / 2.0
-    val = float(t @ np.linalg.pinv(s) @ t)
-    return float(np.sqrt(max(val, 0.0)))
-
-
-def standardized_mean_difference(values: pd.Series, groups: pd.Series, *, categorical: bool = False) -> float:
-    """Largest pairwise standardised mean difference between groups.
-
-    Parameters
-    ----------
-    values : pandas.Series
-        The variable; missing values are left out (per group).
-    groups : pandas.Series
-        Group labels, aligned with ``values``.
-    categorical : bool, default False
-        Treat ``values`` as categorical.
-
-    Returns
-    -------
-    float
-        Continuous: ``|m1 - m2| / sqrt((s1^2 + s2^2) / 2)`` (pooled SD as in
-        R's tableone and cobalt). Categorical: the multivariate SMD of Yang
-        and Dalton over the level proportions (binary: ``|p1 - p2| /
-        sqrt((p1(1-p1) + p2(1-p2)) / 2)``), as tableone. With more than two
-        groups the maximum over pairs (tableone averages the pairs instead).
-        0 when both SDs are 0 and means equal, ``inf`` when SDs are 0 and means
-        differ, NaN with fewer than two non-empty groups.
-
-    References
-    ----------
-    .. [1] Austin PC (2009). Balance diagnostics for comparing the distribution
-       of baseline covariates between treatment groups in propensity-score
-       matched samples. *Stat Med* 28:3083-3107.
-    .. [2] Yang D, Dalton JE (2012). A unified approach to measuring the effect
-       size between two groups using SAS. SAS Global Forum paper 335-2012.
-    .. [3] Yoshida K, Bartel A. tableone: ``ExtractSmd`` (R package).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> v = pd.Series([1.0, 2.0, 3.0, 2.0, 3.0, 4.0])
-    >>> g = pd.Series(["a", "a", "a", "b", "b", "b"])
-    >>> round(standardized_mean_difference(v, g), 6)
-    1.0
-    >>> s = pd.Series(["x", "y", "y", "x", "x", "x"])
-    >>> round(standardized_mean_difference(s, g, categorical=True), 4)
-    2.0
-    """
-    ok = values.notna() & groups.notna()
-    v, g = values[ok], groups[ok]
-    labels = [x for x in pd.unique(g)]
-    if categorical:
-        levels = sorted(pd.unique(v), key=str)
-        props = {}
-        for lab in labels:
-            vv = v[g == lab]
-            if len(vv):
-                props[lab] = np.array([(vv == lev).mean() for lev in levels], dtype=float)
-        keys = list(props)
-        pairs = [(props[a], props[b]) for i, a in enumerate(keys) for b in keys[i + 1 :]]
-        res = [_smd_categorical(a, b) for a, b in pairs]
-    else:
-        arrs = [v[g == lab].to_numpy(dtype=float) for lab in labels]
-        arrs = [a for a in arrs if a.size]
-        res = [_smd_continuous(a, b) for i, a in enumerate(arrs) for b in arrs[i + 1 :]]
-    return float(max(res)) if res else float("nan")
+# One implementation, in designs/balance.py (IPTW's balance table uses it too);
+# standardized_mean_difference is imported above and re-exported because table_one reports it.
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -433,24 +347,17 @@ def table_one(
             if hidden[cid]:
                 hid.iat[ri, out.columns.get_loc(col)] = True
                 pri.iat[ri, out.columns.get_loc(col)] = bool(primary[cid])
-    for c in _COUNT_COLS:
-        arr = counts[c]
-        col = pd.array(np.where(np.isnan(arr), 0, arr).astype("int64"), dtype="Int64")
-        col[np.isnan(arr) | hid[c].to_numpy()] = pd.NA
-        out[c] = col
     # derived values
     pct_h = hid["count"].to_numpy()
     if percent_of == "non_missing":
         pct_h = pct_h | ((out["kind"] == "categorical").to_numpy() & hid["n"].to_numpy())
-    out["percent"] = out["percent"].mask(pct_h)
     hid["percent"] = pct_h
     nvals = counts["n"]
     small_stats = (out["kind"].isin(["continuous", "nonnormal"]).to_numpy()) & (nvals >= 1) & (nvals < k)
     for c in _STAT_COLS:
-        out[c] = out[c].astype(float).mask(small_stats)
         hid[c] = small_stats
-    out.attrs["suppressed"] = SuppressionMask(hid, pri, k, f"<{k}")
-    return out
+    return apply_suppression(out, hidden=hid, primary=pri, min_cell_count=k, count_cols=_COUNT_COLS,
+                             derived_cols=["percent", *_STAT_COLS], counts=counts)
 
 
 def _fmt(v, digits: int) -> str:
@@ -739,18 +646,13 @@ def suppress_attrition(
     is_total[:, 1::2] = True
     hidden, primary = _protect(vals.ravel(), lines, k=k, is_total=is_total.ravel())
     hidden, primary = hidden.reshape(n, m), primary.reshape(n, m)
-    out = attrition.copy()
-    out.attrs = {}
-    hid = pd.DataFrame(False, index=out.index, columns=out.columns)
+    hid = pd.DataFrame(False, index=attrition.index, columns=attrition.columns)
     pri = hid.copy()
     for j, c in enumerate(cols):
-        arr = pd.array(np.where(np.isnan(vals[:, j]), 0, vals[:, j]).astype("int64"), dtype="Int64")
-        arr[np.isnan(vals[:, j]) | hidden[:, j]] = pd.NA
-        out[c] = arr
         hid[c] = hidden[:, j]
         pri[c] = primary[:, j]
-    out.attrs["suppressed"] = SuppressionMask(hid, pri, k, f"<{k}")
-    return out
+    return apply_suppression(attrition, hidden=hid, primary=pri, min_cell_count=k, count_cols=cols,
+                             counts={c: vals[:, j] for j, c in enumerate(cols)})
 
 
 def format_attrition(attrition: pd.DataFrame, *, min_cell_count: int = DEFAULT_MIN_CELL_COUNT, **kwargs) -> pd.DataFrame:
@@ -861,11 +763,11 @@ def los_summary(
     mask = sup.attrs["suppressed"]
     hid = mask.hidden.copy()
     small = mask.primary["n"].to_numpy()
-    for c in ["mean", "whislo", "q1", "median", "q3", "whishi"]:
-        sup[c] = sup[c].mask(small)
+    stats = ["mean", "whislo", "q1", "median", "q3", "whishi"]
+    for c in stats:
         hid[c] = small
-    sup.attrs["suppressed"] = SuppressionMask(hid, mask.primary, k, mask.marker)
-    return sup
+    return apply_suppression(sup, hidden=hid, primary=mask.primary, min_cell_count=k, count_cols=["n"],
+                             derived_cols=stats, counts={"n": out["n"].to_numpy(dtype=float)}, marker=mask.marker)
 
 
 def smooth_curve(x, y, *, frac: float = 2.0 / 3.0, it: int = 3, n_points: int | None = None) -> pd.DataFrame:
