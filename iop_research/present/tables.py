@@ -1041,6 +1041,7 @@ def swimmer_data(
     *,
     episode_ids: Sequence[str],
     max_day: int | None = None,
+    grace_days: int = 30,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Spans and points of a swimmer plot for chosen episodes, in days from admission.
 
@@ -1057,20 +1058,30 @@ def swimmer_data(
         Episodes to show, one lane each, in this order.
     max_day : int, optional
         Clip everything after this day.
+    grace_days : int, default 30
+        Persistence window of the MAT eras shown (passed to
+        :func:`iop_research.derive.exposures.medication_eras`, which builds them: the
+        spans are the analysis' own eras, early refills shifted forward).
 
     Returns
     -------
     (spans, points) : tuple of DataFrames
-        ``spans``: ``patient, start_day, end_day, kind`` (``treatment`` or the
-        medication class); ``points``: ``patient, day, kind`` (session modality,
+        ``spans``: ``patient, start_day, end_day, kind`` (``treatment``, or the
+        medication class of a MAT era, clipped to the lane's ``[0, horizon]``; ``end_day``
+        is the day after the era's last covered day); ``points``: ``patient, day, kind`` (session modality,
         ``uds_positive``/``uds_negative``, ``relapse``, ``death``). The
         ``patient`` column carries the lane number (1..n), never an identifier.
     """
-    from iop_research.data.schema import MEDICATION_CLASS
+    from iop_research.derive.exposures import medication_eras
 
     ids = list(episode_ids)
     lane = {e: i + 1 for i, e in enumerate(ids)}
     ep = episodes.set_index("episode_id").loc[ids]
+    meds = data.medications
+    if meds is not None and len(meds):
+        meds = meds[meds["patient_id"].astype(str).isin(ep["patient_id"].astype(str))]
+    eras = medication_eras(meds, grace_days=grace_days)
+    era_pid = eras["patient_id"].astype(str).to_numpy()
     spans, points = [], []
     for eid, row in ep.iterrows():
         admit, los = row["admit_date"], int(row["los_days"])
@@ -1078,12 +1089,11 @@ def swimmer_data(
         horizon = max(los, end_follow) if max_day is None else min(max(los, end_follow), max_day)
         spans.append({"patient": lane[eid], "start_day": 0, "end_day": min(los, horizon), "kind": "treatment"})
         pid = row["patient_id"]
-        meds = data.medications[data.medications["patient_id"] == pid]
-        for _, m in meds.iterrows():
-            d0 = (m["dispense_date"] - admit).days
-            if 0 <= d0 <= horizon:
-                spans.append({"patient": lane[eid], "start_day": d0, "end_day": min(d0 + int(m["days_supply"]), horizon),
-                              "kind": MEDICATION_CLASS.get(m["medication"], m["medication"])})
+        for _, e in eras[era_pid == str(pid)].iterrows():
+            d0 = max((e["era_start"] - admit).days, 0)
+            d1 = min((e["era_end"] - admit).days + 1, horizon)
+            if d1 > d0:
+                spans.append({"patient": lane[eid], "start_day": d0, "end_day": d1, "kind": e["medication_class"]})
         ses = data.sessions[(data.sessions["patient_id"] == pid) & data.sessions["attended"].astype(bool)]
         for _, s in ses.iterrows():
             d = (s["session_date"] - admit).days
@@ -1100,20 +1110,4 @@ def swimmer_data(
                 points.append({"patient": lane[eid], "day": float(o["time"]), "kind": o["event_type"]})
     spans_df = pd.DataFrame(spans, columns=["patient", "start_day", "end_day", "kind"])
     points_df = pd.DataFrame(points, columns=["patient", "day", "kind"])
-    # merge contiguous MAT dispensings of one class into one span for a readable plot
-    mat = spans_df[spans_df["kind"] != "treatment"].sort_values(["patient", "kind", "start_day"])
-    merged = []
-    for (p, k), g in mat.groupby(["patient", "kind"], sort=True):
-        cur = None
-        for s0, s1 in zip(g["start_day"], g["end_day"]):
-            if cur is not None and s0 <= cur[1] + 1:
-                cur[1] = max(cur[1], s1)
-            else:
-                if cur is not None:
-                    merged.append({"patient": p, "start_day": cur[0], "end_day": cur[1], "kind": k})
-                cur = [s0, s1]
-        if cur is not None:
-            merged.append({"patient": p, "start_day": cur[0], "end_day": cur[1], "kind": k})
-    spans_df = pd.concat([spans_df[spans_df["kind"] == "treatment"], pd.DataFrame(merged, columns=spans_df.columns)],
-                         ignore_index=True)
     return spans_df, points_df

@@ -683,7 +683,6 @@ def _concordance(engine: _Engine, lp: np.ndarray, cluster: np.ndarray | None):
     """
     w = engine.w
     ev = engine.ev
-    n = engine.n
     _, vrank = np.unique(lp, return_inverse=True)
     vrank = vrank.ravel().astype(np.int64)
     vmax = int(vrank.max()) + 1
