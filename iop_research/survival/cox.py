@@ -683,8 +683,9 @@ def _concordance(engine: _Engine, lp: np.ndarray, cluster: np.ndarray | None):
     """
     w = engine.w
     ev = engine.ev
-    _, vrank = np.unique(lp, return_inverse=True)
-    vrank = vrank.ravel().astype(np.int64)
+    n = engine.n
+    vrank, _ = pd.factorize(lp, sort=True)  # rank of the linear predictor (hashing, then a sort of the uniques)
+    vrank = vrank.astype(np.int64)
     vmax = int(vrank.max()) + 1
     # exit keys 2*stop (+1 for censored rows, which outlast an event at the same time); entry keys
     # 2*start + 1 (leaving the comparison set). An event at T compares with keys >= 2T + 1, so
@@ -730,13 +731,14 @@ def _concordance(engine: _Engine, lp: np.ndarray, cluster: np.ndarray | None):
         total = np.cumsum(atk[::-1])[::-1][qk]  # weight with entry < key <= exit
         # role B: each row as comparator of the events with key in (bkey, ekey]; keys and values
         # flipped so that the same dominance sum applies (events with key <= h and value > v)
-        fk, fv = kmax - 1 - qk, vmax - 1 - vev
-        f = _dominance_sums(fk, fv, wev, kmax - 1 - ekey, np.stack([vmax - 1 - vrank, vmax - vrank], axis=1),
+        # (one call: exits of every row, then entries of the rows entering after the first event)
+        late = np.flatnonzero(bkey >= qmin)
+        qkeys = kmax - 1 - np.concatenate([ekey, bkey[late]])
+        qv = np.concatenate([vrank, vrank[late]])
+        f = _dominance_sums(kmax - 1 - qk, vmax - 1 - vev, wev, qkeys, np.stack([vmax - 1 - qv, vmax - qv], axis=1),
                             kmax, vmax)
-        late = np.flatnonzero(bkey >= qmin)  # rows entering after the first event
-        if len(late):
-            f[late] -= _dominance_sums(fk, fv, wev, kmax - 1 - bkey[late],
-                                       np.stack([vmax - 1 - vrank[late], vmax - vrank[late]], axis=1), kmax, vmax)
+        f, f_late = f[:n], f[n:]
+        f[late] -= f_late
         gt, ge = f[:, 0], f[:, 1]
         ecum = np.cumsum(np.bincount(qk, weights=wev, minlength=kmax))  # events with key <= h
         tot = ecum[ekey] - ecum[bkey]
