@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from iop_research.derive.days import EPOCH, date_from_day, day_number
+from iop_research.exceptions import DataValidationError
 
 
 def test_scalar_and_array_agree_with_pandas():
@@ -22,7 +23,7 @@ def test_missing_dates():
     out = day_number(pd.Series([pd.Timestamp("2024-01-01"), pd.NaT]))
     assert out[0] == 19723 and np.isnan(out[1])
     assert day_number([None, "2024-01-01"], missing=10**9).tolist() == [10**9, 19723]
-    with pytest.raises(ValueError, match="missing date"):
+    with pytest.raises(DataValidationError, match="missing date"):
         day_number(None)
     assert day_number(pd.NaT, missing=-1) == -1
 

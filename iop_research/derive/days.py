@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iop_research.exceptions import DataValidationError
+
 __all__ = ["EPOCH", "day_number", "date_from_day"]
 
 #: Day 0 of the day axis.
@@ -44,8 +46,8 @@ def day_number(values: Any, *, missing: int | None = None):
 
     Raises
     ------
-    ValueError
-        A scalar that is not a date (or is missing and ``missing`` is None).
+    DataValidationError
+        A scalar date that is missing while ``missing`` is None.
 
     See Also
     --------
@@ -64,7 +66,9 @@ def day_number(values: Any, *, missing: int | None = None):
         ts = pd.Timestamp(values) if values is not None else pd.NaT
         if pd.isna(ts):
             if missing is None:
-                raise ValueError(f"day_number: {values!r} is a missing date; pass a date such as '2023-12-31'.")
+                raise DataValidationError(
+                    f"day_number: {values!r} is a missing date; pass a date such as '2023-12-31'."
+                )
             return int(missing)
         return int((ts.normalize() - EPOCH).days)
     d = pd.to_datetime(pd.Series(np.asarray(values) if not isinstance(values, pd.Series) else values.to_numpy()))
