@@ -40,7 +40,11 @@ def uis(uis_path) -> pd.DataFrame:
 
 
 def split_at_los(uis: pd.DataFrame) -> pd.DataFrame:
-    """Split each UIS subject at LEN.T into in-treatment / after-treatment rows, as in cox_real.R."""
+    """Split each UIS subject at LEN.T into in-treatment / after-treatment rows, as in cox_real.R.
+
+    Rows are ordered by (ID, start) as ``tv[order(tv$ID, tv$start), ]`` in R, so that
+    ph_test's residual rows can be compared with R's ``zph$y`` row by row.
+    """
     a = uis[uis["LEN.T"] < uis["TIME"]]
     b = uis[uis["LEN.T"] >= uis["TIME"]]
     return pd.concat(
@@ -50,7 +54,7 @@ def split_at_los(uis: pd.DataFrame) -> pd.DataFrame:
             b.assign(start=0, stop=b["TIME"], event=b["CENSOR"], intreat=1),
         ],
         ignore_index=True,
-    )
+    ).sort_values(["ID", "start"], kind="stable", ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +117,9 @@ def assert_zph_matches_r(zph, r: dict) -> None:
     np.testing.assert_allclose(resid["transformed_time"], r["x"], rtol=RTOL_EST)
     y_r = np.array(r["y"], dtype=float)
     y_py = resid.iloc[:, 2:].to_numpy()
-    # within tied times R's row order differs between right-censored and (start, stop] data:
-    # compare after sorting by (time, first residual column)
-    o_r = np.lexsort((y_r[:, 0], np.asarray(r["time"])))
-    o_py = np.lexsort((y_py[:, 0], resid["time"].to_numpy()))
-    np.testing.assert_allclose(y_py[o_py], y_r[o_r], rtol=RTOL_SE, atol=1e-9)
+    # row by row: tied event times in R's order (data order for right-censored fits, reverse
+    # data order for (start, stop] fits)
+    np.testing.assert_allclose(y_py, y_r, rtol=RTOL_SE, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- UIS / HELP vs R
@@ -133,7 +135,7 @@ UIS_CASES = {
     "uis_breslow": {"ties": "breslow"},
     "uis_strata": {"covariates": [c for c in UIS_COV if c != "SITE"], "strata_col": "SITE"},
     "uis_weights": {"weights_col": "w_int"},
-    "uis_weights_frac": {"weights_col": "w_frac"},
+    "uis_weights_frac": {"weights_col": "w_frac", "robust": False},
     "uis_cluster": {"cluster_col": "cl"},
     "uis_robust": {"robust": True},
     "uis_cluster_breslow_weights": {"cluster_col": "cl", "weights_col": "w_int", "ties": "breslow"},
@@ -509,14 +511,15 @@ def _brute_concordance(start, stop, event, lp, w, strata):
     return (conc + tied / 2) / (conc + disc + tied)
 
 
-@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("block_cells", [None, 1, 40, 10_000])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_concordance_equals_brute_force(monkeypatch, seed, dense):
-    """Both dominance-sum paths (dense table, Fenwick bit levels) equal the O(n^2) definition."""
+def test_concordance_equals_brute_force(monkeypatch, seed, block_cells):
+    """Both dominance-sum paths (dense table; key blocks of several sizes) equal the O(n^2) definition."""
     import iop_research.survival.cox as cox_mod
 
-    if not dense:
+    if block_cells is not None:
         monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
+        monkeypatch.setattr(cox_mod, "_BLOCK_CELLS", block_cells)
     rng = np.random.default_rng(seed)
     n = 120
     start = rng.integers(0, 5, n).astype(float)
@@ -540,11 +543,13 @@ def test_concordance_equals_brute_force(monkeypatch, seed, dense):
     np.testing.assert_allclose(res.glance["concordance"].iloc[0], expected, rtol=1e-10)
 
 
-def test_fenwick_path_matches_r_on_uis(monkeypatch, uis, real_golden):
-    """R: coxph(Surv(TIME, CENSOR) ~ ..., data = uis)$concordance via the sparse (bit-level) path."""
+@pytest.mark.parametrize("block_cells", [50, 2_000_000])
+def test_blocked_path_matches_r_on_uis(monkeypatch, uis, real_golden, block_cells):
+    """R: coxph(Surv(TIME, CENSOR) ~ ..., data = uis)$concordance via the blocked (sparse) path."""
     import iop_research.survival.cox as cox_mod
 
     monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
+    monkeypatch.setattr(cox_mod, "_BLOCK_CELLS", block_cells)
     res = _uis_fit(uis)
     np.testing.assert_allclose(res.glance["concordance"].iloc[0], real_golden["uis_efron"]["concordance"][0], rtol=1e-9)
     np.testing.assert_allclose(res.glance["concordance_se"].iloc[0], real_golden["uis_efron"]["concordance_se"][0], rtol=1e-6)
@@ -608,3 +613,170 @@ def test_help_with_zero_durations_equals_r(help_path, real_golden):
     np.testing.assert_allclose(res.tidy["estimate"], g["coef"], rtol=1e-6)
     np.testing.assert_allclose(res.tidy["std_error"], g["se"], rtol=1e-4)
     np.testing.assert_allclose(res.glance["loglik"].iloc[0], g["loglik"][1] if isinstance(g["loglik"], list) else g["loglik"], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- holdout defects vs R
+# Issue 11, point 8. Data: tests/r/make_defects_data.py; expected values: tests/r/defects.R
+# (tests/golden/defects.json).
+
+
+@pytest.fixture(scope="module")
+def defects_golden() -> dict:
+    return load_golden("defects")
+
+
+@pytest.fixture(scope="module")
+def dright() -> pd.DataFrame:
+    return pd.read_csv(GOLDEN_DIR / "data" / "defects_right.csv")
+
+
+@pytest.fixture(scope="module")
+def dcount() -> pd.DataFrame:
+    return pd.read_csv(GOLDEN_DIR / "data" / "defects_counting.csv")
+
+
+@pytest.mark.parametrize("case,cl", [("few_clusters_2", "cl2"), ("few_clusters_3", "cl3")])
+def test_clusters_not_more_than_coefficients_match_r(dright, defects_golden, case, cl):
+    """R: coxph(Surv(time, event) ~ x1 + x2 + x3, data, cluster = cl2 / cl3): the robust variance is
+    singular; R's Wald and robust score tests use a generalised inverse (coxph.wtest) and are finite."""
+    res = fit_cox(dright, duration_col="time", event_col="event", covariates=["x1", "x2", "x3"], cluster_col=cl)
+    r = defects_golden[case]
+    assert_matches_r(res, r)
+    gl = res.glance.iloc[0]
+    assert np.isfinite(gl["wald_statistic"]) and gl["wald_statistic"] >= 0
+    assert gl["n_clusters"] == int(cl[-1]) <= len(r["coef"])
+    if "wald_p" in r:  # summary(fit)$waldtest: df = number of coefficients
+        assert r["wald_df"][0] == 3
+        np.testing.assert_allclose(gl["wald_p_value"], r["wald_p"][0], rtol=RTOL_SE)
+
+
+def test_two_clusters_counting_process_match_r(dcount, defects_golden):
+    """R: coxph(Surv(start, stop, event) ~ treat + x, data, cluster = cl2) (2 clusters, 2 coefficients)."""
+    res = fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat", "x"],
+                  cluster_col="cl2")
+    assert_matches_r(res, defects_golden["few_clusters_counting"])
+
+
+def test_generalised_inverse_is_r_cholesky2():
+    """The Wald quadratic form equals b' V^+ b on a rank-deficient V, and b' V^-1 b on a regular one."""
+    from iop_research.survival.cox import _wald_quadratic
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(2, 4))
+    v = a.T @ a  # rank 2
+    b = v @ rng.normal(size=4)  # in the column space: every generalised inverse gives the same form
+    np.testing.assert_allclose(_wald_quadratic(v, b), b @ np.linalg.pinv(v) @ b, rtol=1e-8)
+    full = v + np.eye(4)
+    np.testing.assert_allclose(_wald_quadratic(full, b), b @ np.linalg.solve(full, b), rtol=1e-12)
+    assert _wald_quadratic(np.zeros((3, 3)), np.ones(3)) == 0.0
+
+
+@pytest.mark.parametrize("case,kw", [
+    ("frac_weights_default", {}),
+    ("frac_weights_model", {"robust": False}),
+])
+def test_fractional_weights_default_to_robust_as_r(dright, defects_golden, case, kw):
+    """R: coxph(Surv(time, event) ~ x1 + x2 + x3, data, weights = wf [, robust = FALSE]): with
+    non-integer weights and robust not given, R reports the robust variance."""
+    res = fit_cox(dright, duration_col="time", event_col="event", covariates=["x1", "x2", "x3"],
+                  weights_col="wf", **kw)
+    assert_matches_r(res, defects_golden[case])
+    assert res.model.robust is (case == "frac_weights_default")
+
+
+def test_fractional_weights_counting_process_default_robust(dcount, defects_golden):
+    """R: coxph(Surv(start, stop, event) ~ treat + x + strata(s), data, weights = wf): robust with each
+    row its own cluster (robust not given, so R does not ask for an id)."""
+    res = fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat", "x"],
+                  strata_col="s", weights_col="wf")
+    assert_matches_r(res, defects_golden["frac_weights_counting"])
+
+
+def test_integer_weights_stay_model_based(edge):
+    res = fit_cox(edge, duration_col="time", event_col="event", covariates=["x", "z"], weights_col="w")
+    assert not res.model.robust
+    assert np.isnan(res.glance["robust_score_statistic"].iloc[0])
+
+
+def test_robust_counting_process_without_cluster_is_refused(dcount, defects_golden):
+    """R: coxph(Surv(start, stop, event) ~ treat + x, data, robust = TRUE) stops with
+    'one of cluster or id is needed'; with cluster = id it fits (compared with R)."""
+    assert defects_golden["robust_counting_no_cluster"]["error"] == ["one of cluster or id is needed"]
+    with pytest.raises(ModelSpecificationError, match="robust=True on \\(start, stop\\] rows needs cluster_col.*"
+                                                      "cluster_col='patient_id'"):
+        fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat", "x"], robust=True)
+    res = fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat", "x"],
+                  cluster_col="id", robust=True)
+    assert_matches_r(res, defects_golden["robust_counting_id"])
+
+
+def test_cluster_with_robust_false_is_refused(dcount):
+    with pytest.raises(ModelSpecificationError, match="cluster_col='id' was given with robust=False"):
+        fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat", "x"],
+                cluster_col="id", robust=False)
+    with pytest.raises(ModelSpecificationError, match="robust='yes' must be True, False or None"):
+        fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat"], robust="yes")
+
+
+def test_ph_test_rows_in_r_order_counting_strata(dcount, defects_golden):
+    """R: cox.zph(coxph(Surv(start, stop, event) ~ treat + x + strata(s), data), "km")$y, row by row."""
+    res = fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat", "x"],
+                  strata_col="s")
+    assert_zph_matches_r(ph_test(res), defects_golden["zph_counting_strata"])
+    t = ph_test(res).extra["residuals"]["time"].to_numpy()
+    assert (np.diff(t) == 0).any()  # the comparison covers tied event times
+
+
+def test_ph_test_rows_in_r_order_right_censored_ties(dright, defects_golden):
+    """R: cox.zph(coxph(Surv(time, event) ~ x1 + x2 + grp, data), "identity")$y, row by row."""
+    res = fit_cox(dright, duration_col="time", event_col="event", covariates=["x1", "x2", "grp"])
+    assert_zph_matches_r(ph_test(res, transform="identity"), defects_golden["zph_right_ties"])
+
+
+def test_fine_gray_dummy_codes_categories_as_r(dright, defects_golden):
+    """R: crr(time, cr, model.matrix(~ x2 + grp, data)[, -1], failcode = 1): fit_fine_gray takes the
+    categorical column as it is (its docstring no longer asks for dummies)."""
+    from iop_research.survival.competing import fit_fine_gray
+
+    r = defects_golden["fine_gray_categorical"]
+    res = fit_fine_gray(dright, duration_col="time", event_col="cr", cause=1, covariates=["x2", "grp"])
+    assert [re.sub(r"\[T\.(.*?)\]", r"\1", t) for t in res.tidy["term"]] == r["names"]
+    np.testing.assert_allclose(res.tidy["estimate"], r["coef"], rtol=RTOL_EST)
+    np.testing.assert_allclose(res.tidy["std_error"], r["se"], rtol=RTOL_SE)
+    assert "dummy-code categories beforehand" not in fit_fine_gray.__doc__
+
+
+@pytest.mark.parametrize("block_cells", [None, 1, 30, 500])
+def test_concordance_blocked_path_matches_r_counting_weights_cluster(monkeypatch, dcount, defects_golden,
+                                                                     block_cells):
+    """R: coxph(Surv(start, stop, event) ~ treat + x, data, cluster = id, weights = wf)$concordance
+    (concordance and its infinitesimal-jackknife SE), by the dense path and by key blocks."""
+    import iop_research.survival.cox as cox_mod
+
+    if block_cells is not None:
+        monkeypatch.setattr(cox_mod, "_DENSE_CELLS", 0)
+        monkeypatch.setattr(cox_mod, "_BLOCK_CELLS", block_cells)
+    res = fit_cox(dcount, start_col="start", stop_col="stop", event_col="event", covariates=["treat", "x"],
+                  cluster_col="id", weights_col="wf")
+    assert_matches_r(res, defects_golden["concordance_counting"])
+
+
+@requires_r
+@pytest.mark.r
+def test_defects_golden_reproduces_live(tmp_path):
+    """Rscript --vanilla tests/r/defects.R <datasets_dir> <out_json> reproduces tests/golden/defects.json."""
+    live = run_r_script("defects", tmp_path / "defects.json")
+    committed = load_golden("defects")
+    assert live.keys() == committed.keys()
+    assert committed["survival"][0].startswith("3.5") and committed["R_version"][0].startswith("R version 4")
+    for key, val in committed.items():
+        if not isinstance(val, dict):
+            continue
+        for name in ("coef", "chisq", "loglik", "wald", "rscore", "concordance"):
+            if name in val and val[name] != [None]:
+                np.testing.assert_allclose(live[key][name], val[name], rtol=RTOL_EST)
+        for name in ("se", "concordance_se"):
+            if name in val:
+                np.testing.assert_allclose(live[key][name], val[name], rtol=RTOL_SE)
+        if "error" in val:
+            assert live[key]["error"] == val["error"]

@@ -366,32 +366,63 @@ def test_counting_process_reproduces_simulator_switch_times():
     assert n_checked > 100
 
 
-# ----------------------------------------------------------------------------- Spark
-@pytest.fixture(scope="module")
-def spark_and_duckdb():
-    """Both frames on DuckDB and on local Spark, from the same episodes and eras (built once on
-    DuckDB, so that only this module's expressions run on Spark)."""
-    pytest.importorskip("pyspark")
-    synth = pytest.importorskip("iop_research.data.synth")
-    from iop_research.derive.frames import _fallback_eras
-
-    data = synth.simulate_cohort(25, seed=2)
-    eps = data.admissions
-    eras = _fallback_eras(data.medications, 30)
-    out = {}
-    for engine in (None, "spark"):
-        out[engine] = (survival_frame(data, episodes=eps, eras=eras, engine=engine),
-                       counting_process_frame(data, episodes=eps, eras=eras, engine=engine, cum_sessions=True,
-                                              covariates=None))
-    return out
+# Spark vs DuckDB for survival_frame / counting_process_frame: tests/test_engines_spark.py
 
 
-@pytest.mark.spark
-@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-def test_spark_equals_duckdb(spark_and_duckdb):
-    """py4j leaves sockets to the JVM open (third-party ResourceWarning noise, ignored here only)."""
-    sf_d, cp_d = spark_and_duckdb[None]
-    sf_s, cp_s = spark_and_duckdb["spark"]
-    pd.testing.assert_frame_equal(sf_s, sf_d, check_dtype=False)
-    pd.testing.assert_frame_equal(cp_s, cp_d, check_dtype=False)
-    assert len(cp_d) > len(sf_d) and cp_d["on_mat"].sum() > 0
+# ----------------------------------------------------------------------------- engine session
+def test_engine_session_reuses_one_connection_and_gives_the_same_frames(monkeypatch):
+    """build_episodes -> medication_eras -> relapse_outcomes -> survival_frame / counting_process_frame
+    on one EngineSession: one DuckDB connection, each input table registered once, and frames equal
+    to the step-by-step run without a session."""
+    import ibis
+
+    from iop_research.data.synth import simulate_cohort
+    from iop_research.derive.engine import EngineSession
+    from iop_research.derive.episodes import build_episodes
+    from iop_research.derive.exposures import medication_eras
+    from iop_research.derive.outcomes import relapse_outcomes
+
+    data = simulate_cohort(40, seed=11)
+
+    def pipeline(engine):
+        eps = build_episodes(data, engine=engine)
+        eras = medication_eras(data.medications, engine=engine)
+        out = relapse_outcomes(data, episodes=eps, engine=engine)
+        sf = survival_frame(data, episodes=eps, eras=eras, engine=engine)
+        cp = counting_process_frame(data, episodes=eps, eras=eras, engine=engine, cum_sessions=True, covariates=None)
+        return eps, eras, out, sf, cp
+
+    plain = pipeline(None)
+    connects = []
+    real_connect = ibis.duckdb.connect
+    monkeypatch.setattr(ibis.duckdb, "connect", lambda *a, **k: connects.append(1) or real_connect(*a, **k))
+    with EngineSession() as session:
+        assert repr(session).startswith("EngineSession(engine=None, not connected")
+        shared = pipeline(session)
+        # sessions, admissions, patients, observation, medications: once each, although
+        # build_episodes and medication_eras (and survival_frame's steps) all start from them
+        first = session.n_registered
+        build_episodes(data, engine=session)
+        medication_eras(data.medications, engine=session)
+        assert session.n_registered == first
+    assert len(connects) == 1
+    for a, b in zip(plain, shared):
+        pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ModelSpecificationError, match="closed"):
+        build_episodes(data, engine=session)
+
+
+def test_engine_session_keeps_intermediate_tables_in_the_backend():
+    from iop_research.data.synth import simulate_cohort
+    from iop_research.derive.engine import EngineSession, collect
+    from iop_research.derive.episodes import build_episodes
+
+    data = simulate_cohort(20, seed=3)
+    with EngineSession() as session:
+        lazy = build_episodes(data, engine=session, lazy=True)
+        kept = session.keep(lazy, "episodes")
+        assert type(kept.op()).__name__ == "DatabaseTable"  # a table of the backend, not an expression
+        got = collect(kept.order_by("episode_id"))
+    expected = build_episodes(data)
+    assert len(got) == len(expected)
+    assert sorted(got["episode_id"]) == sorted(expected["episode_id"])

@@ -283,11 +283,17 @@ def test_km_covers_true_survival_in_simulation():
     assert r["conf_low"] < true_rmst < r["conf_high"]
 
 
-def test_logrank_all_censored_gives_no_test():
-    d = pd.DataFrame({"t": [1, 2, 3, 4], "e": [0, 0, 0, 0], "g": [1, 2, 1, 2]})
-    res = logrank_test(d, duration_col="t", event_col="e", group_col="g")
-    assert res.glance["statistic"].iloc[0] == 0
-    assert np.isnan(res.glance["p_value"].iloc[0])
+def test_logrank_all_censored_raises():
+    """R: survdiff(Surv(t, e) ~ g, data = defects_censored) silently returns chisq = 0 and p = NaN
+    (tests/r/defects.R, tests/golden/defects.json); we raise a clear error instead."""
+    r = load_golden("defects")["logrank_all_censored"]
+    assert r["chisq"] == [0] and r["p"] == [None] and r["exp"] == [0, 0]
+    d = pd.read_csv(GOLDEN_DIR / "data" / "defects_censored.csv")
+    with pytest.raises(ModelSpecificationError, match="no events in 'e'.*all 4 rows are censored"):
+        logrank_test(d, duration_col="t", event_col="e", group_col="g")
+    with pytest.raises(ModelSpecificationError, match="no events"):
+        logrank_test(d.assign(e=[1, 0, 0, 0], w=[0.0, 1, 1, 1]), duration_col="t", event_col="e", group_col="g",
+                     weights_col="w")
 
 
 def test_bool_event_and_categorical_group_order():

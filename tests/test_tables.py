@@ -383,3 +383,44 @@ def test_attrition_chains_are_suppressed_separately():
     assert pd.isna(s.loc[3, "rows_removed"]) and pd.isna(s.loc[3, "rows_remaining"])
     # the sessions chain is untouched
     assert s.loc[2, "rows_removed"] == 30 and s.loc[2, "rows_remaining"] == 4970
+
+
+def test_swimmer_spans_are_the_medication_eras():
+    """swimmer_data draws the analysis' MAT eras (derive.exposures.medication_eras), clipped to each lane."""
+    from iop_research.derive.exposures import medication_eras
+    from iop_research.present.tables import swimmer_data
+
+    admit = pd.Timestamp("2024-01-01")
+    meds = pd.DataFrame({
+        "patient_id": ["P1"] * 4 + ["P2"],
+        "medication": ["buprenorphine"] * 3 + ["methadone", "naltrexone_xr"],
+        # an early refill (shifted forward), a 20-day gap (joined with grace 30), and a refill
+        # started before admission (clipped at day 0)
+        "dispense_date": pd.to_datetime(["2023-12-25", "2024-01-20", "2024-03-10", "2024-02-01", "2024-01-05"]),
+        "days_supply": [30, 30, 14, 10, 1],
+    })
+    empty_ses = pd.DataFrame({"patient_id": pd.Series([], dtype=str), "session_date": pd.Series([], dtype="datetime64[ns]"),
+                              "modality": pd.Series([], dtype=str), "attended": pd.Series([], dtype=bool)})
+    empty_ev = pd.DataFrame({"patient_id": pd.Series([], dtype=str), "event_date": pd.Series([], dtype="datetime64[ns]"),
+                             "event_type": pd.Series([], dtype=str), "result": pd.Series([], dtype=str)})
+    ns = type("D", (), {"medications": meds, "sessions": empty_ses, "events": empty_ev})()
+    eps = pd.DataFrame({"episode_id": ["E1", "E2"], "patient_id": ["P1", "P2"], "admit_date": [admit, admit],
+                        "los_days": [40, 20]})
+    out = pd.DataFrame({"episode_id": ["E1", "E2"], "time": [200, 20], "event_type": ["censored", "censored"]})
+    spans, points = swimmer_data(ns, eps, out, episode_ids=["E1", "E2"])
+    mat = spans[spans["kind"] != "treatment"].reset_index(drop=True)
+    eras = medication_eras(meds, grace_days=30)
+    expected = pd.DataFrame({
+        "patient": [1, 1, 2],
+        "start_day": [max((s - admit).days, 0) for s in eras["era_start"]],
+        # lane horizons: E1 max(40, 200) = 200, E2 max(20, 20) = 20
+        "end_day": [min((e - admit).days + 1, 200 if p == "P1" else 20) for p, e in zip(eras["patient_id"], eras["era_end"])],
+        "kind": eras["medication_class"].tolist(),
+    })
+    pd.testing.assert_frame_equal(mat.sort_values(["patient", "kind"]).reset_index(drop=True),
+                                  expected.sort_values(["patient", "kind"]).reset_index(drop=True), check_dtype=False)
+    assert mat.loc[mat["kind"] == "buprenorphine", "start_day"].tolist() == [0]  # clipped at admission
+    assert len(mat[mat["kind"] == "buprenorphine"]) == 1  # the 20-day gap is inside one era (grace 30)
+    assert points.empty
+    spans0, _ = swimmer_data(ns, eps, out, episode_ids=["E1"], grace_days=0)
+    assert (spans0["kind"] == "buprenorphine").sum() == 2  # without grace the gap splits the era

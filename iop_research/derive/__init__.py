@@ -6,9 +6,12 @@ from __future__ import annotations
 from iop_research._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    'EngineSession': 'engine',
     'get_backend': 'engine',
     'as_table': 'engine',
     'collect': 'engine',
+    'day_number': 'days',
+    'date_from_day': 'days',
     'build_episodes': 'episodes',
     'episode_attrition': 'episodes',
     'EPISODE_COLUMNS': 'episodes',

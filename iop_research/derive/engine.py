@@ -12,11 +12,19 @@ Engines
     A local-mode SparkSession (``local[2]``), created on first use and reused.
 an Ibis backend
     Used as given (e.g. ``ibis.pyspark.connect(spark)`` on a cluster, PostgreSQL).
+an :class:`EngineSession`
+    One connection of any of the above, shared by several pipeline steps: each step that
+    takes ``engine=`` accepts a session, runs on its connection, and registers a given
+    DataFrame object only once per session (``build_episodes`` -> ``relapse_outcomes`` ->
+    ``survival_frame`` then upload the sessions, events and medications tables once instead
+    of once per step). Intermediate tables can be kept inside the backend with
+    :meth:`EngineSession.keep`. Without a session every step opens its own DuckDB connection.
 """
 from __future__ import annotations
 
 import itertools
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +32,135 @@ import pandas as pd
 
 from iop_research.exceptions import DataReadError, ModelSpecificationError
 
-__all__ = ["get_backend", "as_table", "collect"]
+__all__ = ["EngineSession", "get_backend", "as_table", "as_derived_table", "collect"]
 
 _counter = itertools.count()
 _SPARK_BACKEND = None
+#: id(backend) -> the EngineSession that owns it (sessions register their backend here)
+_SESSIONS: "weakref.WeakValueDictionary[int, EngineSession]" = weakref.WeakValueDictionary()
+
+
+class EngineSession:
+    """One backend connection reused across pipeline steps.
+
+    Parameters
+    ----------
+    engine : None, "duckdb", "spark" or an Ibis backend, default None (DuckDB in process)
+        Where the steps run. The connection is opened on first use (nothing happens in the
+        constructor) and closed by :meth:`close` or at the end of a ``with`` block.
+
+    Notes
+    -----
+    Pass the session as ``engine=`` to any step (``build_episodes``, ``medication_eras``,
+    ``relapse_outcomes``, ``survival_frame``, ``counting_process_frame``, ...). All of them
+    then run on this one connection, and a pandas DataFrame object that several steps hand to
+    the engine (the sessions, events or medications table) is registered once: the session
+    keeps a reference to it until it is closed, so do not modify such a frame in place while
+    the session is open. Results are the same as without a session.
+
+    Examples
+    --------
+    >>> from iop_research.data.synth import simulate_cohort
+    >>> from iop_research.derive.episodes import build_episodes
+    >>> from iop_research.derive.frames import survival_frame
+    >>> data = simulate_cohort(30, seed=1)
+    >>> with EngineSession() as session:
+    ...     eps = build_episodes(data, engine=session)
+    ...     frame = survival_frame(data, episodes=eps, engine=session)
+    >>> len(frame) > 0
+    True
+    """
+
+    def __init__(self, engine: Any = None):
+        if isinstance(engine, EngineSession):
+            raise ModelSpecificationError("EngineSession(engine=...) takes an engine, not another session.")
+        self.engine = engine
+        self._backend = None
+        self._tables: dict[int, tuple[Any, Any]] = {}
+        self._derived: dict[tuple[int, str], tuple[Any, Any]] = {}
+        self._closed = False
+        #: Number of tables registered with the backend through this session.
+        self.n_registered = 0
+
+    @property
+    def backend(self):
+        """The Ibis backend (connected on first use)."""
+        if self._closed:
+            raise ModelSpecificationError("this EngineSession is closed; open a new one.")
+        if self._backend is None:
+            self._backend = get_backend(self.engine)
+            _SESSIONS[id(self._backend)] = self
+        return self._backend
+
+    def table(self, data: Any, name: str):
+        """``data`` as a table of the session's backend, registered once per object."""
+        if not isinstance(data, pd.DataFrame):
+            return _register(self.backend, data, name)
+        hit = self._tables.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        table = _register(self.backend, data, name)
+        self._tables[id(data)] = (data, table)  # the reference keeps id(data) unique
+        self.n_registered += 1
+        return table
+
+    def derived_table(self, source: Any, name: str, build):
+        """Table of ``build(source)`` (a pandas frame prepared from ``source``), built and
+        registered once per ``source`` object and ``name`` in this session."""
+        key = (id(source), name)
+        hit = self._derived.get(key)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        table = self.table(build(source), name)
+        self._derived[key] = (source, table)
+        return table
+
+    def keep(self, expr, name: str):
+        """Materialise an Ibis expression as a table inside the backend (no pandas round trip).
+
+        Parameters
+        ----------
+        expr : ibis Table
+            An expression on this session's backend (e.g. ``build_episodes(..., lazy=True)``).
+        name : str
+            Base name of the table (a unique suffix is added).
+
+        Returns
+        -------
+        ibis Table
+        """
+        be = self.backend
+        table_name = f"iop_{name}_{next(_counter)}"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
+            if _supports_temp(be):
+                return be.create_table(table_name, expr, temp=True, overwrite=True)
+            if getattr(be, "name", "") == "pyspark":
+                return be.create_view(table_name, expr, overwrite=True)
+            return be.create_table(table_name, expr, overwrite=True)
+
+    def close(self) -> None:
+        """Drop the registered tables' references and disconnect an in-process DuckDB."""
+        if self._closed:
+            return
+        self._tables.clear()
+        self._derived.clear()
+        be, self._backend = self._backend, None
+        self._closed = True
+        if be is not None:
+            _SESSIONS.pop(id(be), None)
+            if _supports_temp(be) and self.engine in (None, "duckdb"):
+                be.disconnect()
+
+    def __enter__(self) -> "EngineSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("connected" if self._backend is not None else "not connected")
+        return f"EngineSession(engine={self.engine!r}, {state}, tables={self.n_registered})"
 
 
 def _local_spark():
@@ -62,6 +195,8 @@ def get_backend(engine: Any = None):
     import ibis
 
     global _SPARK_BACKEND
+    if isinstance(engine, EngineSession):
+        return engine.backend
     if engine is None or engine == "duckdb":
         return ibis.duckdb.connect()
     if engine in ("spark", "pyspark"):
@@ -81,11 +216,37 @@ def as_table(backend, data: Any, name: str):
 
     Parameters
     ----------
-    backend : ibis backend
+    backend : ibis backend or EngineSession
+        A backend owned by an :class:`EngineSession` (or the session itself) registers a
+        given DataFrame object once per session.
     data : pandas.DataFrame, str or Path (CSV or Parquet file), or ibis Table
     name : str
         Base name of the temporary table (a unique suffix is added).
     """
+    if isinstance(backend, EngineSession):
+        return backend.table(data, name)
+    session = _SESSIONS.get(id(backend))
+    if session is not None and session._backend is backend:
+        return session.table(data, name)
+    return _register(backend, data, name)
+
+
+def as_derived_table(backend, source: Any, name: str, build):
+    """Table of ``build(source)`` on ``backend``; prepared and registered once per session.
+
+    ``build`` turns the user's frame into the frame the engine needs (column selection,
+    dtypes). With a backend owned by an :class:`EngineSession` the result is cached per
+    ``source`` object and ``name``, so steps that start from the same input share one table.
+    """
+    if isinstance(backend, EngineSession):
+        return backend.derived_table(source, name, build)
+    session = _SESSIONS.get(id(backend))
+    if session is not None and session._backend is backend and isinstance(source, pd.DataFrame):
+        return session.derived_table(source, name, build)
+    return _register(backend, build(source), name)
+
+
+def _register(backend, data: Any, name: str):
     import ibis
 
     if isinstance(data, ibis.expr.types.Table):

@@ -55,7 +55,8 @@ import numpy as np
 import pandas as pd
 
 from iop_research.derive import exposures as _exp
-from iop_research.derive.engine import as_table, collect, get_backend
+from iop_research.derive.days import date_from_day, day_number
+from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend
 from iop_research.exceptions import DataValidationError, EpisodeOverlapError, ModelSpecificationError, format_ids
 from iop_research.data.io import IOPData
 from iop_research.data.schema import (
@@ -228,7 +229,7 @@ def _cutoff_day(observation) -> int:
         ) from exc
     if pd.isna(cutoff):
         raise ModelSpecificationError("observation is a missing date; pass a date such as '2023-12-31'.")
-    return int((cutoff.normalize() - pd.Timestamp("1970-01-01")).days)
+    return day_number(cutoff)
 
 
 def _unpack(data, mode, observation):
@@ -266,8 +267,9 @@ class _Tables:
             self.backend = get_backend(engine)
         be = self.backend
         if isinstance(sessions, pd.DataFrame):
-            sessions = _sessions_frame(sessions)
-        s = as_table(be, sessions, "sessions")
+            s = as_derived_table(be, sessions, "sessions", _sessions_frame)
+        else:
+            s = as_table(be, sessions, "sessions")
         missing = [c for c in _SESSION_REQUIRED if c not in s.columns]
         if missing:
             raise DataValidationError(f"sessions: missing required column(s) {', '.join(missing)}.")
@@ -275,7 +277,7 @@ class _Tables:
         self.sessions = s.select(
             **{Col.patient_id: s[Col.patient_id].cast("string"),
                "given_episode_id": ep_col,
-               "day": _exp._epoch_days(s[Col.session_date]),
+               "day": day_number(s[Col.session_date]),
                Col.modality: s[Col.modality].cast("string"),
                Col.minutes: s[Col.minutes].cast("float64"),
                Col.attended: s[Col.attended].cast("boolean")}
@@ -284,18 +286,19 @@ class _Tables:
         if mode == "admissions":
             if admissions is None:
                 raise ModelSpecificationError("mode='admissions' needs an admissions table in data.")
-            self.admissions = as_table(be, _admissions_frame(admissions), "admissions")
+            self.admissions = (as_derived_table(be, admissions, "admissions", _admissions_frame)
+                               if isinstance(admissions, pd.DataFrame) else as_table(be, admissions, "admissions"))
         self.patients = None
         if patients is not None and len(patients):
-            self.patients = as_table(be, _patients_frame(patients), "patients")
+            self.patients = as_derived_table(be, patients, "patients", _patients_frame)
         self.medications = None
         if medications is not None and not (isinstance(medications, pd.DataFrame) and len(medications) == 0):
             self.medications = _exp._medications_table(be, medications)
             _exp._validate_medications(self.medications)
         self.observation = None
         if isinstance(obs, pd.DataFrame):
-            ot = as_table(be, _observation_frame(obs), "observation")
-            self.observation = ot.select(Col.patient_id, obs_day=_exp._epoch_days(ot[Col.observation_end]))
+            ot = as_derived_table(be, obs, "observation", _observation_frame)
+            self.observation = ot.select(Col.patient_id, obs_day=day_number(ot[Col.observation_end]))
         elif obs is not None:  # one cut-off date for every patient
             cutoff = _cutoff_day(obs)
             src = self.admissions if self.admissions is not None else self.sessions
@@ -312,7 +315,7 @@ def _with_patients(base, tabs: _Tables):
         return base.mutate(age_at_admit=ibis.null("float64"), **{Col.sex: ibis.null("string")})
     p = tabs.patients.rename(p_pid=Col.patient_id)
     j = base.left_join(p, base[Col.patient_id] == p.p_pid)
-    year = _exp._day_to_date(j.admit_day).year()
+    year = date_from_day(j.admit_day).year()
     return j.mutate(age_at_admit=(year - j[Col.birth_year]).cast("float64")).drop(Col.birth_year, "p_pid")
 
 
@@ -332,8 +335,8 @@ def _admission_base(tabs: _Tables):
     a = tabs.admissions
     base = a.select(
         Col.episode_id, Col.patient_id, Col.program,
-        admit_day=_exp._epoch_days(a[Col.admit_date]),
-        discharge_day=_exp._epoch_days(a[Col.discharge_date]),
+        admit_day=day_number(a[Col.admit_date]),
+        discharge_day=day_number(a[Col.discharge_date]),
         **{Col.discharge_reason: a[Col.discharge_reason]},
         **{c: a[c] for c in _COVARIATES},
     )
@@ -636,8 +639,8 @@ def _episodes_expr(tabs: _Tables, mode: str, gap_days: int, los_convention: str 
         has_mat=t.days_to_mat.notnull(),
         mat_pdc=ibis.cases((t.end_day.notnull(), t.mat_pdc.fill_null(0.0)), else_=ibis.null("float64")),
         is_completed=ibis.coalesce(t[Col.discharge_reason] == DischargeReason.completed.value, False),
-        **{Col.admit_date: _exp._day_to_date(t.admit_day),
-           Col.discharge_date: _exp._day_to_date(t.discharge_day)},
+        **{Col.admit_date: date_from_day(t.admit_day),
+           Col.discharge_date: date_from_day(t.discharge_day)},
     )
     t = t.select(*EPISODE_COLUMNS)
     return t.order_by([Col.patient_id, Col.admit_date, Col.episode_id]), assigned

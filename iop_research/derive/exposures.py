@@ -45,7 +45,8 @@ from typing import Any
 
 import pandas as pd
 
-from iop_research.derive.engine import as_table, collect, get_backend
+from iop_research.derive.days import date_from_day, day_number
+from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 from iop_research.data.schema import MEDICATION_CLASS, Col, Medication, MedicationClass
 
@@ -76,22 +77,9 @@ PDC_COLUMNS: tuple[str, ...] = (Col.patient_id, "window_days", "days_covered", "
 
 _MED_REQUIRED = (Col.patient_id, Col.medication, Col.dispense_date, Col.days_supply)
 _CLASS_ORDER = [c.value for c in MedicationClass]  # rank used for deterministic ties
-_EPOCH = "1970-01-01"
 
 
 # --------------------------------------------------------------------------- helpers
-def _epoch_days(col):
-    """Days since 1970-01-01 of a date/timestamp column (integer)."""
-    return col.cast("date").epoch_days()
-
-
-def _day_to_date(col):
-    """Inverse of :func:`_epoch_days`."""
-    import ibis
-
-    return ibis.date(_EPOCH) + col.cast("int32").as_interval("D")
-
-
 def _check_columns(table, required, name):
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -102,24 +90,47 @@ def _check_columns(table, required, name):
         )
 
 
-def _medications_table(backend, medications):
+def _empty_eras() -> pd.DataFrame:
+    """An era table without rows, with the dtypes of a non-empty one."""
+    cols: dict[str, pd.Series] = {}
+    for c in ERA_COLUMNS:
+        if c in (Col.patient_id, "medication_class"):
+            cols[c] = pd.Series([], dtype=str)
+        elif c in ("era_start", "era_end"):
+            cols[c] = pd.Series([], dtype="datetime64[ns]")
+        elif c == "is_retained_180":
+            cols[c] = pd.Series([], dtype=bool)
+        else:
+            cols[c] = pd.Series([], dtype="int64")
+    return pd.DataFrame(cols)
+
+
+def _medications_table(backend, medications, *, register: bool = True):
     """Register ``medications`` and keep only the contract columns we need."""
     if isinstance(medications, pd.DataFrame):
-        missing = [c for c in _MED_REQUIRED if c not in medications.columns]
-        if missing:
-            raise DataValidationError(
-                f"medications: missing required column(s) {', '.join(missing)}. Rename the "
-                "source columns to the data contract (iop_research.data.schema.Col)."
-            )
-        med = medications.loc[:, list(_MED_REQUIRED)].copy()
-        med[Col.patient_id] = med[Col.patient_id].astype(str)
-        med[Col.medication] = med[Col.medication].astype(str)
-        med[Col.dispense_date] = pd.to_datetime(med[Col.dispense_date]).astype("datetime64[ns]")
-        med[Col.days_supply] = pd.to_numeric(med[Col.days_supply]).astype("float64")
-        medications = med
-    table = as_table(backend, medications, "medications")
+        if not register:
+            return _medications_frame(medications)
+        table = as_derived_table(backend, medications, "medications", _medications_frame)
+    else:
+        table = as_table(backend, medications, "medications")
     _check_columns(table, _MED_REQUIRED, "medications")
     return table
+
+
+def _medications_frame(medications: pd.DataFrame) -> pd.DataFrame:
+    """The contract columns of ``medications`` with the dtypes the expressions expect."""
+    missing = [c for c in _MED_REQUIRED if c not in medications.columns]
+    if missing:
+        raise DataValidationError(
+            f"medications: missing required column(s) {', '.join(missing)}. Rename the "
+            "source columns to the data contract (iop_research.data.schema.Col)."
+        )
+    med = medications.loc[:, list(_MED_REQUIRED)].copy()
+    med[Col.patient_id] = med[Col.patient_id].astype(str)
+    med[Col.medication] = med[Col.medication].astype(str)
+    med[Col.dispense_date] = pd.to_datetime(med[Col.dispense_date]).astype("datetime64[ns]")
+    med[Col.days_supply] = pd.to_numeric(med[Col.days_supply]).astype("float64")
+    return med
 
 
 def _validate_medications(table) -> None:
@@ -164,7 +175,7 @@ def _dispensings(table):
     return table.select(
         **{Col.patient_id: table[Col.patient_id].cast("string")},
         medication_class=med.substitute(MEDICATION_CLASS, else_=ibis.null("string")),
-        day=_epoch_days(table[Col.dispense_date]),
+        day=day_number(table[Col.dispense_date]),
         covered=covered,
         supply_raw=supply.fill_null(0).cast("int64"),
     )
@@ -223,8 +234,8 @@ def _era_table(t, retention_days: int, retention_max_gap_days: int | None):
         Col.patient_id,
         "medication_class",
         eras.era_number.cast("int64").name("era_number"),
-        _day_to_date(eras.start_day).name("era_start"),
-        _day_to_date(eras.end_day).name("era_end"),
+        date_from_day(eras.start_day).name("era_start"),
+        date_from_day(eras.end_day).name("era_end"),
         eras.n_dispensings.cast("int64").name("n_dispensings"),
         eras.days_supply_total.cast("int64").name("days_supply_total"),
         eras.days_covered.cast("int64").name("days_covered"),
@@ -300,10 +311,11 @@ def medication_eras(
 
     Parameters
     ----------
-    medications : pandas.DataFrame, str, pathlib.Path or ibis Table
+    medications : pandas.DataFrame, str, pathlib.Path, ibis Table or None
         The ``medications`` table of the data contract (``patient_id, medication,
         dispense_date, days_supply``; other columns are ignored), or a CSV/Parquet
-        path to it.
+        path to it. ``None`` or a table without rows (no MAT dispensed) gives an era
+        table without rows.
     grace_days : int, default 30
         Persistence window in days: a dispensing joins the current era of its class
         when at most ``grace_days`` uncovered days separate it from the end of the
@@ -384,6 +396,16 @@ def medication_eras(
     _check_nonneg_int(retention_days, "retention_days")
     if retention_max_gap_days is not None:
         _check_nonneg_int(retention_max_gap_days, "retention_max_gap_days")
+    if medications is None or (isinstance(medications, pd.DataFrame) and len(medications) == 0):
+        # no dispensings (e.g. a programme without MAT): no eras, same columns and dtypes
+        if medications is not None:
+            _medications_table(None, medications, register=False)  # the columns must still be there
+        empty = _empty_eras()
+        if lazy:
+            import ibis
+
+            return ibis.memtable(empty)
+        return empty
     backend = _backend_for(medications, engine)
     table = _medications_table(backend, medications)
     _validate_medications(table)
@@ -480,7 +502,7 @@ def proportion_days_covered(
     if medication_classes is not None:
         disp = disp.filter(disp.medication_class.isin(list(medication_classes)))
     wt = as_table(backend, w, "windows")
-    wt = wt.mutate(w_start=_epoch_days(wt.w_start), w_end=_epoch_days(wt.w_end))
+    wt = wt.mutate(w_start=day_number(wt.w_start), w_end=day_number(wt.w_end))
     expr = _pdc_expr(_islands(_coverage(disp)), wt, id_col)
     if lazy:
         return collect(expr, lazy=True)

@@ -62,13 +62,14 @@ from iop_research.exceptions import DataValidationError, ModelSpecificationError
 from iop_research.derive.outcomes import (
     _NEVER,
     RelapseDefinition,
-    _day_int,
     _get_episodes,
     _patient_index,
     _require,
     relapse_outcomes,
 )
-from iop_research.data.schema import MEDICATION_CLASS, Col, EventType, MedicationClass, Modality
+from iop_research.data.schema import Col, EventType, MedicationClass, Modality
+from iop_research.derive.days import day_number
+from iop_research.derive.exposures import medication_eras
 
 __all__ = [
     "survival_frame",
@@ -95,54 +96,15 @@ _SURVIVAL_DEFAULT = BASELINE_COVARIATES + ("has_mat",) + tuple(
 
 
 # ----------------------------------------------------------------------------- eras
-def _fallback_eras(medications: pd.DataFrame, grace_days: int) -> pd.DataFrame:
-    """Private stand-in for exposures.medication_eras: join same-class dispensings <= grace_days apart."""
-    cols = [Col.patient_id, "medication_class", "era_number", "era_start", "era_end"]
-    if medications is None or len(medications) == 0:
-        return pd.DataFrame(columns=cols)
-    _require(medications, [Col.patient_id, Col.medication, Col.dispense_date, Col.days_supply],
-             "medications", "Pass a table that follows the data contract (iop_research.data.schema).")
-    m = pd.DataFrame({
-        Col.patient_id: medications[Col.patient_id].to_numpy(),
-        "medication_class": medications[Col.medication].astype(str).map(MEDICATION_CLASS).to_numpy(),
-        "s": _day_int(medications[Col.dispense_date].to_numpy()),
-    })
-    m["e"] = m["s"] + medications[Col.days_supply].astype("int64").to_numpy() - 1
-    unknown = m["medication_class"].isna()
-    if unknown.any():
-        raise DataValidationError(
-            f"medications: {int(unknown.sum())} rows have a medication outside "
-            f"{sorted(MEDICATION_CLASS)}. Map them to the vocabulary first."
-        )
-    m = m.sort_values([Col.patient_id, "medication_class", "s", "e"], kind="mergesort").reset_index(drop=True)
-    g = m.groupby([Col.patient_id, "medication_class"], sort=False)
-    prev_end = g["e"].cummax().groupby([m[Col.patient_id], m["medication_class"]]).shift()
-    new = prev_end.isna() | (m["s"] - prev_end - 1 > grace_days)
-    m["era_number"] = new.astype("int64").groupby([m[Col.patient_id], m["medication_class"]]).cumsum()
-    eras = m.groupby([Col.patient_id, "medication_class", "era_number"], sort=False).agg(
-        s=("s", "min"), e=("e", "max")).reset_index()
-    epoch = pd.Timestamp("1970-01-01")
-    eras["era_start"] = epoch + pd.to_timedelta(eras["s"], unit="D")
-    eras["era_end"] = epoch + pd.to_timedelta(eras["e"], unit="D")
-    return eras[cols]
-
-
 def _get_eras(data, eras, grace_days: int, engine) -> pd.DataFrame:
-    if eras is None and (data.medications is None or len(data.medications) == 0):
-        eras = _fallback_eras(None, grace_days)
-    if eras is None:
-        try:
-            from iop_research.derive.exposures import medication_eras
-        except ImportError:
-            eras = _fallback_eras(data.medications, grace_days)
-        else:
-            eras = medication_eras(data.medications, grace_days=grace_days, engine=engine)
+    if eras is None:  # no medications table, or an empty one, gives no eras
+        eras = medication_eras(data.medications, grace_days=grace_days, engine=engine)
     _require(eras, [Col.patient_id, "medication_class", "era_start", "era_end"], "eras",
              "Pass eras from iop_research.derive.exposures.medication_eras.")
     out = pd.DataFrame({Col.patient_id: eras[Col.patient_id].to_numpy(),
                         "cls": eras["medication_class"].astype(str).to_numpy(),
-                        "s_day": _day_int(eras["era_start"].to_numpy()),
-                        "e1_day": _day_int(eras["era_end"].to_numpy()) + 1})
+                        "s_day": day_number(eras["era_start"].to_numpy(), missing=_NEVER),
+                        "e1_day": day_number(eras["era_end"].to_numpy(), missing=_NEVER) + 1})
     bad = out["e1_day"] <= out["s_day"]
     if bad.any():
         raise DataValidationError(
@@ -165,7 +127,7 @@ def _sessions_days(data, pat_index: pd.Index) -> pd.DataFrame | None:
             "sessions: rows with missing session_date or attended; fix or drop them explicitly first.")
     out = pd.DataFrame({
         "pid": pat_index.get_indexer(ses[Col.patient_id]).astype("int64"),
-        "day": _day_int(ses[Col.session_date].to_numpy()),
+        "day": day_number(ses[Col.session_date].to_numpy(), missing=_NEVER),
         Col.modality: ses[Col.modality].astype(str).to_numpy(),
         Col.minutes: ses[Col.minutes].astype("int64").to_numpy(),
         Col.attended: ses[Col.attended].astype(bool).astype("int64").to_numpy(),
@@ -192,8 +154,8 @@ def _session_exposure(eps: pd.DataFrame, data, window_days: int, engine, suffix:
     ses = _sessions_days(data, pat_index)
     if ses is None or len(eps) == 0:
         return out
-    admit = _day_int(eps[Col.admit_date].to_numpy())
-    dis = _day_int(eps[Col.discharge_date].to_numpy())
+    admit = day_number(eps[Col.admit_date].to_numpy(), missing=_NEVER)
+    dis = day_number(eps[Col.discharge_date].to_numpy(), missing=_NEVER)
     ep = pd.DataFrame({"eid": np.arange(len(eps), dtype="int64"),
                        "e_pid": pat_index.get_indexer(eps[Col.patient_id]).astype("int64"),
                        "lo": admit, "hi": np.minimum(admit + window_days - 1, dis)})
@@ -222,8 +184,8 @@ def _session_exposure(eps: pd.DataFrame, data, window_days: int, engine, suffix:
 def _has_mat(eps: pd.DataFrame, eras_days: pd.DataFrame) -> np.ndarray:
     """Any era overlapping the episode's days [admit, discharge] (ongoing: from admit on)."""
     ep = pd.DataFrame({Col.episode_id: eps[Col.episode_id].to_numpy(), Col.patient_id: eps[Col.patient_id].to_numpy(),
-                       "lo": _day_int(eps[Col.admit_date].to_numpy()),
-                       "hi": _day_int(eps[Col.discharge_date].to_numpy())})
+                       "lo": day_number(eps[Col.admit_date].to_numpy(), missing=_NEVER),
+                       "hi": day_number(eps[Col.discharge_date].to_numpy(), missing=_NEVER)})
     if len(eras_days) == 0:
         return np.zeros(len(ep), dtype=bool)
     j = ep.merge(eras_days, on=Col.patient_id)
@@ -408,7 +370,7 @@ def _split_expr(be, fu: pd.DataFrame, eras_days: pd.DataFrame, data, cum_session
     if ev is not None and len(ev):
         is_ac = ev[Col.event_type].astype(str).eq(EventType.aftercare_contact.value).to_numpy()
         contacts = pd.DataFrame({"a_pid": pat_index.get_indexer(ev.loc[is_ac, Col.patient_id]).astype("int64"),
-                                 "day": _day_int(ev.loc[is_ac, Col.event_date].to_numpy(), missing=-_NEVER)})
+                                 "day": day_number(ev.loc[is_ac, Col.event_date].to_numpy(), missing=-_NEVER)})
         contacts = contacts.loc[contacts["a_pid"] >= 0]
     if contacts is not None and len(contacts):
         ev_t = as_table(be, contacts, "cp_aftercare")
@@ -497,9 +459,9 @@ def _slim(eps: pd.DataFrame | None, cols: Sequence[str]) -> pd.DataFrame | None:
 
 def _followup_days(out: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
     """Per kept episode: integer days the split needs (``kept``: the episodes of ``out``, row by row)."""
-    origin = _day_int(out["origin_date"].to_numpy())
-    admit = _day_int(kept[Col.admit_date].to_numpy())
-    dis = _day_int(kept[Col.discharge_date].to_numpy())
+    origin = day_number(out["origin_date"].to_numpy(), missing=_NEVER)
+    admit = day_number(kept[Col.admit_date].to_numpy(), missing=_NEVER)
+    dis = day_number(kept[Col.discharge_date].to_numpy(), missing=_NEVER)
     pat_index = pd.Index(pd.unique(out[Col.patient_id]))
     return pd.DataFrame({
         Col.episode_id: out[Col.episode_id].to_numpy(), Col.patient_id: out[Col.patient_id].to_numpy(),
@@ -682,7 +644,7 @@ def landmark_frame(data, *, landmark_days: int = 30, definition: RelapseDefiniti
     out = relapse_outcomes(data, definition=definition, episodes=eps, engine=engine, attrition=attrition)
     kept = eps.set_index(Col.episode_id).loc[out[Col.episode_id]].reset_index()
     eras_days = _get_eras(data, eras, grace_days, engine)
-    admit = _day_int(kept[Col.admit_date].to_numpy())
+    admit = day_number(kept[Col.admit_date].to_numpy(), missing=_NEVER)
     ep = pd.DataFrame({Col.episode_id: kept[Col.episode_id].to_numpy(), Col.patient_id: kept[Col.patient_id].to_numpy(),
                        "lo": admit, "hi": admit + int(landmark_days) - 1})
     flags = pd.DataFrame({Col.episode_id: ep[Col.episode_id]})

@@ -61,6 +61,7 @@ import pandas as pd
 
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 from iop_research.data.schema import Col, DischargeReason, EventType, UdsResult
+from iop_research.derive.days import date_from_day, day_number
 
 __all__ = [
     "RelapseDefinition",
@@ -106,7 +107,6 @@ _RELAPSE_SOURCES = (
     EventType.ed_visit.value,
     EventType.readmission.value,
 )
-_EPOCH = pd.Timestamp("1970-01-01")
 #: Day number used for "never" (no discharge, no death, no event): far beyond any data.
 _NEVER = 10**9
 
@@ -179,20 +179,6 @@ class RelapseDefinition:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _day(values) -> pd.Series:
-    """Dates -> whole days since 1970-01-01 (float, NaN for missing)."""
-    d = pd.to_datetime(pd.Series(values)).dt.normalize()
-    return (d - _EPOCH).dt.days.astype("float64")
-
-
-def _day_int(values, missing: int = _NEVER) -> np.ndarray:
-    return _day(values).fillna(missing).astype("int64").to_numpy()
-
-
-def _from_day(days) -> pd.Series:
-    return _EPOCH + pd.to_timedelta(pd.Series(days, dtype="float64"), unit="D")
-
-
 def _require(frame: pd.DataFrame, cols: Sequence[str], name: str, fix: str) -> None:
     missing = [c for c in cols if c not in frame.columns]
     if missing:
@@ -201,34 +187,14 @@ def _require(frame: pd.DataFrame, cols: Sequence[str], name: str, fix: str) -> N
         )
 
 
-def _admission_episodes(data) -> pd.DataFrame:
-    """Episodes = recorded admissions (private stand-in for episodes.build_episodes)."""
-    adm = data.admissions.copy()
-    _require(adm, [Col.episode_id, Col.patient_id, Col.admit_date, Col.discharge_date],
-             "admissions", "Pass a table that follows the data contract (iop_research.data.schema).")
-    adm[Col.admit_date] = pd.to_datetime(adm[Col.admit_date])
-    adm[Col.discharge_date] = pd.to_datetime(adm[Col.discharge_date])
-    adm["is_ongoing"] = adm[Col.discharge_date].isna()
-    obs = data.observation[[Col.patient_id, Col.observation_end]].drop_duplicates(Col.patient_id)
-    end = adm[[Col.patient_id]].merge(obs, on=Col.patient_id, how="left")[Col.observation_end].to_numpy()
-    stop = adm[Col.discharge_date].where(~adm["is_ongoing"], pd.to_datetime(pd.Series(end, index=adm.index)))
-    adm["los_days"] = np.maximum((stop - adm[Col.admit_date]).dt.days, 1)
-    if Col.discharge_reason in adm.columns:
-        adm["is_completed"] = adm[Col.discharge_reason].eq(DischargeReason.completed.value)
-    return adm
-
-
 def _get_episodes(data, episodes, engine) -> pd.DataFrame:
-    """Episodes given, else ``episodes.build_episodes(data)``, else recorded admissions."""
+    """Episodes given, else ``episodes.build_episodes(data)`` (recorded admissions, or sessions)."""
     if episodes is not None:
         eps = episodes.copy()
     else:
-        try:
-            from iop_research.derive.episodes import build_episodes
-        except ImportError:  # module not available: recorded admissions are the episodes
-            eps = _admission_episodes(data)
-        else:
-            eps = build_episodes(data, engine=engine)
+        from iop_research.derive.episodes import build_episodes
+
+        eps = build_episodes(data, engine=engine)
     _require(eps, [Col.episode_id, Col.patient_id, Col.admit_date, Col.discharge_date], "episodes",
              "Pass episodes from iop_research.derive.episodes.build_episodes (or admissions).")
     dup = eps[Col.episode_id].duplicated()
@@ -268,7 +234,7 @@ def _events_days(data, pat_index: pd.Index) -> pd.DataFrame:
         )
     out = pd.DataFrame({
         "pid": pat_index.get_indexer(ev[Col.patient_id]).astype("int64"),
-        "day": _day_int(ev[Col.event_date].to_numpy(), missing=-_NEVER),
+        "day": day_number(ev[Col.event_date].to_numpy(), missing=-_NEVER),
         Col.event_type: ev[Col.event_type].astype(str).to_numpy(),
         Col.result: (ev[Col.result].astype(object).where(ev[Col.result].notna(), "")
                      .astype(str).to_numpy() if Col.result in ev.columns else ""),
@@ -308,10 +274,10 @@ def _episode_days(eps: pd.DataFrame, data, definition: RelapseDefinition) -> pd.
     # integer codes for the engine: eid = row position, pid = position in the patient index
     out["eid"] = np.arange(len(out), dtype="int64")
     out["pid"] = _patient_index(eps).get_indexer(out[Col.patient_id]).astype("int64")
-    out["admit_day"] = _day_int(eps[Col.admit_date].to_numpy())
-    out["discharge_day"] = _day_int(eps[Col.discharge_date].to_numpy())  # _NEVER when ongoing
+    out["admit_day"] = day_number(eps[Col.admit_date].to_numpy(), missing=_NEVER)
+    out["discharge_day"] = day_number(eps[Col.discharge_date].to_numpy(), missing=_NEVER)  # _NEVER when ongoing
     obs_end = out[[Col.patient_id]].merge(obs, on=Col.patient_id, how="left")[Col.observation_end]
-    out["obs_end_day"] = _day(obs_end.to_numpy()).to_numpy()  # NaN when the patient has none
+    out["obs_end_day"] = day_number(obs_end.to_numpy())  # NaN when the patient has none
     if definition.origin == "admission":
         out["origin_day"] = out["admit_day"]
     elif definition.origin == "discharge":
@@ -398,8 +364,8 @@ def _compute_outcomes(eps: pd.DataFrame, data, definition: RelapseDefinition, en
     out = pd.DataFrame({
         Col.episode_id: days[Col.episode_id].to_numpy(),
         Col.patient_id: days[Col.patient_id].to_numpy(),
-        "origin_date": _from_day(np.where(origin < _NEVER, origin, np.nan)).to_numpy(),
-        "end_date": _from_day(np.where(reason == "", stop, np.nan)).to_numpy(),
+        "origin_date": date_from_day(np.where(origin < _NEVER, origin, np.nan)).to_numpy(),
+        "end_date": date_from_day(np.where(reason == "", stop, np.nan)).to_numpy(),
         "followup_days": (end - origin).astype("int64"),
         "time": (stop - origin).astype("int64"),
         "event": is_relapse.astype("int64"),

@@ -14,4 +14,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'sustained_treatment': 'ccw',
     'BALANCE_COLUMNS': 'causal',
     'POSITIVITY_COLUMNS': 'causal',
+    'standardized_difference': 'balance',
+    'standardized_mean_difference': 'balance',
 })

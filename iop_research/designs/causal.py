@@ -46,6 +46,7 @@ from iop_research._validate import (
     row_labels,
     weights_column,
 )
+from iop_research.designs.balance import standardized_difference
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.survival.cox import fit_cox
 from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError
@@ -150,17 +151,11 @@ def _smd_table(x: pd.DataFrame, labels, a: np.ndarray, w: np.ndarray) -> pd.Data
     t, c = a == 1, a == 0
     for col, (name, level) in zip(x.columns, labels):
         v = x[col].to_numpy(dtype=float)
-        binary = np.isin(v, (0.0, 1.0)).all()
+        binary = bool(np.isin(v, (0.0, 1.0)).all())
         m1, m0 = v[t].mean(), v[c].mean()
-        if binary:
-            s1, s0 = m1 * (1 - m1), m0 * (1 - m0)
-        else:
-            s1, s0 = v[t].var(ddof=1), v[c].var(ddof=1)
-        sd = np.sqrt((s1 + s0) / 2.0)
         mw1, mw0 = _wmean(v[t], w[t]), _wmean(v[c], w[c])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            smd_u = (m1 - m0) / sd if sd > 0 else 0.0
-            smd_w = (mw1 - mw0) / sd if sd > 0 else 0.0
+        smd_u = standardized_difference(v[t], v[c], binary=binary)
+        smd_w = standardized_difference(v[t], v[c], binary=binary, treated_weights=w[t], control_weights=w[c])
         rows.append((name, level, smd_u, smd_w, m1, m0, mw1, mw0))
     return pd.DataFrame(rows, columns=list(BALANCE_COLUMNS))
 

@@ -16,12 +16,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from iop_research.designs.balance import standardized_mean_difference
 from iop_research.exceptions import DataValidationError, format_ids
 from iop_research.privacy.suppression import (
     COMPLEMENTARY_MARKER,
     DEFAULT_MIN_CELL_COUNT,
     SuppressionMask,
     _check_k,
+    apply_suppression,
     _protect,
     check_no_small_cells,
     format_suppressed,
@@ -73,96 +75,8 @@ LABEL_COLUMNS = frozenset({"variable", "level", "term", "step", "reason", "Varia
 
 
 # --------------------------------------------------------------------------- SMD
-
-
-def _smd_continuous(x1: np.ndarray, x2: np.ndarray) -> float:
-    m1, m2 = np.mean(x1), np.mean(x2)
-    v1 = np.var(x1, ddof=1) if x1.size > 1 else 0.0
-    v2 = np.var(x2, ddof=1) if x2.size > 1 else 0.0
-    den = np.sqrt((v1 + v2) / 2.0)
-    if den == 0:
-        return 0.0 if m1 == m2 else float("inf")
-    return float(abs(m1 - m2) / den)
-
-
-def _smd_categorical(p1: np.ndarray, p2: np.ndarray) -> float:
-    """Yang & Dalton (2012) multivariate SMD over levels 2..K (tableone's)."""
-    t = (p1 - p2)[1:]
-    if t.size == 0:
-        return 0.0
-
-    def cov(p):
-        q = p[1:]
-        s = -np.outer(q, q)
-        np.fill_diagonal(s, q * (1 - q))
-        return s
-
-    s = (cov(p1) + cov(p2)) / 2.0
-    val = float(t @ np.linalg.pinv(s) @ t)
-    return float(np.sqrt(max(val, 0.0)))
-
-
-def standardized_mean_difference(values: pd.Series, groups: pd.Series, *, categorical: bool = False) -> float:
-    """Largest pairwise standardised mean difference between groups.
-
-    Parameters
-    ----------
-    values : pandas.Series
-        The variable; missing values are left out (per group).
-    groups : pandas.Series
-        Group labels, aligned with ``values``.
-    categorical : bool, default False
-        Treat ``values`` as categorical.
-
-    Returns
-    -------
-    float
-        Continuous: ``|m1 - m2| / sqrt((s1^2 + s2^2) / 2)`` (pooled SD as in
-        R's tableone and cobalt). Categorical: the multivariate SMD of Yang
-        and Dalton over the level proportions (binary: ``|p1 - p2| /
-        sqrt((p1(1-p1) + p2(1-p2)) / 2)``), as tableone. With more than two
-        groups the maximum over pairs (tableone averages the pairs instead).
-        0 when both SDs are 0 and means equal, ``inf`` when SDs are 0 and means
-        differ, NaN with fewer than two non-empty groups.
-
-    References
-    ----------
-    .. [1] Austin PC (2009). Balance diagnostics for comparing the distribution
-       of baseline covariates between treatment groups in propensity-score
-       matched samples. *Stat Med* 28:3083-3107.
-    .. [2] Yang D, Dalton JE (2012). A unified approach to measuring the effect
-       size between two groups using SAS. SAS Global Forum paper 335-2012.
-    .. [3] Yoshida K, Bartel A. tableone: ``ExtractSmd`` (R package).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> v = pd.Series([1.0, 2.0, 3.0, 2.0, 3.0, 4.0])
-    >>> g = pd.Series(["a", "a", "a", "b", "b", "b"])
-    >>> round(standardized_mean_difference(v, g), 6)
-    1.0
-    >>> s = pd.Series(["x", "y", "y", "x", "x", "x"])
-    >>> round(standardized_mean_difference(s, g, categorical=True), 4)
-    2.0
-    """
-    ok = values.notna() & groups.notna()
-    v, g = values[ok], groups[ok]
-    labels = [x for x in pd.unique(g)]
-    if categorical:
-        levels = sorted(pd.unique(v), key=str)
-        props = {}
-        for lab in labels:
-            vv = v[g == lab]
-            if len(vv):
-                props[lab] = np.array([(vv == lev).mean() for lev in levels], dtype=float)
-        keys = list(props)
-        pairs = [(props[a], props[b]) for i, a in enumerate(keys) for b in keys[i + 1 :]]
-        res = [_smd_categorical(a, b) for a, b in pairs]
-    else:
-        arrs = [v[g == lab].to_numpy(dtype=float) for lab in labels]
-        arrs = [a for a in arrs if a.size]
-        res = [_smd_continuous(a, b) for i, a in enumerate(arrs) for b in arrs[i + 1 :]]
-    return float(max(res)) if res else float("nan")
+# One implementation, in designs/balance.py (IPTW's balance table uses it too);
+# standardized_mean_difference is imported above and re-exported because table_one reports it.
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -432,24 +346,17 @@ def table_one(
             if hidden[cid]:
                 hid.iat[ri, out.columns.get_loc(col)] = True
                 pri.iat[ri, out.columns.get_loc(col)] = bool(primary[cid])
-    for c in _COUNT_COLS:
-        arr = counts[c]
-        col = pd.array(np.where(np.isnan(arr), 0, arr).astype("int64"), dtype="Int64")
-        col[np.isnan(arr) | hid[c].to_numpy()] = pd.NA
-        out[c] = col
     # derived values
     pct_h = hid["count"].to_numpy()
     if percent_of == "non_missing":
         pct_h = pct_h | ((out["kind"] == "categorical").to_numpy() & hid["n"].to_numpy())
-    out["percent"] = out["percent"].mask(pct_h)
     hid["percent"] = pct_h
     nvals = counts["n"]
     small_stats = (out["kind"].isin(["continuous", "nonnormal"]).to_numpy()) & (nvals >= 1) & (nvals < k)
     for c in _STAT_COLS:
-        out[c] = out[c].astype(float).mask(small_stats)
         hid[c] = small_stats
-    out.attrs["suppressed"] = SuppressionMask(hid, pri, k, f"<{k}")
-    return out
+    return apply_suppression(out, hidden=hid, primary=pri, min_cell_count=k, count_cols=_COUNT_COLS,
+                             derived_cols=["percent", *_STAT_COLS], counts=counts)
 
 
 def _fmt(v, digits: int) -> str:
@@ -738,18 +645,13 @@ def suppress_attrition(
     is_total[:, 1::2] = True
     hidden, primary = _protect(vals.ravel(), lines, k=k, is_total=is_total.ravel())
     hidden, primary = hidden.reshape(n, m), primary.reshape(n, m)
-    out = attrition.copy()
-    out.attrs = {}
-    hid = pd.DataFrame(False, index=out.index, columns=out.columns)
+    hid = pd.DataFrame(False, index=attrition.index, columns=attrition.columns)
     pri = hid.copy()
     for j, c in enumerate(cols):
-        arr = pd.array(np.where(np.isnan(vals[:, j]), 0, vals[:, j]).astype("int64"), dtype="Int64")
-        arr[np.isnan(vals[:, j]) | hidden[:, j]] = pd.NA
-        out[c] = arr
         hid[c] = hidden[:, j]
         pri[c] = primary[:, j]
-    out.attrs["suppressed"] = SuppressionMask(hid, pri, k, f"<{k}")
-    return out
+    return apply_suppression(attrition, hidden=hid, primary=pri, min_cell_count=k, count_cols=cols,
+                             counts={c: vals[:, j] for j, c in enumerate(cols)})
 
 
 def format_attrition(attrition: pd.DataFrame, *, min_cell_count: int = DEFAULT_MIN_CELL_COUNT, **kwargs) -> pd.DataFrame:
@@ -860,11 +762,11 @@ def los_summary(
     mask = sup.attrs["suppressed"]
     hid = mask.hidden.copy()
     small = mask.primary["n"].to_numpy()
-    for c in ["mean", "whislo", "q1", "median", "q3", "whishi"]:
-        sup[c] = sup[c].mask(small)
+    stats = ["mean", "whislo", "q1", "median", "q3", "whishi"]
+    for c in stats:
         hid[c] = small
-    sup.attrs["suppressed"] = SuppressionMask(hid, mask.primary, k, mask.marker)
-    return sup
+    return apply_suppression(sup, hidden=hid, primary=mask.primary, min_cell_count=k, count_cols=["n"],
+                             derived_cols=stats, counts={"n": out["n"].to_numpy(dtype=float)}, marker=mask.marker)
 
 
 def smooth_curve(x, y, *, frac: float = 2.0 / 3.0, it: int = 3, n_points: int | None = None) -> pd.DataFrame:
@@ -1138,6 +1040,7 @@ def swimmer_data(
     *,
     episode_ids: Sequence[str],
     max_day: int | None = None,
+    grace_days: int = 30,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Spans and points of a swimmer plot for chosen episodes, in days from admission.
 
@@ -1154,20 +1057,30 @@ def swimmer_data(
         Episodes to show, one lane each, in this order.
     max_day : int, optional
         Clip everything after this day.
+    grace_days : int, default 30
+        Persistence window of the MAT eras shown (passed to
+        :func:`iop_research.derive.exposures.medication_eras`, which builds them: the
+        spans are the analysis' own eras, early refills shifted forward).
 
     Returns
     -------
     (spans, points) : tuple of DataFrames
-        ``spans``: ``patient, start_day, end_day, kind`` (``treatment`` or the
-        medication class); ``points``: ``patient, day, kind`` (session modality,
+        ``spans``: ``patient, start_day, end_day, kind`` (``treatment``, or the
+        medication class of a MAT era, clipped to the lane's ``[0, horizon]``; ``end_day``
+        is the day after the era's last covered day); ``points``: ``patient, day, kind`` (session modality,
         ``uds_positive``/``uds_negative``, ``relapse``, ``death``). The
         ``patient`` column carries the lane number (1..n), never an identifier.
     """
-    from iop_research.data.schema import MEDICATION_CLASS
+    from iop_research.derive.exposures import medication_eras
 
     ids = list(episode_ids)
     lane = {e: i + 1 for i, e in enumerate(ids)}
     ep = episodes.set_index("episode_id").loc[ids]
+    meds = data.medications
+    if meds is not None and len(meds):
+        meds = meds[meds["patient_id"].astype(str).isin(ep["patient_id"].astype(str))]
+    eras = medication_eras(meds, grace_days=grace_days)
+    era_pid = eras["patient_id"].astype(str).to_numpy()
     spans, points = [], []
     for eid, row in ep.iterrows():
         admit, los = row["admit_date"], int(row["los_days"])
@@ -1175,12 +1088,11 @@ def swimmer_data(
         horizon = max(los, end_follow) if max_day is None else min(max(los, end_follow), max_day)
         spans.append({"patient": lane[eid], "start_day": 0, "end_day": min(los, horizon), "kind": "treatment"})
         pid = row["patient_id"]
-        meds = data.medications[data.medications["patient_id"] == pid]
-        for _, m in meds.iterrows():
-            d0 = (m["dispense_date"] - admit).days
-            if 0 <= d0 <= horizon:
-                spans.append({"patient": lane[eid], "start_day": d0, "end_day": min(d0 + int(m["days_supply"]), horizon),
-                              "kind": MEDICATION_CLASS.get(m["medication"], m["medication"])})
+        for _, e in eras[era_pid == str(pid)].iterrows():
+            d0 = max((e["era_start"] - admit).days, 0)
+            d1 = min((e["era_end"] - admit).days + 1, horizon)
+            if d1 > d0:
+                spans.append({"patient": lane[eid], "start_day": d0, "end_day": d1, "kind": e["medication_class"]})
         ses = data.sessions[(data.sessions["patient_id"] == pid) & data.sessions["attended"].astype(bool)]
         for _, s in ses.iterrows():
             d = (s["session_date"] - admit).days
@@ -1197,20 +1109,4 @@ def swimmer_data(
                 points.append({"patient": lane[eid], "day": float(o["time"]), "kind": o["event_type"]})
     spans_df = pd.DataFrame(spans, columns=["patient", "start_day", "end_day", "kind"])
     points_df = pd.DataFrame(points, columns=["patient", "day", "kind"])
-    # merge contiguous MAT dispensings of one class into one span for a readable plot
-    mat = spans_df[spans_df["kind"] != "treatment"].sort_values(["patient", "kind", "start_day"])
-    merged = []
-    for (p, k), g in mat.groupby(["patient", "kind"], sort=True):
-        cur = None
-        for s0, s1 in zip(g["start_day"], g["end_day"]):
-            if cur is not None and s0 <= cur[1] + 1:
-                cur[1] = max(cur[1], s1)
-            else:
-                if cur is not None:
-                    merged.append({"patient": p, "start_day": cur[0], "end_day": cur[1], "kind": k})
-                cur = [s0, s1]
-        if cur is not None:
-            merged.append({"patient": p, "start_day": cur[0], "end_day": cur[1], "kind": k})
-    spans_df = pd.concat([spans_df[spans_df["kind"] == "treatment"], pd.DataFrame(merged, columns=spans_df.columns)],
-                         ignore_index=True)
     return spans_df, points_df

@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'SuppressionMask': 'suppression',
     'suppress_small_cells': 'suppression',
     'suppression_mask': 'suppression',
+    'apply_suppression': 'suppression',
     'format_suppressed': 'suppression',
     'suppress_risk_table': 'suppression',
     'check_no_small_cells': 'suppression',

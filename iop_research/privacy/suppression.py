@@ -52,6 +52,7 @@ __all__ = [
     "SuppressionMask",
     "suppress_small_cells",
     "suppression_mask",
+    "apply_suppression",
     "format_suppressed",
     "suppress_risk_table",
     "check_no_small_cells",
@@ -220,6 +221,91 @@ def _protect(
     return hidden, primary
 
 
+def apply_suppression(
+    table: pd.DataFrame,
+    *,
+    hidden: pd.DataFrame,
+    primary: pd.DataFrame,
+    min_cell_count: int,
+    count_cols: Sequence[str] = (),
+    derived_cols: Sequence[str] = (),
+    counts: Mapping[str, np.ndarray] | None = None,
+    marker: str | None = None,
+) -> pd.DataFrame:
+    """Write a suppression decision into a copy of a table: the one write-back.
+
+    Every suppressing function (:func:`suppress_small_cells`, ``table_one``,
+    ``suppress_attrition``, ``los_summary``) decides *which* cells to hide and then calls
+    this to blank them and attach the :class:`SuppressionMask`, so that hidden values look
+    the same everywhere.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The table. Not modified.
+    hidden, primary : pandas.DataFrame
+        Boolean frames (aligned to ``table``; absent rows/columns count as False): cells to
+        hide, and the hidden cells that are small counts themselves (shown as ``"<k"``;
+        ``hidden & ~primary`` are complementary or derived, shown as ``"*"``).
+    min_cell_count : int
+        Threshold used (stored in the mask).
+    count_cols : sequence of str, default ()
+        Columns written as nullable ``Int64``: ``NA`` where hidden or missing.
+    derived_cols : sequence of str, default ()
+        Columns written as float (percentages, means, quantiles): ``NaN`` where hidden.
+    counts : mapping of str to numpy.ndarray, optional
+        Values to write into count columns (float, NaN = not published) instead of the
+        table's own, e.g. after validation by the caller.
+    marker : str, optional
+        Display marker of primary cells; default ``"<{min_cell_count}"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``table`` with ``attrs == {"suppressed": SuppressionMask(...)}``.
+
+    Raises
+    ------
+    PrivacyViolationError
+        A hidden cell lies in a column that is neither a count nor a derived column (it
+        would be published unchanged).
+    ValueError
+        Bad ``min_cell_count``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"n": [3, 40], "pct": [7.0, 93.0]})
+    >>> h = pd.DataFrame({"n": [True, False], "pct": [True, False]})
+    >>> out = apply_suppression(t, hidden=h, primary=h[["n"]], min_cell_count=11, count_cols=["n"],
+    ...                         derived_cols=["pct"])
+    >>> format_suppressed(out).values.tolist()
+    [['<11', '*'], ['40', '93.0']]
+    """
+    k = _check_k(min_cell_count)
+    hid = hidden.reindex(index=table.index, columns=table.columns, fill_value=False).fillna(False).astype(bool)
+    pri = primary.reindex(index=table.index, columns=table.columns, fill_value=False).fillna(False).astype(bool)
+    written = set(count_cols) | set(derived_cols)
+    loose = [c for c in table.columns if c not in written and hid[c].to_numpy().any()]
+    if loose:
+        raise PrivacyViolationError(
+            f"apply_suppression: cells of column(s) {format_ids(loose)} are marked hidden but would be published "
+            "unchanged. Pass them as count_cols or derived_cols."
+        )
+    out = table.copy()
+    out.attrs = {}
+    counts = dict(counts or {})
+    for c in count_cols:
+        arr = np.asarray(counts[c], dtype=float) if c in counts else out[c].to_numpy(dtype=float, na_value=np.nan)
+        col = pd.array(np.where(np.isnan(arr), 0, arr).astype("int64"), dtype="Int64")
+        col[np.isnan(arr) | hid[c].to_numpy()] = pd.NA
+        out[c] = col
+    for c in derived_cols:
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float).mask(hid[c].to_numpy())
+    out.attrs["suppressed"] = SuppressionMask(hid, pri, k, f"<{k}" if marker is None else str(marker))
+    return out
+
+
 def suppress_small_cells(
     table: pd.DataFrame,
     *,
@@ -353,24 +439,17 @@ def suppress_small_cells(
     hidden = hidden.reshape(n_rows, n_cols)
     primary = primary.reshape(n_rows, n_cols)
 
-    out = table.copy()
-    out.attrs = {}
     hidden_df = pd.DataFrame(False, index=table.index, columns=table.columns)
     primary_df = hidden_df.copy()
     for j, col in enumerate(count_cols):
-        v = pd.array(np.where(np.isnan(vals[:, j]), 0, vals[:, j]).astype("int64"), dtype="Int64")
-        v[np.isnan(vals[:, j]) | hidden[:, j]] = pd.NA
-        out[col] = v
         hidden_df[col] = hidden[:, j]
         primary_df[col] = primary[:, j]
     for p, c in pct_cols.items():
-        h = hidden_df[c].to_numpy()
-        s = pd.to_numeric(out[p], errors="coerce").astype(float)
-        out[p] = s.mask(h)
-        hidden_df[p] = h
-    mark = f"<{k}" if marker is None else str(marker)
-    out.attrs["suppressed"] = SuppressionMask(hidden_df, primary_df, k, mark)
-    return out
+        hidden_df[p] = hidden_df[c].to_numpy()
+    return apply_suppression(
+        table, hidden=hidden_df, primary=primary_df, min_cell_count=k, count_cols=count_cols,
+        derived_cols=list(pct_cols), counts={col: vals[:, j] for j, col in enumerate(count_cols)}, marker=marker,
+    )
 
 
 def suppression_mask(table: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,8 @@ below ``tol``) mirrors ``survival``'s ``coxfit6``/``agfit4``; score residuals fo
 summed within clusters, as ``coxph(..., cluster = id)``.  Harrell's concordance and its
 infinitesimal-jackknife standard error (as R's ``concordancefit``) come from 2-D dominance
 sums (stop/start key x rank of the linear predictor): a dense cumulative table when
-keys x distinct predictor values is small, otherwise a Fenwick-tree bit decomposition.
+keys x distinct predictor values is small, otherwise the key axis is cut into blocks (a running
+per-value count for the blocks above plus a small dense table inside the block), O(n) per block.
 """
 from __future__ import annotations
 
@@ -311,6 +312,58 @@ def _chol_inverse_diverging(info, names, beta):
         ) from exc
 
 
+def _gchol(a: np.ndarray, toler: float = _TOLER_CHOL) -> np.ndarray:
+    """Generalised Cholesky (L D L') of a symmetric matrix, as survival's C ``cholesky2``.
+
+    Returns one matrix with D on the diagonal and L below it. A pivot below ``toler`` times the
+    largest diagonal element (or not finite) is set to 0 and its column is skipped: the matrix
+    is treated as having that direction removed (a generalised inverse), as R does.
+    """
+    m = np.array(a, dtype=float, copy=True)
+    n = m.shape[0]
+    m = np.triu(m) + np.triu(m, 1).T
+    eps = max(float(np.max(np.diag(m), initial=0.0)), 0.0)
+    eps = toler if eps == 0 else eps * toler
+    for i in range(n):
+        pivot = m[i, i]
+        if not np.isfinite(pivot) or pivot < eps:
+            m[i, i] = 0.0
+            continue
+        temp = m[i + 1 :, i] / pivot
+        m[i + 1 :, i] = temp
+        # rank-one update of the trailing lower triangle (only the lower part is read later)
+        m[i + 1 :, i + 1 :] -= np.outer(temp, temp) * pivot
+    return m
+
+
+def _gchol_solve(chol: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Solve with the generalised Cholesky of :func:`_gchol` (survival's ``chsolve2``)."""
+    n = chol.shape[0]
+    y = np.array(y, dtype=float, copy=True)
+    for i in range(n):
+        y[i] -= chol[i, :i] @ y[:i]
+    for i in range(n - 1, -1, -1):
+        if chol[i, i] == 0:
+            y[i] = 0.0
+        else:
+            y[i] = y[i] / chol[i, i] - chol[i + 1 :, i] @ y[i + 1 :]
+    return y
+
+
+def _wald_quadratic(var: np.ndarray, b: np.ndarray) -> float:
+    """``b' V^- b`` with R's generalised inverse (``coxph.wtest``, toler.chol = 1e-9).
+
+    With fewer clusters than coefficients the robust variance is singular: R drops the
+    redundant directions (pivots below the tolerance) and reports a finite, non-negative
+    statistic; a plain solve raises ``LinAlgError`` or returns a negative number.
+    """
+    b = np.asarray(b, dtype=float)
+    if len(b) == 1:
+        v = float(var[0, 0])
+        return float(b[0] ** 2 / v) if v != 0 else (np.inf if b[0] != 0 else np.nan)
+    return float(b @ _gchol_solve(_gchol(var), b))
+
+
 def _newton(engine: _Engine, names, tol: float, max_iter: int):
     """Newton-Raphson with step halving, following survival's coxfit6/agfit4."""
     p = engine.p
@@ -374,42 +427,94 @@ def _newton(engine: _Engine, names, tol: float, max_iter: int):
 # --------------------------------------------------------------------------------------
 
 
-_DENSE_CELLS = 20_000_000  # largest key x value table for the dense concordance path
+_DENSE_CELLS = 1_000_000  # largest key x value table for the dense concordance path
+_BLOCK_CELLS = 4_000_000  # largest per-block local table of the blocked path
+_BLOCK_MIN_CELLS = 4096  # smallest per-block local table
 
 
 def _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax):
     """For each query: sum of pw over points with pkey >= qkey and pval < qval.
 
-    Keys lie in [0, kmax), values in [0, vmax) (query values up to vmax). With few distinct
-    keys x values a dense 2-D cumulative table answers each query in O(1); otherwise the
-    bit decomposition of a Fenwick tree over the key axis is used (one stable sort per level).
+    Keys lie in [0, kmax), values in [0, vmax) (query values up to vmax); ``qval`` may be a
+    2-D array (one column per threshold sharing the query's key), the result has its shape.
+    With few distinct keys x values a dense 2-D cumulative table answers each query in O(1).
+    Otherwise the key axis is cut into blocks, processed from the highest key down: the
+    points of the blocks already passed are kept as a running weight per value (one prefix
+    sum per block answers "key above this block and value < v" by a lookup), and the points
+    inside the query's own block come from a small dense table (block keys x the block's
+    distinct values). No sort or binary search over all points is needed: with tables of about
+    vmax cells (capped by ``_BLOCK_CELLS``) there are about sqrt(n * kmax / vmax) blocks and the
+    cost is O(n + sqrt(n * kmax * vmax)).
     """
+    pkey = np.asarray(pkey, dtype=np.int64)
+    qkey = np.asarray(qkey, dtype=np.int64)
+    pval = np.asarray(pval, dtype=np.int64)
+    qval = np.asarray(qval, dtype=np.int64)
     if kmax * (vmax + 1) <= _DENSE_CELLS:
         table = np.bincount(pkey * vmax + pval, weights=pw, minlength=kmax * vmax).reshape(kmax, vmax)
         table = np.cumsum(table[::-1], axis=0)[::-1]  # key >= k
         cum = np.zeros((kmax, vmax + 1))
         np.cumsum(table, axis=1, out=cum[:, 1:])  # value < v
-        return cum[qkey, qval]
-    # condition pkey >= qkey  <=>  rk < qlim with rk = kmax - 1 - key, qlim = kmax - qkey
-    prk = kmax - 1 - pkey
-    qlim = kmax - qkey
-    order_v = np.argsort(pval, kind="stable")
-    prk_v = prk[order_v]
-    pval_v = pval[order_v]
-    pw_v = pw[order_v]
-    out = np.zeros(len(qkey))
-    for bit in range(max(1, int(kmax).bit_length())):
-        sel = np.flatnonzero((qlim >> bit) & 1)
-        if sel.size == 0:
-            continue
-        grp_p = prk_v >> bit
-        o = np.argsort(grp_p.astype(np.uint16) if grp_p.max() < 65536 else grp_p, kind="stable")
-        comp = grp_p[o] * (vmax + 1) + pval_v[o]
-        cw = np.concatenate([[0.0], np.cumsum(pw_v[o])])
-        grp_q = (qlim[sel] >> bit) - 1
-        lo = np.searchsorted(comp, grp_q * (vmax + 1), side="left")
-        hi = np.searchsorted(comp, grp_q * (vmax + 1) + qval[sel], side="left")
-        out[sel] += cw[hi] - cw[lo]
+        return cum[qkey[:, None] if qval.ndim == 2 else qkey, qval]
+    # blocks of consecutive keys from the top key down (r = kmax - 1 - key ascending); a block
+    # closes after about `per_block` points or `keys_per_block` keys; a key holding more than
+    # `per_block` points is a block of its own
+    # each block costs O(vmax + table): tables of about vmax cells balance the two
+    cells = min(max(vmax, _BLOCK_MIN_CELLS), _BLOCK_CELLS)
+    cnt_r = np.bincount(kmax - 1 - pkey, minlength=kmax)
+    per_block = max(1, int(np.sqrt(cells * max(len(pkey), 1) / kmax)))
+    keys_per_block = max(1, cells // per_block)
+    before = np.cumsum(cnt_r) - cnt_r  # points with a higher key
+    heavy = cnt_r > per_block
+    r = np.arange(kmax)
+    newb = np.zeros(kmax, dtype=bool)
+    newb[1:] = (
+        (before[1:] // per_block != before[:-1] // per_block)
+        | (r[1:] % keys_per_block == 0)
+        | heavy[1:]
+        | heavy[:-1]
+    )
+    block_r = np.cumsum(newb)
+    nblock = int(block_r[-1]) + 1
+    first_r = np.concatenate([np.flatnonzero(np.concatenate([[True], newb[1:]])), [kmax]])
+    block_of_key = block_r[::-1]
+    btype = np.uint16 if nblock < 65536 else np.int64  # uint16: radix sort
+    pb = block_of_key[pkey].astype(btype)
+    qb = block_of_key[qkey].astype(btype)
+    po = np.argsort(pb, kind="stable")
+    qo = np.argsort(qb, kind="stable")
+    edges = np.arange(nblock + 1).astype(btype, copy=False) if nblock < 65536 else np.arange(nblock + 1)
+    pcut = np.searchsorted(pb[po], edges)
+    qcut = np.searchsorted(qb[qo], edges)
+    out = np.zeros(qval.shape)
+    above = np.zeros(vmax)  # weight of the points in the blocks already passed, by value
+    prefix = np.zeros(vmax + 1)  # prefix[v]: of those, weight with value < v
+    seen = np.zeros(vmax + 1, dtype=np.int64)
+    for b in range(nblock):
+        pi = po[pcut[b] : pcut[b + 1]]
+        qi = qo[qcut[b] : qcut[b + 1]]
+        if len(qi):
+            qv = qval[qi]
+            res = prefix[qv]
+            if len(pi):
+                pv = pval[pi]
+                # local value rank without sorting: number of the block's distinct values below v
+                seen[:] = 0
+                seen[pv + 1] = 1
+                np.cumsum(seen, out=seen)
+                nuv = int(seen[vmax])
+                lo_key = kmax - first_r[b + 1]  # lowest key of the block
+                nk = int(kmax - first_r[b] - lo_key)
+                table = np.bincount((pkey[pi] - lo_key) * nuv + seen[pv], weights=pw[pi], minlength=nk * nuv)
+                table = np.cumsum(table.reshape(nk, nuv)[::-1], axis=0)[::-1]  # local key >= k
+                cum = np.zeros((nk, nuv + 1))
+                np.cumsum(table, axis=1, out=cum[:, 1:])  # local value < v
+                lk = qkey[qi] - lo_key
+                res += cum[lk[:, None] if qv.ndim == 2 else lk, seen[qv]]
+            out[qi] = res
+        if len(pi):
+            above += np.bincount(pval[pi], weights=pw[pi], minlength=vmax)
+            np.cumsum(above, out=prefix[1:])
     return out
 
 
@@ -423,8 +528,8 @@ def _concordance(engine: _Engine, lp: np.ndarray, cluster: np.ndarray | None):
     w = engine.w
     ev = engine.ev
     n = engine.n
-    _, vrank = np.unique(lp, return_inverse=True)
-    vrank = vrank.ravel().astype(np.int64)
+    vrank, _ = pd.factorize(lp, sort=True)  # rank of the linear predictor (hashing, then a sort of the uniques)
+    vrank = vrank.astype(np.int64)
     vmax = int(vrank.max()) + 1
     # exit keys 2*stop (+1 for censored rows, which outlast an event at the same time); entry keys
     # 2*start + 1 (leaving the comparison set). An event at T compares with keys >= 2T + 1, so
@@ -455,19 +560,32 @@ def _concordance(engine: _Engine, lp: np.ndarray, cluster: np.ndarray | None):
         ge = egt[ekey, vrank] - egt[bkey, vrank]
         tot = egt[ekey, 0] - egt[bkey, 0]
     else:
-        pkey = np.concatenate([ekey, bkey])
-        pval = np.concatenate([vrank, vrank])
-        pw = np.concatenate([w, -w])
+        # role A: each distinct (event key, value) against the comparators; totals need no values
+        qmin = int(qk.min())
+        keepb = bkey >= qmin  # entries below every event key never leave a comparison set
+        pkey = np.concatenate([ekey, bkey[keepb]])
+        pval = np.concatenate([vrank, vrank[keepb]])
+        pw = np.concatenate([w, -w[keepb]])
         pair, pinv = np.unique(qk * (vmax + 1) + vev, return_inverse=True)
+        pinv = pinv.ravel()
         uq_key, uq_val = pair // (vmax + 1), pair % (vmax + 1)
-        qkey = np.concatenate([uq_key, uq_key, uq_key])
-        qval = np.concatenate([uq_val, uq_val + 1, np.full(len(pair), vmax)])
-        less, leq, total = _dominance_sums(pkey, pval, pw, qkey, qval, kmax, vmax).reshape(3, -1)[:, pinv.ravel()]
-        # flip keys and values so that the same dominance sum applies
-        qkeys = np.concatenate([np.repeat(kmax - 1 - ekey, 3), np.repeat(kmax - 1 - bkey, 3)])
-        vv = np.stack([vmax - 1 - vrank, vmax - vrank, np.full(n, vmax)], axis=1).ravel()
-        f = _dominance_sums(kmax - 1 - qk, vmax - 1 - vev, wev, qkeys, np.concatenate([vv, vv]), kmax, vmax)
-        gt, ge, tot = (f.reshape(2, n, 3)[0] - f.reshape(2, n, 3)[1]).T
+        f = _dominance_sums(pkey, pval, pw, uq_key, np.stack([uq_val, uq_val + 1], axis=1), kmax, vmax)
+        less, leq = f[pinv, 0], f[pinv, 1]
+        atk = np.bincount(ekey, weights=w, minlength=kmax) - np.bincount(bkey, weights=w, minlength=kmax)
+        total = np.cumsum(atk[::-1])[::-1][qk]  # weight with entry < key <= exit
+        # role B: each row as comparator of the events with key in (bkey, ekey]; keys and values
+        # flipped so that the same dominance sum applies (events with key <= h and value > v)
+        # (one call: exits of every row, then entries of the rows entering after the first event)
+        late = np.flatnonzero(bkey >= qmin)
+        qkeys = kmax - 1 - np.concatenate([ekey, bkey[late]])
+        qv = np.concatenate([vrank, vrank[late]])
+        f = _dominance_sums(kmax - 1 - qk, vmax - 1 - vev, wev, qkeys, np.stack([vmax - 1 - qv, vmax - qv], axis=1),
+                            kmax, vmax)
+        f, f_late = f[:n], f[n:]
+        f[late] -= f_late
+        gt, ge = f[:, 0], f[:, 1]
+        ecum = np.cumsum(np.bincount(qk, weights=wev, minlength=kmax))  # events with key <= h
+        tot = ecum[ekey] - ecum[bkey]
     conc = float(wev @ less)
     tied = float(wev @ (leq - less))
     disc = float(wev @ (total - leq))
@@ -500,10 +618,13 @@ _CONVENTIONS = {
     "variance": "model-based: inverse observed information at the estimate. Robust (robust=True or "
     "cluster_col): sandwich D'D with D the weighted dfbeta residuals summed within clusters (each row "
     "its own cluster when no cluster_col), as R coxph(..., robust=TRUE / cluster(id)); std_error, limits "
-    "and p are then robust and naive_std_error is the model-based one. Unlike R we do not switch to "
-    "robust automatically for non-integer weights.",
+    "and p are then robust and naive_std_error is the model-based one. Default (robust=None) as R's coxph: "
+    "robust when cluster_col is given or any case weight is not an integer, model-based otherwise. "
+    "robust=True on (start, stop] rows needs cluster_col (R: 'one of cluster or id is needed').",
     "tests": "likelihood ratio and score (log-rank) tests are model-based; the Wald test uses the reported "
-    "variance (robust when robust, as R); robust_score_statistic is R's 'Robust' score test (score "
+    "variance (robust when robust, as R) through R's generalised inverse (coxph.wtest, cholesky2 with "
+    "toler.chol = 1e-9), so a singular robust variance (clusters <= coefficients) gives a finite statistic "
+    "with df = number of coefficients, as R's print/summary; robust_score_statistic is R's 'Robust' score test (score "
     "residuals at beta = 0 summed within clusters).",
     "confidence_intervals": "Wald intervals estimate +/- z * std_error; hazard-ratio limits exponentiated.",
     "convergence": "Newton-Raphson from 0 with step halving; stops when |1 - loglik_old/loglik_new| <= tol "
@@ -535,7 +656,7 @@ def fit_cox(
     strata_col: str | Sequence[str] | None = None,
     weights_col: str | None = None,
     cluster_col: str | None = None,
-    robust: bool = False,
+    robust: bool | None = None,
     ties: str = "efron",
     conf_level: float = 0.95,
     tol: float = 1e-9,
@@ -577,12 +698,18 @@ def fit_cox(
     strata_col : str or list of str, optional
         Stratification: separate baseline hazards per stratum (R ``strata()``). Default None.
     weights_col : str, optional
-        Non-negative case weights (R ``weights=``). Default None (all 1).
+        Non-negative case weights (R ``weights=``). Default None (all 1). Non-integer weights
+        switch the default variance to robust, as R (see ``robust``).
     cluster_col : str, optional
         Cluster id (patient); implies the robust variance with dfbeta residuals summed within
         clusters (R ``cluster(id)``). Default None.
-    robust : bool, default False
-        Sandwich variance; without ``cluster_col`` each row is its own cluster.
+    robust : bool or None, default None
+        Sandwich (robust) variance. ``None`` follows R's ``coxph`` default: robust when
+        ``cluster_col`` is given or when any case weight is not a whole number (sampling or
+        inverse-probability weights, where the model-based variance is wrong), model-based
+        otherwise. Without ``cluster_col`` each row is its own cluster, which is only valid for
+        one row per subject: ``robust=True`` on ``(start, stop]`` rows without ``cluster_col``
+        raises (as R). ``robust=False`` with ``cluster_col`` raises (R ignores the cluster).
     ties : {"efron", "breslow"}, default "efron"
         Handling of tied event times (R ``ties=``).
     conf_level : float, default 0.95
@@ -699,11 +826,32 @@ def fit_cox(
         strata = strata_codes(df, strata_col, func=func)
     else:
         strata = np.zeros(len(df), dtype=np.int64)
+
+    if robust is not None and not isinstance(robust, (bool, np.bool_)):
+        raise ModelSpecificationError(f"{func}: robust={robust!r} must be True, False or None (R's default rule).")
     if cluster_col is not None:
+        if robust is False:
+            raise ModelSpecificationError(
+                f"{func}: cluster_col={cluster_col!r} was given with robust=False; a cluster only enters through "
+                "the robust variance (R warns 'cluster specified with robust=FALSE, cluster ignored'). "
+                "Drop robust=False to use the cluster, or drop cluster_col for the model-based variance."
+            )
         cluster = cluster_codes(df, cluster_col, func=func)
         robust = True
     else:
         cluster = None
+        if robust and counting:
+            raise ModelSpecificationError(
+                "robust=True on (start, stop] rows needs cluster_col: without it every row would be its own "
+                "cluster, although the rows of one subject are not independent (R stops with 'one of "
+                "cluster or id is needed'). Pass cluster_col='patient_id' (the subject/episode id), or "
+                "robust=False for the model-based variance."
+            )
+    if robust is None:
+        # R's default: robust when a cluster is given or when a case weight is not an integer
+        # (sampling / inverse-probability weights); each row its own cluster without cluster_col
+        pos = weights[weights > 0]
+        robust = bool(np.any(pos != np.floor(pos)))
 
     # ---- design matrix: one builder (iop_research._design)
     design = build_design(df, covariates=covariates, formula=formula, func=func)
@@ -743,7 +891,7 @@ def fit_cox(
         dfb = np.einsum("ij,jk->ik", resid, naive_var)
         var = np.einsum("ij,ik->jk", dfb, dfb)
         u0 = resid0.sum(axis=0)
-        robust_score = float(u0 @ np.linalg.solve(np.einsum("ij,ik->jk", resid0, resid0), u0))
+        robust_score = _wald_quadratic(np.einsum("ij,ik->jk", resid0, resid0), u0)
 
     se = np.sqrt(np.diag(var))
     naive_se = np.sqrt(np.diag(naive_var))
@@ -767,7 +915,7 @@ def fit_cox(
         columns=list(COX_TIDY_COLUMNS),
     )
     cindex, cindex_se = _concordance(engine, st["eta"], cluster[idx] if cluster is not None else None)
-    wald = float(beta @ np.linalg.solve(var, beta))
+    wald = _wald_quadratic(var, beta)
     lr = 2 * (loglik - loglik0)
     glance = pd.DataFrame(
         [
@@ -862,8 +1010,9 @@ def ph_test(result: Result, *, transform: str = "km") -> Result:
         ``extra["residuals"]``: one row per event with ``time``, ``transformed_time`` and
         one column per term holding the scaled Schoenfeld residuals (R's ``zph$y``: beta +
         residual scaled by the average information; for a multi-column term the
-        coefficient-weighted sum plus 1), sorted by stratum and time, for plotting
-        ``beta(t)``.
+        coefficient-weighted sum plus 1), in R's row order: by stratum and time, tied times in
+        data order for right-censored fits and in reverse data order for ``(start, stop]`` fits
+        (as ``zph$y``), for plotting ``beta(t)``.
 
     Raises
     ------
@@ -1006,7 +1155,10 @@ def ph_test(result: Result, *, transform: str = "km") -> Result:
     for i, t in enumerate(terms):
         jj = model.assign[t]
         sres[:, i] += beta[jj[0]] if len(jj) == 1 else 1.0
-    order_ev = np.lexsort((np.arange(len(ev)), stop[ev], ev_strata))
+    # R's row order (cox.zph: order(istrat, time) for right-censored data; rev(order(-istrat, -stop))
+    # for (start, stop] data, which puts tied event times in reverse row order)
+    within = -np.arange(len(ev)) if d["is_counting"] else np.arange(len(ev))
+    order_ev = np.lexsort((within, stop[ev], ev_strata))
     resid = pd.DataFrame(sres[order_ev], columns=terms)
     resid.insert(0, "transformed_time", ttimes[ev][order_ev])
     resid.insert(0, "time", stop[ev][order_ev])

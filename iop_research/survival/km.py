@@ -560,7 +560,8 @@ def logrank_test(
         Missing columns, missing / infinite / negative durations, event not 0/1/bool,
         negative weights, missing group or stratum labels.
     ModelSpecificationError
-        Fewer than two groups, bad ``rho``/``gamma``, trend scores that are not usable,
+        Fewer than two groups, no events at all (every row censored; R's
+        ``survdiff`` silently returns chisq = 0 on -1 df there), bad ``rho``/``gamma``, trend scores that are not usable,
         singular variance matrix.
 
     See Also
@@ -627,6 +628,13 @@ def logrank_test(
     diff = obs - exp
     keep = exp > 0
     tests = []
+    if not keep.any():
+        n_rows = len(time)
+        raise ModelSpecificationError(
+            f"{func}: no events in {event_col!r} (all {n_rows} rows are censored or carry zero weight), so "
+            "there is nothing to compare: the test has no degrees of freedom (R's survdiff returns chisq = 0 "
+            "with p = NaN). Check the event coding (1/True = event) and the cohort filter."
+        )
     if keep.sum() < 2:
         chi, dof = 0.0, int(keep.sum()) - 1
     else:
