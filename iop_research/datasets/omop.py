@@ -299,6 +299,30 @@ def _has_table(con, name: str, schema: str | None) -> bool:
     return True
 
 
+class _CachedTables:
+    """A backend whose ``table()`` answers (and failures) are remembered for one read: every
+    lookup is a schema query, and read_omop asks for each CDM table several times."""
+
+    def __init__(self, con):
+        self._con = con
+        self._seen: dict = {}
+
+    def table(self, name, database=None):
+        key = (name, database)
+        if key not in self._seen:
+            try:
+                self._seen[key] = self._con.table(name, database=database) if database else self._con.table(name)
+            except Exception as exc:  # noqa: BLE001 - remembered and re-raised
+                self._seen[key] = exc
+        hit = self._seen[key]
+        if isinstance(hit, Exception):
+            raise hit
+        return hit
+
+    def __getattr__(self, attr):
+        return getattr(self._con, attr)
+
+
 def _table(con, name: str, schema: str | None):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
@@ -373,21 +397,30 @@ def resolve_concept_sets(con, *, cdm_schema: str | None = None, concept_sets: An
             for v, p in prefixes:
                 if v == row.vocabulary_id and str(row.concept_code).startswith(p):
                     prefix_ids.setdefault((v, p), []).append(int(row.concept_id))
+    def base_ids(it) -> list[int]:
+        c = it["concept"]
+        key = (c.get("VOCABULARY_ID"), str(c.get("CONCEPT_CODE")))
+        ids = [int(c["CONCEPT_ID"])] if c.get("CONCEPT_ID") is not None else code_ids.get(key, [])
+        return ids + (prefix_ids.get(key, []) if it.get("includeDescendants") else [])
+
+    # one query for the descendants of every item that asks for them
+    roots = sorted({i for items in sets.values() for it in items if it.get("includeDescendants")
+                    for i in base_ids(it)})
+    below: dict[int, list[int]] = {}
+    if has_ancestor and roots:
+        ca = _table(con, "concept_ancestor", vs)
+        pairs = _execute(ca.filter(ca.ancestor_concept_id.isin(roots))
+                         .select(ca.ancestor_concept_id, ca.descendant_concept_id).distinct())
+        for a, d in zip(pairs["ancestor_concept_id"], pairs["descendant_concept_id"]):
+            below.setdefault(int(a), []).append(int(d))
     out: dict[str, list[int]] = {}
     for role, items in sets.items():
         include: set[int] = set()
         exclude: set[int] = set()
         for it in items:
-            c = it["concept"]
-            key = (c.get("VOCABULARY_ID"), str(c.get("CONCEPT_CODE")))
-            ids = [int(c["CONCEPT_ID"])] if c.get("CONCEPT_ID") is not None else code_ids.get(key, [])
+            ids = base_ids(it)
             if it.get("includeDescendants"):
-                ids = ids + prefix_ids.get(key, [])
-                if has_ancestor and ids:
-                    ca = _table(con, "concept_ancestor", vs)
-                    desc = _execute(ca.filter(ca.ancestor_concept_id.isin(ids))
-                                    .select(ca.descendant_concept_id).distinct())
-                    ids = ids + [int(x) for x in desc["descendant_concept_id"]]
+                ids = ids + [d for i in ids for d in below.get(i, [])]
             (exclude if it.get("isExcluded") else include).update(ids)
         out[role] = sorted(include - exclude)
     del ibis
@@ -786,7 +819,8 @@ def read_omop(
         JSON file exported from ATLAS. Other roles keep the shipped defaults.
     observation_end : date-like, optional
         Data cut-off: each person's ``observation_end`` is the end of their latest
-        observation period or this date, whichever is earlier.
+        observation period or this date, whichever is earlier, and sessions, dispensings
+        and events dated after it are not read (a query window, applied in the database).
     vocabulary_schema : str, optional
         Schema of ``concept`` / ``concept_ancestor`` (default: ``cdm_schema``).
     patient_id_col : {"person_id", "person_source_value"}, default "person_id"
@@ -843,7 +877,23 @@ def read_omop(
     >>> len(data.patients), len(data.admissions)
     (20, 0)
     """
+    opened = isinstance(con, (str, Path))
     con = _connect(con)
+    try:
+        return _read(con, cdm_schema=cdm_schema, concept_sets=concept_sets, observation_end=observation_end,
+                     vocabulary_schema=vocabulary_schema, patient_id_col=patient_id_col,
+                     default_modality=default_modality, default_session_minutes=default_session_minutes,
+                     lazy=lazy, validate=validate)
+    finally:
+        if opened and not lazy:
+            con.disconnect()
+
+
+def _read(con, *, cdm_schema, concept_sets, observation_end, vocabulary_schema, patient_id_col,
+          default_modality, default_session_minutes, lazy, validate):
+    import ibis
+
+    con = _CachedTables(con)
     if patient_id_col not in ("person_id", "person_source_value"):
         raise DataReadError(f"patient_id_col must be 'person_id' or 'person_source_value', got {patient_id_col!r}.")
     if default_modality not in Modality.values():
@@ -861,6 +911,12 @@ def read_omop(
         "events": _events_expr(con, cdm_schema, ids, pmap, patient_id_col),
         "observation": _observation_expr(con, cdm_schema, pmap, patient_id_col, observation_end),
     }
+    if observation_end is not None:  # a data cut-off: nothing dated after it is read
+        cut = ibis.date(pd.Timestamp(observation_end).date())
+        for name, col in (("sessions", Col.session_date), ("medications", Col.dispense_date),
+                          ("events", Col.event_date)):
+            if exprs[name] is not None:
+                exprs[name] = exprs[name].filter(exprs[name][col] <= cut)
     if lazy:
         return {k: v for k, v in exprs.items() if v is not None}
     tables = {}
@@ -1180,8 +1236,17 @@ def write_omop(data: IOPData, con, *, cdm_schema: str | None = None, overwrite: 
     """
     if not isinstance(data, IOPData):
         raise DataReadError(f"write_omop: data must be an IOPData, got {type(data).__name__}.")
-    con = _connect(con)
     frames = _omop_frames(data)
+    opened = isinstance(con, (str, Path))
+    con = _connect(con)
+    try:
+        _write(con, frames, cdm_schema, overwrite)
+    finally:
+        if opened:
+            con.disconnect()
+
+
+def _write(con, frames, cdm_schema, overwrite) -> None:
     if cdm_schema:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
