@@ -830,9 +830,13 @@ def read_omop(
     default_session_minutes : int, default 180
         Minutes of a session without start and end times (a 3-hour IOP day).
     lazy : bool, default False
-        Return a dict of the six contract tables as unexecuted Ibis expressions (for the
-        pipeline to run in the database, e.g. ``build_episodes(t["sessions"],
-        mode="sessions", observation=...)``) instead of an :class:`IOPData`.
+        Return a dict of the contract tables (``patients, sessions, medications, events,
+        observation``) as unexecuted Ibis expressions on ``con`` instead of an
+        :class:`IOPData`. The large tables can then stay in the database: an ``IOPData``
+        whose ``sessions`` and ``medications`` are these expressions and whose other tables
+        are their ``.to_pandas()`` runs ``build_episodes``, ``medication_eras`` and
+        ``counting_process_frame`` inside the CDM's engine (DuckDB, Spark; the derive
+        expressions do not yet compile on PostgreSQL). Nothing is validated.
     validate : bool, default True
         Validate the result against the data contract (raises on problems).
 
@@ -842,6 +846,12 @@ def read_omop(
         ``patients, admissions (empty), sessions, medications, events, observation`` with
         contract dtypes, rows sorted by patient and date; or, with ``lazy=True``, a dict of
         Ibis tables with the same names and columns (admissions omitted).
+
+    Notes
+    -----
+    DuckDB: a database file named like the schema (``cdm.duckdb`` holding schema ``cdm``)
+    makes ``cdm`` ambiguous (catalog or schema); name the file otherwise or pass
+    ``cdm_schema=("cdm", "cdm")``.
 
     Raises
     ------
@@ -857,8 +867,6 @@ def read_omop(
     write_omop : the inverse, for simulated cohorts.
     iop_research.derive.episodes.build_episodes : episodes with ``mode="sessions"``.
 
-    Notes
-    -----
     Only small vocabulary queries (concept ids of the roles) and the finished contract
     tables are executed; every join and filter on clinical tables runs in the database.
     The module docstring lists how each contract column is built and what OMOP cannot carry.
