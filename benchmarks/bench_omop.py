@@ -226,12 +226,12 @@ def load_postgres(folder: Path, url: str) -> float:
             pf = pq.ParquetFile(f)
             cols = ", ".join(f'"{fld.name}" {_PG_TYPES[str(fld.type)]}' for fld in pf.schema_arrow)
             conn.execute(f"CREATE TABLE cdm.{name} ({cols})")
-            with conn.cursor().copy(f"COPY cdm.{name} FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+            with conn.cursor().copy(f"COPY cdm.{name} FROM STDIN WITH (FORMAT csv)") as copy:
                 for batch in pf.iter_batches(batch_size=500_000):
                     import io
 
                     buf = io.BytesIO()
-                    pacsv.write_csv(batch, buf)
+                    pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
                     copy.write(buf.getvalue())
             conn.execute(f"ANALYZE cdm.{name}")
     return time.perf_counter() - t0
@@ -317,6 +317,37 @@ def measure(config: str, target: str) -> dict:
     return out
 
 
+def estimation(rows: int) -> dict:
+    """Peak memory of the in-process estimators on a counting-process frame of ``rows`` rows
+    (4 covariates, ~2.3 rows per episode, cluster-robust Cox and Kaplan-Meier)."""
+    warnings.simplefilter("ignore")
+    from iop_research.survival import fit_cox, fit_km
+
+    base = peak_rss_mb()
+    rng = np.random.default_rng(5)
+    n_ep = int(rows / 2.3)
+    ep = np.sort(rng.integers(0, n_ep, rows))
+    length = rng.integers(1, 200, rows)
+    stop = pd.Series(length).groupby(ep).cumsum().to_numpy()
+    start = stop - length
+    frame = pd.DataFrame({
+        "episode_id": pd.array([f"E{i:08d}" for i in ep], dtype="string"), "start": start, "stop": stop,
+        "event": (rng.random(rows) < 0.2).astype(np.int64), "on_mat": rng.random(rows) < 0.4,
+        "age": rng.normal(38, 10, rows), "female": rng.random(rows) < 0.4, "severity": rng.normal(5, 2, rows),
+    })
+    frame_mb = frame.memory_usage(deep=True).sum() / 2**20
+    t = time.perf_counter()
+    fit_cox(frame, start_col="start", stop_col="stop", event_col="event",
+            covariates=["on_mat", "age", "female", "severity"], cluster_col="episode_id", robust=True)
+    cox_s = time.perf_counter() - t
+    t = time.perf_counter()
+    fit_km(frame.assign(time=frame["stop"]), duration_col="time", event_col="event", group_col="on_mat")
+    km_s = time.perf_counter() - t
+    peak = peak_rss_mb()
+    return {"rows": rows, "frame_mb": frame_mb, "baseline_mb": base, "peak_rss_mb": peak, "cox_s": cox_s,
+            "km_s": km_s, "rows_per_gb": rows / ((peak - base) / 1024)}
+
+
 def run_child(config: str, target: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     proc = subprocess.run([sys.executable, __file__, "--measure", config, "--target", target],
@@ -375,12 +406,22 @@ def main() -> None:
     ap.add_argument("--postgres", help="PostgreSQL URL to load the CDM into and measure")
     ap.add_argument("--spark", action="store_true", help="also measure on a Spark standalone cluster")
     ap.add_argument("--skip", default="", help="comma-separated configurations to skip")
+    ap.add_argument("--estimation-rows", default="",
+                    help="comma-separated counting-process sizes for the in-process estimation memory check")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure == "estimation":
+        print(json.dumps(estimation(int(args.target))))
+        return
     if args.measure:
         print(json.dumps(measure(args.measure, args.target)))
         return
+    if args.estimation_rows:
+        for rows in map(int, args.estimation_rows.split(",")):
+            print(json.dumps(run_child("estimation", str(rows))), flush=True)
+        if args.persons == 0:
+            return
     folder = WORK / f"omop_{args.persons}"
     load = {"load_avg_before": os.getloadavg()[0]}
     t = time.perf_counter()
