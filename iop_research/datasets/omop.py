@@ -89,6 +89,14 @@ What OMOP cannot carry (lost on a round trip :func:`write_omop` -> :func:`read_o
     ``dose_mg`` (it needs ``drug_strength`` and unit quantities), the substance of a
     negative screen. Everything else round-trips exactly (see the tests).
 
+Scale
+-----
+``read_omop(..., lazy=True)`` keeps sessions and dispensings in the database (DuckDB, Spark);
+only one row per person (patients, observation) and the events come to pandas, and episodes,
+eras and the counting-process frame are built in the database. The estimators then run in
+process on the derived frames: about 1 million counting-process rows per GB of memory
+(``benchmarks/README.md``, section "OMOP CDM"), i.e. about 1 million persons per 5 GB.
+
 References
 ----------
 .. [1] OHDSI. OMOP Common Data Model v5.4, https://ohdsi.github.io/CommonDataModel/
