@@ -41,16 +41,17 @@ def pg_url():
         pytest.skip("PostgreSQL not available: set IOP_TEST_PG_URL or install the Debian postgresql package")
     env = dict(os.environ, IOP_PG_PORT=str(_free_port()),
                IOP_PG_DIR=tempfile.mkdtemp(prefix="iop-research-pg-"))
-    proc = subprocess.run(["bash", str(_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(["bash", str(_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180,
+                          check=False)
     if proc.returncode != 0:
         log = Path(env["IOP_PG_DIR"]) / "server.log"
         detail = log.read_text() if log.exists() else ""
-        subprocess.run(["bash", str(_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+        subprocess.run(["bash", str(_SCRIPT), "stop"], env=env, capture_output=True, timeout=120, check=False)
         pytest.fail(f".ci/postgres.sh start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{detail}")
     try:
         yield proc.stdout.strip().splitlines()[-1]
     finally:
-        subprocess.run(["bash", str(_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+        subprocess.run(["bash", str(_SCRIPT), "stop"], env=env, capture_output=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,12 @@ import pytest
 
 ibis = pytest.importorskip("ibis")
 
-from conftest_pg import pg_con, pg_url  # noqa: E402,F401  (fixtures)
-from iop_research.data.io import IOPData  # noqa: E402
-from iop_research.data.schema import empty_table  # noqa: E402
-from iop_research.data.synth import simulate_cohort  # noqa: E402
-from iop_research.datasets.omop import (  # noqa: E402
+from conftest_pg import pg_con, pg_url  # noqa: F401  (fixtures)
+
+from iop_research.data.io import IOPData
+from iop_research.data.schema import empty_table
+from iop_research.data.synth import simulate_cohort
+from iop_research.datasets.omop import (
     OMOP_ROLES,
     ConceptSetError,
     load_concept_sets,
@@ -32,11 +33,11 @@ from iop_research.datasets.omop import (  # noqa: E402
     resolve_concept_sets,
     write_omop,
 )
-from iop_research.derive.episodes import build_episodes  # noqa: E402
-from iop_research.derive.exposures import medication_eras  # noqa: E402
-from iop_research.derive.frames import counting_process_frame  # noqa: E402
-from iop_research.derive.outcomes import relapse_outcomes  # noqa: E402
-from iop_research.exceptions import DataReadError, IopError  # noqa: E402
+from iop_research.derive.episodes import build_episodes
+from iop_research.derive.exposures import medication_eras
+from iop_research.derive.frames import counting_process_frame
+from iop_research.derive.outcomes import relapse_outcomes
+from iop_research.exceptions import DataReadError, IopError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*fetch_arrow_table.*:DeprecationWarning")
 
@@ -453,7 +454,7 @@ def test_bad_url_is_a_data_read_error():
 
 # --------------------------------------------------------------------------- PostgreSQL
 @pytest.fixture(scope="module")
-def pg_back(pg_con, cohort):
+def pg_back(pg_con, cohort):  # noqa: F811
     write_omop(cohort, pg_con, cdm_schema="omop_round_trip")
     return read_omop(pg_con, cdm_schema="omop_round_trip", patient_id_col="person_source_value")
 
@@ -472,7 +473,7 @@ def test_postgres_pipeline_identical_to_duckdb(pg_back, duck_results, expected_r
         assert fingerprint(frame) == fingerprint(duck_results[step]) == fingerprint(expected_results[step]), step
 
 
-def test_hand_built_cdm_postgres(pg_con, pg_url):
+def test_hand_built_cdm_postgres(pg_con, pg_url):  # noqa: F811
     load_tables(pg_con, hand_built_tables(), "omop_hand_built")
     via_con = read_omop(pg_con, cdm_schema="omop_hand_built")
     check_hand_built(via_con)

@@ -116,17 +116,24 @@ import numpy as np
 import pandas as pd
 
 from iop_research.data.io import IOPData
-from iop_research.data.schema import Col, EventType, Medication, Modality, UdsResult, empty_table
+from iop_research.data.schema import (
+    Col,
+    EventType,
+    Medication,
+    Modality,
+    UdsResult,
+    empty_table,
+)
 from iop_research.exceptions import DataReadError, IopError
 
 __all__ = [
-    "read_omop",
-    "write_omop",
-    "load_concept_sets",
-    "resolve_concept_sets",
     "OMOP_ROLES",
     "OMOP_TABLES",
     "ConceptSetError",
+    "load_concept_sets",
+    "read_omop",
+    "resolve_concept_sets",
+    "write_omop",
 ]
 
 
@@ -443,7 +450,7 @@ def _connect(con):
         url = str(con)
         try:
             return ibis.connect(url)
-        except Exception as exc:  # noqa: BLE001 - driver errors differ by backend
+        except Exception as exc:
             raise DataReadError(
                 f"Could not connect to {url!r}: {exc}. Use an Ibis backend or a URL such as "
                 "'postgresql://user@host:5432/db' or 'duckdb:///path/to/cdm.duckdb'."
@@ -1094,7 +1101,6 @@ def _omop_frames(data: IOPData) -> dict[str, pd.DataFrame]:
     })
     ev = data.events.reset_index(drop=True)
     etype = ev[Col.event_type].astype(str)
-    sub = ev[Col.substance]
     # visits for ED visits and readmissions, each with a same-visit diagnosis of its substance
     vis_ev = ev.loc[etype.isin([EventType.ed_visit.value, EventType.readmission.value])].reset_index(drop=True)
     visit_ids = np.arange(1, len(vis_ev) + 1, dtype="int64")
