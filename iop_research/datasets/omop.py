@@ -199,7 +199,6 @@ _RACE = {8527: "white", 8516: "black", 8515: "asian", 8522: "other"}
 _ETHNICITY = {38003563: "hispanic", 38003564: "not_hispanic"}
 _LOCAL_CONCEPT_BASE = 2_000_000_000  # OMOP's range for site-local concepts
 _CLASSIFICATION_VOCABS = ("ICD10CM", "ICD10", "ICD9CM")
-_VISIT_OUTPATIENT = 9202
 _TYPE_EHR = 32817
 _DEATH_TYPE = 32817
 
@@ -374,9 +373,16 @@ def resolve_concept_sets(con, *, cdm_schema: str | None = None, concept_sets: An
     ConceptSetError
         When an item has no ``CONCEPT_ID`` and the database has no ``concept`` table.
     """
-    import ibis
-
+    opened = isinstance(con, (str, Path))
     con = _connect(con)
+    try:
+        return _resolve(con, cdm_schema, concept_sets, vocabulary_schema)
+    finally:
+        if opened:
+            con.disconnect()
+
+
+def _resolve(con, cdm_schema, concept_sets, vocabulary_schema) -> dict[str, list[int]]:
     vs = vocabulary_schema if vocabulary_schema is not None else cdm_schema
     sets = load_concept_sets(concept_sets)
     has_concept = _has_table(con, "concept", vs)
@@ -438,7 +444,6 @@ def resolve_concept_sets(con, *, cdm_schema: str | None = None, concept_sets: An
                 ids = ids + [d for i in ids for d in below.get(i, [])]
             (exclude if it.get("isExcluded") else include).update(ids)
         out[role] = sorted(include - exclude)
-    del ibis
     return out
 
 
