@@ -26,4 +26,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'UIS_URL': 'loaders',
     'HELP_URL': 'loaders',
     'IOP_SERVICES_CODE': 'teds',
+    'read_omop': 'omop',
+    'write_omop': 'omop',
+    'load_concept_sets': 'omop',
+    'resolve_concept_sets': 'omop',
+    'OMOP_ROLES': 'omop',
 })

@@ -1,0 +1,472 @@
+"""Benchmark: a simulated OMOP CDM at health-system scale, read with read_omop and prepared.
+
+Generates (vectorised numpy, written as Parquet under ``benchmarks/_work/omop_<n>/``) an OMOP
+CDM of ``--persons`` persons: about 70 IOP session procedures per person (per-diem H0015 and
+CPT group/individual/family psychotherapy, 1-4 days apart with 2% breaks of 40-150 days),
+dispensings of buprenorphine/methadone/naltrexone for 40% of persons, about 8 urine drug
+screens per person, overdoses and deaths; the vocabulary subset (``concept``,
+``concept_ancestor``) comes from :func:`iop_research.datasets.omop.write_omop` on a tiny
+simulated cohort. The CDM is loaded into a DuckDB file and (``--postgres URL``) into
+PostgreSQL, then each configuration is measured in a fresh Python process (so peak
+resident memory, ``ru_maxrss``, is that configuration's alone):
+
+``duckdb``
+    ``read_omop(duckdb file)`` -> IOPData in pandas; ``build_episodes(mode="sessions")``,
+    ``medication_eras``, ``counting_process_frame`` on in-process DuckDB.
+``duckdb-lazy``
+    ``read_omop(..., lazy=True)``: sessions and dispensings stay in the CDM file; episodes and
+    eras are built there; only patients, events and observation come to pandas for the
+    counting-process frame.
+``postgres``
+    ``read_omop(PostgreSQL URL)`` -> IOPData, then the same steps on in-process DuckDB (the
+    derive expressions do not compile on PostgreSQL yet: they cast booleans to integers).
+``spark``
+    (``--spark``) a Spark standalone cluster on loopback (master + two workers of 1 core,
+    1 GB), the CDM as Parquet views; ``read_omop(lazy=True)`` and the steps with
+    ``engine=`` the PySpark backend.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_omop.py --persons 100000
+    .venv/bin/python benchmarks/bench_omop.py --persons 100000 --postgres "$(.ci/postgres.sh start)" --spark
+
+Results are printed and written to ``benchmarks/_work/omop_results_<n>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / "_work"
+sys.path.insert(0, str(REPO))
+
+DAY0 = np.datetime64("2018-01-01", "D")
+LAST = np.datetime64("2024-12-31", "D")
+SPAN_DAYS = int((LAST - DAY0).astype(int))
+OMOP_TABLES = ("person", "observation_period", "procedure_occurrence", "visit_occurrence", "drug_exposure",
+               "measurement", "condition_occurrence", "observation", "death", "concept", "concept_ancestor")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --------------------------------------------------------------------------- generation
+def vocabulary(folder: Path) -> dict[str, int]:
+    """concept/concept_ancestor from write_omop on a tiny cohort; concept ids by code."""
+    import ibis
+
+    from iop_research.data.synth import simulate_cohort
+    from iop_research.datasets.omop import write_omop
+
+    con = ibis.duckdb.connect()
+    write_omop(simulate_cohort(5, seed=1, progress=False), con, cdm_schema="v")
+    for name in ("concept", "concept_ancestor"):
+        con.table(name, database="v").to_parquet(folder / f"{name}.parquet")
+    c = con.table("concept", database="v").to_pandas()
+    return dict(zip(c["concept_code"], c["concept_id"].astype(int)))
+
+
+def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
+    """Write the CDM tables of ``n`` persons as Parquet; return row counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = vocabulary(folder)
+    pid = np.arange(1, n + 1, dtype=np.int64)
+    counts = {}
+
+    def write(name, cols):
+        table = pa.table(cols)
+        pq.write_table(table, folder / f"{name}.parquet", row_group_size=1_000_000)
+        counts[name] = table.num_rows
+
+    write("person", {
+        "person_id": pid, "gender_concept_id": rng.choice([8507, 8532], n).astype(np.int64),
+        "year_of_birth": rng.integers(1950, 2001, n).astype(np.int64),
+        "race_concept_id": rng.choice([8527, 8516, 8515, 0], n, p=[0.6, 0.2, 0.05, 0.15]).astype(np.int64),
+        "ethnicity_concept_id": rng.choice([38003563, 38003564], n, p=[0.15, 0.85]).astype(np.int64),
+        "person_source_value": pa.array([f"P{i:07d}" for i in pid]),
+    })
+    obs_end = LAST - rng.integers(0, 365, n) * (rng.random(n) < 0.3)
+    write("observation_period", {
+        "observation_period_id": pid, "person_id": pid,
+        "observation_period_start_date": np.full(n, DAY0), "observation_period_end_date": obs_end,
+        "period_type_concept_id": np.full(n, 32817, dtype=np.int64),
+    })
+    # sessions: ~70 per person, consecutive days 1-4 apart, 2% breaks of 40-150 days
+    k = rng.poisson(70, n) + 1
+    m = int(k.sum())
+    owner = np.repeat(np.arange(n), k)
+    step = np.where(rng.random(m) < 0.02, rng.integers(40, 151, m), rng.integers(1, 5, m))
+    starts = np.cumsum(k) - k
+    step[starts] = 0
+    offset = np.cumsum(step) - np.repeat(np.cumsum(step)[starts], k)
+    span = np.repeat(offset[np.cumsum(k) - 1], k)
+    room = (obs_end - DAY0).astype(int)[owner] - span
+    first_day = (rng.random(n) * np.maximum(room[starts], 1)).astype(int)
+    day = np.minimum(np.repeat(first_day, k) + offset, (obs_end - DAY0).astype(int)[owner])
+    kind = rng.choice(4, m, p=[0.5, 0.3, 0.15, 0.05])
+    concept = np.array([ids["H0015"], ids["90853"], ids["90834"], ids["90847"]], dtype=np.int64)[kind]
+    date = DAY0 + day.astype("timedelta64[D]")
+    start_ts = date.astype("datetime64[s]") + np.timedelta64(9 * 3600, "s")
+    minutes = np.array([0, 90, 50, 50])[kind]
+    has_time = kind > 0
+    write("procedure_occurrence", {
+        "procedure_occurrence_id": np.arange(1, m + 1, dtype=np.int64), "person_id": pid[owner],
+        "procedure_concept_id": concept, "procedure_date": date,
+        "procedure_datetime": pa.array(start_ts, mask=~has_time),
+        "procedure_end_datetime": pa.array(start_ts + (minutes * 60).astype("timedelta64[s]"), mask=~has_time),
+        "procedure_type_concept_id": np.full(m, 32817, dtype=np.int64),
+        "procedure_source_concept_id": np.zeros(m, dtype=np.int64),
+        "visit_occurrence_id": pa.nulls(m, pa.int64()),
+    })
+    # dispensings: 40% of persons, ~10 each, 7-30 days apart
+    treated = np.flatnonzero(rng.random(n) < 0.4)
+    kd = rng.poisson(10, len(treated)) + 1
+    md = int(kd.sum())
+    downer = np.repeat(treated, kd)
+    drug = rng.choice([1133201, 1103640, 1714319], len(treated), p=[0.55, 0.3, 0.15])
+    supply = rng.choice([7, 14, 28, 30], md).astype(np.int64)
+    gap = rng.integers(5, 40, md)
+    dstart = np.cumsum(kd) - kd
+    gap[dstart] = 0
+    doff = np.cumsum(gap) - np.repeat(np.cumsum(gap)[dstart], kd)
+    dday = np.minimum(rng.integers(0, SPAN_DAYS // 2, len(treated))[np.repeat(np.arange(len(treated)), kd)] + doff,
+                      (obs_end - DAY0).astype(int)[downer])
+    ddate = DAY0 + dday.astype("timedelta64[D]")
+    write("drug_exposure", {
+        "drug_exposure_id": np.arange(1, md + 1, dtype=np.int64), "person_id": pid[downer],
+        "drug_concept_id": np.repeat(drug, kd).astype(np.int64), "drug_exposure_start_date": ddate,
+        "drug_exposure_end_date": ddate + (supply - 1).astype("timedelta64[D]"),
+        "drug_type_concept_id": np.full(md, 32817, dtype=np.int64), "days_supply": supply,
+        "route_concept_id": np.full(md, 4132161, dtype=np.int64),
+    })
+    # urine drug screens: ~8 per person, 15% positive
+    ku = rng.poisson(8, n)
+    mu = int(ku.sum())
+    uowner = np.repeat(np.arange(n), ku)
+    uday = (rng.random(mu) * (obs_end - DAY0).astype(int)[uowner]).astype(int)
+    write("measurement", {
+        "measurement_id": np.arange(1, mu + 1, dtype=np.int64), "person_id": pid[uowner],
+        "measurement_concept_id": np.full(mu, ids["19295-5"], dtype=np.int64),
+        "measurement_date": DAY0 + uday.astype("timedelta64[D]"),
+        "measurement_type_concept_id": np.full(mu, 32817, dtype=np.int64),
+        "value_as_number": np.full(mu, np.nan),
+        "value_as_concept_id": np.where(rng.random(mu) < 0.15, 9191, 9189).astype(np.int64),
+        "range_high": np.full(mu, np.nan),
+    })
+    od = np.flatnonzero(rng.random(n) < 0.02)
+    oday = (rng.random(len(od)) * (obs_end - DAY0).astype(int)[od]).astype(int)
+    write("condition_occurrence", {
+        "condition_occurrence_id": np.arange(1, len(od) + 1, dtype=np.int64), "person_id": pid[od],
+        "condition_concept_id": np.zeros(len(od), dtype=np.int64),
+        "condition_source_concept_id": np.full(len(od), ids["T40.2X1A"], dtype=np.int64),
+        "condition_start_date": DAY0 + oday.astype("timedelta64[D]"),
+        "condition_type_concept_id": np.full(len(od), 32817, dtype=np.int64),
+        "visit_occurrence_id": pa.nulls(len(od), pa.int64()),
+    })
+    dead = np.flatnonzero(rng.random(n) < 0.01)
+    write("death", {"person_id": pid[dead], "death_date": obs_end[dead],
+                    "death_type_concept_id": np.full(len(dead), 32817, dtype=np.int64)})
+    return counts
+
+
+# --------------------------------------------------------------------------- loading
+def load_duckdb(folder: Path, path: Path) -> float:
+    import duckdb
+
+    t0 = time.perf_counter()
+    if path.exists():
+        path.unlink()
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA cdm")
+    for name in OMOP_TABLES:
+        f = folder / f"{name}.parquet"
+        if f.exists():
+            con.execute(f"CREATE TABLE cdm.{name} AS SELECT * FROM read_parquet('{f}')")
+    con.close()
+    return time.perf_counter() - t0
+
+
+_PG_TYPES = {"int64": "bigint", "double": "double precision", "string": "text", "large_string": "text",
+             "date32[day]": "date", "timestamp[s]": "timestamp", "timestamp[us]": "timestamp",
+             "timestamp[ns]": "timestamp", "timestamp[ms]": "timestamp", "int32": "integer", "null": "bigint"}
+
+
+def load_postgres(folder: Path, url: str) -> float:
+    import psycopg
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS cdm CASCADE")
+        conn.execute("CREATE SCHEMA cdm")
+        for name in OMOP_TABLES:
+            f = folder / f"{name}.parquet"
+            if not f.exists():
+                continue
+            pf = pq.ParquetFile(f)
+            cols = ", ".join(f'"{fld.name}" {_PG_TYPES[str(fld.type)]}' for fld in pf.schema_arrow)
+            conn.execute(f"CREATE TABLE cdm.{name} ({cols})")
+            with conn.cursor().copy(f"COPY cdm.{name} FROM STDIN WITH (FORMAT csv)") as copy:
+                for batch in pf.iter_batches(batch_size=500_000):
+                    import io
+
+                    buf = io.BytesIO()
+                    pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+                    copy.write(buf.getvalue())
+            conn.execute(f"ANALYZE cdm.{name}")
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- measurement (child process)
+def measure(config: str, target: str) -> dict:
+    warnings.simplefilter("ignore")
+    from iop_research.data.io import IOPData
+    from iop_research.data.schema import empty_table
+    from iop_research.datasets.omop import read_omop
+    from iop_research.derive.episodes import build_episodes
+    from iop_research.derive.exposures import medication_eras
+    from iop_research.derive.frames import counting_process_frame
+
+    times: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    t0 = time.perf_counter()
+    engine = None
+    spark = None
+    if config == "spark":
+        import ibis
+        from pyspark.sql import SparkSession
+
+        master, folder = target.split("|")
+        spark = (SparkSession.builder.master(master).appName("bench-omop")
+                 .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+                 .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.memory", "3g")
+                 .config("spark.executor.memory", "1g").config("spark.executor.cores", "1")
+                 .config("spark.cores.max", "2").config("spark.sql.session.timeZone", "UTC")
+                 .config("spark.sql.shuffle.partitions", "8").config("spark.pyspark.python", sys.executable)
+                 .getOrCreate())
+        spark.sparkContext.setLogLevel("ERROR")
+        for name in OMOP_TABLES:
+            f = Path(folder) / f"{name}.parquet"
+            if f.exists():
+                spark.read.parquet(str(f)).createOrReplaceTempView(name)
+        con, schema, engine = ibis.pyspark.connect(spark), None, None
+        engine = con
+        times["connect"] = time.perf_counter() - t0
+    else:
+        con, schema = target, "cdm"
+    lazy_mode = config in ("duckdb-lazy", "spark")
+    t = time.perf_counter()
+    if lazy_mode:
+        import ibis
+
+        if isinstance(con, str):
+            con = ibis.connect(con)
+        lazy = read_omop(con, cdm_schema=schema, lazy=True)
+        small = {k: lazy[k].to_pandas() for k in ("patients", "events", "observation")}
+        # sessions and dispensings stay in the database (Ibis tables); the rest is small
+        data = IOPData(patients=small["patients"], admissions=empty_table("admissions"),
+                       sessions=lazy["sessions"], medications=lazy["medications"],
+                       events=small["events"], observation=small["observation"])
+        times["read_omop"] = time.perf_counter() - t
+        t = time.perf_counter()
+        episodes = build_episodes(data, mode="sessions", gap_days=30, engine=engine)
+        times["episodes"] = time.perf_counter() - t
+        t = time.perf_counter()
+        eras = medication_eras(lazy["medications"], engine=engine)
+        times["eras"] = time.perf_counter() - t
+    else:
+        data = read_omop(con, cdm_schema=schema, validate=False)
+        times["read_omop"] = time.perf_counter() - t
+        rows.update({k: len(getattr(data, k)) for k in ("sessions", "medications", "events")})
+        t = time.perf_counter()
+        episodes = build_episodes(data, mode="sessions", gap_days=30)
+        times["episodes"] = time.perf_counter() - t
+        t = time.perf_counter()
+        eras = medication_eras(data.medications)
+        times["eras"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cp = counting_process_frame(data, episodes=episodes, eras=eras, engine=engine)
+    times["counting_process"] = time.perf_counter() - t
+    times["total"] = time.perf_counter() - t0
+    rows.update(episodes=len(episodes), eras=len(eras), counting_process=len(cp))
+    out = {"config": config, "seconds": times, "rows": rows, "peak_rss_mb": peak_rss_mb(),
+           "episodes_sha": pd.util.hash_pandas_object(episodes.drop(columns=[], errors="ignore"), index=False).sum()
+           .item()}
+    if spark is not None:
+        spark.stop()
+    return out
+
+
+def estimation(rows: int) -> dict:
+    """Peak memory of the in-process estimators on a counting-process frame of ``rows`` rows
+    (4 covariates, ~2.3 rows per episode, cluster-robust Cox and Kaplan-Meier)."""
+    warnings.simplefilter("ignore")
+    from iop_research.survival import fit_cox, fit_km
+
+    base = peak_rss_mb()
+    rng = np.random.default_rng(5)
+    n_ep = int(rows / 2.3)
+    ep = np.sort(rng.integers(0, n_ep, rows))
+    length = rng.integers(1, 200, rows)
+    stop = pd.Series(length).groupby(ep).cumsum().to_numpy()
+    start = stop - length
+    frame = pd.DataFrame({
+        "episode_id": pd.array([f"E{i:08d}" for i in ep], dtype="string"), "start": start, "stop": stop,
+        "event": (rng.random(rows) < 0.2).astype(np.int64), "on_mat": rng.random(rows) < 0.4,
+        "age": rng.normal(38, 10, rows), "female": rng.random(rows) < 0.4, "severity": rng.normal(5, 2, rows),
+    })
+    frame_mb = frame.memory_usage(deep=True).sum() / 2**20
+    t = time.perf_counter()
+    fit_cox(frame, start_col="start", stop_col="stop", event_col="event",
+            covariates=["on_mat", "age", "female", "severity"], cluster_col="episode_id", robust=True)
+    cox_s = time.perf_counter() - t
+    t = time.perf_counter()
+    fit_km(frame.assign(time=frame["stop"]), duration_col="time", event_col="event", group_col="on_mat")
+    km_s = time.perf_counter() - t
+    peak = peak_rss_mb()
+    return {"rows": rows, "frame_mb": frame_mb, "baseline_mb": base, "peak_rss_mb": peak, "cox_s": cox_s,
+            "km_s": km_s, "rows_per_gb": rows / ((peak - base) / 1024)}
+
+
+def run_child(config: str, target: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    proc = subprocess.run([sys.executable, __file__, "--measure", config, "--target", target],
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{config} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- Spark standalone
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_spark(work: Path):
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    spark_class = home / "bin" / "spark-class"
+    env = dict(os.environ, SPARK_HOME=str(home), SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
+    port = _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    work.mkdir(parents=True, exist_ok=True)
+    procs = []
+    specs = [("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                         "--webui-port", str(_free_port())])]
+    specs += [(f"worker{k}", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
+                              "--memory", "1500m", "--webui-port", str(_free_port()), "--work-dir",
+                              str(work / f"w{k}"), url]) for k in (1, 2)]
+    for name, args in specs:
+        with open(work / f"{name}.log", "wb") as log:
+            procs.append(subprocess.Popen(["bash", str(spark_class), *args], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+    deadline = time.monotonic() + 180
+    while (work / "master.log").read_text(errors="replace").count("Registering worker") < 2:
+        if time.monotonic() > deadline:
+            stop_spark(procs)
+            raise RuntimeError("Spark standalone cluster did not start; see " + str(work))
+        time.sleep(1)
+    return url, procs
+
+
+def stop_spark(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--persons", type=int, default=100_000)
+    ap.add_argument("--postgres", help="PostgreSQL URL to load the CDM into and measure")
+    ap.add_argument("--spark", action="store_true", help="also measure on a Spark standalone cluster")
+    ap.add_argument("--skip", default="", help="comma-separated configurations to skip")
+    ap.add_argument("--estimation-rows", default="",
+                    help="comma-separated counting-process sizes for the in-process estimation memory check")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    ap.add_argument("--target", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure == "estimation":
+        print(json.dumps(estimation(int(args.target))))
+        return
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.target)))
+        return
+    if args.estimation_rows:
+        for rows in map(int, args.estimation_rows.split(",")):
+            print(json.dumps(run_child("estimation", str(rows))), flush=True)
+        if args.persons == 0:
+            return
+    folder = WORK / f"omop_{args.persons}"
+    load = {"load_avg_before": os.getloadavg()[0]}
+    t = time.perf_counter()
+    counts = generate(args.persons, folder)
+    load["generate_s"] = time.perf_counter() - t
+    print(f"generated {args.persons:,} persons: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+          + f" in {load['generate_s']:.1f} s", flush=True)
+    db = folder / "omop.duckdb"  # not cdm.duckdb: DuckDB would find catalog and schema "cdm" ambiguous
+    load["duckdb_load_s"] = load_duckdb(folder, db)
+    print(f"DuckDB file loaded in {load['duckdb_load_s']:.1f} s ({db.stat().st_size / 2**20:,.0f} MiB)", flush=True)
+    skip = set(filter(None, args.skip.split(",")))
+    results = []
+    for config, target in (("duckdb", f"duckdb:///{db}"), ("duckdb-lazy", f"duckdb:///{db}")):
+        if config not in skip:
+            results.append(run_child(config, target))
+            print(json.dumps(results[-1]), flush=True)
+    if args.postgres and "postgres" not in skip:
+        load["postgres_load_s"] = load_postgres(folder, args.postgres)
+        print(f"PostgreSQL loaded in {load['postgres_load_s']:.1f} s", flush=True)
+        results.append(run_child("postgres", args.postgres))
+        print(json.dumps(results[-1]), flush=True)
+    if args.spark and "spark" not in skip:
+        url, procs = start_spark(folder / "spark")
+        try:
+            results.append(run_child("spark", f"{url}|{folder}"))
+            print(json.dumps(results[-1]), flush=True)
+        finally:
+            stop_spark(procs)
+    load["load_avg_after"] = os.getloadavg()[0]
+    shas = {r["config"]: r["episodes_sha"] for r in results}
+    print("episode tables identical across configurations:", len(set(shas.values())) == 1, shas)
+    print(f"{'configuration':<14}{'read_omop':>10}{'episodes':>10}{'eras':>8}{'cp frame':>10}{'total s':>9}"
+          f"{'peak MiB':>10}")
+    for r in results:
+        s = r["seconds"]
+        print(f"{r['config']:<14}{s['read_omop']:>10.1f}{s['episodes']:>10.1f}{s['eras']:>8.1f}"
+              f"{s['counting_process']:>10.1f}{s['total']:>9.1f}{r['peak_rss_mb']:>10,.0f}")
+    print(f"load average before {load['load_avg_before']:.1f}, after {load['load_avg_after']:.1f} (2 cores)")
+    out = WORK / f"omop_results_{args.persons}.json"
+    out.write_text(json.dumps({"persons": args.persons, "rows": counts, "setup": load, "results": results},
+                              indent=1))
+    print(f"written {out}")
+    if shutil.which("java") is None and args.spark:  # pragma: no cover
+        print("note: java not found; Spark was not measured")
+
+
+if __name__ == "__main__":
+    main()
