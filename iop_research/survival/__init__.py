@@ -22,6 +22,10 @@ function                    method                                         R ref
 ``fit_cause_specific``      Cox with other causes censored                 ``survival::coxph``
 ``fit_turnbull``            interval-censored NPMLE (Turnbull)             ``survfit(Surv(type="interval2"))``
 ``fit_interval_aft``        interval-censored Weibull/log-logistic AFT     ``survival::survreg``
+``baseline_hazard``         Breslow/Efron baseline hazard per stratum      ``survival::basehaz``
+``predict_survival``        survival curves for new profiles, Tsiatis SE   ``survfit(coxph, newdata)``
+``predict_risk``            lp / risk / expected                           ``predict.coxph``
+``predict_cif``             Fine-Gray predicted CIF                        ``cmprsk::predict.crr``
 ==========================  =============================================  ==========================
 """
 from __future__ import annotations
@@ -40,4 +44,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fit_cause_specific": "competing",
     "fit_turnbull": "interval",
     "fit_interval_aft": "interval",
+    "baseline_hazard": "predict",
+    "predict_survival": "predict",
+    "predict_risk": "predict",
+    "predict_cif": "predict",
 })

@@ -890,7 +890,25 @@ def fit_fine_gray(
         method="Fine-Gray subdistribution hazards",
         tidy=tidy,
         glance=glance,
-        model={"coef": beta, "vcov": vcov, "information": info},
+        model={
+            "coef": beta,
+            "vcov": vcov,
+            "information": info,
+            # for prediction (survival.predict.predict_cif, as cmprsk::predict.crr)
+            "terms": list(terms),
+            "covariates": list(covariates),
+            "levels": {
+                c: (
+                    [lv for lv in df[c].cat.categories if (df[c] == lv).any()]
+                    if isinstance(df[c].dtype, pd.CategoricalDtype)
+                    else sorted(pd.unique(df[c]), key=lambda v: (str(type(v)), v))
+                )
+                for c in covariates
+                if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+            },
+            "uftime": fg.uft,
+            "bfitj": fg.dcount / fg.sums(beta)[2],
+        },
         extra={
             "vcov": pd.DataFrame(vcov, index=list(terms), columns=list(terms)),
             "naive_variance": pd.DataFrame(inv_info, index=list(terms), columns=list(terms)),

@@ -93,7 +93,17 @@ class CoxModel:
         Whether ``var`` is the sandwich estimator.
     data : dict
         Arrays used for the fit and needed by :func:`ph_test`: ``start``, ``stop``,
-        ``event``, ``x``, ``weights``, ``strata``, ``is_counting``.
+        ``event``, ``x``, ``weights``, ``strata``, ``is_counting``; for prediction and
+        residuals also ``means`` (column means of ``x``, R's ``fit$means``), ``cluster``
+        (cluster codes or None) and ``row_index`` (the index labels of the rows used).
+    spec : dict
+        What is needed to rebuild the design for new data and to label output
+        (:mod:`iop_research.survival.predict`, :mod:`iop_research.survival.residuals`):
+        ``covariates`` (list or None), ``formula`` (str or None), ``levels`` (categorical
+        covariate -> its levels, reference first), ``model_spec`` (formulaic ``ModelSpec``
+        for formula fits), ``strata_cols`` (list, empty without strata), ``strata_levels``
+        (label of each stratum code), ``duration_col``, ``start_col``, ``stop_col``,
+        ``event_col``, ``weights_col``, ``cluster_col``.
     """
 
     coefficients: pd.Series
@@ -104,6 +114,7 @@ class CoxModel:
     ties: str
     robust: bool
     data: Mapping[str, Any] = field(repr=False)
+    spec: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"CoxModel(ties={self.ties!r}, robust={self.robust}, coefficients={dict(self.coefficients)})"
@@ -1002,10 +1013,47 @@ def fit_cox(
             weights=weights[idx],
             strata=strata[idx],
             is_counting=counting,
+            cluster=cluster[idx] if cluster is not None else None,
+            row_index=df.index[idx],
+        ),
+        spec=_prediction_spec(
+            df, covariates=covariates, formula=formula, strata_col=strata_col, duration_col=duration_col,
+            start_col=start_col, stop_col=stop_col, event_col=event_col, weights_col=weights_col,
+            cluster_col=cluster_col,
         ),
     )
     method = "Cox proportional hazards" + (" (counting process)" if counting else "")
     return Result(method=method, tidy=tidy, glance=glance, model=model, conventions=_CONVENTIONS)
+
+
+def _prediction_spec(df, *, covariates, formula, strata_col, **cols) -> dict:
+    """What prediction for new data needs: covariate coding, formula spec, strata labels."""
+    levels: dict[str, list] = {}
+    model_spec = None
+    if formula is not None:
+        from formulaic import model_matrix
+
+        rhs = formula.split("~", 1)[1] if "~" in formula else formula
+        model_spec = model_matrix(rhs, df, na_action="ignore").model_spec
+    else:
+        covs = [covariates] if isinstance(covariates, str) else list(covariates)
+        for cov in covs:
+            s = df[cov]
+            if _is_categorical(s):
+                if isinstance(s.dtype, pd.CategoricalDtype):
+                    levels[cov] = [lv for lv in s.cat.categories if (s == lv).any()]
+                else:
+                    levels[cov] = sorted(pd.unique(s), key=lambda v: (str(type(v)), v))
+        covariates = covs
+    scols = [] if strata_col is None else ([strata_col] if isinstance(strata_col, str) else list(strata_col))
+    if len(scols) == 1:
+        strata_levels = list(pd.factorize(df[scols[0]], sort=True)[1])
+    elif scols:
+        strata_levels = list(pd.factorize(pd.MultiIndex.from_frame(df[scols]), sort=True)[1])
+    else:
+        strata_levels = []
+    return dict(covariates=None if formula is not None else covariates, formula=formula, levels=levels,
+                model_spec=model_spec, strata_cols=scols, strata_levels=strata_levels, **cols)
 
 
 def _km_transform(start, stop, event, counting: bool) -> np.ndarray:
