@@ -26,6 +26,7 @@ function                    method                                         R ref
 ``predict_survival``        survival curves for new profiles, Tsiatis SE   ``survfit(coxph, newdata)``
 ``predict_risk``            lp / risk / expected                           ``predict.coxph``
 ``predict_cif``             Fine-Gray predicted CIF                        ``cmprsk::predict.crr``
+``cox_residuals``           martingale ... dfbetas, collapse by cluster    ``residuals.coxph``
 ==========================  =============================================  ==========================
 """
 from __future__ import annotations
@@ -48,4 +49,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "predict_survival": "predict",
     "predict_risk": "predict",
     "predict_cif": "predict",
+    "cox_residuals": "residuals",
 })

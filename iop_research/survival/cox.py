@@ -1052,8 +1052,11 @@ def _prediction_spec(df, *, covariates, formula, strata_col, **cols) -> dict:
         strata_levels = list(pd.factorize(pd.MultiIndex.from_frame(df[scols]), sort=True)[1])
     else:
         strata_levels = []
+    cluster_col = cols.get("cluster_col")
+    cluster_levels = list(pd.factorize(df[cluster_col], sort=False)[1]) if cluster_col is not None else None
     return dict(covariates=None if formula is not None else covariates, formula=formula, levels=levels,
-                model_spec=model_spec, strata_cols=scols, strata_levels=strata_levels, **cols)
+                model_spec=model_spec, strata_cols=scols, strata_levels=strata_levels,
+                cluster_levels=cluster_levels, **cols)
 
 
 def _km_transform(start, stop, event, counting: bool) -> np.ndarray:
