@@ -27,6 +27,12 @@ function                    method                                         R ref
 ``predict_risk``            lp / risk / expected                           ``predict.coxph``
 ``predict_cif``             Fine-Gray predicted CIF                        ``cmprsk::predict.crr``
 ``cox_residuals``           martingale ... dfbetas, collapse by cluster    ``residuals.coxph``
+``concordance_index``       Harrell's / Uno's C, IJ standard error         ``survival::concordance``
+``time_dependent_auc``      cumulative/dynamic AUC (IPCW)                  scikit-survival
+``brier_score``             IPCW Brier and integrated Brier score          scikit-survival
+``calibrate_survival``      KM by risk group, pseudo-value smooth, ICI     (Austin et al. 2020)
+``split_train_test``        random / stratified / grouped split
+``bootstrap_optimism``      Harrell's optimism-corrected performance
 ==========================  =============================================  ==========================
 """
 from __future__ import annotations
@@ -50,4 +56,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "predict_risk": "predict",
     "predict_cif": "predict",
     "cox_residuals": "residuals",
+    "concordance_index": "metrics",
+    "time_dependent_auc": "metrics",
+    "brier_score": "metrics",
+    "calibrate_survival": "metrics",
+    "split_train_test": "metrics",
+    "bootstrap_optimism": "metrics",
 })
