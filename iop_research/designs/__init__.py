@@ -1,5 +1,6 @@
 """Designs for fair comparisons: inverse probability of treatment weighting with
-balance diagnostics, landmark analysis, E-values.
+balance diagnostics, landmark analysis, E-values, adjusted (counterfactual) survival
+curves by g-computation or IPTW.
 """
 from __future__ import annotations
 
@@ -12,4 +13,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'evalue': 'causal',
     'BALANCE_COLUMNS': 'causal',
     'POSITIVITY_COLUMNS': 'causal',
+    'adjusted_survival': 'adjusted',
 })
