@@ -118,3 +118,22 @@ def test_small_coverage_simulation():
     cov = sim_adjusted.run(n_reps=30, n=300, n_boot=60, seed=7, methods=("g-computation",))
     rate = cov.loc[cov["quantity"].str.startswith("S"), "covered"].mean()
     assert rate >= 0.85
+
+
+def test_adjusted_plot_suppresses_small_counts(uis):
+    """The risk table under the adjusted curves is suppressed (<11) and the curves stop there."""
+    import matplotlib.pyplot as plt
+
+    from iop_research.present.diagnostics import plot_adjusted_survival
+
+    res = adjusted_survival(uis, covariates=COV, times=[0, 100, 200, 400, 800, 1000], n_boot=5, seed=2, **KW)
+    ax = plot_adjusted_survival(res, labels={0: "short", 1: "long"})
+    counts = [t.get_text() for t in ax.texts if t.get_gid() == "risk_count"]
+    assert len(counts) == 12
+    for c in counts:
+        assert c == "<11" or int(c) == 0 or int(c) >= 11
+    assert "<11" in counts
+    assert any(t.get_gid() == "cut_note" for t in ax.texts)
+    curves = [ln for ln in ax.get_lines() if ln.get_gid() == "curve"]
+    assert len(curves) == 2 and all(max(ln.get_xdata()) < 1000 for ln in curves)
+    plt.close(ax.figure)

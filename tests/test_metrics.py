@@ -240,3 +240,18 @@ def test_errors(uis):
     with pytest.raises(ModelSpecificationError, match="predict_survival"):
         brier_score(uis, duration_col="TIME", event_col="CENSOR",
                     predicted=pd.DataFrame({"row": [0], "time": [5.0], "survival": [0.5]}), times=[30])
+
+
+def test_calibration_plot(uis_split):
+    import matplotlib.pyplot as plt
+
+    from iop_research.present.diagnostics import plot_calibration
+
+    _, test, fit = uis_split
+    d = test.assign(s90=predict_survival(fit, test, times=[90])["survival"].to_numpy())
+    cal = calibrate_survival(d, duration_col="TIME", event_col="CENSOR", predicted_col="s90", time=90, n_groups=5)
+    ax = plot_calibration(cal)
+    pts = [ln for ln in ax.get_lines() if ln.get_gid() == "groups"][0]
+    np.testing.assert_allclose(np.asarray(pts.get_ydata(), dtype=float), cal.tidy["observed"])
+    assert "90" in ax.get_xlabel()
+    plt.close(ax.figure)

@@ -149,3 +149,28 @@ def test_residual_properties_and_errors(all_fits):
     rec, _ = all_fits["recurrent"]
     by_id = cox_residuals(rec, type="dfbeta", collapse=True)
     assert by_id["cluster"].is_monotonic_increasing
+
+
+def test_functional_form_and_influence_plots(all_fits, uis):
+    """Plots draw the residuals they are given (Agg backend; check the Axes, not pixels)."""
+    import matplotlib.pyplot as plt
+
+    from iop_research.present.diagnostics import plot_functional_form, plot_influence
+    from iop_research.present.tables import smooth_curve
+
+    fit = fit_cox(uis, duration_col="TIME", event_col="CENSOR", covariates=["TREAT", "SITE", "BECK"])
+    m = cox_residuals(fit, type="martingale")
+    d = uis.assign(residual=m["residual"].to_numpy())
+    sm = smooth_curve(d["AGE"], d["residual"])
+    ax = plot_functional_form(d, x_col="AGE", smooth=sm)
+    pts = [ln for ln in ax.get_lines() if ln.get_gid() == "residuals"][0]
+    np.testing.assert_allclose(pts.get_ydata(), d["residual"])
+    smooth = [ln for ln in ax.get_lines() if ln.get_gid() == "smooth"][0]
+    np.testing.assert_allclose(smooth.get_xdata(), sm["x"])
+    plt.close(ax.figure)
+    dfb = cox_residuals(all_fits["uis_efron"][0], type="dfbeta")
+    ax = plot_influence(dfb, term="AGE", n_label=3)
+    labels = [t.get_text() for t in ax.texts if t.get_gid() == "influential"]
+    top = dfb.loc[dfb["AGE"].abs().sort_values(ascending=False).index[:3], "row"].astype(str).tolist()
+    assert labels == top
+    plt.close(ax.figure)
