@@ -110,14 +110,17 @@ def test_errors(uis):
 
 @pytest.mark.slow
 def test_small_coverage_simulation():
-    """30 replicates of benchmarks/sim_adjusted.py (n=300, 60 bootstrap samples): the 95% intervals of
-    S_a(90) and S_a(180) cover the counterfactual truth in at least 85% of 120 interval checks."""
+    """20 replicates of benchmarks/sim_adjusted.py (n=300, 50 bootstrap samples, fixed seed): the 95%
+    intervals of S_a(90), S_a(180) and their differences cover the counterfactual truth in at least 80%
+    of the 120 interval checks (the 200-replicate study is in benchmarks/README.md)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import sim_adjusted  # noqa: PLC0415
 
-    cov = sim_adjusted.run(n_reps=30, n=300, n_boot=60, seed=7, methods=("g-computation",))
-    rate = cov.loc[cov["quantity"].str.startswith("S"), "covered"].mean()
-    assert rate >= 0.85
+    cov = sim_adjusted.run(n_reps=20, n=300, n_boot=50, seed=7, methods=("g-computation",))
+    checked = cov[cov["quantity"].isin(["S0", "S1", "diff"])]
+    assert len(checked) == 120
+    assert checked["covered"].mean() >= 0.80
+    assert abs((checked["estimate"] - checked["truth"]).mean()) < 0.02
 
 
 def test_adjusted_plot_suppresses_small_counts(uis):
