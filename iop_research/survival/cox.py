@@ -94,16 +94,18 @@ class CoxModel:
     data : dict
         Arrays used for the fit and needed by :func:`ph_test`: ``start``, ``stop``,
         ``event``, ``x``, ``weights``, ``strata``, ``is_counting``; for prediction and
-        residuals also ``means`` (column means of ``x``, R's ``fit$means``), ``cluster``
-        (cluster codes or None) and ``row_index`` (the index labels of the rows used).
+        residuals also ``means`` (unweighted column means of ``x``; R's ``fit$means`` differ, see
+        ``survival._riskset.r_means``), ``cluster`` (cluster codes or None) and ``row_index``
+        (the index labels of the rows used).
     spec : dict
         What is needed to rebuild the design for new data and to label output
         (:mod:`iop_research.survival.predict`, :mod:`iop_research.survival.residuals`):
         ``covariates`` (list or None), ``formula`` (str or None), ``levels`` (categorical
         covariate -> its levels, reference first), ``model_spec`` (formulaic ``ModelSpec``
         for formula fits), ``strata_cols`` (list, empty without strata), ``strata_levels``
-        (label of each stratum code), ``duration_col``, ``start_col``, ``stop_col``,
-        ``event_col``, ``weights_col``, ``cluster_col``.
+        (label of each stratum code), ``cluster_levels`` (label of each cluster code),
+        ``duration_col``, ``start_col``, ``stop_col``, ``event_col``, ``weights_col``,
+        ``cluster_col``.
     """
 
     coefficients: pd.Series
