@@ -255,3 +255,25 @@ def test_calibration_plot(uis_split):
     np.testing.assert_allclose(np.asarray(pts.get_ydata(), dtype=float), cal.tidy["observed"])
     assert "90" in ax.get_xlabel()
     plt.close(ax.figure)
+
+
+def test_auc_and_brier_match_sksurv_on_simulated_data(sim):
+    """scikit-survival on simulated data with tied times and risks; censoring from a separate train half."""
+    sksurv_metrics = pytest.importorskip("sksurv.metrics")
+    from sksurv.util import Surv
+
+    train, test = sim.iloc[:200].reset_index(drop=True), sim.iloc[200:].reset_index(drop=True)
+    y = lambda d: Surv.from_arrays(event=d["event"].astype(bool).to_numpy(), time=d["days"].to_numpy(float))  # noqa: E731
+    times = [20.0, 50.0, 100.0, 150.0]
+    auc = time_dependent_auc(test, duration_col="days", event_col="event", risk_col="risk", times=times, train=train)
+    ref, ref_mean = sksurv_metrics.cumulative_dynamic_auc(y(train), y(test), test["risk"].to_numpy(), times)
+    np.testing.assert_allclose(auc.tidy["auc"], ref, rtol=RTOL_EST)
+    np.testing.assert_allclose(auc.glance["mean_auc"].iloc[0], ref_mean, rtol=RTOL_EST)
+    fit = fit_cox(train, duration_col="days", event_col="event", covariates=["risk", "site"])
+    pred = predict_survival(fit, test, times=times)
+    bs = brier_score(test, duration_col="days", event_col="event", predicted=pred, times=times, train=train)
+    wide = pred.pivot(index="row", columns="time", values="survival").to_numpy()
+    _, ref_bs = sksurv_metrics.brier_score(y(train), y(test), wide, times)
+    np.testing.assert_allclose(bs.tidy["brier"], ref_bs, rtol=RTOL_EST)
+    np.testing.assert_allclose(bs.glance["integrated_brier"].iloc[0],
+                               sksurv_metrics.integrated_brier_score(y(train), y(test), wide, times), rtol=RTOL_EST)
