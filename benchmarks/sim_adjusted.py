@@ -14,7 +14,12 @@ the RMST difference at 180 days.
 Usage (repository root)::
 
     PYTHONPATH=. python benchmarks/sim_adjusted.py [--reps 200] [--n 400] [--boot 200]
-        [--methods g-computation iptw]
+        [--methods g-computation iptw] [--seed S] [--log benchmarks/_work/run.csv]
+    PYTHONPATH=. python benchmarks/sim_adjusted.py --summarize benchmarks/_work/run.csv
+
+``--log`` appends each finished replicate to a CSV, so a long run can be summarised (and
+stopped) at any point with ``--summarize``. The figures in ``benchmarks/README.md`` were made
+this way.
 """
 from __future__ import annotations
 
@@ -62,6 +67,33 @@ def true_rmst(a: int, tau: float) -> float:
     return float(np.sum((s[1:] + s[:-1]) / 2 * np.diff(grid)))
 
 
+def truths() -> dict:
+    """(quantity, time) -> true value."""
+    tt = np.array(TIMES)
+    truth = {("S0", t): v for t, v in zip(TIMES, true_survival(0, tt))}
+    truth.update({("S1", t): v for t, v in zip(TIMES, true_survival(1, tt))})
+    truth.update({("diff", t): truth[("S1", t)] - truth[("S0", t)] for t in TIMES})
+    truth[("rmst_diff", TAU)] = true_rmst(1, TAU) - true_rmst(0, TAU)
+    return truth
+
+
+def summarize(res: pd.DataFrame) -> pd.DataFrame:
+    """Coverage, mean estimate, bias, empirical SD and mean CI width per method x quantity x time."""
+    res = res.copy()
+    truth = truths()
+    res["truth"] = [truth[(q, t)] for q, t in zip(res["quantity"], res["time"])]
+    res["covered"] = (res["conf_low"] <= res["truth"]) & (res["truth"] <= res["conf_high"])
+    res["width"] = res["conf_high"] - res["conf_low"]
+    out = (
+        res.groupby(["method", "quantity", "time"])
+        .agg(replicates=("covered", "size"), coverage=("covered", "mean"), truth=("truth", "first"),
+             mean_estimate=("estimate", "mean"), empirical_sd=("estimate", "std"), mean_ci_width=("width", "mean"))
+        .reset_index()
+    )
+    out["bias"] = out["mean_estimate"] - out["truth"]
+    return out
+
+
 def run(
     *, n_reps: int, n: int, n_boot: int, seed: int, methods=("g-computation", "iptw"), progress=None
 ) -> pd.DataFrame:
@@ -70,11 +102,7 @@ def run(
     ``progress``, if given, is called with the rows of each finished replicate.
     """
     rng = np.random.default_rng(seed)
-    tt = np.array(TIMES)
-    truth = {("S0", t): v for t, v in zip(TIMES, true_survival(0, tt))}
-    truth.update({("S1", t): v for t, v in zip(TIMES, true_survival(1, tt))})
-    truth.update({("diff", t): truth[("S1", t)] - truth[("S0", t)] for t in TIMES})
-    truth[("rmst_diff", TAU)] = true_rmst(1, TAU) - true_rmst(0, TAU)
+    truth = truths()
     rows = []
     for r in range(n_reps):
         d = simulate(n, rng)
@@ -110,7 +138,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--methods", nargs="+", default=["g-computation", "iptw"])
     ap.add_argument("--log", default=None, help="CSV to which each replicate's rows are appended")
+    ap.add_argument("--summarize", nargs="+", default=None, help="only summarise these --log CSVs")
     args = ap.parse_args()
+    cols = ["replicate", "method", "quantity", "time", "estimate", "conf_low", "conf_high"]
+    if args.summarize:
+        logs = pd.concat([pd.read_csv(f, header=None, names=cols) for f in args.summarize], ignore_index=True)
+        print(summarize(logs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        return
     t0 = time.time()
 
     def log(rows):
@@ -118,16 +152,8 @@ def main() -> None:
             pd.DataFrame(rows).to_csv(args.log, mode="a", header=False, index=False)
 
     res = run(n_reps=args.reps, n=args.n, n_boot=args.boot, seed=args.seed, methods=tuple(args.methods), progress=log)
-    summary = (
-        res.groupby(["method", "quantity", "time"])
-        .agg(coverage=("covered", "mean"), bias=("estimate", lambda e: 0.0), truth=("truth", "first"),
-             mean_estimate=("estimate", "mean"), replicates=("covered", "size"))
-        .reset_index()
-    )
-    summary["bias"] = summary["mean_estimate"] - summary["truth"]
     print(f"{args.reps} replicates, n={args.n}, {args.boot} bootstrap samples, {time.time() - t0:.0f} s")
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-
+    print(summarize(res).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 if __name__ == "__main__":
     main()
