@@ -42,7 +42,7 @@ import pandas as pd
 from iop_research._validate import complete_column, require_frame
 from iop_research.exceptions import EstimatorInputError, ModelSpecificationError, format_ids
 
-__all__ = ["Design", "build_design", "term_label", "check_identifiable", "is_categorical"]
+__all__ = ["Design", "build_design", "term_label", "term_name", "check_identifiable", "is_categorical"]
 
 # C(var) or C(var, contrasts...) followed by a level, an interaction or the end: -> var
 _C_WRAPPER = re.compile(r"C\(\s*(`[^`]+`|[A-Za-z_][\w.]*)\s*(?:,.*?)?\)(?=\[|:|$)")
@@ -105,9 +105,13 @@ def _as_categorical(s: pd.Series) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=uniques)
 
 
-def _normalise(name: str) -> str:
+def term_name(name: str) -> str:
+    """The package's name of a formulaic design column: ``C(x)[T.b]`` -> ``x[T.b]``, no backticks."""
     out = _C_WRAPPER.sub(lambda m: m.group(1), name)
     return out.replace("`", "")
+
+
+_normalise = term_name
 
 
 def _humanise_variable(var: str) -> str:

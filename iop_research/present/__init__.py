@@ -1,4 +1,5 @@
-"""Presentation: tables (:mod:`.tables`) and plots (:mod:`.plots`). Numbers in, formatted
+"""Presentation: tables (:mod:`.tables`), plots (:mod:`.plots`) and model-checking and
+prediction figures (:mod:`.diagnostics`). Numbers in, formatted
 tables and figures out; no statistics are computed here.
 """
 from __future__ import annotations
@@ -38,4 +39,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'plot_modality_heatmap': 'plots',
     'plot_los': 'plots',
     'plot_schoenfeld': 'plots',
+    'plot_functional_form': 'diagnostics',
+    'plot_influence': 'diagnostics',
+    'plot_adjusted_survival': 'diagnostics',
+    'plot_calibration': 'diagnostics',
 })

@@ -22,6 +22,17 @@ function                    method                                         R ref
 ``fit_cause_specific``      Cox with other causes censored                 ``survival::coxph``
 ``fit_turnbull``            interval-censored NPMLE (Turnbull)             ``survfit(Surv(type="interval2"))``
 ``fit_interval_aft``        interval-censored Weibull/log-logistic AFT     ``survival::survreg``
+``baseline_hazard``         Breslow/Efron baseline hazard per stratum      ``survival::basehaz``
+``predict_survival``        survival curves for new profiles, Tsiatis SE   ``survfit(coxph, newdata)``
+``predict_risk``            lp / risk / expected                           ``predict.coxph``
+``predict_cif``             Fine-Gray predicted CIF                        ``cmprsk::predict.crr``
+``cox_residuals``           martingale ... dfbetas, collapse by cluster    ``residuals.coxph``
+``concordance_index``       Harrell's / Uno's C, IJ standard error         ``survival::concordance``
+``time_dependent_auc``      cumulative/dynamic AUC (IPCW)                  scikit-survival
+``brier_score``             IPCW Brier and integrated Brier score          scikit-survival
+``calibrate_survival``      KM by risk group, pseudo-value smooth, ICI     (Austin et al. 2020)
+``split_train_test``        random / stratified / grouped split
+``bootstrap_optimism``      Harrell's optimism-corrected performance
 ==========================  =============================================  ==========================
 
 Every estimator parses its columns with the package's one validation policy
@@ -47,4 +58,15 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fit_cause_specific": "competing",
     "fit_turnbull": "interval",
     "fit_interval_aft": "interval",
+    "baseline_hazard": "predict",
+    "predict_survival": "predict",
+    "predict_risk": "predict",
+    "predict_cif": "predict",
+    "cox_residuals": "residuals",
+    "concordance_index": "metrics",
+    "time_dependent_auc": "metrics",
+    "brier_score": "metrics",
+    "calibrate_survival": "metrics",
+    "split_train_test": "metrics",
+    "bootstrap_optimism": "metrics",
 })

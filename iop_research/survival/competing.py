@@ -630,6 +630,16 @@ class _FGData:
         return u.T @ u, u
 
 
+def _formula_spec(df: pd.DataFrame, formula: str | None):
+    """formulaic model spec of a formula fit (to build the same columns for new data), else None."""
+    if formula is None:
+        return None
+    from formulaic import model_matrix
+
+    rhs = formula.split("~", 1)[1] if "~" in formula else formula
+    return model_matrix(rhs, df, na_action="ignore").model_spec
+
+
 def fit_fine_gray(
     df: pd.DataFrame,
     *,
@@ -804,7 +814,27 @@ def fit_fine_gray(
         method="Fine-Gray subdistribution hazards",
         tidy=tidy,
         glance=glance,
-        model={"coef": beta, "vcov": vcov, "information": info},
+        model={
+            "coef": beta,
+            "vcov": vcov,
+            "information": info,
+            # for prediction (survival.predict.predict_cif, as cmprsk::predict.crr)
+            "terms": list(terms),
+            "covariates": None if covariates is None else list(covariates),
+            "formula": formula,
+            "model_spec": _formula_spec(df, formula),
+            "levels": {} if covariates is None else {
+                c: (
+                    [lv for lv in df[c].cat.categories if (df[c] == lv).any()]
+                    if isinstance(df[c].dtype, pd.CategoricalDtype)
+                    else sorted(pd.unique(df[c]), key=lambda v: (str(type(v)), v))
+                )
+                for c in covariates
+                if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+            },
+            "uftime": fg.uft,
+            "bfitj": fg.dcount / fg.sums(beta)[2],
+        },
         extra={
             "vcov": pd.DataFrame(vcov, index=list(terms), columns=list(terms)),
             "naive_variance": pd.DataFrame(inv_info, index=list(terms), columns=list(terms)),

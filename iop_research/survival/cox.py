@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from iop_research._design import build_design, check_identifiable
+from iop_research._design import build_design, check_identifiable, is_categorical
 from iop_research._validate import (
     check_conf_level,
     cluster_codes,
@@ -105,7 +105,19 @@ class CoxModel:
         Whether ``var`` is the sandwich estimator.
     data : dict
         Arrays used for the fit and needed by :func:`ph_test`: ``start``, ``stop``,
-        ``event``, ``x``, ``weights``, ``strata``, ``is_counting``.
+        ``event``, ``x``, ``weights``, ``strata``, ``is_counting``; for prediction and
+        residuals also ``means`` (unweighted column means of ``x``; R's ``fit$means`` differ, see
+        ``survival._riskset.r_means``), ``cluster`` (cluster codes or None) and ``row_index``
+        (the index labels of the rows used).
+    spec : dict
+        What is needed to rebuild the design for new data and to label output
+        (:mod:`iop_research.survival.predict`, :mod:`iop_research.survival.residuals`):
+        ``covariates`` (list or None), ``formula`` (str or None), ``levels`` (categorical
+        covariate -> its levels, reference first), ``model_spec`` (formulaic ``ModelSpec``
+        for formula fits), ``strata_cols`` (list, empty without strata), ``strata_levels``
+        (label of each stratum code), ``cluster_levels`` (label of each cluster code),
+        ``duration_col``, ``start_col``, ``stop_col``, ``event_col``, ``weights_col``,
+        ``cluster_col``.
     """
 
     coefficients: pd.Series
@@ -116,6 +128,7 @@ class CoxModel:
     ties: str
     robust: bool
     data: Mapping[str, Any] = field(repr=False)
+    spec: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"CoxModel(ties={self.ties!r}, robust={self.robust}, coefficients={dict(self.coefficients)})"
@@ -959,10 +972,50 @@ def fit_cox(
             weights=weights[idx],
             strata=strata[idx],
             is_counting=counting,
+            cluster=cluster[idx] if cluster is not None else None,
+            row_index=df.index[idx],
+        ),
+        spec=_prediction_spec(
+            df, covariates=covariates, formula=formula, strata_col=strata_col, duration_col=duration_col,
+            start_col=start_col, stop_col=stop_col, event_col=event_col, weights_col=weights_col,
+            cluster_col=cluster_col,
         ),
     )
     method = "Cox proportional hazards" + (" (counting process)" if counting else "")
     return Result(method=method, tidy=tidy, glance=glance, model=model, conventions=_CONVENTIONS)
+
+
+def _prediction_spec(df, *, covariates, formula, strata_col, **cols) -> dict:
+    """What prediction for new data needs: covariate coding, formula spec, strata labels."""
+    levels: dict[str, list] = {}
+    model_spec = None
+    if formula is not None:
+        from formulaic import model_matrix
+
+        rhs = formula.split("~", 1)[1] if "~" in formula else formula
+        model_spec = model_matrix(rhs, df, na_action="ignore").model_spec
+    else:
+        covs = [covariates] if isinstance(covariates, str) else list(covariates)
+        for cov in covs:
+            s = df[cov]
+            if is_categorical(s):
+                if isinstance(s.dtype, pd.CategoricalDtype):
+                    levels[cov] = [lv for lv in s.cat.categories if (s == lv).any()]
+                else:
+                    levels[cov] = sorted(pd.unique(s), key=lambda v: (str(type(v)), v))
+        covariates = covs
+    scols = [] if strata_col is None else ([strata_col] if isinstance(strata_col, str) else list(strata_col))
+    if len(scols) == 1:
+        strata_levels = list(pd.factorize(df[scols[0]], sort=True)[1])
+    elif scols:
+        strata_levels = list(pd.factorize(pd.MultiIndex.from_frame(df[scols]), sort=True)[1])
+    else:
+        strata_levels = []
+    cluster_col = cols.get("cluster_col")
+    cluster_levels = list(pd.factorize(df[cluster_col], sort=False)[1]) if cluster_col is not None else None
+    return dict(covariates=None if formula is not None else covariates, formula=formula, levels=levels,
+                model_spec=model_spec, strata_cols=scols, strata_levels=strata_levels,
+                cluster_levels=cluster_levels, **cols)
 
 
 def _km_transform(start, stop, event, counting: bool) -> np.ndarray:
