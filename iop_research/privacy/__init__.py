@@ -15,4 +15,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'suppress_risk_table': 'suppression',
     'check_no_small_cells': 'suppression',
     'deidentify': 'iop_research.data.deidentify',
+    'Ledger': 'audit',
+    'audit_ledger': 'audit',
+    'audit_ledgers': 'audit',
+    'audit_table': 'audit',
+    'protect_cells': 'secondary',
 })
