@@ -310,6 +310,7 @@ class _Problem:
         self.index = {key: i for i, key in enumerate(hidden)}
         self.keys = hidden
         self.rows: list[tuple[dict[int, float], float, float]] = []
+        self.rel_keys = [tuple(key for key, _ in r.coefs) for r in relations]
         scale = 0.0
         for r in relations:
             const = 0.0
@@ -357,8 +358,12 @@ class _Problem:
             return "primary" if v is not None and 1 <= v < self.k else "secondary"
         return st
 
-    def range_of(self, target: str) -> tuple[int, int]:
-        """Smallest and largest value of ``target`` consistent with the problem."""
+    def solve(self, target: str, sign: float) -> tuple[int, dict[str, int]]:
+        """Minimum (``sign=1``) or maximum (``sign=-1``) of ``target`` and a solution attaining it.
+
+        The solution (a *witness*) holds the component's hidden counts and the
+        shown counts of every relation that touches them.
+        """
         t = self.index[target]
         members = [i for i in range(len(self.keys)) if self.comp[i] == self.comp[t]]
         local = {g: j for j, g in enumerate(members)}
@@ -394,24 +399,149 @@ class _Problem:
         if nr:
             a = coo_array((vals, (r_i, c_i)), shape=(nr, nv)).tocsr()
             cons = [LinearConstraint(a, np.array(lo), np.array(hi))]
-        out = []
-        for sign in (1.0, -1.0):
-            c = np.zeros(nv)
-            c[local[t]] = sign
-            res = milp(c, constraints=cons, integrality=np.ones(nv), bounds=Bounds(lb, ub),
-                       options={"presolve": True})
-            if res.status != 0 or res.x is None:
-                raise AuditError(
-                    f"The reader's problem for {target!r} could not be solved ({res.message}). The published "
-                    f"counts may contradict each other: check the ledger's relations."
-                )
-            x = np.round(res.x)
-            xs = x[sec]
-            if np.any((xs > 0) & (xs < self.k)):  # the solver used the integrality tolerance of a big-M row
-                raise AuditError(f"Solver returned a non-admissible secondary value for {target!r}; "
-                                 f"the counts are too large for the big-M bound {self.big:g}.")
-            out.append(int(round(sign * res.fun)))
-        return out[0], out[1]
+        c = np.zeros(nv)
+        c[local[t]] = sign
+        res = milp(c, constraints=cons, integrality=np.ones(nv), bounds=Bounds(lb, ub), options={"presolve": True})
+        if res.status != 0 or res.x is None:
+            raise AuditError(
+                f"The reader's problem for {target!r} could not be solved ({res.message}). The published "
+                f"counts may contradict each other: check the ledger's relations."
+            )
+        x = np.round(res.x)
+        xs = x[sec]
+        if np.any((xs > 0) & (xs < self.k)):  # the solver used the integrality tolerance of a big-M row
+            raise AuditError(f"Solver returned a non-admissible secondary value for {target!r}; "
+                             f"the counts are too large for the big-M bound {self.big:g}.")
+        witness = {self.keys[g]: int(x[local[g]]) for g in members}
+        for key in self.touching(members):
+            witness.setdefault(key, int(self.view[key][1]))
+        return int(round(sign * res.fun)), witness
+
+    def touching(self, members: Sequence[int]) -> set[str]:
+        """Shown keys of the relations that involve the hidden counts ``members``."""
+        mem = {self.keys[g] for g in members}
+        out: set[str] = set()
+        for keys in self.rel_keys:
+            if any(k in mem for k in keys):
+                out.update(k for k in keys if self.view[k][0] == "shown" and k not in self.index)
+        return out
+
+    def range_of(self, target: str) -> tuple[int, int]:
+        """Smallest and largest value of ``target`` consistent with the problem."""
+        return self.solve(target, 1.0)[0], self.solve(target, -1.0)[0]
+
+
+class Reader:
+    """The reader's problem, kept between changes of the view, with a cache of solutions.
+
+    A solution found once (a *witness*: values of every count of a component
+    that satisfy all relations and markers) stays a solution when more counts
+    are hidden, and when a hidden count is shown again with the value the
+    witness gives it; so most checks of the suppression search need no solver.
+
+    Parameters
+    ----------
+    view : mapping of str to (status, value)
+    relations : sequence of Relation
+    min_cell_count : int
+    """
+
+    def __init__(self, view: Mapping[str, tuple[str, int | None]], relations: Sequence[Relation],
+                 min_cell_count: int):
+        self.k = _check_k(min_cell_count)
+        self.view = dict(view)
+        for r in relations:
+            for key, _ in r.coefs:
+                self.view.setdefault(key, ("unpublished", None))
+        self.relations = list(relations)
+        self.rel_keys = [tuple(k for k, _ in r.coefs) for r in self.relations]
+        self._prob: _Problem | None = None
+        self._base: dict[str, tuple[int, int]] = {}
+        self.witnesses: list[dict[str, int]] = []
+        self.n_solves = 0
+
+    def set(self, key: str, status: str, value: int | None = None) -> None:
+        """Change the status of one count (``"shown"`` needs its value)."""
+        self.view[key] = (status, value if status == "shown" else None)
+        self._prob = None
+
+    def _problem(self) -> _Problem:
+        if self._prob is None:
+            self._prob = _Problem(self.view, self.relations, self.k)
+        return self._prob
+
+    def _needed_keys(self, target: str) -> set[str]:
+        prob = self._problem()
+        t = prob.index[target]
+        comp = prob.comp[t]
+        members = {prob.keys[i] for i in range(len(prob.keys)) if prob.comp[i] == comp}
+        need = set(members)
+        for keys in self.rel_keys:
+            if any(k in members for k in keys):
+                need.update(keys)
+        return need
+
+    def _valid(self, w: Mapping[str, int], need: set[str]) -> bool:
+        for key in need:
+            if key not in w:
+                return False
+            st, v = self.view[key]
+            if st == "shown" and w[key] != v:
+                return False
+        return True
+
+    def required(self, target: str) -> tuple[int, int]:
+        """The protection interval of ``target`` (``1 .. k-1`` within the baseline)."""
+        if target not in self._base:
+            base = _Problem(self.view, self.relations, self.k, as_markers=True)
+            self.n_solves += 2
+            self._base[target] = base.range_of(target)
+        b_lo, b_hi = self._base[target]
+        return max(1, b_lo), min(self.k - 1, b_hi)
+
+    def bounds(self, target: str, *, exact: bool = False) -> tuple[int, int, bool]:
+        """``(lower, upper, is_protected)`` of a primary count.
+
+        With ``exact=False`` the solver is skipped where cached solutions
+        already show the count reaching both ends of its protection interval
+        (``lower``/``upper`` are then those ends, not the extremes).
+        """
+        need = self._needed_keys(target)
+        valid = [w for w in self.witnesses if self._valid(w, need)]
+        lo_seen = min((w[target] for w in valid), default=None)
+        hi_seen = max((w[target] for w in valid), default=None)
+        prob = self._problem()
+        req_lo, req_hi = 1, self.k - 1
+        lo = hi = None
+        if exact or lo_seen is None or lo_seen > req_lo:
+            lo, w = prob.solve(target, 1.0)
+            self.n_solves += 1
+            self.witnesses.append(w)
+        else:
+            lo = lo_seen
+        if exact or hi_seen is None or hi_seen < req_hi:
+            hi, w = prob.solve(target, -1.0)
+            self.n_solves += 1
+            self.witnesses.append(w)
+        else:
+            hi = hi_seen
+        if lo > req_lo or hi < req_hi:
+            req_lo, req_hi = self.required(target)
+        return lo, hi, bool(lo <= req_lo and hi >= req_hi)
+
+    def targets(self) -> list[str]:
+        return [key for key, (st, _) in self.view.items() if st == "primary"]
+
+    def first_failing(self, order: Sequence[str] = ()) -> str | None:
+        """The first unprotected primary count (``order`` first), or None."""
+        seen = set()
+        for key in [*order, *self.targets()]:
+            if key in seen or self.view.get(key, ("",))[0] != "primary":
+                continue
+            seen.add(key)
+            if not self.bounds(key)[2]:
+                return key
+        return None
 
 
 def audit_cells(view: Mapping[str, tuple[str, int | None]], relations: Sequence[Relation], *,
@@ -438,18 +568,14 @@ def audit_cells(view: Mapping[str, tuple[str, int | None]], relations: Sequence[
     targets = list(targets)
     rows = []
     if targets:
-        prob = _Problem(view, relations, k)
-        base = None
+        reader = Reader(view, relations, k)
         for key in targets:
-            lo, hi = prob.range_of(key)
-            req_lo, req_hi = 1, k - 1
-            if lo > req_lo or hi < req_hi:
-                if base is None:
-                    base = _Problem(view, relations, k, as_markers=True)
-                b_lo, b_hi = base.range_of(key)
-                req_lo, req_hi = max(req_lo, b_lo), min(req_hi, b_hi)
+            lo, hi, ok = reader.bounds(key, exact=True)
+            req_lo, req_hi = reader.required(key) if not ok else (1, k - 1)
+            if ok and (lo > 1 or hi < k - 1):
+                req_lo, req_hi = reader.required(key)
             rows.append({"key": key, "lower": lo, "upper": hi, "required_lower": req_lo,
-                         "required_upper": req_hi, "is_protected": bool(lo <= req_lo and hi >= req_hi)})
+                         "required_upper": req_hi, "is_protected": ok})
     return pd.DataFrame(rows, columns=["key", "lower", "upper", "required_lower", "required_upper",
                                        "is_protected"])
 

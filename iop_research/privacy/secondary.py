@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 from iop_research.exceptions import PrivacyViolationError
-from iop_research.privacy.audit import Relation, audit_cells
+from iop_research.privacy.audit import Reader, Relation
 
 __all__ = ["protect_cells"]
 
@@ -124,21 +124,10 @@ def protect_cells(
         for key in keys:
             neighbours.setdefault(key, set()).update(keys)
 
-    def targets() -> list[str]:
-        return [key for key, (st, _) in view.items() if st == "primary"]
-
-    def failing(only: Iterable[str] | None = None) -> list[str]:
-        res = audit_cells(view, relations, min_cell_count=k, targets=list(only) if only is not None else targets())
-        return res.loc[~res["is_protected"], "key"].tolist()
-
-    def width(key: str) -> int:
-        res = audit_cells(view, relations, min_cell_count=k, targets=[key])
-        return int(res["upper"].iloc[0] - res["lower"].iloc[0])
-
+    reader = Reader(view, relations, k)
     added: list[str] = []
-    bad = failing()
-    while bad:
-        f = bad[0]
+    f = reader.first_failing()
+    while f is not None:
         # frontier: shown, hideable cells in a relation with f or with a hidden cell linked to f
         frontier: set[str] = set()
         seen, stack = {f}, [f]
@@ -148,45 +137,41 @@ def protect_cells(
                 if nb in seen:
                     continue
                 seen.add(nb)
-                if view[nb][0] == "shown":
+                if reader.view[nb][0] == "shown":
                     if nb in hideable:
                         frontier.add(nb)
                 else:
                     stack.append(nb)
         cands = sorted(frontier, key=lambda c: (costs.get(c, 0.0), c))[:max_candidates]
         if not cands:
-            st = view[f]
             raise PrivacyViolationError(
                 f"The small count {f!r} can be worked out from counts published before, and hiding more new "
                 f"counts cannot prevent it. Publish fewer totals, or publish this table without the "
-                f"related totals (status {st[0]})."
+                f"related totals."
             )
-        chosen = None
-        base_w = width(f)
-        best = None
+        lo0, hi0, _ = reader.bounds(f)
+        chosen, best = None, None
         for c in cands:
-            view[c] = ("secondary", None)
-            ok = not failing([f])
-            w = width(f) if not ok else None
-            view[c] = ("shown", int(values[c]))
+            reader.set(c, "secondary")
+            lo, hi, ok = reader.bounds(f)
+            reader.set(c, "shown", int(values[c]))
             if ok:
                 chosen = c
                 break
-            gain = (w - base_w) / max(costs.get(c, 0.0), 1e-9)
+            gain = ((hi - lo) - (hi0 - lo0)) / max(costs.get(c, 0.0), 1e-9)
             if best is None or gain > best[0]:
                 best = (gain, c)
         if chosen is None:
             chosen = best[1] if best is not None and best[0] > 0 else cands[0]
-        view[chosen] = ("secondary", None)
+        reader.set(chosen, "secondary")
         hidden.add(chosen)
         added.append(chosen)
-        bad = failing()
+        f = reader.first_failing(order=[f])
     # prune: show again what is not needed, most expensive first
     for c in sorted(added, key=lambda c: (-costs.get(c, 0.0), c)):
-        view[c] = ("shown", int(values[c]))
-        if failing():
-            view[c] = ("secondary", None)
+        reader.set(c, "shown", int(values[c]))
+        if reader.first_failing() is not None:
+            reader.set(c, "secondary")
         else:
             hidden.discard(c)
     return hidden, primary
-
