@@ -709,10 +709,22 @@ def _run_schema(table: str, df: pd.DataFrame, acc: _Problems) -> None:
                 if number == 0 or number >= len(rules):
                     continue  # dtype handled above
                 name, fix = rules[number]
+                if name == "allowed_values" and len(rows):
+                    fix = _allowed_values_fix(spec, df[col].iloc[rows])
                 if len(rows):
                     acc.add(table, col, name, fix, df=df, rows=rows)
                 else:  # the check itself failed to run
                     acc.add(table, col, name, fix, n_failures=len(df), examples="check could not run on this column")
+
+
+def _allowed_values_fix(spec: _ColumnSpec, offending: pd.Series) -> str:
+    """The fix of an ``allowed_values`` problem, naming the offending values with their row counts."""
+    counts = offending.astype(object).map(str).value_counts(sort=True)
+    shown = ", ".join(f"{value!r} ({n:,} row{'s' if n != 1 else ''})" for value, n in counts.iloc[:10].items())
+    more = f", and {len(counts) - 10} more value(s)" if len(counts) > 10 else ""
+    return (f"Found {len(counts)} value(s) outside the vocabulary: {shown}{more}. Use one of "
+            f"{', '.join(spec.vocab.values())} (see data/README.md); map source codes onto the vocabulary "
+            "before loading (a mapping file's values.<column> table does this: iop-research map).")
 
 
 # ----------------------------------------------------------------------------
@@ -755,8 +767,13 @@ def _unique_index(s: pd.Series) -> pd.Index:
 
 
 def _usable(frames: dict[str, pd.DataFrame], acc: _Problems, table: str, *cols: str) -> bool:
+    """Whether cross-checks may use these columns: present, of the right dtype, and every value parsed
+    (a column with unparsed values, e.g. dates in another format, would raise unrelated follow-on
+    problems: discharge_reason without discharge_date, overlapping "open" episodes, ...)."""
     df = frames.get(table)
-    return df is not None and all(c in df.columns and (table, c) not in acc.bad_columns for c in cols)
+    return df is not None and all(
+        c in df.columns and (table, c) not in acc.bad_columns and (table, c) not in acc.parse_failures for c in cols
+    )
 
 
 def _rows(mask: Any) -> np.ndarray:
