@@ -53,5 +53,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'read_mapping': 'mapping',
     'mapping_template': 'mapping',
     'MappingError': 'mapping',
+    'MappingSourceError': 'mapping',
     'MappingReport': 'mapping',
 })

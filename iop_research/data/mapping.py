@@ -82,7 +82,7 @@ from iop_research.data.schema import (
     empty_table,
     find_problems,
 )
-from iop_research.exceptions import IopError
+from iop_research.exceptions import DataReadError, IopError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,6 +91,7 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "MappingError",
+    "MappingSourceError",
     "MappingReport",
     "map_extract",
     "read_mapping",
@@ -129,6 +130,10 @@ class MappingError(IopError, ValueError):
     def __init__(self, message: str, report: MappingReport | None = None):
         super().__init__(message)
         self.report = report
+
+
+class MappingSourceError(MappingError, DataReadError):
+    """The mapping file or a source file of the extract is missing or cannot be read."""
 
 
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
@@ -252,7 +257,7 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise MappingError(f"Mapping file {p} does not exist. Start from `iop-research init-study DIR`, "
+        raise MappingSourceError(f"Mapping file {p} does not exist. Start from `iop-research init-study DIR`, "
                            "which writes a commented mapping.toml.")
     try:
         with open(p, "rb") as fh:
@@ -339,7 +344,7 @@ def _check_setting_types(spec: dict, where: str, problems: list[str]) -> None:
 def _read_source(path: Path, spec: dict, table: str) -> pd.DataFrame:
     """Every column as text (stripped; empty = missing), except native datetimes."""
     if not path.is_file():
-        raise MappingError(f"[tables.{table}] source {path} does not exist. Correct source = ... or base_dir.")
+        raise MappingSourceError(f"[tables.{table}] source {path} does not exist. Correct source = ... or base_dir.")
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
@@ -360,10 +365,10 @@ def _read_source(path: Path, spec: dict, table: str) -> pd.DataFrame:
     except MappingError:
         raise
     except (UnicodeDecodeError, LookupError) as exc:
-        raise MappingError(f"{path} could not be decoded ({exc}); set encoding = \"latin-1\" (or the file's "
+        raise MappingSourceError(f"{path} could not be decoded ({exc}); set encoding = \"latin-1\" (or the file's "
                            f"encoding) in [tables.{table}].") from exc
     except Exception as exc:  # pandas/pyarrow parse errors, empty files
-        raise MappingError(f"{path} could not be read ({type(exc).__name__}: {str(exc)[:200]}). Check the "
+        raise MappingSourceError(f"{path} could not be read ({type(exc).__name__}: {str(exc)[:200]}). Check the "
                            "file and its delimiter.") from exc
     out = {}
     for col in df.columns:
