@@ -532,9 +532,9 @@ class Reader:
     def targets(self) -> list[str]:
         return [key for key, (st, _) in self.view.items() if st == "primary"]
 
-    def first_failing(self, order: Sequence[str] = ()) -> str | None:
-        """The first unprotected primary count (``order`` first), or None."""
-        seen = set()
+    def first_failing(self, order: Sequence[str] = (), skip: Iterable[str] = ()) -> str | None:
+        """The first unprotected primary count (``order`` first, ``skip`` ignored), or None."""
+        seen = set(skip)
         for key in [*order, *self.targets()]:
             if key in seen or self.view.get(key, ("",))[0] != "primary":
                 continue

@@ -53,6 +53,7 @@ def protect_cells(
     locked: Iterable[str] = (),
     complementary: bool = True,
     max_candidates: int = 12,
+    on_unprotectable: str = "raise",
 ) -> tuple[set[str], set[str]]:
     """Choose which new counts to hide.
 
@@ -75,6 +76,11 @@ def protect_cells(
         With False only primary cells are hidden (no audit).
     max_candidates : int, default 12
         Cells tried per step, cheapest first.
+    on_unprotectable : {"raise", "hide"}, default "raise"
+        What to do when hiding every related new count cannot protect a
+        primary count (counts fixed by ``published`` or ``locked`` give it
+        away): raise, or keep everything related hidden and go on (the
+        auditor then reports the count as not protected).
 
     Returns
     -------
@@ -124,8 +130,11 @@ def protect_cells(
         for key in keys:
             neighbours.setdefault(key, set()).update(keys)
 
+    if on_unprotectable not in ("raise", "hide"):
+        raise ValueError(f"on_unprotectable must be 'raise' or 'hide', got {on_unprotectable!r}.")
     reader = Reader(view, relations, k)
     added: list[str] = []
+    gave_up: set[str] = set()
     f = reader.first_failing()
     while f is not None:
         # frontier: shown, hideable cells in a relation with f or with a hidden cell linked to f
@@ -143,6 +152,10 @@ def protect_cells(
                 else:
                     stack.append(nb)
         cands = sorted(frontier, key=lambda c: (costs.get(c, 0.0), c))[:max_candidates]
+        if not cands and on_unprotectable == "hide":
+            gave_up.add(f)
+            f = reader.first_failing(skip=gave_up)
+            continue
         if not cands:
             raise PrivacyViolationError(
                 f"The small count {f!r} can be worked out from counts published before, and hiding more new "
@@ -166,9 +179,11 @@ def protect_cells(
         reader.set(chosen, "secondary")
         hidden.add(chosen)
         added.append(chosen)
-        f = reader.first_failing(order=[f])
+        f = reader.first_failing(order=[f], skip=gave_up)
     # prune: show again what is not needed, most expensive first
     for c in sorted(added, key=lambda c: (-costs.get(c, 0.0), c)):
+        if gave_up:
+            break  # keep everything around a count that could not be protected
         reader.set(c, "shown", int(values[c]))
         if reader.first_failing() is not None:
             reader.set(c, "secondary")

@@ -13,11 +13,13 @@ Conventions
   positive cell is left in the line.
 * **Primary suppression** hides counts in ``1 .. min_cell_count - 1``,
   including totals (a small total is itself a small cell).
-* **Complementary suppression** then hides further cells until no row or column
-  ("line") has exactly one unknown cell while its total is shown or derivable.
-  Per line, the smallest positive shown cell is picked (cells that are not
-  totals first; ties broken in favour of a cell that also protects another
-  line, then by position), and the sweep repeats until nothing changes.
+* **Complementary suppression** then hides further cells, chosen by
+  :func:`iop_research.privacy.secondary.protect_cells` with the auditor
+  (:mod:`iop_research.privacy.audit`, mixed integer programming) in the loop,
+  until no primary cell can be narrowed below ``1 .. min_cell_count - 1``
+  from the shown cells, the totals readers know, and the markers (a reader
+  knows a ``"*"`` is 0 or at least ``min_cell_count``). Small values are
+  hidden first, totals last. ``audit_table`` re-checks a result.
 * **Numbers and presentation apart.** :func:`suppress_small_cells` returns
   numbers (nullable ``Int64`` counts, ``NA`` where hidden) and records which
   cells were hidden; :func:`format_suppressed` renders ``"<11"`` for primary
@@ -87,12 +89,16 @@ class SuppressionMask:
         Threshold used.
     marker : str
         Display marker of primary cells, e.g. ``"<11"``.
+    ledger : iop_research.privacy.audit.Ledger or None
+        What the table publishes (shown counts, markers, the totals readers
+        know), for :func:`~iop_research.privacy.audit.audit_table`.
     """
 
     hidden: pd.DataFrame
     primary: pd.DataFrame
     min_cell_count: int
     marker: str
+    ledger: object = None
 
     def __eq__(self, other: object) -> bool:  # a bool, so pandas can compare attrs
         if not isinstance(other, SuppressionMask):
@@ -296,9 +302,13 @@ def suppress_small_cells(
     >>> t = pd.DataFrame({"site": ["A", "B", "C"], "completed": [5, 40, 30], "dropped": [20, 25, 12]})
     >>> out = suppress_small_cells(t)
     >>> out[["completed", "dropped"]].astype("string").fillna("NA").values.tolist()
-    [['NA', 'NA'], ['40', '25'], ['NA', 'NA']]
+    [['NA', 'NA'], ['NA', 'NA'], ['30', '12']]
     >>> format_suppressed(out)["completed"].tolist()
-    ['<11', '40', '*']
+    ['<11', '*', '30']
+
+    (Hiding row C instead would leave ``dropped`` of C between 8 and 17, which
+    a reader who knows that ``"*"`` is 0 or at least 11 narrows to 11-17 and
+    so ``completed`` of A to 4-10.)
     """
     k = _check_k(min_cell_count)
     if known_totals not in ("both", "rows", "columns", "none"):
@@ -334,22 +344,29 @@ def suppress_small_cells(
     body_rows = [i for i in range(n_rows) if i != tot_i]
 
     lines: list[np.ndarray] = []
+    explicit: list[bool] = []
     rows_known = known_totals in ("both", "rows")
     cols_known = known_totals in ("both", "columns")
     for i in range(n_rows):  # row lines (including the totals row)
         cells = [idx[i, j] for j in body_cols]
         if tot_j is not None:
             lines.append(np.array(cells + [idx[i, tot_j]]))
+            explicit.append(True)
         elif rows_known and len(cells) >= 2:
             lines.append(np.array(cells))
+            explicit.append(False)
     for j in range(n_cols):  # column lines (including the totals column)
         cells = [idx[i, j] for i in body_rows]
         if tot_i is not None:
             lines.append(np.array(cells + [idx[tot_i, j]]))
+            explicit.append(True)
         elif cols_known and len(cells) >= 2:
             lines.append(np.array(cells))
+            explicit.append(False)
 
-    hidden, primary = _protect(flat, lines, k=k, is_total=is_total.ravel(), complementary=complementary)
+    labels = [f"{table.index[i]}|{count_cols[j]}" for i in range(n_rows) for j in range(n_cols)]
+    hidden, primary, ledger = _protect_audited(flat, lines, explicit, k=k, is_total=is_total.ravel(),
+                                               complementary=complementary, labels=labels)
     hidden = hidden.reshape(n_rows, n_cols)
     primary = primary.reshape(n_rows, n_cols)
 
@@ -369,8 +386,62 @@ def suppress_small_cells(
         out[p] = s.mask(h)
         hidden_df[p] = h
     mark = f"<{k}" if marker is None else str(marker)
-    out.attrs["suppressed"] = SuppressionMask(hidden_df, primary_df, k, mark)
+    out.attrs["suppressed"] = SuppressionMask(hidden_df, primary_df, k, mark, ledger)
     return out
+
+
+def _protect_audited(
+    values: np.ndarray,
+    lines: list[np.ndarray],
+    explicit: list[bool],
+    *,
+    k: int,
+    is_total: np.ndarray,
+    complementary: bool = True,
+    labels: Sequence[str] | None = None,
+):
+    """Primary and audited secondary suppression of a flat vector of counts.
+
+    ``lines[i]`` sums to its last element when ``explicit[i]``, else to a
+    total that readers know but that is not in the table (added to the
+    ledger as a shown count). NaN values are not published. Returns
+    ``(hidden, primary, ledger)``.
+    """
+    from iop_research.privacy.audit import Ledger
+    from iop_research.privacy.secondary import protect_cells
+
+    keys = [f"c{i}" for i in range(values.size)]
+    vals = {keys[i]: (None if np.isnan(values[i]) else int(values[i])) for i in range(values.size)}
+    led = Ledger(min_cell_count=k)
+    for n_line, (line, has_total) in enumerate(zip(lines, explicit)):
+        members = [keys[int(c)] for c in line]
+        if has_total:
+            led.add_sum(members[:-1], members[-1], source="table total")
+        else:
+            if any(vals[m] is None for m in members):
+                continue  # a total over unpublished cells is not known
+            tk = f"t{n_line}"
+            vals_total = sum(vals[m] for m in members)
+            if 1 <= vals_total < k:  # a small total is itself suppressed wherever it is published
+                led.add_count(tk, value=None, status="primary", table="(known total)")
+            else:
+                led.add_count(tk, value=vals_total, status="shown", table="(known total)")
+            led.add_sum(members, tk, source="known total")
+    cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0))
+            for i in range(values.size)}
+    hidden_keys, primary_keys = protect_cells(vals, led.relations, min_cell_count=k, published=led.view(),
+                                              cost=cost, complementary=complementary,
+                                              on_unprotectable="hide")
+    hidden = np.array([kk in hidden_keys for kk in keys])
+    primary = np.array([kk in primary_keys for kk in keys])
+    labels = list(labels) if labels is not None else keys
+    for i, kk in enumerate(keys):
+        if vals[kk] is None:
+            continue
+        st = "primary" if primary[i] else ("secondary" if hidden[i] else "shown")
+        row, _, col = labels[i].partition("|")
+        led.add_count(kk, value=vals[kk] if st == "shown" else None, status=st, row=row, column=col)
+    return hidden, primary, led
 
 
 def suppression_mask(table: pd.DataFrame) -> pd.DataFrame:
