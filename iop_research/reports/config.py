@@ -253,6 +253,15 @@ class StudyConfig:
         return {s: {k: (v.isoformat() if isinstance(v, _dt.date) else (list(v) if isinstance(v, (list, tuple)) else v))
                     for k, v in keys.items()} for s, keys in self.settings.items()}
 
+    def given_dict(self) -> dict[str, dict[str, Any]]:
+        """Only the keys the study file set, as :meth:`to_dict` (what the templates receive as ``study``)."""
+        full = self.to_dict()
+        out: dict[str, dict[str, Any]] = {}
+        for dotted in sorted(self.given):
+            section, key = dotted.split(".", 1)
+            out.setdefault(section, {})[key] = full[section][key]
+        return out
+
     def applied(self, question: str | None = None) -> dict[str, Any]:
         """``{"section.key": value}`` applied (for one question: the keys that act on its report)."""
         flat = {f"{s}.{k}": v for s, keys in self.to_dict().items() for k, v in keys.items()}
@@ -445,7 +454,8 @@ def read_study_config(path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"data_path": <[data] path or None>, "study": <StudyConfig.to_dict()>}``.
+        ``{"data_path": <[data] path or None>, "study": <StudyConfig.given_dict()>}``
+        (the keys the file set; paths made absolute).
         :func:`iop_research.reports.build.build_reports` runs the study report
         templates when its ``parameters`` hold ``"study"``.
 
@@ -455,7 +465,7 @@ def read_study_config(path: str | os.PathLike) -> dict[str, Any]:
         As :func:`load_study`.
     """
     cfg = load_study(path)
-    return {"data_path": cfg.get("data.path"), "study": cfg.to_dict()}
+    return {"data_path": cfg.get("data.path"), "study": cfg.given_dict()}
 
 
 def _toml_value(value: Any) -> str:

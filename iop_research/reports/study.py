@@ -52,7 +52,7 @@ __all__ = [
     "table_one_frames", "table_one_notes", "los_figure", "retention_frame", "discharge_counts", "cif_figure",
     "cif_at_horizons", "gray_tests", "model_frame", "side_by_side", "model_notes", "forest_figure", "km_figure",
     "km_summary", "km_tests", "rmst_table", "exposure_counts", "mat_time_varying_frame", "mat_counts", "mat_landmarks",
-    "mat_forest", "recurrence_frame", "relapses_per_patient", "mean_cumulative_relapses",
+    "mat_forest", "recurrence_frame", "relapses_per_patient", "mean_cumulative_relapses", "save_prepared", "record_summary", "hr_headline", "km_headline",
 ]
 
 #: Human-readable names of the analysis variables (tables, forest plots).
@@ -196,6 +196,11 @@ class StudyData:
     def horizons(self) -> list[int]:
         """``[horizons] days``."""
         return list(self.config.get("horizons.days"))
+
+    @property
+    def docx(self) -> bool:
+        """Whether Table 1 and model tables are also written as Word files (``[report] formats``)."""
+        return "docx" in self.config.get("report.formats")
 
     @property
     def title(self) -> str:
@@ -368,7 +373,7 @@ def question_availability(study: "StudyData") -> dict[str, str | None]:
 
 
 def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_path: str | os.PathLike | None = None,
-                  data: Any = None) -> StudyData:
+                  data: Any = None, prepared: str | os.PathLike | None = None) -> StudyData:
     """Load, validate and prepare the data of a study.
 
     Parameters
@@ -380,6 +385,10 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
         Contract tables; overrides ``[data] path`` (the ``--data`` option).
     data : IOPData, optional
         Already loaded tables (tests, notebooks); overrides both.
+    prepared : path-like, optional
+        A pickle written by :func:`save_prepared` for the same settings (the
+        report build prepares the study once for all its reports). Its settings
+        must equal ``study``'s, else the study is prepared afresh.
 
     Returns
     -------
@@ -400,6 +409,14 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
     from iop_research.derive.outcomes import RelapseDefinition
 
     config = study if isinstance(study, StudyConfig) else load_study(settings=study)
+    if prepared is not None and data is None and os.path.isfile(prepared):
+        import pickle
+
+        with open(prepared, "rb") as fh:
+            cached = pickle.load(fh)
+        if isinstance(cached, StudyData) and cached.config.to_dict() == config.to_dict():
+            cached.config = config
+            return cached
     data, label = _read(config, data_path, data)
     episodes = build_episodes(data)
     c = config.settings["cohort"]
@@ -761,55 +778,57 @@ def attrition_table(study: StudyData) -> pd.DataFrame:
         "patients remaining": a["patients_remaining"].astype(int).to_numpy()})
 
 
-def table_one_frames(study: StudyData) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def table_one_frames(study: StudyData) -> tuple[pd.DataFrame, pd.DataFrame, list[str], dict[str, list[str]]]:
     """Table 1 as numbers: categorical counts per group, continuous summaries per group.
 
     Returns
     -------
     counts : pandas.DataFrame
-        ``Characteristic`` then one integer column per group (programme, when
-        several) and ``All episodes``; the first row ``Episodes`` holds the group
+        ``Characteristic``, then per group (programme, when several, and ``All
+        episodes``) an integer count column; the first row ``Episodes`` holds the group
         sizes; then ``<Variable>: <level>`` rows (missing values as their own level).
     continuous : pandas.DataFrame
-        ``Characteristic, Group, n, mean, sd, median, q1, q3`` (R ``quantile`` type 7);
+        ``Characteristic, Group, mean, sd, median, q1, q3`` (R ``quantile`` type 7);
         statistics of groups with fewer than ``min_cell_count`` values are left empty.
     groups : list of str
         The count columns of ``counts``.
+    blocks : dict
+        Per variable, the row labels of its levels (each block sums to ``Episodes``).
     """
     b = study.baseline
     gcol = group_col(study)
     groups = (sorted(b["program"].astype(str).unique()) if gcol else []) + ["All episodes"]
-    def_masks = {g: (b["program"].astype(str) == g) for g in groups[:-1]}
-    def_masks["All episodes"] = pd.Series(True, index=b.index)
-    rows = [{"Characteristic": "Episodes", **{g: int(m.sum()) for g, m in def_masks.items()}}]
+    masks = {g: (b["program"].astype(str) == g).to_numpy() for g in groups[:-1]}
+    masks["All episodes"] = np.ones(len(b), dtype=bool)
+    sizes = {g: int(m.sum()) for g, m in masks.items()}
+    rows = [{"Characteristic": "Episodes", **sizes}]
+    blocks: dict[str, list[str]] = {}
     for col in [c for c in ("sex", "primary_substance", "referral_source", "psychiatric_comorbidity", "housing",
-                            "employment", "program") if c in b.columns]:
-        if col == "program" and not gcol:
-            continue
+                            "employment") if c in b.columns]:
         s = b[col].astype(object).where(b[col].notna(), "missing")
         levels = sorted(s.unique(), key=lambda v: (v == "missing", str(v)))
+        label = VARIABLE_LABELS.get(col, col)
+        blocks[label] = []
         for lv in levels:
-            rows.append({"Characteristic": f"{VARIABLE_LABELS.get(col, col)}: {_label_level(lv)}",
-                         **{g: int(((s == lv) & m).sum()) for g, m in def_masks.items()}})
+            name = f"{label}: {_label_level(lv)}"
+            blocks[label].append(name)
+            hit = (s == lv).to_numpy()
+            rows.append({"Characteristic": name, **{g: int((hit & m).sum()) for g, m in masks.items()}})
     counts = pd.DataFrame(rows, columns=["Characteristic"] + groups)
-    cont = []
-    for col in [c for c in ("age", "severity_score", "prior_treatment_episodes") if c in b.columns]:
-        for g, m in def_masks.items():
-            v = pd.to_numeric(b.loc[m, col], errors="coerce").dropna()
-            ok = len(v) >= study.min_cell_count
-            cont.append({"Characteristic": VARIABLE_LABELS.get(col, col), "Group": g,
-                         "mean": float(v.mean()) if ok else np.nan, "sd": float(v.std(ddof=1)) if ok else np.nan,
-                         "median": float(v.median()) if ok else np.nan,
-                         "q1": float(v.quantile(0.25)) if ok else np.nan, "q3": float(v.quantile(0.75)) if ok else np.nan})
     los = study.cohort_episodes.set_index("episode_id")["los_days"].reindex(b["episode_id"]).to_numpy(dtype=float)
-    for g, m in def_masks.items():
-        v = pd.Series(los[m.to_numpy()]).dropna()
-        ok = len(v) >= study.min_cell_count
-        cont.append({"Characteristic": VARIABLE_LABELS["los_days"], "Group": g, "mean": float(v.mean()) if ok else np.nan,
-                     "sd": float(v.std(ddof=1)) if ok else np.nan, "median": float(v.median()) if ok else np.nan,
-                     "q1": float(v.quantile(0.25)) if ok else np.nan, "q3": float(v.quantile(0.75)) if ok else np.nan})
+    cont = []
+    values = {VARIABLE_LABELS.get(c, c): pd.to_numeric(b[c], errors="coerce").to_numpy(dtype=float)
+              for c in ("age", "severity_score", "prior_treatment_episodes") if c in b.columns}
+    values[VARIABLE_LABELS["los_days"]] = los
+    for label, arr in values.items():
+        for g, m in masks.items():
+            v = pd.Series(arr[m]).dropna()
+            ok = len(v) >= study.min_cell_count
+            cont.append({"Characteristic": label, "Group": g, "mean": float(v.mean()) if ok else np.nan,
+                         "sd": float(v.std(ddof=1)) if ok else np.nan, "median": float(v.median()) if ok else np.nan,
+                         "q1": float(v.quantile(0.25)) if ok else np.nan, "q3": float(v.quantile(0.75)) if ok else np.nan})
     continuous = pd.DataFrame(cont, columns=["Characteristic", "Group", "mean", "sd", "median", "q1", "q3"]).round(1)
-    return counts, continuous, groups
+    return counts, continuous, groups, blocks
 
 
 def table_one_notes(study: StudyData) -> list[str]:
@@ -1143,3 +1162,52 @@ def mean_cumulative_relapses(study: StudyData, rec: pd.DataFrame):
     fig.tight_layout()
     table = pd.DataFrame(rows, columns=["day", "mean cumulative relapses"])
     return table, fig
+
+
+def save_prepared(study: StudyData, path: str | os.PathLike) -> str:
+    """Pickle a prepared study for :func:`prepare_study` (``prepared=``); returns the path.
+
+    The pickle holds patient-level data: it is written inside the build's
+    private staging folder and deleted with it.
+    """
+    import pickle
+
+    with open(path, "wb") as fh:
+        pickle.dump(study, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return str(path)
+
+
+def record_summary(pub, *, question: str, n: str, result: str) -> None:
+    """Write the index line of a report: question, N and key estimate, as published strings.
+
+    ``n`` and ``result`` must come from the publishing channel (``pub.count``,
+    ``pub.estimate``, ``pub.percent``) or be plain words; they are written to
+    ``<out_dir>/summaries/<report>.json`` for the study's ``index.html``.
+    """
+    import json
+
+    if pub.out_dir is None:
+        return
+    d = pub.out_dir / "summaries"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{pub.report}.json").write_text(json.dumps({"question": question, "n": str(n), "result": str(result)}),
+                                          encoding="utf-8")
+
+
+def hr_headline(pub, fit: AdjustedFit, term_prefix: str) -> str:
+    """``"HR 0.58 (0.36 to 0.94) for Exposure: any"``: the first term of a model starting with ``term_prefix``."""
+    t = fit.result.tidy
+    row = t[t["term"].map(lambda x: x == term_prefix or x.startswith(term_prefix + "["))].iloc[0]
+    label = term_labels([row["term"]])[row["term"]]
+    return f"HR {pub.estimate(float(row['hazard_ratio']), float(row['hr_conf_low']), float(row['hr_conf_high']))} for {label}"
+
+
+def km_headline(pub, study: StudyData, km) -> str:
+    """Relapse-free probability at the first horizon (all groups pooled are not re-estimated; first group shown)."""
+    at = km.at_times
+    if at is None or not len(at):
+        return "see the report"
+    parts = []
+    for _, r in at[at["time"] == at["time"].min()].iterrows():
+        parts.append(f"{r['group']}: {pub.estimate(100 * float(r['survival']), 100 * float(r['conf_low']), 100 * float(r['conf_high']), fmt='{:.0f}')}%")
+    return f"relapse-free at day {int(at['time'].min())}: " + "; ".join(parts)
