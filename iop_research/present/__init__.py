@@ -38,6 +38,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'plot_modality_heatmap': 'plots',
     'plot_los': 'plots',
     'plot_schoenfeld': 'plots',
+    'figure_caption': 'plots',
     'Publisher': 'publish',
     'Published': 'publish',
     'PublishedNumber': 'publish',
