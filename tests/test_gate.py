@@ -194,9 +194,8 @@ def test_identifier_tokens_are_whole():
     assert [v.text for v in found] == ["P0001", "E17"]  # inside P0001-S1 and (E17) only
 
 
-def test_text_in_style_script_and_attributes_is_ignored():
-    html = ("<style>.x{content:'2021-03-04'}</style><script>var d='2021-03-04';</script>"
-            + _cell("<img src='data:image/png;base64,P0001AAAA2021-03-04' alt=''>"))
+def test_raster_image_data_is_not_read_as_text():
+    html = _cell("<img src='data:image/png;base64,P0001AAAA2021-03-04' alt=''>")
     assert scan_report_html(html, notebook="n", identifiers=["P0001"]) == []
 
 
@@ -304,7 +303,19 @@ def _read_demo_notebook(path):
     return nbformat.read(report.DEFAULT_NOTEBOOKS_DIR / path, as_version=4)
 
 
-@pytest.mark.parametrize("path", DEMO_NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip("no notebooks"))])
+_LEAKING_TUTORIALS = {
+    # issue 13: notebook 01 prints "relapse 1" and lanes of 1, 2 and 5 (value counts); the widened scan
+    # catches it. Strict: once the notebook publishes suppressed counts this xfail fails and must go.
+    "01_cohort_and_episodes.ipynb": "issue 13: prints unsuppressed small counts (relapse 1; lanes 1, 2, 5)",
+}
+
+
+def _demo_params():
+    return [pytest.param(p, marks=pytest.mark.xfail(reason=_LEAKING_TUTORIALS[p], strict=True))
+            if p in _LEAKING_TUTORIALS else p for p in DEMO_NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", _demo_params() or [pytest.param(None, marks=pytest.mark.skip("no notebooks"))])
 def test_committed_demo_notebook_outputs_pass_the_gate(path, demo_ids):
     """The stored outputs of each numbered notebook (demo data) give a report the gate accepts."""
     html = _export(_read_demo_notebook(path))
