@@ -449,15 +449,15 @@ def _augment(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _multinomial(x1: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, *, max_iter: int = 100,
-                 tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+                 tol: float = 1e-10, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Weighted multinomial logistic regression by Newton-Raphson; first level is the reference.
 
     Returns the (p, k-1) coefficients and the inverse information (covariance) of their
-    column-stacked vector.
+    column-stacked vector. ``start``: initial coefficients (the previous sweep's fit).
     """
     n, p = x1.shape
     q = k - 1
-    beta = np.zeros((p, q))
+    beta = np.zeros((p, q)) if start is None or start.shape != (p, q) else start.copy()
     yk = (y[:, None] == np.arange(1, k)[None, :]).astype("float64")
     old = -np.inf
     for _ in range(max_iter):
@@ -486,10 +486,11 @@ def _multinomial(x1: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, *, max_it
 
 
 def _categorical(x: np.ndarray, y: np.ndarray, obs: np.ndarray, k: int, rng: np.random.Generator,
-                 draw: bool) -> np.ndarray:
+                 draw: bool, warm: dict, name: str) -> np.ndarray:
     xa, ya, wa = _augment(x[obs], y[obs], k)
     xa1 = np.hstack([np.ones((len(xa), 1)), xa])
-    beta, cov = _multinomial(xa1, ya, wa, k)
+    beta, cov = _multinomial(xa1, ya, wa, k, start=warm.get(name))
+    warm[name] = beta  # the next sweep starts from this fit (same maximum, fewer Newton steps)
     if draw:  # logreg: parameters drawn from their approximate posterior
         beta = beta + (np.linalg.cholesky(cov) @ rng.standard_normal(cov.shape[0])).reshape(beta.shape, order="F")
     eta = np.hstack([np.zeros((int((~obs).sum()), 1)), np.hstack([np.ones((int((~obs).sum()), 1)), x[~obs]]) @ beta])
@@ -552,7 +553,7 @@ def impute_chained(
     ------
     ModelSpecificationError
         Absent columns, an auxiliary column with missing values, a covariate without
-        any observed value, a non-numeric auxiliary, ``m < 2``, ``max_iter < 1``,
+        any observed value, ``m < 1``, ``max_iter < 1``,
         ``donors < 1`` or a bad seed.
 
     See Also
@@ -579,7 +580,7 @@ def impute_chained(
     both = [c for c in auxiliary if c in covariates]
     if both:
         raise ModelSpecificationError(f"impute_chained: {both} are listed both as covariates and auxiliary columns.")
-    for name, value, low in (("m", m, 2), ("max_iter", max_iter, 1), ("donors", donors, 1)):
+    for name, value, low in (("m", m, 1), ("max_iter", max_iter, 1), ("donors", donors, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ModelSpecificationError(f"impute_chained: {name} must be an integer >= {low}, got {value!r}.")
     if not isinstance(seed, (int, np.integer, np.random.Generator)) or isinstance(seed, bool):
@@ -617,6 +618,7 @@ def impute_chained(
     out = []
     for _ in range(m):
         work = {k: a.copy() for k, a in base.items()}
+        warm: dict[str, np.ndarray] = {}
         for v in incomplete:  # mice's initialisation: random draws of the observed values
             observed = work[v.name][~v.missing]
             work[v.name][v.missing] = rng.choice(observed, size=int(v.missing.sum()), replace=True)
@@ -632,7 +634,7 @@ def impute_chained(
                         work[v.name][v.missing] = 0
                     else:
                         work[v.name][v.missing] = _categorical(x, work[v.name], obs, k, rng,
-                                                               draw=v.method == _LOGREG)
+                                                               draw=v.method == _LOGREG, warm=warm, name=v.name)
         completed = df.copy()
         for v in incomplete:
             s = df[v.name]
