@@ -770,9 +770,13 @@ def scan_report_html(
             if run.in_pre:
                 for v in _printed_table_violations(notebook, run.cell, text, k):
                     found[v.rule].append(v)
+        age_spans: list[tuple[int, int]] = []
         for pattern in (*_AGE_TEXT, *_AGE_TEXT_MORE):
             for m in pattern.finditer(text):
+                if any(a < m.end() and m.start() < b for a, b in age_spans):
+                    continue  # one finding per place
                 if 89 < int(m.group(1)) < 130:
+                    age_spans.append((m.start(), m.end()))
                     found["age_over_89"].append(
                         Violation(notebook, run.cell, "age_over_89", m.group(0), _snippet(text, m.start(), m.end())))
 
