@@ -376,10 +376,19 @@ def _read_source(path: Path, spec: dict, table: str) -> pd.DataFrame:
         if pd.api.types.is_datetime64_any_dtype(s.dtype):
             out[str(col)] = s
             continue
-        text = s.astype(object).map(lambda v: None if _isna(v) else (v.strip() if isinstance(v, str) else
-                                                                      _num_text(v)))
-        out[str(col)] = text.where(text != "", None)
+        out[str(col)] = _per_unique(s, lambda v: (v.strip() or None) if isinstance(v, str) else _num_text(v))
     return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+
+def _per_unique(s: pd.Series, fn) -> pd.Series:
+    """``s.map(fn)`` evaluated once per distinct value (extracts repeat codes millions of times);
+    missing values stay ``None``."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    for i, u in enumerate(uniques):
+        mapped[i] = fn(u)
+    mapped[-1] = None
+    return pd.Series(mapped[codes], index=s.index, dtype=object)
 
 
 def _num_text(v: Any) -> str:
@@ -572,8 +581,12 @@ def _map_values(s: pd.Series, vmap: dict | None, *, valid: set | None) -> tuple[
     text = s.astype(object)
     present = text.notna().to_numpy()
     in_map = text.isin(list(vmap)).to_numpy()
-    mapped = text.map(lambda v: vmap[v] if v in vmap else v, na_action="ignore")
-    mapped = mapped.map(lambda v: v if not isinstance(v, bool) else ("true" if v else "false"), na_action="ignore")
+
+    def one(v):
+        v = vmap.get(v, v)
+        return ("true" if v else "false") if isinstance(v, bool) else v
+
+    mapped = _per_unique(text, one)
     bad = present & ~in_map
     if valid is not None:
         bad &= ~text.isin(list(valid)).to_numpy()
@@ -583,24 +596,25 @@ def _map_values(s: pd.Series, vmap: dict | None, *, valid: set | None) -> tuple[
 def _map_bool(s: pd.Series, vmap: dict | None, true_values: set, false_values: set) -> tuple[pd.Series, np.ndarray]:
     vmap = vmap or {}
     text = s.astype(object)
-    out = np.full(len(text), None, dtype=object)
-    bad = np.zeros(len(text), dtype=bool)
-    for i, v in enumerate(text.to_numpy()):
-        if v is None or _isna(v):
-            continue
+
+    def one(v):  # (value, unmapped?)
         if v in vmap:
             target = vmap[v]
             if isinstance(target, str):
                 target = {"true": True, "false": False}.get(target.lower(), target)
-            out[i] = "true" if target is True else ("false" if target is False else target)
-        elif str(v).lower() in true_values:
-            out[i] = "true"
-        elif str(v).lower() in false_values:
-            out[i] = "false"
-        else:
-            out[i] = v
-            bad[i] = True
-    return pd.Series(out, index=s.index, dtype=object), bad
+            return ("true" if target is True else ("false" if target is False else target)), False
+        if str(v).lower() in true_values:
+            return "true", False
+        if str(v).lower() in false_values:
+            return "false", False
+        return v, True
+
+    pairs = _per_unique(text, one)
+    present = pairs.notna().to_numpy()
+    out = pairs.map(lambda p: p[0], na_action="ignore")
+    bad = np.zeros(len(text), dtype=bool)
+    bad[present] = [p[1] for p in pairs[present]]
+    return out.astype(object).where(present, None), bad
 
 
 def _record_values(acc: _Acc, table: str, col: str, source_col: str | None, values: pd.Series, action: str,
