@@ -17,6 +17,18 @@ table of contents, and writes an ``index.html`` linking them.
   (:func:`iop_research.reports.gate.make_privacy_gate`) checks every report for
   identifiers of the input data, full dates, ages over 89 and counts below
   ``min_cell_count`` before anything is written.
+- **Study reports**: with a study (``parameters={"study": ...}``, as
+  :func:`iop_research.reports.config.read_study_config` returns; the CLI's
+  ``report --params study.toml``) the study report templates
+  (:data:`TEMPLATES_DIR`) run instead of the tutorials: the study is prepared
+  once (:func:`iop_research.reports.study.prepare_study`) and handed to the
+  kernels; every output must come from the publishing channel
+  (:class:`iop_research.present.publish.Publisher`, signed with a key of this
+  build; checked by :func:`iop_research.reports.gate.check_channel_only`); the
+  ledgers of all reports are audited together; tables are also written under
+  ``tables/`` (CSV, Word), figures under ``figures/`` (SVG, 300-dpi PNG); the
+  index summarises each question (N, key estimate with CI) and links its
+  report; code is hidden unless ``show_code=True``.
 - **Checkable rebuilds**: ``fingerprints.json`` holds, per notebook, hashes of
   its table and text outputs (:func:`notebook_fingerprints`); rebuilding with
   the same notebooks, data and parameters gives the same file.
@@ -456,7 +468,8 @@ def _declared_parameters(nb) -> dict[str, Any]:
 
 
 def _build_one(path: Path, *, stage: Path, params: Mapping[str, Any], kernel_name: str, no_input: bool,
-               prov_future, gate_future, start_timeout: int, channel_only: bool = False) -> _Built:
+               prov_future, gate_future, start_timeout: int, channel_only: bool = False,
+               channel_key: bytes | None = None) -> _Built:
     """Execute, fingerprint, export, gate and stage one notebook (runs in a worker thread)."""
     import nbformat
     import papermill as pm
@@ -488,7 +501,7 @@ def _build_one(path: Path, *, stage: Path, params: Mapping[str, Any], kernel_nam
         ) from exc
     seconds = time.perf_counter() - t0
     if channel_only:
-        _check_channel_only(path.name, nb)
+        _check_channel_only(path.name, nb, channel_key)
     fps = notebook_fingerprints(nb)
     title, summary = _title_and_summary(nb, path.stem)
     toc = _toc_html(nb)
@@ -516,7 +529,7 @@ def _build_one(path: Path, *, stage: Path, params: Mapping[str, Any], kernel_nam
     return _Built(path.name, html_name, title, summary, seconds, fps, prov["parameters"])
 
 
-def _check_channel_only(name: str, nb) -> None:
+def _check_channel_only(name: str, nb, key: bytes | None) -> None:
     """Study reports: every output must come from the publishing channel (the gate's allow-list)."""
     from iop_research.exceptions import PrivacyViolationError
     from iop_research.reports import gate as _gate
@@ -524,7 +537,7 @@ def _check_channel_only(name: str, nb) -> None:
     check = getattr(_gate, "check_channel_only", None)
     if check is None:  # the allow-list arrives with the gate of issue 13; the pattern gate still runs
         return
-    violations = list(check(nb))
+    violations = list(check(nb, notebook=name, key=key))
     if violations:
         raise PrivacyViolationError(
             f"Study report {name}: {len(violations)} output(s) did not come from the publishing channel: "
@@ -773,12 +786,27 @@ def build_reports(
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".iop-report-", dir=out.parent))
     kernel_params = dict(params)
+    channel_key = None
+    saved_key = None
     if study_mode:
+        import secrets
+
+        from iop_research.present.publish import PUBLISH_KEY_ENV
+
+        # the kernels (children of this process) sign channel output with a key only this build knows
         from iop_research.reports.study import save_prepared
 
         kernel_params.pop("min_cell_count", None)  # the templates read it from the study settings
         kernel_params["out_dir"] = str(stage)
-        kernel_params["prepared"] = save_prepared(prepared_study, stage / ".prepared.pkl")
+        try:
+            kernel_params["prepared"] = save_prepared(prepared_study, stage / ".prepared.pkl")
+        except OSError as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise ReportError(f"Could not write the prepared study to the staging folder {stage}: {exc}. "
+                              "Check free space and permissions beside the output folder.") from exc
+        channel_key = secrets.token_bytes(32)
+        saved_key = os.environ.get(PUBLISH_KEY_ENV)
+        os.environ[PUBLISH_KEY_ENV] = channel_key.hex()
     futures: dict = {}
     quiet = _QuietPapermill()
     pm_loggers = [logging.getLogger(name) for name in ("papermill", "papermill.translators")]
@@ -801,7 +829,7 @@ def build_reports(
         futures = {
             pool.submit(_build_one, p, stage=stage, params=kernel_params, kernel_name=kernel_name, no_input=no_input,
                         prov_future=prov_future, gate_future=gate_future, start_timeout=start_timeout,
-                        channel_only=study_mode): i
+                        channel_only=study_mode, channel_key=channel_key): i
             for i, p in enumerate(paths)
         }
         built: dict[int, _Built] = {}
@@ -882,6 +910,13 @@ def build_reports(
         for lg in pm_loggers:
             lg.removeFilter(quiet)
         shutil.rmtree(stage, ignore_errors=True)
+        if study_mode:
+            from iop_research.present.publish import PUBLISH_KEY_ENV
+
+            if saved_key is None:
+                os.environ.pop(PUBLISH_KEY_ENV, None)
+            else:
+                os.environ[PUBLISH_KEY_ENV] = saved_key
 
 
 def _utc_now() -> str:  # pragma: no cover - used only for CLI messages
