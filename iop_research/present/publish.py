@@ -762,7 +762,7 @@ class Publisher:
 
 
 def _has_named_index(df: pd.DataFrame) -> bool:
-    return df.index.name is not None or not isinstance(df.index, pd.RangeIndex)
+    return df.index.name is not None or not pd.api.types.is_integer_dtype(df.index.dtype)
 
 
 def _whole(n, what: str) -> int:

@@ -194,8 +194,10 @@ class Ledger:
         """Record that ``100 * count / denominator`` rounds to ``percent`` at ``digits`` decimals."""
         half = 0.5 * 10.0 ** (-digits)
         lo, hi = (percent - half) / 100.0, (percent + half) / 100.0
-        self.add_relation({count: 1.0, denominator: -max(lo, 0.0)}, lower=0.0, upper=math.inf, source=source)
-        self.add_relation({count: 1.0, denominator: -hi}, lower=-math.inf, upper=0.0, source=source)
+        for coef_den, lower, upper in ((-max(lo, 0.0), 0.0, math.inf), (-hi, -math.inf, 0.0)):
+            coefs: dict[str, float] = {count: 1.0}
+            coefs[denominator] = coefs.get(denominator, 0.0) + coef_den
+            self.add_relation(coefs, lower=lower, upper=upper, source=source)
 
     def extend(self, other: "Ledger") -> None:
         """Add another ledger's counts and relations (same threshold required)."""
@@ -325,7 +327,7 @@ class _Problem:
             lo, hi = r.lower - const, r.upper - const
             scale = max(scale, abs(const) if math.isfinite(const) else 0.0)
             if not coefs:
-                if lo > 1e-9 or hi < -1e-9:
+                if lo > 1e-6 * max(1.0, abs(const)) or hi < -1e-6 * max(1.0, abs(const)):
                     raise AuditError(f"Published counts contradict the relation {r.source!r}: "
                                      f"{' + '.join(f'{c:g}*{k}' for k, c in r.coefs)} outside [{r.lower}, {r.upper}].")
                 continue
