@@ -135,6 +135,14 @@ def test_simulate_writes_the_six_tables(simulated, tmp_path, capsys):
         assert (again / f.name).read_bytes() == f.read_bytes(), f.name
 
 
+def test_simulate_into_a_directory_of_another_format_exits_1(simulated, tmp_path, capsys):
+    target = tmp_path / "mixed"
+    shutil.copytree(simulated, target)
+    assert main(["simulate", "--n-patients", "50", "--out", str(target), "--format", "parquet"]) == EXIT_PROBLEMS
+    err = capsys.readouterr().err
+    assert "iop-research simulate failed" in err and "ambiguous" in err and "Traceback" not in err
+
+
 # -- validate --------------------------------------------------------------------------------
 def test_validate_demo_dir_exits_0():
     res = _cli("validate", str(demo_path()))

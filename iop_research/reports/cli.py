@@ -111,7 +111,8 @@ def _cmd_map(args) -> int:
     from iop_research.exceptions import DataReadError
 
     if not args.mapping.is_file():
-        _err(f"Mapping file {args.mapping} does not exist. `iop-research init-study DIR` writes one to start from.")
+        what = "is not a file" if args.mapping.exists() else "does not exist"
+        _err(f"Mapping file {args.mapping} {what}. `iop-research init-study DIR` writes one to start from.")
         return EXIT_UNREADABLE
     try:
         data, report = map_extract(args.mapping, args.out, format=args.format)
@@ -247,7 +248,8 @@ def _cmd_report(args) -> int:
         from iop_research.reports.config import read_study_config
 
         if not args.params.is_file():
-            _err(f"Study file {args.params} does not exist. `iop-research init-study DIR` writes one to start from.")
+            what = "is not a file" if args.params.exists() else "does not exist"
+            _err(f"Study file {args.params} {what}. `iop-research init-study DIR` writes one to start from.")
             return EXIT_UNREADABLE
         try:
             params = read_study_config(args.params)
@@ -381,14 +383,19 @@ def main(argv=None) -> int:
         parser.print_usage(sys.stderr)
         _err("iop-research report: error: --show-code and --no-input contradict each other; pass one.")
         return EXIT_USAGE
+    from iop_research.exceptions import IopError
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:  # pragma: no cover - interactive
         _err("interrupted")
         return 130
+    except IopError as exc:  # e.g. DataWriteError: --out holds tables of another format
+        _err(f"iop-research {args.command} failed: {exc}")
+        return EXIT_PROBLEMS
     except OSError as exc:  # e.g. permission denied writing --out
-        _err(f"iop-research {args.command}: {exc.strerror or exc} ({exc.filename or ''}). Check the path and its "
-             "permissions.")
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"iop-research {args.command}: {exc.strerror or exc}{where}. Check the path and its permissions.")
         return EXIT_UNREADABLE if args.command == "validate" else EXIT_PROBLEMS
 
 
