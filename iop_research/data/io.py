@@ -227,8 +227,19 @@ class IOPData:
         Raises
         ------
         DataWriteError
-            For an unknown format, or when the directory holds a file of another
-            format for one of the tables (reading would be ambiguous).
+            For an unknown format, when the directory holds a file of another
+            format for one of the tables (reading would be ambiguous), for a
+            table that cannot be written, and for permission and path problems
+            (checked before anything is written).
+
+        Notes
+        -----
+        Atomic: the tables are written to a staging directory next to
+        ``path``; only when all six are written does the export replace the
+        previous one, with one rename (or one atomic directory exchange on
+        Linux) when ``path`` holds nothing but the tables, else by moving each
+        finished file into place. A failure while writing leaves the previous
+        export as it was, and no staging directory is left behind.
 
         References
         ----------
@@ -250,7 +261,7 @@ class IOPData:
         """
         if format not in FORMATS:
             raise DataWriteError(f"Unknown format {format!r}: use one of {', '.join(FORMATS)}.")
-        out = Path(path)
+        out = check_writable(path)
         for table in TABLES:
             for other in FORMATS:
                 clash = out / f"{table}.{other}"
@@ -265,18 +276,51 @@ class IOPData:
                     f"Table {table} is a {type(df).__name__}, not a DataFrame; nothing was written. Use "
                     f"schema.empty_table({table!r}) for a table without rows."
                 )
-        out.mkdir(parents=True, exist_ok=True)
+        names = {f"{t}.{format}" for t in TABLES}
+        others = [p for p in out.iterdir() if p.name not in names] if out.is_dir() else []
+        if not others:
+            # the whole directory is the export: build it aside, publish it with one rename / exchange
+            with atomic_directory(out) as stage:
+                try:
+                    self._write_tables(stage, format)
+                except DataWriteError:
+                    raise
+                except OSError as exc:
+                    raise _wrap_os_error(exc, out, "write the tables into") from exc
+            return out
+        # a directory with other files: stage every table first, then move each into place
+        import shutil
+        import tempfile
+
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out))
+        except OSError as exc:
+            raise _wrap_os_error(exc, out, "stage the export in") from exc
+        try:
+            self._write_tables(stage, format)
+            for name in sorted(names):
+                os.replace(stage / name, out / name)
+        except DataWriteError:
+            raise
+        except OSError as exc:
+            raise _wrap_os_error(exc, out, "write the tables into") from exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return out
+
+    def _write_tables(self, directory: Path, format: str) -> None:
         for table, df in self.tables().items():
-            target = out / f"{table}.{format}"
+            target = directory / f"{table}.{format}"
             if format == "parquet":
                 try:
                     df.to_parquet(target, index=False, engine="pyarrow")
+                except OSError:
+                    raise
                 except Exception as exc:  # pyarrow type errors for mixed object columns, ...
-                    target.unlink(missing_ok=True)
                     raise DataWriteError(
                         f"Table {table} could not be written as Parquet ({type(exc).__name__}: "
-                        f"{str(exc)[:200]}). Columns with mixed types are the usual cause: run "
-                        "IOPData.coerce() and validate() first, or write CSV."
+                        f"{str(exc)[:200]}); nothing was written. Columns with mixed types are the usual cause: "
+                        "run IOPData.coerce() and validate() first, or write CSV."
                     ) from exc
                 continue
             text = _csv_frame(table, df)
@@ -288,7 +332,6 @@ class IOPData:
                     filename=f"{table}.csv", mode="wb", fileobj=raw, mtime=0, compresslevel=6
                 ) as gz, io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh:
                     text.to_csv(fh, index=False, lineterminator="\n")
-        return out
 
 
 def _csv_frame(table: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -644,6 +687,13 @@ class atomic_directory:
             shutil.rmtree(stage, ignore_errors=True)
             return False
         try:
+            if self.target.exists():
+                mode = self.target.stat().st_mode & 0o7777
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o777 & ~umask
+            os.chmod(stage, mode)  # mkdtemp makes 0700; the published directory keeps the usual mode
             if self.target.exists() and self.keep is not None:
                 for entry in self.target.iterdir():
                     if self.keep(entry.name) and not (stage / entry.name).exists():
