@@ -952,13 +952,18 @@ def side_by_side(fits: Mapping[str, AdjustedFit]) -> pd.DataFrame:
     return out
 
 
-def model_notes(study: StudyData, fit: AdjustedFit) -> list[str]:
-    """Footnotes of a model table: covariates, missing-data handling, episodes used."""
+def model_notes(study: StudyData, fit: AdjustedFit, pub) -> list[str]:
+    """Footnotes of a model table: covariates, missing-data handling, episodes used.
+
+    The numbers of episodes go through the publishing channel ``pub`` (suppressed when small).
+    """
     covs = [VARIABLE_LABELS.get(c, c) for c in study.covariates]
     notes = [("Adjusted for: " + ", ".join(covs) + ".") if covs else "No adjustment covariate varies in this cohort.",
              fit.method]
     if fit.n_dropped:
-        notes.append(f"Episodes left out for missing covariates: {fit.n_dropped:,} of {fit.n_dropped + fit.n_episodes:,}.")
+        total = fit.n_dropped + fit.n_episodes
+        notes.append(f"Episodes left out for missing covariates: {pub.count(fit.n_dropped, label='episodes dropped (complete case)')}"
+                     f" of {pub.count(total, label='episodes before complete-case selection')}.")
     return notes + list(study.covariate_notes)
 
 
