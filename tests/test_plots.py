@@ -439,3 +439,24 @@ def test_km_cut_for_privacy_shows_in_the_axis_range_and_caption():
     # without a cut, the axis covers all times and the caption has no cut sentence
     ax2 = plots.plot_km(res, min_cell_count=1, risk_table=False)
     assert ax2.get_xlim()[1] >= max(tidy["time"]) and "Curves end" not in plots.figure_caption(ax2)
+
+
+def test_schoenfeld_and_attrition_accept_their_objects():
+    from iop_research.derive.cohorts import Attrition
+    from iop_research.survival.cox import fit_cox, ph_test
+
+    rng = np.random.default_rng(6)
+    df = pd.DataFrame({"t": rng.exponential(10, 120) + 0.1, "e": rng.random(120) < 0.8, "x": rng.normal(size=120),
+                       "patient_id": [f"P{i}" for i in range(120)]})
+    zph = ph_test(fit_cox(df, duration_col="t", event_col="e", covariates=["x"]))
+    a = plots.plot_schoenfeld(zph, "x")
+    b = plots.plot_schoenfeld(zph.extra["residuals"], "x")
+    np.testing.assert_array_equal(a.get_lines()[0].get_xydata(), b.get_lines()[0].get_xydata())
+    with pytest.raises(DataValidationError, match="ph_test"):
+        plots.plot_schoenfeld(fit_cox(df, duration_col="t", event_col="e", covariates=["x"]), "x")
+    att = Attrition()
+    att.start(df, table="episodes")
+    att.exclude(df, df["x"] > 1.5, step="x_cap", reason="x > 1.5", table="episodes")
+    ax1 = plots.plot_attrition(att)
+    ax2 = plots.plot_attrition(att.to_frame())
+    assert [t.get_text() for t in ax1.texts] == [t.get_text() for t in ax2.texts]

@@ -946,6 +946,7 @@ def plot_attrition(
     """
     from iop_research.present.tables import suppress_attrition
 
+    attrition = _table_of(attrition, "plot_attrition")
     _require(attrition, [step_col, removed_col, remaining_col], "plot_attrition")
     if chain_col in attrition.columns:
         chains = list(pd.unique(attrition[chain_col]))
@@ -1163,8 +1164,9 @@ def plot_schoenfeld(
 
     Parameters
     ----------
-    residuals : pandas.DataFrame
-        ``ph_test`` residual table: ``time, transformed_time, <term>...``.
+    residuals : Result or pandas.DataFrame
+        The :func:`iop_research.survival.cox.ph_test` result (its
+        ``extra["residuals"]``) or that table: ``time, transformed_time, <term>...``.
     term : str
         Column to plot.
     smooth : pandas.DataFrame, optional
@@ -1197,6 +1199,11 @@ def plot_schoenfeld(
     >>> ax.get_ylabel()
     'Beta(t) for mat'
     """
+    if not isinstance(residuals, pd.DataFrame) and not (
+            isinstance(getattr(residuals, "extra", None), Mapping) and "residuals" in residuals.extra):
+        raise DataValidationError("plot_schoenfeld: pass the result of survival.cox.ph_test or its "
+                                  "extra['residuals'] table.")
+    residuals = _table_of(residuals, "plot_schoenfeld", extra="residuals")
     _require(residuals, [time_col, term], "plot_schoenfeld")
     ax, created = _new_ax(ax)
     (pts,) = ax.plot(residuals[time_col].to_numpy(dtype=float), residuals[term].to_numpy(dtype=float),
