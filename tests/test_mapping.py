@@ -232,6 +232,7 @@ def test_validate_lists_offending_vocabulary_values(mapped):
     ('[mapping]\ndate_formats = "%m/%d/%Y"\n', "date_formats must be a list"),
     ('[tables.observation]\nsource = "a.csv"\nderive = "patients"\n', "exactly one of source"),
     ('[tables.patients\n', "not valid TOML"),
+    ('[tables.observation]\nderive = "patients"\ncolumns = { patient_id = "MRN" }\n', "it takes only constants"),
     ('[mapings]\n', "unknown section [mapings]"),
 ])
 def test_mapping_file_errors_name_the_problem(tmp_path, text, expected):

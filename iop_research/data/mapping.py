@@ -300,6 +300,9 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
         if "derive" in spec and spec["derive"] != "patients":
             problems.append(f"{where} derive = {spec['derive']!r}: only \"patients\" (one row per patient) is "
                             "supported")
+        if "derive" in spec and any(k in spec for k in ("columns", "values", "drop_rows")):
+            problems.append(f"{where} is derived (derive = \"patients\"): it takes only constants, not columns, "
+                            "values or drop_rows")
         if "derive" in spec and name == "patients":
             problems.append("[tables.patients] cannot be derived; give its source file")
         contract = {c for c, *_ in TABLE_COLUMNS[name]}
