@@ -52,7 +52,7 @@ __all__ = [
     "table_one_frames", "table_one_notes", "los_figure", "retention_frame", "discharge_counts", "cif_figure",
     "cif_at_horizons", "gray_tests", "model_frame", "side_by_side", "model_notes", "forest_figure", "km_figure",
     "km_summary", "km_tests", "rmst_table", "exposure_counts", "mat_time_varying_frame", "mat_counts", "mat_landmarks",
-    "mat_forest", "recurrence_frame", "relapses_per_patient", "mean_cumulative_relapses", "save_prepared", "record_summary", "hr_headline", "km_headline",
+    "mat_forest", "recurrence_frame", "relapses_per_patient", "mean_cumulative_relapses", "save_prepared", "record_summary", "quiet_engine", "hr_headline", "km_headline",
 ]
 
 #: Human-readable names of the analysis variables (tables, forest plots).
@@ -418,7 +418,7 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
             cached.config = config
             return cached
     data, label = _read(config, data_path, data)
-    episodes = build_episodes(data)
+    episodes = build_episodes(data, engine=quiet_engine())
     c = config.settings["cohort"]
     obs = data.observation[["patient_id", "observation_end"]]
     eps = episodes.assign(age=episodes["age_at_admit"]).merge(obs, on="patient_id", how="left", validate="many_to_one")
@@ -437,7 +437,7 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
     baseline = _baseline(cohort_episodes)
     if len(cohort_episodes):
         frame = survival_frame(data, definition=definition, episodes=cohort_episodes, covariates=None,
-                               attrition=attrition)
+                               attrition=attrition, engine=quiet_engine())
     else:
         frame = pd.DataFrame(columns=["episode_id", "patient_id", "time", "event", "status"])
     requested = config.get("covariates.adjust")
@@ -462,6 +462,21 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
                 + ". Remove them from [report] questions, or widen the cohort.")
         sd.questions = [q for q in QUESTIONS if q in wanted]
     return sd
+
+
+def quiet_engine():
+    """A fresh in-process DuckDB backend (Ibis) with its progress bar off.
+
+    DuckDB draws a progress bar (on stderr, or as a widget in Jupyter) for
+    queries that run longer than two seconds; in a study report that would be
+    output outside the publishing channel. One backend per derivation call, so
+    temporary tables do not accumulate.
+    """
+    import ibis
+
+    backend = ibis.duckdb.connect()
+    backend.raw_sql("SET enable_progress_bar = false")
+    return backend
 
 
 # ----------------------------------------------------------------------------- models
@@ -668,7 +683,7 @@ def modality_exposure(study: StudyData) -> ModalityExposure:
     sessions = _attended_sessions(study)
     if design == "landmark":
         lm = landmark_frame(study.data, landmark_days=window, definition=study.definition,
-                            episodes=study.cohort_episodes, covariates=None)
+                            episodes=study.cohort_episodes, covariates=None, engine=quiet_engine())
         n_not = len(study.frame) - len(lm)
         lm = study.with_baseline(lm)
         early = sessions[sessions["day"] < window]
@@ -1071,7 +1086,7 @@ def mat_time_varying_frame(study: StudyData) -> pd.DataFrame:
     from iop_research.derive.frames import counting_process_frame
 
     long = counting_process_frame(study.data, definition=study.definition, episodes=study.cohort_episodes,
-                                  covariates=None)
+                                  covariates=None, engine=quiet_engine())
     return study.with_baseline(long)
 
 
@@ -1092,7 +1107,8 @@ def mat_landmarks(study: StudyData) -> pd.DataFrame:
     rows, notes = [], []
     for L in study.config.get("landmarks.days"):
         lm = study.with_baseline(landmark_frame(study.data, landmark_days=L, definition=study.definition,
-                                                episodes=study.cohort_episodes, covariates=None))
+                                                episodes=study.cohort_episodes, covariates=None,
+                                                engine=quiet_engine()))
         n_mat = int(lm["mat_by_landmark"].sum()) if len(lm) else 0
         if len(lm) == 0 or n_mat in (0, len(lm)) or lm["event"].sum() == 0:
             notes.append(f"Day {L}: no comparison possible (every or no episode at risk had started MAT, or no relapse).")
@@ -1132,7 +1148,8 @@ def recurrence_frame(study: StudyData) -> pd.DataFrame:
     """Risk intervals for recurrent relapse of the cohort's patients (``recurrent_relapses``)."""
     from iop_research.derive.outcomes import recurrent_relapses
 
-    return recurrent_relapses(study.data, definition=study.definition, episodes=study.cohort_episodes)
+    return recurrent_relapses(study.data, definition=study.definition, episodes=study.cohort_episodes,
+                              engine=quiet_engine())
 
 
 def relapses_per_patient(rec: pd.DataFrame) -> pd.DataFrame:
