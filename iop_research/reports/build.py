@@ -559,13 +559,10 @@ def _finish_study(stage: Path, sd, results) -> dict[str, Any]:
     audit = "no ledgers written"
     ledgers = sorted((stage / "ledgers").glob("*.json")) if (stage / "ledgers").is_dir() else []
     if ledgers:
-        from iop_research.privacy.audit import Ledger, audit_ledger
+        from iop_research.privacy.audit import audit_ledgers
 
-        combined = Ledger(min_cell_count=sd.min_cell_count)
-        for p in ledgers:
-            combined.extend(Ledger.from_json(p))
         try:
-            res = audit_ledger(combined, raise_on_failure=False)
+            res = audit_ledgers(ledgers, raise_on_failure=False)
         except Exception as exc:  # a contradiction between reports is itself a finding
             raise PrivacyViolationError(f"The study's reports could not be audited together: {exc}. "
                                         "No report was written.") from exc
@@ -820,8 +817,9 @@ def build_reports(
         if (gate is None or gate is True) and study_mode:
             from iop_research.reports.gate import make_privacy_gate
 
-            gate_future = helpers.submit(make_privacy_gate, prepared_study.data,
-                                         min_cell_count=prepared_study.min_cell_count)
+            gate_future = helpers.submit(
+                make_privacy_gate, prepared_study.data, min_cell_count=prepared_study.min_cell_count,
+                min_cell_count_override=prepared_study.config.get("privacy.min_cell_count_override"))
         elif gate is None or gate is True:
             gate_future = helpers.submit(_default_gate, data, params.get("min_cell_count", 11))
         else:
