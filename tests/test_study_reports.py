@@ -316,3 +316,14 @@ def test_bad_comparison_settings_are_refused():
         load_study(settings={"comparison": {"exposure": "modality_mix", "design": "time_varying"}})
     with pytest.raises(DataReadError, match="groups applies only"):
         load_study(settings={"comparison": {"groups": ["group"]}})
+
+
+def test_list_reports_names_tutorials_and_templates():
+    from iop_research.reports.build import DEFAULT_NOTEBOOKS_DIR, list_reports
+
+    listed = list_reports()
+    names = [n for n, _, _ in listed]
+    assert names[-6:] == list(QUESTIONS.values())
+    assert all(p.parent == DEFAULT_NOTEBOOKS_DIR for n, _, p in listed[:-6])
+    titles = dict((n, t) for n, t, _ in listed)
+    assert titles["03_relapse"] == "Time to relapse" and titles["04_modalities"] == "Therapy modalities and relapse"
