@@ -435,6 +435,31 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
                 f"{path} looks truncated: its last line ({n_lines}) has {n_last} of {len(header)} fields and "
                 "no line end. Re-export or re-download the complete file."
             )
+    # rows with fewer fields than the header: pandas would pad them with missing values
+    short = []
+    try:
+        for rec in csv.reader(io.StringIO(raw.decode("utf-8"), newline="")):
+            if rec and len(rec) < len(header) and any(f.strip() for f in rec):
+                short.append(len(rec))
+                if len(short) == 1:
+                    first_short = rec
+    except csv.Error:
+        short = []  # pandas reports the malformed file below
+    if short:
+        lines = []
+        for n_line, line in enumerate(raw.decode("utf-8").splitlines()[1:], start=2):
+            try:
+                rec = next(csv.reader([line]))
+            except (csv.Error, StopIteration):
+                continue
+            if rec and len(rec) < len(header) and any(f.strip() for f in rec):
+                lines.append(n_line)
+        raise DataReadError(
+            f"{path}: {len(short)} row(s) have fewer fields than the header's {len(header)} (lines "
+            f"{', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''}; e.g. {first_short!r}), so "
+            "their last columns would be filled with missing values. Add the missing fields (an empty field "
+            "still needs its comma) and re-export the file."
+        )
     kinds = column_kinds(table)
     dtypes = {col: str for col in header if col in kinds}
     try:
