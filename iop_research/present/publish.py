@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from iop_research.exceptions import DataValidationError, PrivacyViolationError, format_ids
-from iop_research.privacy.audit import Ledger, audit_ledger
+from iop_research.privacy.audit import Ledger, audit_cells, audit_ledger, connected_primaries
 from iop_research.privacy.secondary import protect_cells
 
 __all__ = [
@@ -392,7 +392,10 @@ class Publisher:
         if not hide:
             trial = self._all()
             trial.add_percentage(key, denominator_key, percent=pct, digits=digits)
-            if not audit_ledger(trial)["is_protected"].all():
+            tv = trial.view()
+            targets = connected_primaries(tv, trial.relations, [key, denominator_key])
+            if targets and not audit_cells(tv, trial.relations, min_cell_count=self.min_cell_count,
+                                           targets=targets)["is_protected"].all():
                 hide = True
         if hide:
             text = "*"
@@ -629,7 +632,10 @@ class Publisher:
                 p = round(float(raw), pct_digits)
                 t2 = trial.copy()
                 t2.add_percentage(ck, dk, percent=p, digits=pct_digits)
-                if not audit_ledger(t2)["is_protected"].all():
+                tv = t2.view()
+                targets = connected_primaries(tv, t2.relations, [ck, dk])
+                if targets and not audit_cells(tv, t2.relations, min_cell_count=self.min_cell_count,
+                                               targets=targets)["is_protected"].all():
                     shown_pct.append("*")
                     continue
                 trial = t2

@@ -66,6 +66,7 @@ __all__ = [
     "audit_ledger",
     "audit_ledgers",
     "audit_table",
+    "connected_primaries",
 ]
 
 #: Publication status of a count in a ledger.
@@ -544,6 +545,28 @@ class Reader:
             if not self.bounds(key)[2]:
                 return key
         return None
+
+
+def connected_primaries(view: Mapping[str, tuple[str, int | None]], relations: Sequence[Relation],
+                        keys: Iterable[str]) -> list[str]:
+    """Primary keys linked to ``keys`` through relations over hidden counts (the only ones a new
+    publication about ``keys`` can narrow)."""
+    adj: dict[str, set[str]] = {}
+    for r in relations:
+        ks = [k for k, _ in r.coefs]
+        for k in ks:
+            adj.setdefault(k, set()).update(ks)
+    seen = set(keys)
+    stack = list(seen)
+    while stack:
+        cur = stack.pop()
+        for nb in adj.get(cur, ()):
+            if nb not in seen and view.get(nb, ("unpublished", None))[0] != "shown":
+                seen.add(nb)
+                stack.append(nb)
+            elif nb not in seen:
+                seen.add(nb)  # shown: a constant, it does not link further
+    return [k for k in seen if view.get(k, ("", None))[0] == "primary"]
 
 
 def audit_cells(view: Mapping[str, tuple[str, int | None]], relations: Sequence[Relation], *,

@@ -119,6 +119,9 @@ def protect_cells(
     hidden = set(primary)
     if not complementary or not primary and not any(st == "primary" for st, _ in published.values()):
         return hidden, primary
+    related = {k for r in relations for k, _ in r.coefs}
+    if not any(k in related for k in values):
+        return hidden, primary  # nothing links the new counts to anything: markers alone say all
     costs = {key: (float(v) + 1.0 if v is not None else 0.0) for key, v in values.items()}
     costs.update(cost or {})
     hideable = {key for key, v in values.items()
