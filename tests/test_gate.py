@@ -555,3 +555,25 @@ def test_anything_else_fails_naming_notebook_and_cell(monkeypatch, plant):
     assert found and {v.rule for v in found} == {"not_channel"}
     assert {v.cell for v in found} == {1} and all(v.cell_starts.startswith("pub.table") for v in found)
     assert "03_relapse cell 1" in str(found[0])
+
+
+def test_standard_namespace_urls_are_not_dates_but_dates_in_other_urls_are():
+    svg = ('<svg xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><metadata><rdf:RDF>'
+           '<dc:type rdf:resource="http://purl.org/dc/dcmitype/StillImage"/></rdf:RDF></metadata></svg>')
+    assert _rules(_cell(svg)) == []
+    assert ("full_date", "2021/03/04") in _rules(_cell("<a href='https://clinic.example/visits/2021/03/04'>x</a>"))
+
+
+def test_published_figure_passes_the_pattern_gate(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from iop_research.present.publish import Publisher
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 30, 90], [1.0, 0.8, 0.6])
+    pub = Publisher(show=False)
+    f = pub.figure(fig, caption="Time to relapse")
+    assert "22-rdf-syntax" not in f.html
+    assert scan_report_html(_cell(f.html), notebook="n") == []

@@ -726,6 +726,7 @@ class Publisher:
         plt.close(fig)
         svg_text = svg.getvalue()
         svg_text = svg_text[svg_text.find("<svg"):]
+        svg_text = re.sub(r"<metadata>.*?</metadata>\s*", "", svg_text, flags=re.S)  # RDF boilerplate
         cap = f"Figure {number}. {caption}"
         inner = (f'<figure class="iop-figure" id="{name}">{svg_text}'
                  f"<figcaption>{_html.escape(cap)}</figcaption></figure>")

@@ -436,7 +436,14 @@ def _valid_date(y: str, m: str, d: str) -> bool:
     return 1 <= di <= 12 and 1 <= mi <= 31  # day/month order
 
 
+#: Namespace and licence URLs of SVG/XML metadata (``http://www.w3.org/1999/02/22-rdf-syntax-ns#``): their
+#: path segments look like dates but are fixed strings of the standards.
+_STANDARD_URL = re.compile(r"https?://(?:www\.)?(?:w3\.org|purl\.org|creativecommons\.org|ns\.adobe\.com|"
+                           r"schemas\.openxmlformats\.org|schemas\.microsoft\.com)/[^\s\"'<>)]*", re.I)
+
+
 def _find_dates(text: str) -> list[tuple[str, int, int]]:
+    text = _STANDARD_URL.sub(lambda m: " " * len(m.group(0)), text)
     found = []
     for m in _COMPACT_DATE.finditer(text):  # 20210314 (not a random seed that happens to look like one)
         if not re.search(r"seed\W{0,3}$", text[max(0, m.start() - 8):m.start()], re.I):
