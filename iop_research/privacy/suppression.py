@@ -266,7 +266,12 @@ def suppress_small_cells(
     known_totals : {"both", "rows", "columns", "none"}, default "both"
         Which totals readers can derive when they are not in the table (e.g.
         group sizes in a column header). A row or column of at least two cells
-        whose total is known is a line. Explicit totals always count.
+        whose total is known is a line. Explicit totals always count. Such
+        totals are protected like cells: when one of them must not be
+        published next to the table (e.g. a small column total, or one that
+        would give a small total away by differencing), its ledger entry in
+        ``attrs["suppressed"].ledger`` has status ``"secondary"`` or
+        ``"primary"``.
     marker : str, optional
         Display marker of primary cells, stored for :func:`format_suppressed`;
         default ``"<{min_cell_count}"``.
@@ -403,15 +408,18 @@ def _protect_audited(
     """Primary and audited secondary suppression of a flat vector of counts.
 
     ``lines[i]`` sums to its last element when ``explicit[i]``, else to a
-    total that readers know but that is not in the table (added to the
-    ledger as a shown count). NaN values are not published. Returns
-    ``(hidden, primary, ledger)``.
+    total that readers can know but that is not in the table. Such totals
+    are protected like cells (hidden last): the ledger records each with the
+    status it needs (``"secondary"`` = must not be published next to the
+    table; a small one is ``"primary"``). NaN values are not published.
+    Returns ``(hidden, primary, ledger)``.
     """
     from iop_research.privacy.audit import Ledger
     from iop_research.privacy.secondary import protect_cells
 
     keys = [f"c{i}" for i in range(values.size)]
     vals = {keys[i]: (None if np.isnan(values[i]) else int(values[i])) for i in range(values.size)}
+    totals: dict[str, int] = {}
     led = Ledger(min_cell_count=k)
     for n_line, (line, has_total) in enumerate(zip(lines, explicit)):
         members = [keys[int(c)] for c in line]
@@ -421,17 +429,16 @@ def _protect_audited(
             if any(vals[m] is None for m in members):
                 continue  # a total over unpublished cells is not known
             tk = f"t{n_line}"
-            vals_total = sum(vals[m] for m in members)
-            if 1 <= vals_total < k:  # a small total is itself suppressed wherever it is published
-                led.add_count(tk, value=None, status="primary", table="(known total)")
-            else:
-                led.add_count(tk, value=vals_total, status="shown", table="(known total)")
+            totals[tk] = sum(vals[m] for m in members)
             led.add_sum(members, tk, source="known total")
     cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0))
             for i in range(values.size)}
-    hidden_keys, primary_keys = protect_cells(vals, led.relations, min_cell_count=k, published=led.view(),
-                                              cost=cost, complementary=complementary,
-                                              on_unprotectable="hide")
+    cost.update({tk: (v + 1.0) * 100.0 for tk, v in totals.items()})  # known totals: hidden last
+    hidden_keys, primary_keys = protect_cells({**vals, **totals}, led.relations, min_cell_count=k, cost=cost,
+                                              complementary=complementary, on_unprotectable="hide")
+    for tk, v in totals.items():  # which known totals may be published alongside the table
+        st = "primary" if tk in primary_keys else ("secondary" if tk in hidden_keys else "shown")
+        led.add_count(tk, value=v if st == "shown" else None, status=st, table="(known total)")
     hidden = np.array([kk in hidden_keys for kk in keys])
     primary = np.array([kk in primary_keys for kk in keys])
     labels = list(labels) if labels is not None else keys
