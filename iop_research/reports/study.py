@@ -472,10 +472,16 @@ def quiet_engine():
     output outside the publishing channel. One backend per derivation call, so
     temporary tables do not accumulate.
     """
+    import duckdb
     import ibis
 
     backend = ibis.duckdb.connect()
-    backend.raw_sql("SET enable_progress_bar = false")
+    try:
+        backend.raw_sql("SET enable_progress_bar = false")
+    except duckdb.Error:
+        # in a Jupyter kernel without ipywidgets DuckDB refuses to touch the setting: it cannot
+        # draw its (widget) progress bar there either, so nothing is shown
+        pass
     return backend
 
 
