@@ -357,3 +357,23 @@ def test_report_privacy_violation_exits_1(tmp_path, capsys):
     assert "iop-research report failed: Report 09_leak.ipynb would disclose" in err
     assert "identifier 'P000001'" in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_study_on_a_mapped_ehr_extract_end_to_end(extract, tmp_path):
+    """The issue's path: a clinic extract in its own column names and codes, mapped by a mapping
+    file, then ``iop-research report --params study.toml`` on the mapped tables; the report
+    states the extract's numbers, and the study reports carry no demo text."""
+    data_dir = tmp_path / "data"
+    assert main(["map", str(extract / "mapping.toml"), str(data_dir)]) == EXIT_OK
+    study = tmp_path / "study.toml"
+    study.write_text('[data]\npath = "data"\n\n[report]\nquestions = ["cohort"]\n', encoding="utf-8")
+    out = tmp_path / "reports"
+    res = _cli("report", "--params", str(study), "--out", str(out), "--quiet", "--jobs", "1")
+    assert res.returncode == 0, res.stderr
+    html = (out / "01_cohort.html").read_text(encoding="utf-8")
+    n_patients = len(pd.read_csv(data_dir / "patients.csv"))
+    assert f"{n_patients:,}" in html or str(n_patients) in html
+    assert "3,000" not in html and "simulator" not in html.lower()
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["data_fingerprint"] == data_fingerprint(data_dir)
