@@ -332,3 +332,23 @@ def test_property_attrition_never_leaks(steps, extra):
         for i in range(1, len(s)):
             unknown = int(pd.isna(s.loc[i, rem])) + int(pd.isna(s.loc[i, left])) + int(pd.isna(s.loc[i - 1, left]))
             assert unknown != 1
+
+
+def test_protect_lines_audits_hand_built_tables_like_attrition():
+    from iop_research.privacy import protect_lines
+    from iop_research.privacy.audit import audit_ledger
+
+    # attrition: removed_i + remaining_i = remaining_{i-1}
+    removed = [0, 2, 40, 7]
+    remaining = [3571, 3569, 3529, 3522]
+    vals = np.array([v for pair in zip(removed, remaining) for v in pair], dtype=float)
+    idx = np.arange(vals.size).reshape(4, 2)
+    lines = [np.array([idx[i, 0], idx[i, 1], idx[i - 1, 1]]) for i in range(1, 4)]
+    is_total = np.zeros(vals.size, bool)
+    is_total[idx[:, 1]] = True
+    locked = np.zeros(vals.size, bool)
+    locked[idx[0, 1]] = True  # the input count is published elsewhere
+    hidden, primary, led = protect_lines(vals, lines, is_total=is_total, locked=locked)
+    assert primary[idx[1, 0]] and primary[idx[3, 0]] and not hidden[idx[0, 1]]
+    assert not ((vals >= 1) & (vals < K) & ~hidden).any()
+    assert audit_ledger(led)["is_protected"].all()

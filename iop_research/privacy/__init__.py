@@ -20,4 +20,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'audit_ledgers': 'audit',
     'audit_table': 'audit',
     'protect_cells': 'secondary',
+    'protect_lines': 'suppression',
 })

@@ -57,6 +57,7 @@ __all__ = [
     "format_suppressed",
     "suppress_risk_table",
     "check_no_small_cells",
+    "protect_lines",
 ]
 
 
@@ -404,6 +405,7 @@ def _protect_audited(
     is_total: np.ndarray,
     complementary: bool = True,
     labels: Sequence[str] | None = None,
+    locked: np.ndarray | None = None,
 ):
     """Primary and audited secondary suppression of a flat vector of counts.
 
@@ -434,8 +436,9 @@ def _protect_audited(
     cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0))
             for i in range(values.size)}
     cost.update({tk: (v + 1.0) * 100.0 for tk, v in totals.items()})  # known totals: hidden last
+    lock = [keys[i] for i in np.flatnonzero(locked)] if locked is not None else []
     hidden_keys, primary_keys = protect_cells({**vals, **totals}, led.relations, min_cell_count=k, cost=cost,
-                                              complementary=complementary, on_unprotectable="hide")
+                                              complementary=complementary, on_unprotectable="hide", locked=lock)
     for tk, v in totals.items():  # which known totals may be published alongside the table
         st = "primary" if tk in primary_keys else ("secondary" if tk in hidden_keys else "shown")
         led.add_count(tk, value=v if st == "shown" else None, status=st, table="(known total)")
@@ -449,6 +452,59 @@ def _protect_audited(
         row, _, col = labels[i].partition("|")
         led.add_count(kk, value=vals[kk] if st == "shown" else None, status=st, row=row, column=col)
     return hidden, primary, led
+
+
+def protect_lines(
+    values: np.ndarray,
+    lines: Sequence[np.ndarray],
+    *,
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
+    is_total: np.ndarray | None = None,
+    locked: np.ndarray | None = None,
+    complementary: bool = True,
+    totals_last: bool = True,
+):
+    """Audited primary and secondary suppression of a flat vector of counts with line totals.
+
+    The drop-in for building suppressed tables by hand (Table 1, attrition):
+    the same inputs as the legacy greedy sweep, with the cells chosen by
+    :func:`iop_research.privacy.secondary.protect_cells` and checked by the
+    auditor.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Float vector of counts (NaN = not published).
+    lines : sequence of numpy.ndarray
+        Index arrays of cells whose sum readers know.
+    min_cell_count : int, default 11
+    is_total : numpy.ndarray of bool, optional
+        Cells that are totals (hidden last).
+    locked : numpy.ndarray of bool, optional
+        Cells that must stay shown.
+    complementary : bool, default True
+    totals_last : bool, default True
+        Each line's last element is its total (``sum(line[:-1]) == line[-1]``);
+        with False every line sums to a total readers know that is not a cell.
+
+    Returns
+    -------
+    (hidden, primary, ledger)
+        Boolean vectors and the :class:`~iop_research.privacy.audit.Ledger`
+        (audit it with :func:`~iop_research.privacy.audit.audit_ledger`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hidden, primary, led = protect_lines(np.array([1.0, 11, 40, 52]), [np.arange(4)])
+    >>> hidden.tolist(), primary.tolist()
+    ([True, False, True, False], [True, False, False, False])
+    """
+    k = _check_k(min_cell_count)
+    values = np.asarray(values, dtype=float)
+    is_total = np.zeros(values.size, bool) if is_total is None else np.asarray(is_total, bool)
+    return _protect_audited(values, [np.asarray(li) for li in lines], [bool(totals_last)] * len(lines), k=k,
+                            is_total=is_total, complementary=complementary, locked=locked)
 
 
 def suppression_mask(table: pd.DataFrame) -> pd.DataFrame:
