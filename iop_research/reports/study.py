@@ -138,6 +138,7 @@ class AdjustedFit:
     n_episodes: int
     n_dropped: int
     method: str
+    pooled: list = field(default_factory=list)
 
 
 @dataclass
@@ -520,13 +521,14 @@ def fit_adjusted(study: StudyData, df: pd.DataFrame, *, fit: Callable[..., Any],
     """
     covs = list(study.covariates if covariates is None else covariates)
     covs = [c for c in covs if c in df.columns and c not in exposure]
+    df, covs, pooled = _pool_sparse_levels(df, covs, fit_kwargs, study.min_cell_count)
     policy = study.config.get("missing.policy")
     n_eps = int(df["episode_id"].nunique())
     missing_any = bool(covs) and bool(df[covs].isna().any().any())
     if not missing_any:
         res = fit(df, covariates=list(exposure) + covs, **fit_kwargs)
         return AdjustedFit(res, list(exposure) + covs, policy, len(df), n_eps, 0,
-                           "No adjustment covariate had missing values.")
+                           "No adjustment covariate had missing values.", pooled)
     from iop_research.derive import impute
 
     if policy == "complete_case":
@@ -534,12 +536,13 @@ def fit_adjusted(study: StudyData, df: pd.DataFrame, *, fit: Callable[..., Any],
         n_drop = n_eps - int(kept["episode_id"].nunique())
         res = fit(kept, covariates=list(exposure) + covs, **fit_kwargs)
         return AdjustedFit(res, list(exposure) + covs, policy, len(kept), n_eps - n_drop, n_drop,
-                           "Complete-case analysis: episodes with a missing adjustment covariate were left out.")
+                           "Complete-case analysis: episodes with a missing adjustment covariate were left out.", pooled)
     if policy == "indicator":
         filled, covs2 = impute.missing_indicator(df, covs)
         res = fit(filled, covariates=list(exposure) + list(covs2), **fit_kwargs)
         return AdjustedFit(res, list(exposure) + list(covs2), policy, len(filled), n_eps, 0,
-                           "Missing covariate values entered the model as their own category (missing indicator).")
+                           "Missing covariate values entered the model as their own category (missing indicator).",
+                           pooled)
     m, seed = int(study.config.get("missing.m")), int(study.config.get("missing.seed"))
     per_episode = df.drop_duplicates("episode_id")[["episode_id"] + covs].reset_index(drop=True)
     completed = impute.impute_chained(per_episode, covs, m=m, seed=seed)
@@ -549,7 +552,69 @@ def fit_adjusted(study: StudyData, df: pd.DataFrame, *, fit: Callable[..., Any],
     pooled = impute.pool_rubin(fits)
     return AdjustedFit(pooled, list(exposure) + covs, policy, len(df), n_eps, 0,
                        f"Missing covariate values were multiply imputed by chained equations (m = {m}, seed {seed}); "
-                       "estimates pooled with Rubin's rules.")
+                       "estimates pooled with Rubin's rules.", pooled)
+
+
+POOLED_LEVEL = "other (pooled)"
+
+
+def _pool_sparse_levels(df: pd.DataFrame, covs: list, fit_kwargs: Mapping[str, Any], min_n: int
+                        ) -> tuple[pd.DataFrame, list, list]:
+    """Pool levels of categorical covariates that cannot be estimated (or would show small counts).
+
+    A level is sparse when fewer than ``min_n`` episodes have it, or when its
+    episodes have no event or only events (a Cox model's likelihood is then
+    monotone and the coefficient infinite). Sparse levels become
+    ``"other (pooled)"``; if that level is itself sparse it joins the largest
+    level; a covariate left with one level is dropped. Every change is returned
+    as a sentence for the table footnotes.
+    """
+    event_col = fit_kwargs.get("event_col")
+    if event_col is None or event_col not in df.columns:
+        return df, covs, []
+    cause = fit_kwargs.get("cause")
+    is_event = (df[event_col] == cause) if cause is not None else (df[event_col] > 0)
+    out, kept, notes = df, [], []
+    for c in covs:
+        s = df[c]
+        if not (c in _CATEGORICAL or pd.api.types.is_object_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype)
+                or pd.api.types.is_string_dtype(s)):
+            kept.append(c)
+            continue
+        s = s.astype(object)
+        ep = pd.DataFrame({"episode_id": df["episode_id"].to_numpy(), "level": s.to_numpy(),
+                           "event": is_event.to_numpy()})
+        per = ep.dropna(subset=["level"]).groupby("level").agg(
+            n=("episode_id", "nunique"), events=("event", "sum"), rows=("event", "size"))
+        sparse = per.index[(per["n"] < min_n) | (per["events"] == 0) | (per["events"] == per["n"])]
+        if len(sparse) == 0:
+            kept.append(c)
+            continue
+        label = VARIABLE_LABELS.get(c, c)
+        new = s.where(~s.isin(list(sparse)), POOLED_LEVEL)
+        pooled_mask = new == POOLED_LEVEL
+        pooled_events = int(is_event[pooled_mask.to_numpy()].sum())
+        pooled_n = int(df.loc[pooled_mask.to_numpy(), "episode_id"].nunique())
+        levels = ", ".join(_label_level(v) for v in sparse)
+        if pooled_n < min_n or pooled_events == 0 or pooled_events == pooled_n:
+            largest = per["n"].drop(index=list(sparse), errors="ignore")
+            if len(largest) == 0:
+                notes.append(f"{label} was not adjusted for: no level has enough episodes with and without events.")
+                continue
+            target = largest.idxmax()
+            new = new.where(~pooled_mask, target)
+            notes.append(f"{label}: levels with few episodes or events ({levels}) were combined with "
+                         f"{_label_level(target)}.")
+        else:
+            notes.append(f"{label}: levels with few episodes or events ({levels}) were pooled as \"{POOLED_LEVEL}\".")
+        if new.dropna().nunique() < 2:
+            notes[-1] = f"{label} was not adjusted for: after pooling levels with few episodes or events one level remains."
+            continue
+        if out is df:
+            out = df.copy()
+        out[c] = new.where(df[c].notna(), None)
+        kept.append(c)
+    return out, kept, notes
 
 
 # ----------------------------------------------------------------------------- modality exposure
@@ -985,7 +1050,7 @@ def model_notes(study: StudyData, fit: AdjustedFit, pub) -> list[str]:
         total = fit.n_dropped + fit.n_episodes
         notes.append(f"Episodes left out for missing covariates: {pub.count(fit.n_dropped, label='episodes dropped (complete case)')}"
                      f" of {pub.count(total, label='episodes before complete-case selection')}.")
-    return notes + list(study.covariate_notes)
+    return notes + list(fit.pooled) + list(study.covariate_notes)
 
 
 def forest_figure(fit: AdjustedFit, *, title: str, terms: Sequence[str] | None = None):
