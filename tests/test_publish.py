@@ -128,13 +128,22 @@ def test_files_csv_docx_svg_png(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if ".staging-" in p.name or p.name.endswith(".tmp")]
 
 
-def test_names_are_unique_and_safe():
+def test_names_are_safe_and_republishing_a_name_replaces_it():
     pub = Publisher(show=False)
-    pub.table(pd.DataFrame({"n": [40]}), caption="a", name="t")
-    with pytest.raises(DataValidationError, match="already used"):
-        pub.table(pd.DataFrame({"n": [40]}), caption="b", name="t")
+    pub.table(pd.DataFrame({"g": ["a", "b", "All"], "n": [3, 40, 43]}), caption="a", name="t", total_row="All")
+    pub.table(pd.DataFrame({"n": [50]}), caption="other", name="u")
+    n_entries = len(pub.ledger)
+    again = pub.table(pd.DataFrame({"g": ["a", "b", "All"], "n": [3, 40, 43]}), caption="a", name="t",
+                      total_row="All")  # a notebook cell run twice
+    assert again.number == 1 and len(pub.ledger) == n_entries
+    assert [p.name for p in pub.published] == ["u", "t"]
+    assert pub.audit()["is_protected"].all()
     with pytest.raises(DataValidationError, match="letters"):
         pub.table(pd.DataFrame({"n": [40]}), caption="b", name="../etc")
+    fresh = Publisher(show=False)
+    fresh.table(pd.DataFrame({"n": [40]}), caption="c", name="table_2")
+    with pytest.raises(DataValidationError, match="already used"):
+        fresh.table(pd.DataFrame({"n": [40]}), caption="d")  # its default name would be table_2 too
 
 
 def test_estimates_table_formats_numbers_and_labels():

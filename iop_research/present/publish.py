@@ -257,7 +257,7 @@ class Publisher:
         self._n_table = 0
         self._n_figure = 0
         self._n_text = 0
-        self._names: set[str] = set()
+        self._names: dict[str, int] = {}  # name -> table/figure number
         self.published: list[Published] = []
 
     # ------------------------------------------------------------------ ledger
@@ -528,9 +528,7 @@ class Publisher:
             raise ValueError(f"kind must be 'counts' or 'estimates', got {kind!r}.")
         if not isinstance(df, pd.DataFrame):
             raise DataValidationError(f"table() takes a DataFrame, got {type(df).__name__}.")
-        self._n_table += 1
-        number = self._n_table
-        name = self._name(name, f"table_{number}")
+        name, number = self._name(name, "table")
         df = df.reset_index(drop=not _has_named_index(df))
         if count_cols is None:
             count_cols = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c].dtype)] \
@@ -713,9 +711,7 @@ class Publisher:
             fig = getattr(fig, "figure", None)
             if not isinstance(fig, Figure):
                 raise DataValidationError("figure() takes a matplotlib Figure (or an Axes).")
-        self._n_figure += 1
-        number = self._n_figure
-        name = self._name(name, f"figure_{number}")
+        name, number = self._name(name, "figure")
         svg = io.StringIO()
         import matplotlib as mpl
 
@@ -742,15 +738,34 @@ class Publisher:
         return pub
 
     # ------------------------------------------------------------------ plumbing
-    def _name(self, name: str | None, default: str) -> str:
-        name = default if name is None else str(name)
-        if not _NAME_RE.match(name):
+    def _name(self, name: str | None, kind: str) -> tuple[str, int]:
+        """File stem and number of a table or figure. Publishing a name again (re-running a notebook
+        cell) replaces the earlier display: same number, its ledger entries and relations dropped."""
+        if name is not None and str(name) in self._names:
+            name = str(name)
+            self._drop(name)
+            return name, self._names[name]
+        if name is not None and not _NAME_RE.match(str(name)):
             raise DataValidationError(f"name {name!r} must be letters, digits, '_', '.', '-' (it names files).")
+        if kind == "table":
+            self._n_table += 1
+            number = self._n_table
+        else:
+            self._n_figure += 1
+            number = self._n_figure
+        name = f"{kind}_{number}" if name is None else str(name)
         if name in self._names:
-            raise DataValidationError(f"name {name!r} was already used in report {self.report!r}; names are "
-                                      f"file names, so each must be unique.")
-        self._names.add(name)
-        return name
+            raise DataValidationError(f"name {name!r} is already used in report {self.report!r}; pass a "
+                                      f"name= to each table and figure (names are file names).")
+        self._names[name] = number
+        return name, number
+
+    def _drop(self, name: str) -> None:
+        src = f"{self.report}/{name}"
+        led = self._ledger
+        led._entries = [e for e in led._entries if not (e["report"] == self.report and e["table"] == name)]
+        led._relations = [r for r in led._relations if not (r.source == src or r.source.startswith(src + ":"))]
+        self.published = [p for p in self.published if p.name != name]
 
     def _emit(self, kind: str, name: str, number: int | None, inner: str, plain: str, *,
               table: pd.DataFrame | None = None) -> Published:
