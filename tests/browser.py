@@ -304,7 +304,7 @@ PUBLISHED_JS = r"""
   });
   const texts = Array.from(document.querySelectorAll('.iop-published[data-iop-kind="text"]')).map(p => p.textContent.trim());
   const pre = Array.from(document.querySelectorAll('.jp-OutputArea pre')).map(p => p.textContent.trim()).filter(t => t);
-  const code = document.querySelectorAll('.jp-InputArea, .jp-Editor').length;
+  const code = document.querySelectorAll('.jp-CodeCell .jp-InputArea, .jp-CodeCell .highlight').length;
   return {figures: figs, tables: tables, texts: texts, pre: pre, code: code};
 })()
 """
