@@ -14,8 +14,9 @@ cost-driven search with exact checks:
 1. hide the primary cells (``1 .. min_cell_count - 1``);
 2. audit (MILP); while a primary cell is not protected, hide the cheapest
    published cell that protects it (tried in order of cost, each checked by
-   the auditor); if no single cell does, hide the one that widens the cell's
-   feasible range most per unit of cost;
+   the auditor, first the ``max_candidates`` cheapest, then the dearer ones);
+   if no single cell does, hide the one that widens the cell's feasible range
+   most per unit of cost;
 3. prune: try to show each secondary cell again, most expensive first, and
    keep it shown when the audit still passes for every primary cell.
 
@@ -154,7 +155,8 @@ def protect_cells(
                         frontier.add(nb)
                 else:
                     stack.append(nb)
-        cands = sorted(frontier, key=lambda c: (costs.get(c, 0.0), c))[:max_candidates]
+        ordered = sorted(frontier, key=lambda c: (costs.get(c, 0.0), c))
+        cands = ordered[:max_candidates]
         if not cands and on_unprotectable == "hide":
             gave_up.add(f)
             f = reader.first_failing(skip=gave_up)
@@ -177,6 +179,14 @@ def protect_cells(
             gain = ((hi - lo) - (hi0 - lo0)) / max(costs.get(c, 0.0), 1e-9)
             if best is None or gain > best[0]:
                 best = (gain, c)
+        if chosen is None:  # no cheap cell alone: is there a dearer one (e.g. a total) that is enough alone?
+            for c in ordered[max_candidates:]:
+                reader.set(c, "secondary")
+                ok = reader.bounds(f)[2]
+                reader.set(c, "shown", int(values[c]))
+                if ok:
+                    chosen = c
+                    break
         if chosen is None:
             chosen = best[1] if best is not None and best[0] > 0 else cands[0]
         reader.set(chosen, "secondary")

@@ -435,7 +435,7 @@ def _protect_audited(
             led.add_sum(members, tk, source="known total")
     cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0))
             for i in range(values.size)}
-    cost.update({tk: (v + 1.0) * 100.0 for tk, v in totals.items()})  # known totals: hidden last
+    cost.update({tk: (v + 1.0) * 1000.0 for tk, v in totals.items()})  # known totals: withheld only if needed
     lock = [keys[i] for i in np.flatnonzero(locked)] if locked is not None else []
     hidden_keys, primary_keys = protect_cells({**vals, **totals}, led.relations, min_cell_count=k, cost=cost,
                                               complementary=complementary, on_unprotectable="hide", locked=lock)
