@@ -414,6 +414,28 @@ class _Built:
     parameters: Mapping[str, Any]
 
 
+def _ipc_kernel_manager():
+    """A kernel manager whose kernels talk over IPC sockets in Jupyter's runtime folder.
+
+    No TCP ports are opened, so ipykernel does not warn "Kernel is running over TCP
+    without encryption" on stderr. The socket path is absolute because the kernel
+    runs in the notebook's folder.
+    """
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    class _IpcKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            kw.setdefault("transport", "ipc")
+            os.makedirs(jupyter_runtime_dir(), exist_ok=True)
+            kw.setdefault("ip", os.path.join(jupyter_runtime_dir(), f"iop-kernel-{uuid.uuid4().hex[:12]}-ipc"))
+            super().__init__(**kw)
+
+    return _IpcKernelManager
+
+
 def _execute(pm, path: Path, *, params, kernel_name: str, no_input: bool, start_timeout: int):
     """papermill in this worker thread; closes the event loop jupyter_core opened for the thread.
 
@@ -431,6 +453,7 @@ def _execute(pm, path: Path, *, params, kernel_name: str, no_input: bool, start_
             str(path), None, parameters=dict(params), kernel_name=kernel_name,
             progress_bar=False, log_output=False, report_mode=no_input, request_save_on_cell_execute=False,
             start_timeout=start_timeout, resources={"metadata": {"path": str(path.parent)}},
+            kernel_manager_class=_ipc_kernel_manager(),
         )
     finally:
         loop = ensure_event_loop()  # the loop nbclient ran on in this thread
