@@ -549,8 +549,8 @@ def fit_adjusted(study: StudyData, df: pd.DataFrame, *, fit: Callable[..., Any],
     rest = df.drop(columns=covs)
     fits = [fit(rest.merge(c[["episode_id"] + covs], on="episode_id", how="left", validate="many_to_one"),
                 covariates=list(exposure) + covs, **fit_kwargs) for c in completed]
-    pooled = impute.pool_rubin(fits)
-    return AdjustedFit(pooled, list(exposure) + covs, policy, len(df), n_eps, 0,
+    rubin = impute.pool_rubin(fits)
+    return AdjustedFit(rubin, list(exposure) + covs, policy, len(df), n_eps, 0,
                        f"Missing covariate values were multiply imputed by chained equations (m = {m}, seed {seed}); "
                        "estimates pooled with Rubin's rules.", pooled)
 
