@@ -283,3 +283,28 @@ Array.from(document.querySelectorAll('a[href]')).map(a => {
   return {href: href, text: a.textContent.trim().slice(0, 60), anchorOk: anchorOk};
 })
 """
+
+#: Study reports: every published figure (inline SVG) with its rendered size, number of drawn
+#: elements and caption; every published table with its caption, rows, size and footnotes.
+PUBLISHED_JS = r"""
+(() => {
+  const figs = Array.from(document.querySelectorAll('.iop-published figure')).map(f => {
+    const svg = f.querySelector('svg'); const r = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+    const cap = f.querySelector('figcaption');
+    return {caption: cap ? cap.textContent.trim() : null, width: r.width, height: r.height,
+            marks: svg ? svg.querySelectorAll('path, line, rect, text, use').length : 0};
+  });
+  const tables = Array.from(document.querySelectorAll('.iop-published[data-iop-kind="table"] table')).map(t => {
+    const r = t.getBoundingClientRect();
+    const title = t.querySelector('.gt_title, caption');
+    const notes = Array.from(t.querySelectorAll('.gt_sourcenote, tfoot td')).map(n => n.textContent.trim());
+    return {caption: title ? title.textContent.trim() : null, rows: t.querySelectorAll('tbody tr').length,
+            width: r.width, height: r.height, notes: notes,
+            monospace: getComputedStyle(t.querySelector('tbody td') || t).fontFamily.toLowerCase().includes('mono')};
+  });
+  const texts = Array.from(document.querySelectorAll('.iop-published[data-iop-kind="text"]')).map(p => p.textContent.trim());
+  const pre = Array.from(document.querySelectorAll('.jp-OutputArea pre')).map(p => p.textContent.trim()).filter(t => t);
+  const code = document.querySelectorAll('.jp-CodeCell .jp-InputArea, .jp-CodeCell .highlight').length;
+  return {figures: figs, tables: tables, texts: texts, pre: pre, code: code};
+})()
+"""

@@ -120,7 +120,7 @@ def test_base_is_valid(tmp_path, monkeypatch):
     assert len(_reader("read_teds_d")(base / "teds.csv")) >= 1
     assert len(_reader("load_uis")(base / "uis.csv")) == 3
     assert len(_reader("load_help")(base / "help.csv")) == 3
-    assert _reader("read_study_config")(base / "study.toml")["min_cell_count"] == 11
+    assert _reader("read_study_config")(base / "study.toml")["study"]["privacy"]["min_cell_count"] == 11
 
 
 def test_corpus_is_reproducible(tmp_path):

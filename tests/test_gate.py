@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from iop_research.reports import build as report
-from iop_research.reports.gate import Violation, identifier_values, make_privacy_gate, scan_report_html
+from iop_research.reports.gate import (
+    Violation,
+    check_channel_only,
+    identifier_values,
+    make_privacy_gate,
+    scan_report_html,
+)
 from iop_research.exceptions import IopError, PrivacyViolationError
 from iop_research.privacy import format_suppressed, suppress_small_cells
 from iop_research.data.synth import simulate_cohort
@@ -194,9 +200,8 @@ def test_identifier_tokens_are_whole():
     assert [v.text for v in found] == ["P0001", "E17"]  # inside P0001-S1 and (E17) only
 
 
-def test_text_in_style_script_and_attributes_is_ignored():
-    html = ("<style>.x{content:'2021-03-04'}</style><script>var d='2021-03-04';</script>"
-            + _cell("<img src='data:image/png;base64,P0001AAAA2021-03-04' alt=''>"))
+def test_raster_image_data_is_not_read_as_text():
+    html = _cell("<img src='data:image/png;base64,P0001AAAA2021-03-04' alt=''>")
     assert scan_report_html(html, notebook="n", identifiers=["P0001"]) == []
 
 
@@ -304,7 +309,19 @@ def _read_demo_notebook(path):
     return nbformat.read(report.DEFAULT_NOTEBOOKS_DIR / path, as_version=4)
 
 
-@pytest.mark.parametrize("path", DEMO_NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip("no notebooks"))])
+_LEAKING_TUTORIALS = {
+    # issue 13: notebook 01 prints "relapse 1" and lanes of 1, 2 and 5 (value counts); the widened scan
+    # catches it. Strict: once the notebook publishes suppressed counts this xfail fails and must go.
+    "01_cohort_and_episodes.ipynb": "issue 13: prints unsuppressed small counts (relapse 1; lanes 1, 2, 5)",
+}
+
+
+def _demo_params():
+    return [pytest.param(p, marks=pytest.mark.xfail(reason=_LEAKING_TUTORIALS[p], strict=True))
+            if p in _LEAKING_TUTORIALS else p for p in DEMO_NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", _demo_params() or [pytest.param(None, marks=pytest.mark.skip("no notebooks"))])
 def test_committed_demo_notebook_outputs_pass_the_gate(path, demo_ids):
     """The stored outputs of each numbered notebook (demo data) give a report the gate accepts."""
     html = _export(_read_demo_notebook(path))
@@ -356,3 +373,207 @@ def test_numeric_ids_refused_or_ignored():
     gate("n", _cell("<p>17 patients relapsed by day 17</p>"))
     with pytest.raises(PrivacyViolationError, match="identifier 'P0001'"):
         gate("n", _cell("<p>P0001</p>"))
+
+
+# ---------------------------------------------------------------- issue 13: every listed leak is caught
+
+IDS = ["PT:000001", "P000002   ", "Ü000003", "P000004"]
+
+
+def _rules(html, ids=IDS, k=11):
+    return [(v.rule, v.text) for v in scan_report_html(html, notebook="n", identifiers=ids, min_cell_count=k)]
+
+
+@pytest.mark.parametrize("html,hit", [
+    (_cell("<p>seen PT:000001 today</p>"), "PT:000001"),  # id outside [A-Za-z0-9_.-]
+    (_cell("<p>row P000002 done</p>"), "P000002"),  # id stored with trailing spaces
+    (_cell("<p>Ü000003 relapsed</p>"), "Ü000003"),  # non-ASCII id
+    (_cell("<p>ｐ０００００４ relapsed</p>"), "ｐ０００００４"),  # NFKC + case
+    (_cell("<p>patient p4 relapsed</p>"), "p4"),  # zero padding
+    (_cell("<p>patient P0000004.</p>"), "P0000004"),
+    (_cell("<script>var rows = ['P000004'];</script>"), "P000004"),
+    (_cell("<span title='P000004'>x</span>"), "P000004"),
+    (_cell("<img alt='P000004' src='x.png'>"), "P000004"),
+    (_cell("<a href='patients/P000004.html'>link</a>"), "P000004"),
+    (_cell("<!-- P000004 -->"), "P000004"),
+])
+def test_identifier_forms_and_places(html, hit):
+    import unicodedata
+
+    found = _rules(html)
+    assert ("identifier", hit) in found or ("identifier", unicodedata.normalize("NFKC", hit)) in found
+
+
+def test_identifier_in_styler_tooltip_is_caught():
+    df = pd.DataFrame({"n": [40, 50]})
+    tips = pd.DataFrame({"n": ["P000004", ""]})
+    html = df.style.set_tooltips(tips).to_html()
+    assert "P000004" in html and ("identifier", "P000004") in _rules(_cell(html))
+
+
+def test_identifier_in_figure_title_and_axis_label_svg():
+    import base64
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_title("Patient P000004")
+    ax.set_xlabel("days since 2021-03-04")
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")  # default: glyphs as paths, text kept in comments
+    plt.close(fig)
+    svg = buf.getvalue()
+    inline = _rules(_cell(svg[svg.find("<svg"):]))
+    assert ("identifier", "P000004") in inline and ("full_date", "2021-03-04") in inline
+    uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+    embedded = _rules(_cell(f"<img src='{uri}'>"))
+    assert ("identifier", "P000004") in embedded and ("full_date", "2021-03-04") in embedded
+
+
+@pytest.mark.parametrize("text,hit", [
+    ("admitted 20210314", "20210314"),
+    ("admitted 14-Mar-2021", "14-Mar-2021"),
+    ("admitted 2021-073", "2021-073"),
+    ("admit_date: 44269", "44269"),  # Excel serial
+    ("event at 1615680000000", "1615680000000"),  # epoch milliseconds
+])
+def test_more_date_forms(text, hit):
+    assert ("full_date", hit) in _rules(_cell(f"<p>{text}</p>"))
+
+
+def test_dates_as_numbers_in_date_columns():
+    t = pd.DataFrame({"admit_date": [44269, 44270], "n": [40, 50]})
+    assert ("full_date", "44269") in _rules(_cell(t.to_html()))
+    assert ("full_date", "44269") in _rules(_cell(f"<pre>{t.to_string()}</pre>"))
+
+
+@pytest.mark.parametrize("text", ["a 93 y/o man", "93yo", "max age 93", "oldest age: 95"])
+def test_more_age_forms(text):
+    assert [r for r, _ in _rules(_cell(f"<p>{text}</p>"))] == ["age_over_89"]
+
+
+def test_age_maximum_in_describe_output():
+    d = pd.DataFrame({"age": [40, 51, 93], "los_days": [3, 40, 50]}).describe()
+    for html in (_cell(f"<pre>{d.to_string()}</pre>"), _cell(d.to_html())):
+        assert [t for r, t in _rules(html) if r == "age_over_89"] in (["93.000000"], ["93.0"])
+
+
+def test_small_counts_in_value_counts_output():
+    s = pd.Series(["relapse"] * 1 + ["group"] * 119 + ["family"] * 6).value_counts()
+    found = _rules(_cell(f"<pre>{s.to_string()}</pre>"))
+    assert ("small_cell", "1") in found and ("small_cell", "6") in found
+    found = _rules(_cell(f"<pre>{s!r}</pre>"))  # with the Name/dtype footer
+    assert ("small_cell", "1") in found and ("small_cell", "6") in found
+
+
+def test_small_counts_in_crosstab_with_margins():
+    df = pd.DataFrame({"site": ["A"] * 40 + ["B"] * 30, "mat": [True] * 37 + [False] * 3 + [True] * 30})
+    ct = pd.crosstab(df["site"], df["mat"], margins=True)
+    assert ("small_cell", "3") in _rules(_cell(f"<pre>{ct.to_string()}</pre>"))
+    assert ("small_cell", "3") in _rules(_cell(ct.to_html()))
+
+
+@pytest.mark.parametrize("text,bad", [
+    ("death 5.3% of 94", True), ("relapse 45.0% of 94", False), ("n: 5", True), ("n: 50", False),
+    ("5/45 relapsed", True), ("30/45 relapsed", False), ("3/4/21", False),
+])
+def test_small_counts_in_text_forms(text, bad):
+    found = [r for r, _ in _rules(_cell(f"<p>{text}</p>")) if r == "small_cell"]
+    assert bool(found) is bad
+
+
+def test_markdown_n_equals_is_caught_in_a_real_export(cohort):
+    nb = _clean_notebook(cohort)
+    nb.cells.append(nbformat.v4.new_markdown_cell("Among those with MAT (n = 5), none relapsed."))
+    found = scan_report_html(_export(nb), notebook="n")
+    assert [(v.rule, v.text) for v in found] == [("small_cell", "n = 5")]
+
+
+def test_threshold_below_5_needs_an_override():
+    with pytest.raises(PrivacyViolationError, match="min_cell_count_override"):
+        make_privacy_gate([], min_cell_count=1)
+    with pytest.raises(PrivacyViolationError, match="min_cell_count_override"):
+        scan_report_html(_cell("<p>x</p>"), notebook="n", min_cell_count=3)
+    gate = make_privacy_gate([], min_cell_count=3, min_cell_count_override="DUA 4.2 allows cells of 3")
+    with pytest.raises(PrivacyViolationError, match="small_cell"):
+        gate("n", _cell("<p>MAT (n = 2)</p>"))
+
+
+# ---------------------------------------------------------------- study mode: channel output only
+
+def _executed(outputs):
+    nb = nbformat.v4.new_notebook()
+    md = nbformat.v4.new_markdown_cell("# Time to relapse")
+    c = nbformat.v4.new_code_cell("pub.table(t1, caption='Baseline')\nmore")
+    c.outputs = outputs
+    nb.cells = [md, c]
+    return nb
+
+
+def _published(monkeypatch):
+    from iop_research.present.publish import PUBLISH_KEY_ENV, Publisher
+
+    monkeypatch.setenv(PUBLISH_KEY_ENV, "ab" * 32)
+    pub = Publisher(report="03_relapse", show=False)
+    t = pub.table(pd.DataFrame({"site": ["A", "B", "All"], "n": [40, 30, 70]}), caption="Sites",
+                  count_cols=["n"], total_row="All")
+    s = pub.text("Of {n} patients.", n=pub.count(70, label="n"))
+    return [nbformat.v4.new_output("display_data", data={"text/html": p.html, "text/plain": p.plain})
+            for p in (t, s)]
+
+
+def test_channel_output_passes(monkeypatch):
+    assert check_channel_only(_executed(_published(monkeypatch)), notebook="03_relapse") == []
+
+
+@pytest.mark.parametrize("plant", ["print", "repr", "image", "unsigned", "tampered", "error", "wrong_key"])
+def test_anything_else_fails_naming_notebook_and_cell(monkeypatch, plant):
+    outs = _published(monkeypatch)
+    good = outs[0]["data"]["text/html"]
+    extra = {
+        "print": nbformat.v4.new_output("stream", name="stdout", text="relapse 1\n"),
+        "repr": nbformat.v4.new_output("execute_result", data={
+            "text/html": pd.DataFrame({"n": [40]}).to_html(), "text/plain": "    n\n0  40"}, execution_count=1),
+        "image": nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}),
+        "unsigned": nbformat.v4.new_output("display_data", data={
+            "text/html": '<div class="iop-published" data-iop-kind="text" data-iop-name="x" data-iop-sig="'
+                         + "0" * 64 + '"><p>5</p></div>', "text/plain": "5"}),
+        "tampered": nbformat.v4.new_output("display_data", data={
+            "text/html": good.replace(">40<", ">4<"), "text/plain": outs[0]["data"]["text/plain"]}),
+        "error": nbformat.v4.new_output("error", ename="KeyError", evalue="P000004", traceback=[]),
+        "wrong_key": None,
+    }[plant]
+    if plant == "wrong_key":
+        monkeypatch.setenv("IOP_RESEARCH_PUBLISH_KEY", "cd" * 32)
+        nb = _executed(outs)
+    else:
+        nb = _executed(outs + [extra])
+    found = check_channel_only(nb, notebook="03_relapse")
+    assert found and {v.rule for v in found} == {"not_channel"}
+    assert {v.cell for v in found} == {1} and all(v.cell_starts.startswith("pub.table") for v in found)
+    assert "03_relapse cell 1" in str(found[0])
+
+
+def test_standard_namespace_urls_are_not_dates_but_dates_in_other_urls_are():
+    svg = ('<svg xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><metadata><rdf:RDF>'
+           '<dc:type rdf:resource="http://purl.org/dc/dcmitype/StillImage"/></rdf:RDF></metadata></svg>')
+    assert _rules(_cell(svg)) == []
+    assert ("full_date", "2021/03/04") in _rules(_cell("<a href='https://clinic.example/visits/2021/03/04'>x</a>"))
+
+
+def test_published_figure_passes_the_pattern_gate(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from iop_research.present.publish import Publisher
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 30, 90], [1.0, 0.8, 0.6])
+    pub = Publisher(show=False)
+    f = pub.figure(fig, caption="Time to relapse")
+    assert "22-rdf-syntax" not in f.html
+    assert scan_report_html(_cell(f.html), notebook="n") == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -458,3 +459,92 @@ def test_write_keeps_invalid_times_and_wraps_parquet_errors(tmp_path):
     with pytest.raises(DataWriteError, match="nothing was written"):
         IOPData(**t).write(tmp_path / "n", format="csv")
     assert not (tmp_path / "n").exists()
+
+
+# ------------------------------------------------------------------ atomic writes (issue 13)
+
+
+def _no_staging(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if ".staging-" in p.name or ".old-" in p.name or p.suffix == ".tmp"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("inside_other_files", [False, True])
+def test_interrupted_write_leaves_previous_export_intact(tmp_path, monkeypatch, fmt, inside_other_files):
+    from iop_research.data import io as iomod
+
+    out = tmp_path / "export"
+    old = valid_data()
+    old.write(out, format=fmt)
+    if inside_other_files:
+        (out / "README.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    new = valid_data()
+    new.patients = new.patients.assign(sex="female")
+    calls = {"n": 0}
+    real_csv, real_parquet = iomod._csv_frame, pd.DataFrame.to_parquet
+
+    def failing_csv(table, df):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return real_csv(table, df)
+
+    def failing_parquet(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return real_parquet(self, *a, **k)
+
+    monkeypatch.setattr(iomod, "_csv_frame", failing_csv)
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", failing_parquet)
+    with pytest.raises(DataWriteError, match="No space left on device") as info:
+        new.write(out, format=fmt)
+    assert isinstance(info.value, OSError) and info.value.__cause__ is not None
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old export, whole
+    assert _no_staging(tmp_path)
+    monkeypatch.undo()
+    new.write(out, format=fmt)  # and a successful write replaces every table at once
+    assert set(read_data(out).patients["sex"]) == {"female"}
+    assert (out / "README.txt").exists() is inside_other_files
+    assert _no_staging(tmp_path)
+
+
+def test_write_to_a_new_directory_is_one_rename_and_keeps_the_usual_mode(tmp_path):
+    out = tmp_path / "a" / "b"
+    valid_data().write(out, format="csv")
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}.csv" for t in TABLES)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert _no_staging(tmp_path)
+
+
+def test_path_and_permission_errors_are_wrapped_before_writing(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataWriteError, match="is a file"):
+        valid_data().write(tmp_path / "file", format="csv")
+    with pytest.raises(DataWriteError, match="is a file"):
+        valid_data().write(tmp_path / "file" / "sub", format="csv")
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(DataWriteError, match="No permission") as info:
+        valid_data().write(tmp_path / "new", format="csv")
+    assert isinstance(info.value, OSError)
+    assert not (tmp_path / "new").exists() and _no_staging(tmp_path)
+
+
+def test_atomic_write_helpers(tmp_path):
+    from iop_research.data.io import atomic_directory, atomic_write_text
+
+    p = atomic_write_text(tmp_path / "d" / "x.txt", "hello\n")
+    assert p.read_text() == "hello\n"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(tmp_path / "rep") as stage:
+            (stage / "half.html").write_text("x")
+            raise RuntimeError("kernel died")
+    assert not (tmp_path / "rep").exists() and _no_staging(tmp_path)
+    with atomic_directory(tmp_path / "rep") as stage:
+        (stage / "index.html").write_text("v1")
+    with atomic_directory(tmp_path / "rep", keep=lambda name: name == "notes.md") as stage:
+        (stage / "index.html").write_text("v2")
+    assert (tmp_path / "rep" / "index.html").read_text() == "v2" and _no_staging(tmp_path)

@@ -70,7 +70,7 @@ def omop_expressible(data: IOPData) -> IOPData:
     ev["substance"] = ev["substance"].where(~negative_screen, None)
     return IOPData(patients=data.patients, admissions=empty_table("admissions"),
                    sessions=ses.reset_index(drop=True), medications=data.medications.assign(dose_mg=np.nan),
-                   events=ev, observation=data.observation)
+                   events=ev, observation=data.observation).coerce()
 
 
 _KEYS = {
@@ -342,9 +342,10 @@ def check_hand_built(data: IOPData) -> None:
 
 def test_hand_built_cdm_duckdb():
     data = read_omop(_hand_built_duckdb(), cdm_schema="cdm")
-    assert data.patients.to_dict("list") == {
+    want = pd.DataFrame({
         "patient_id": ["1", "2", "3"], "birth_year": [1980, 1975, 1990], "sex": ["male", "female", "male"],
-        "race": ["white", "black", None], "ethnicity": ["not_hispanic", "not_hispanic", None]}
+        "race": ["white", "black", None], "ethnicity": ["not_hispanic", "not_hispanic", None]})
+    pd.testing.assert_frame_equal(data.patients, want, check_dtype=False)
     assert data.observation["observation_end"].tolist() == [D("2023-12-31"), D("2023-06-30"), D("2023-12-31")]
     check_hand_built(data)
 

@@ -77,8 +77,11 @@ def test_plot_km_curves_cut_and_risk_table():
     assert max(curves[0].get_xdata()) == 50.0
     # both start at (0, 1)
     assert curves[0].get_xdata()[0] == 0 and curves[0].get_ydata()[0] == 1.0
-    notes = [t.get_text() for t in ax.texts if t.get_gid() == "cut_note"]
-    assert notes == ["No MAT: curve stops at day 25, fewer than 11 at risk"]
+    # the cut is said in the caption, not in notes inside the axes
+    assert not [t for t in ax.texts if t.get_gid() == "cut_note"]
+    assert plots.figure_caption(ax) == (
+        "Kaplan-Meier estimates with confidence bands; tick marks show censored follow-up. Curves end at the last "
+        "day with at least 11 patients at risk (No MAT: day 25); the time axis ends at day 50.")
     # numbers at risk: a 100, 80, 40; b 50, 30, <11
     counts = [t.get_text() for t in ax.texts if t.get_gid() == "risk_count"]
     assert counts == ["100", "80", "40", "50", "30", "<11"]
@@ -112,7 +115,7 @@ def test_plot_km_accepts_precomputed_risk_table_and_hides_tiny_groups():
     tiny = km[km["group"] == "b"].assign(n_at_risk=[8, 6, 4, 2], group="c")
     ax2 = plots.plot_km(pd.concat([km[km.group == "a"], tiny]), risk_table=False)
     assert [c.get_label() for c in _curves(ax2)] == ["a"]
-    assert any("c: not shown" in t.get_text() for t in ax2.texts)
+    assert "Not shown (fewer than 11 at risk from the start): c." in plots.figure_caption(ax2)
 
 
 def test_plot_km_missing_columns():
@@ -348,3 +351,112 @@ def test_plot_attrition_chooses_a_chain():
     assert boxes == ["input\nepisodes: 300", "adults\nepisodes: *"]
     with pytest.raises(DataValidationError, match="no chain"):
         plots.plot_attrition(a, table="patients")
+
+
+# -- issue 12: result objects, separate labels, privacy cut in the axis range -------------------------
+
+
+def _km_result():
+    from iop_research.survival.km import fit_km
+
+    rng = np.random.default_rng(3)
+    n = 120
+    df = pd.DataFrame({"t": np.ceil(rng.exponential(150, n)), "mat": rng.random(n) < 0.5})
+    df["e"] = rng.random(n) < 0.7
+    return fit_km(df, duration_col="t", event_col="e", group_col="mat")
+
+
+def test_plot_functions_accept_result_objects():
+    from iop_research.survival.cox import fit_cox
+
+    res = _km_result()
+    ax1 = plots.plot_km(res, risk_table=False)
+    ax2 = plots.plot_km(res.tidy, risk_table=False)
+    for c1, c2 in zip(_curves(ax1), _curves(ax2)):
+        np.testing.assert_array_equal(c1.get_xdata(), c2.get_xdata())
+        np.testing.assert_array_equal(c1.get_ydata(), c2.get_ydata())
+    assert plots.figure_caption(ax1) == plots.figure_caption(ax2)
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"t": rng.exponential(10, 80) + 0.1, "e": 1, "x": rng.normal(size=80)})
+    cox = fit_cox(df, duration_col="t", event_col="e", covariates=["x"])
+    ax3 = plots.plot_forest(cox)
+    est = [ln for ln in ax3.get_lines() if ln.get_gid() == "estimate"][0]
+    np.testing.assert_allclose(est.get_xdata(), cox.tidy["hazard_ratio"])
+    with pytest.raises(DataValidationError, match="result object"):
+        plots.plot_km([1, 2, 3])
+
+
+def test_plot_love_takes_the_balance_table_of_a_result():
+    from iop_research.results import Result
+
+    bal = pd.DataFrame({"covariate": ["age", "sex"], "level": [None, "female"],
+                        "smd_unweighted": [0.3, -0.15], "smd_weighted": [0.02, 0.01]})
+    res = Result(method="IPTW", tidy=pd.DataFrame({"term": ["x"]}), glance=pd.DataFrame(), extra={"balance": bal})
+    a = plots.plot_love(res)
+    b = plots.plot_love(bal)
+    assert [t.get_text() for t in a.get_yticklabels()] == [t.get_text() for t in b.get_yticklabels()]
+
+
+def test_plot_cif_labels_groups_and_causes_separately():
+    """Group True and cause 1 are different things even though True == 1 in Python."""
+    from iop_research.survival.competing import cumulative_incidence
+
+    rng = np.random.default_rng(5)
+    n = 300
+    df = pd.DataFrame({"t": np.ceil(rng.exponential(60, n)), "cause": rng.integers(0, 3, n),
+                       "mat": rng.random(n) < 0.5})
+    cif = cumulative_incidence(df, duration_col="t", event_col="cause", group_col="mat")
+    ax = plots.plot_cif(cif, risk_table=False, group_labels={True: "MAT", False: "no MAT"},
+                        cause_labels={1: "relapse", 2: "death"})
+    labels = sorted(c.get_label() for c in _curves(ax))
+    assert labels == ["MAT: death", "MAT: relapse", "no MAT: death", "no MAT: relapse"]
+    # the old single mapping no longer renames cause 1 after group True
+    ax2 = plots.plot_cif(cif, risk_table=False, labels={True: "MAT", False: "no MAT"})
+    assert sorted(c.get_label() for c in _curves(ax2)) == ["MAT: 1", "MAT: 2", "no MAT: 1", "no MAT: 2"]
+    assert plots.figure_caption(ax).startswith("Cumulative incidence of relapse, death with confidence bands")
+
+
+def test_km_cut_for_privacy_shows_in_the_axis_range_and_caption():
+    """A curve cut where fewer than min_cell_count remain: the axis ends at the last day drawn, no
+    tick or number at risk lies beyond it, and the caption says where the curves end."""
+    res = _km_result()
+    tidy = res.tidy
+    k = 20
+    ax = plots.plot_km(res, min_cell_count=k, times=[0, 100, 200, 300, 400, 500, 600])
+    last_ok = {g: float(d.loc[d["n_at_risk"] >= k, "time"].max()) for g, d in tidy.groupby("group")}
+    for g, curve in zip(pd.unique(tidy["group"]), _curves(ax)):
+        assert max(curve.get_xdata()) == last_ok[g]
+    axis_end = max(last_ok.values())
+    assert ax.get_xlim()[1] == pytest.approx(axis_end * 1.02)
+    assert max(ax.get_xticks()) <= axis_end and max(tidy["time"]) > axis_end * 1.02
+    counts = [t for t in ax.texts if t.get_gid() == "risk_count"]
+    assert counts and all(t.xy[0] <= axis_end for t in counts)
+    caption = plots.figure_caption(ax)
+    assert f"at least {k} patients at risk" in caption
+    for g, day in last_ok.items():
+        assert f"{g}: day {day:g}" in caption
+    assert not [t for t in ax.texts if t.get_gid() == "cut_note"]
+    # without a cut, the axis covers all times and the caption has no cut sentence
+    ax2 = plots.plot_km(res, min_cell_count=1, risk_table=False)
+    assert ax2.get_xlim()[1] >= max(tidy["time"]) and "Curves end" not in plots.figure_caption(ax2)
+
+
+def test_schoenfeld_and_attrition_accept_their_objects():
+    from iop_research.derive.cohorts import Attrition
+    from iop_research.survival.cox import fit_cox, ph_test
+
+    rng = np.random.default_rng(6)
+    df = pd.DataFrame({"t": rng.exponential(10, 120) + 0.1, "e": rng.random(120) < 0.8, "x": rng.normal(size=120),
+                       "patient_id": [f"P{i}" for i in range(120)]})
+    zph = ph_test(fit_cox(df, duration_col="t", event_col="e", covariates=["x"]))
+    a = plots.plot_schoenfeld(zph, "x")
+    b = plots.plot_schoenfeld(zph.extra["residuals"], "x")
+    np.testing.assert_array_equal(a.get_lines()[0].get_xydata(), b.get_lines()[0].get_xydata())
+    with pytest.raises(DataValidationError, match="ph_test"):
+        plots.plot_schoenfeld(fit_cox(df, duration_col="t", event_col="e", covariates=["x"]), "x")
+    att = Attrition()
+    att.start(df, table="episodes")
+    att.exclude(df, df["x"] > 1.5, step="x_cap", reason="x > 1.5", table="episodes")
+    ax1 = plots.plot_attrition(att)
+    ax2 = plots.plot_attrition(att.to_frame())
+    assert [t.get_text() for t in ax1.texts] == [t.get_text() for t in ax2.texts]

@@ -19,7 +19,7 @@ import pytest
 from iop_research.exceptions import PrivacyViolationError, ReportError
 from iop_research.reports.build import DEFAULT_NOTEBOOKS_DIR, build_reports, data_fingerprint, notebook_fingerprints
 
-from browser import IMAGES_JS, LINKS_JS, TABLES_JS, Chromium, find_chromium
+from browser import IMAGES_JS, LINKS_JS, PUBLISHED_JS, TABLES_JS, Chromium, find_chromium
 
 ALL_NOTEBOOKS = sorted(DEFAULT_NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 SUBSET = [DEFAULT_NOTEBOOKS_DIR / "00_demo_cohort.ipynb", DEFAULT_NOTEBOOKS_DIR / "03_time_to_relapse.ipynb"]
@@ -322,3 +322,109 @@ def test_fingerprint_ignores_how_stdout_was_chunked():
     three = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1); print(3)")])
     three.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n3\n")]
     assert notebook_fingerprints(one)["outputs_fingerprint"] != notebook_fingerprints(three)["outputs_fingerprint"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a study report (study file -> templates -> publishing channel), rendered in Chromium
+# ---------------------------------------------------------------------------------------------
+STUDY_QUESTIONS = ["cohort", "relapse", "modalities"]
+
+
+@pytest.fixture(scope="module")
+def study_built(tmp_path_factory):
+    """A study on a simulated 300-patient cohort: three questions, a study file with a title and a cap."""
+    from iop_research.data.synth import simulate_cohort
+    from iop_research.reports.config import read_study_config
+
+    root = tmp_path_factory.mktemp("study")
+    simulate_cohort(300, seed=3).write(root / "data", format="parquet")
+    (root / "study.toml").write_text(
+        '[data]\npath = "data"\n[outcome]\nmax_followup_days = 540\n'
+        f'[report]\ntitle = "Family therapy and relapse"\nquestions = {json.dumps(STUDY_QUESTIONS)}\n',
+        encoding="utf-8")
+    params = read_study_config(root / "study.toml")
+    data = params.pop("data_path")
+    return build_reports(out_dir=root / "reports", data=data, parameters=params, progress=False)
+
+
+def test_study_build_writes_reports_tables_figures_and_provenance(study_built):
+    from docx import Document
+    from PIL import Image
+
+    out = study_built.index.parent
+    assert [p.name for p in study_built.reports] == ["01_cohort.html", "03_relapse.html", "04_modalities.html"]
+    assert not list(out.parent.glob(".iop-report-*")) and not (out / ".prepared.pkl").exists()
+    record = json.loads((out / "provenance.json").read_text())
+    study = record["study"]
+    assert study["questions"] == STUDY_QUESTIONS
+    assert study["settings_applied"]["outcome.max_followup_days"] == 540
+    assert study["settings_from_study_file"] == ["data.path", "outcome.max_followup_days", "report.questions",
+                                                 "report.title"]
+    assert study["ledger_audit"].endswith("all protected")
+    assert (out / "fingerprints.json").is_file()
+    csvs = sorted(p.name for p in (out / "tables").glob("*.csv"))
+    assert {"table_1.csv", "attrition.csv", "cox.csv", "modality_cox.csv", "km_summary.csv"} <= set(csvs)
+    t1 = Document(out / "tables" / "table_1.docx")
+    assert t1.tables and len(t1.tables[0].rows) > 5
+    assert any("Table" in p.text for p in t1.paragraphs) or t1.tables[0].cell(0, 0).text
+    for stem in ("km", "cox_forest", "modality_forest"):
+        assert (out / "figures" / f"{stem}.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+        with Image.open(out / "figures" / f"{stem}.png") as im:
+            dpi = im.info.get("dpi", (0, 0))
+            assert round(dpi[0]) == 300, (stem, dpi)
+            assert im.size[0] <= 7.5 * 300, (stem, im.size)  # at most a double journal column wide
+    for report in study_built.reports:
+        body = report.read_text(encoding="utf-8")
+        assert "prepare_study" not in body, f"{report.name}: code shown without --show-code"
+        assert "[T." not in body, f"{report.name}: patsy term names"
+        assert "True hazard ratio" not in body and "3,000 patients" not in body
+
+
+def test_study_report_renders_figures_captions_tables_and_links(study_built, browser):
+    out = study_built.index.parent
+    browser.navigate(study_built.index.resolve().as_uri())
+    assert browser.evaluate("document.title") == "Family therapy and relapse"
+    links = browser.evaluate(LINKS_JS)
+    hrefs = [ln["href"] for ln in links]
+    assert [h for h in hrefs if h.endswith(".html")] == [p.name for p in study_built.reports]
+    assert {"tables/", "figures/"} <= set(hrefs)
+    for h in hrefs:
+        assert (out / h).exists(), h
+    rows = browser.evaluate("Array.from(document.querySelectorAll('table.iop-index tbody tr')).map("
+                            "r => Array.from(r.cells).map(c => c.textContent.trim()))")
+    assert len(rows) == len(STUDY_QUESTIONS)
+    assert all(r[2] and r[3] for r in rows), rows  # N and key result for each question
+    assert re.search(r"HR \d+\.\d\d \(\d+\.\d\d to \d+\.\d\d\)", rows[2][3]), rows[2]
+    problems = []
+    for report in study_built.reports:
+        browser.navigate(report.resolve().as_uri())
+        got = browser.evaluate(PUBLISHED_JS)
+        name = report.name
+        if got["code"]:
+            problems.append(f"{name}: {got['code']} code cells shown")
+        if got["pre"]:
+            problems.append(f"{name}: monospace text output {got['pre'][:1]}")
+        caps = [t["caption"] for t in got["tables"]]
+        if [c.split(".")[0] for c in caps] != [f"Table {i}" for i in range(1, len(caps) + 1)]:
+            problems.append(f"{name}: table captions not numbered 1..n: {caps}")
+        for t in got["tables"]:
+            if t["rows"] < 1 or t["height"] <= 0 or t["monospace"]:
+                problems.append(f"{name}: table {t['caption']!r} not rendered as a table")
+        figs = got["figures"]
+        if report.stem != "01_cohort" and not figs:
+            problems.append(f"{name}: no figure")
+        for i, f in enumerate(figs, 1):
+            if not (f["caption"] or "").startswith(f"Figure {i}. "):
+                problems.append(f"{name}: figure {i} caption {f['caption']!r}")
+            if f["width"] <= 50 or f["height"] <= 50 or f["marks"] < 10:
+                problems.append(f"{name}: figure {i} not drawn ({f})")
+        if not got["texts"]:
+            problems.append(f"{name}: no text published")
+        for ln in browser.evaluate(LINKS_JS):
+            if ln["anchorOk"] is False:
+                problems.append(f"{name}: link {ln['href']} has no target")
+    assert problems == []
+    browser.navigate(study_built.reports[1].resolve().as_uri())
+    notes = [n for t in browser.evaluate(PUBLISHED_JS)["tables"] for n in t["notes"]]
+    assert any(n.startswith("Adjusted for:") for n in notes), notes
+    assert browser.exceptions() == []

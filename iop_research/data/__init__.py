@@ -1,6 +1,6 @@
 """The data contract: tables and vocabularies (:mod:`.schema`), reading and writing
-(:mod:`.io`), the cohort simulator (:mod:`.synth`) and de-identification
-(:mod:`.deidentify`). Imports nothing above it.
+(:mod:`.io`), the cohort simulator (:mod:`.synth`), de-identification
+(:mod:`.deidentify`) and mapping of clinic extracts onto the contract (:mod:`.mapping`). Imports nothing above it.
 """
 from __future__ import annotations
 
@@ -49,4 +49,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'hash_identifier': 'deidentify',
     'MIN_SALT_LENGTH': 'deidentify',
     'AGE_CAP_YEARS': 'deidentify',
+    'map_extract': 'mapping',
+    'read_mapping': 'mapping',
+    'mapping_template': 'mapping',
+    'MappingError': 'mapping',
+    'MappingSourceError': 'mapping',
+    'MappingReport': 'mapping',
 })

@@ -44,7 +44,8 @@ from iop_research.data.schema import (
     empty_table,
 )
 
-__all__ = ["IOPData", "read_data", "FORMATS", "DataWriteError"]
+__all__ = ["IOPData", "read_data", "FORMATS", "DataWriteError", "atomic_directory", "atomic_write_bytes",
+           "atomic_write_text", "check_writable"]
 
 #: Lossless float parsing: pandas 3 parses round-trip by default (and deprecates the option).
 _ROUND_TRIP = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
@@ -229,8 +230,19 @@ class IOPData:
         Raises
         ------
         DataWriteError
-            For an unknown format, or when the directory holds a file of another
-            format for one of the tables (reading would be ambiguous).
+            For an unknown format, when the directory holds a file of another
+            format for one of the tables (reading would be ambiguous), for a
+            table that cannot be written, and for permission and path problems
+            (checked before anything is written).
+
+        Notes
+        -----
+        Atomic: the tables are written to a staging directory next to
+        ``path``; only when all six are written does the export replace the
+        previous one, with one rename (or one atomic directory exchange on
+        Linux) when ``path`` holds nothing but the tables, else by moving each
+        finished file into place. A failure while writing leaves the previous
+        export as it was, and no staging directory is left behind.
 
         References
         ----------
@@ -252,7 +264,7 @@ class IOPData:
         """
         if format not in FORMATS:
             raise DataWriteError(f"Unknown format {format!r}: use one of {', '.join(FORMATS)}.")
-        out = Path(path)
+        out = check_writable(path)
         for table in TABLES:
             for other in FORMATS:
                 clash = out / f"{table}.{other}"
@@ -267,18 +279,51 @@ class IOPData:
                     f"Table {table} is a {type(df).__name__}, not a DataFrame; nothing was written. Use "
                     f"schema.empty_table({table!r}) for a table without rows."
                 )
-        out.mkdir(parents=True, exist_ok=True)
+        names = {f"{t}.{format}" for t in TABLES}
+        others = [p for p in out.iterdir() if p.name not in names] if out.is_dir() else []
+        if not others:
+            # the whole directory is the export: build it aside, publish it with one rename / exchange
+            with atomic_directory(out) as stage:
+                try:
+                    self._write_tables(stage, format)
+                except DataWriteError:
+                    raise
+                except OSError as exc:
+                    raise _wrap_os_error(exc, out, "write the tables into") from exc
+            return out
+        # a directory with other files: stage every table first, then move each into place
+        import shutil
+        import tempfile
+
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out))
+        except OSError as exc:
+            raise _wrap_os_error(exc, out, "stage the export in") from exc
+        try:
+            self._write_tables(stage, format)
+            for name in sorted(names):
+                os.replace(stage / name, out / name)
+        except DataWriteError:
+            raise
+        except OSError as exc:
+            raise _wrap_os_error(exc, out, "write the tables into") from exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return out
+
+    def _write_tables(self, directory: Path, format: str) -> None:
         for table, df in self.tables().items():
-            target = out / f"{table}.{format}"
+            target = directory / f"{table}.{format}"
             if format == "parquet":
                 try:
                     df.to_parquet(target, index=False, engine="pyarrow")
+                except OSError:
+                    raise
                 except Exception as exc:  # pyarrow type errors for mixed object columns, ...
-                    target.unlink(missing_ok=True)
                     raise DataWriteError(
                         f"Table {table} could not be written as Parquet ({type(exc).__name__}: "
-                        f"{str(exc)[:200]}). Columns with mixed types are the usual cause: run "
-                        "IOPData.coerce() and validate() first, or write CSV."
+                        f"{str(exc)[:200]}); nothing was written. Columns with mixed types are the usual cause: "
+                        "run IOPData.coerce() and validate() first, or write CSV."
                     ) from exc
                 continue
             text = _csv_frame(table, df)
@@ -290,7 +335,6 @@ class IOPData:
                     filename=f"{table}.csv", mode="wb", fileobj=raw, mtime=0, compresslevel=6
                 ) as gz, io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh:
                     text.to_csv(fh, index=False, lineterminator="\n")
-        return out
 
 
 def _csv_frame(table: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -394,6 +438,31 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
                 f"{path} looks truncated: its last line ({n_lines}) has {n_last} of {len(header)} fields and "
                 "no line end. Re-export or re-download the complete file."
             )
+    # rows with fewer fields than the header: pandas would pad them with missing values
+    short = []
+    try:
+        for rec in csv.reader(io.StringIO(raw.decode("utf-8"), newline="")):
+            if rec and len(rec) < len(header) and any(f.strip() for f in rec):
+                short.append(len(rec))
+                if len(short) == 1:
+                    first_short = rec
+    except csv.Error:
+        short = []  # pandas reports the malformed file below
+    if short:
+        lines = []
+        for n_line, line in enumerate(raw.decode("utf-8").splitlines()[1:], start=2):
+            try:
+                rec = next(csv.reader([line]))
+            except (csv.Error, StopIteration):
+                continue
+            if rec and len(rec) < len(header) and any(f.strip() for f in rec):
+                lines.append(n_line)
+        raise DataReadError(
+            f"{path}: {len(short)} row(s) have fewer fields than the header's {len(header)} (lines "
+            f"{', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''}; e.g. {first_short!r}), so "
+            "their last columns would be filled with missing values. Add the missing fields (an empty field "
+            "still needs its comma) and re-export the file."
+        )
     kinds = column_kinds(table)
     dtypes = {col: str for col in header if col in kinds}
     try:
@@ -524,3 +593,188 @@ def read_data(path: str | os.PathLike, *, validate: bool = True, tolerance_days:
     if len(problems):
         raise _error(problems)
     return IOPData(**tables)
+
+
+# ---------------------------------------------------------------- atomic output
+def _wrap_os_error(exc: OSError, path: Path, what: str) -> DataWriteError:
+    reason = exc.strerror or type(exc).__name__
+    hint = ("check that you may write there (permissions) and that the parent directory exists"
+            if isinstance(exc, (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError))
+            else "check free disk space and the path")
+    return DataWriteError(f"Could not {what} {path} ({reason}); nothing was changed there. Fix: {hint}.")
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Check, before any work, that ``path`` (a directory, existing or not) can be written.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    pathlib.Path
+        The absolute path.
+
+    Raises
+    ------
+    DataWriteError
+        ``path`` is a file, or its nearest existing ancestor is not writable.
+    """
+    p = Path(path).absolute()
+    if p.exists() and not p.is_dir():
+        raise DataWriteError(f"{p} is a file, not a directory. Pass a directory path.")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataWriteError(f"{probe} is a file, so {p} cannot be created. Pass a directory path.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataWriteError(f"No permission to write in {probe}, so {p} cannot be written. Choose a writable "
+                             f"directory or fix its permissions.")
+    return p
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one system call (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    return rc == 0
+
+
+class atomic_directory:
+    """Context manager: build a directory's content in a staging directory, publish it at once.
+
+    ``with atomic_directory(target) as stage:`` yields a new, empty staging
+    directory next to ``target`` (same file system). On normal exit the
+    staging directory replaces ``target`` with one rename (when ``target``
+    does not exist) or one atomic exchange (Linux ``renameat2``; elsewhere two
+    renames), and the old content is removed. On any exception the staging
+    directory is removed and ``target`` is left as it was. No staging
+    directory is left behind either way.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        Directory to create or replace.
+    keep : callable, optional
+        ``keep(name) -> bool`` for entries of an existing ``target`` that are
+        not part of the new content and must survive (e.g. a user's own files
+        next to the exported tables); they are moved into the new directory
+        before it is published.
+
+    Raises
+    ------
+    DataWriteError
+        Permission and path problems, wrapped with the path and a fix.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with atomic_directory(pathlib.Path(tmp) / "out") as stage:
+    ...         _ = (stage / "a.txt").write_text("x")
+    ...     print(sorted(p.name for p in pathlib.Path(tmp).iterdir()))
+    ['out']
+    """
+
+    def __init__(self, target: str | os.PathLike, *, keep=None):
+        self.target = Path(target).absolute()
+        self.keep = keep
+        self.stage: Path | None = None
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        check_writable(self.target)
+        parent = self.target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self.stage = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.staging-", dir=parent))
+        except OSError as exc:
+            raise _wrap_os_error(exc, self.target, "create a staging directory for") from exc
+        return self.stage
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        import shutil
+
+        stage = self.stage
+        assert stage is not None
+        if exc_type is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+            return False
+        try:
+            if self.target.exists():
+                mode = self.target.stat().st_mode & 0o7777
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o777 & ~umask
+            os.chmod(stage, mode)  # mkdtemp makes 0700; the published directory keeps the usual mode
+            if self.target.exists() and self.keep is not None:
+                for entry in self.target.iterdir():
+                    if self.keep(entry.name) and not (stage / entry.name).exists():
+                        if entry.is_dir():
+                            shutil.copytree(entry, stage / entry.name, symlinks=True)
+                        else:
+                            shutil.copy2(entry, stage / entry.name, follow_symlinks=False)
+            if not self.target.exists():
+                os.rename(stage, self.target)
+                return False
+            if _exchange(stage, self.target):
+                shutil.rmtree(stage, ignore_errors=True)  # stage now holds the old content
+                return False
+            old = stage.with_name(stage.name.replace(".staging-", ".old-"))
+            os.rename(self.target, old)
+            os.rename(stage, self.target)
+            shutil.rmtree(old, ignore_errors=True)
+            return False
+        except OSError as err:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise _wrap_os_error(err, self.target, "publish") from err
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write a file atomically: a temporary file in the same directory, then one rename.
+
+    Raises
+    ------
+    DataWriteError
+        Permission and path problems.
+    """
+    import tempfile
+
+    p = Path(path).absolute()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise _wrap_os_error(exc, p, "write") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _wrap_os_error(exc, p, "write") from exc
+        raise
+    return p
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> Path:
+    """:func:`atomic_write_bytes` for text (``\\n`` line ends kept as given)."""
+    return atomic_write_bytes(path, text.encode(encoding))

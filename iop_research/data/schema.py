@@ -717,10 +717,22 @@ def _run_schema(table: str, df: pd.DataFrame, acc: _Problems) -> None:
                 if number == 0 or number >= len(rules):
                     continue  # dtype handled above
                 name, fix = rules[number]
+                if name == "allowed_values" and len(rows):
+                    fix = _allowed_values_fix(spec, df[col].iloc[rows])
                 if len(rows):
                     acc.add(table, col, name, fix, df=df, rows=rows)
                 else:  # the check itself failed to run
                     acc.add(table, col, name, fix, n_failures=len(df), examples="check could not run on this column")
+
+
+def _allowed_values_fix(spec: _ColumnSpec, offending: pd.Series) -> str:
+    """The fix of an ``allowed_values`` problem, naming the offending values with their row counts."""
+    counts = offending.astype(object).map(str).value_counts(sort=True)
+    shown = ", ".join(f"{value!r} ({n:,} row{'s' if n != 1 else ''})" for value, n in counts.iloc[:10].items())
+    more = f", and {len(counts) - 10} more value(s)" if len(counts) > 10 else ""
+    return (f"Found {len(counts)} value(s) outside the vocabulary: {shown}{more}. Use one of "
+            f"{', '.join(spec.vocab.values())} (see data/README.md); map source codes onto the vocabulary "
+            "before loading (a mapping file's values.<column> table does this: iop-research map).")
 
 
 # ----------------------------------------------------------------------------
@@ -763,8 +775,13 @@ def _unique_index(s: pd.Series) -> pd.Index:
 
 
 def _usable(frames: dict[str, pd.DataFrame], acc: _Problems, table: str, *cols: str) -> bool:
+    """Whether cross-checks may use these columns: present, of the right dtype, and every value parsed
+    (a column with unparsed values, e.g. dates in another format, would raise unrelated follow-on
+    problems: discharge_reason without discharge_date, overlapping "open" episodes, ...)."""
     df = frames.get(table)
-    return df is not None and all(c in df.columns and (table, c) not in acc.bad_columns for c in cols)
+    return df is not None and all(
+        c in df.columns and (table, c) not in acc.bad_columns and (table, c) not in acc.parse_failures for c in cols
+    )
 
 
 def _rows(mask: Any) -> np.ndarray:
@@ -796,6 +813,28 @@ def _cross_checks(frames: dict[str, pd.DataFrame], acc: _Problems, tolerance_day
                 "discharge_reason must be given exactly when discharge_date is: fill the missing one "
                 "(use 'other' when the reason is unknown), or clear discharge_reason of open episodes.",
                 df=A, rows=_rows(bad))
+    # --- exact duplicate rows (a session, dispensing or event recorded twice counts twice)
+    for table in ("sessions", "medications", "events"):
+        df = frames.get(table)
+        if isinstance(df, pd.DataFrame) and len(df):
+            cols = [c[0] for c in TABLE_COLUMNS[table] if c[0] in df.columns]
+            if cols and _usable(frames, acc, table, *cols):
+                dup = df.duplicated(subset=cols, keep=False).to_numpy()
+                if dup.any():
+                    acc.add(table, cols[0], "duplicate_rows",
+                            f"{table} rows are repeated exactly (every contract column equal), so each would count "
+                            f"twice: remove the copies (e.g. df.drop_duplicates()) or, if they are separate "
+                            f"records, make them distinguishable in the source.", df=df, rows=_rows(dup))
+    # --- admissions before birth
+    if _usable(frames, acc, "patients", pid, Col.birth_year) and _usable(frames, acc, "admissions", pid,
+                                                                          Col.admit_date):
+        born = pd.Series(P[Col.birth_year].to_numpy(), index=P[pid].astype(object)).groupby(level=0).first()
+        by = born.reindex(A[pid].astype(object).to_numpy()).to_numpy(dtype="float64", na_value=np.nan)
+        admit_year = pd.DatetimeIndex(_ns(A[Col.admit_date])).year.to_numpy(dtype="float64", na_value=np.nan)
+        bad = admit_year < by  # NaN compares False
+        acc.add("admissions", Col.admit_date, "not_before_birth",
+                "admit_date lies before the patient's birth_year (a negative age): correct birth_year or the "
+                "admission date in the source rows, or remove the episodes explicitly.", df=A, rows=_rows(bad))
     # --- within events
     if _usable(frames, acc, "events", Col.event_type, Col.result):
         E = frames["events"]
@@ -951,6 +990,11 @@ def _none_for_missing(s: pd.Series) -> pd.Series:
     return s.where(~missing, None)
 
 
+def _is_str(s: pd.Series) -> np.ndarray:
+    """Boolean array: which values are Python strings."""
+    return np.fromiter((isinstance(v, str) for v in s.to_numpy(dtype=object)), dtype=bool, count=len(s))
+
+
 def _coerce_series(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
     """Convert ``s`` to the canonical dtype of ``kind``; return it and the rows that failed."""
     none = np.array([], dtype=np.int64)
@@ -982,6 +1026,11 @@ def _coerce_series(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
             return (s if dt == np.dtype("datetime64[ns]") else s.astype("datetime64[ns]")), none
         if dt == object or isinstance(dt, pd.StringDtype):
             out = pd.to_datetime(s.where(present, None), format="%Y-%m-%d", errors="coerce")
+            # strptime accepts 2022-1-5 and non-ASCII digits: only zero-padded ASCII YYYY-MM-DD is a date here
+            is_text = _is_str(s)
+            if is_text.any():
+                iso = s.where(is_text, "").astype(str).str.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+                out = out.mask(is_text & ~iso.to_numpy(dtype=bool))
             out = out.astype("datetime64[ns]")  # pandas 3 infers microseconds from text
             return out, np.flatnonzero(present & out.isna().to_numpy())
         return s, none
@@ -991,12 +1040,25 @@ def _coerce_series(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
         failed = none
         if dt == object or isinstance(dt, pd.StringDtype):
             text = s.where(present, None)
+            # Python's float() reads Unicode digits ('١٢٠') and exponents ('1.2e2'): a count written so is
+            # a transcription problem, so only ASCII numerals (and, for floats, exponents) are numbers here
+            pattern = r"\s*[+-]?[0-9]+(?:\.0*)?\s*" if kind == "int" else \
+                r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*|\s*[+-]?(?:nan|inf|infinity)\s*"
+            is_text = _is_str(text)
+            ascii_bad = np.zeros(len(text), dtype=bool)
+            if is_text.any():
+                ok_form = text.where(is_text, "0").astype(str).str.fullmatch(pattern, case=False)
+                ascii_bad = is_text & ~ok_form.to_numpy(dtype=bool)
+                if ascii_bad.any():
+                    text = text.mask(ascii_bad, None)
             try:  # exact Python float parsing; fast path when everything parses
                 num = text.astype("float64")
             except (TypeError, ValueError):
                 num = pd.to_numeric(text, errors="coerce").astype("float64")
                 ok = np.flatnonzero(present & num.notna().to_numpy())
                 num.iloc[ok] = text.iloc[ok].astype("float64").to_numpy()  # re-parse the good ones exactly
+            if ascii_bad.any():
+                num = num.mask(ascii_bad, np.inf)  # flagged as a parse failure below
             s = num
             dt = s.dtype
         elif not pd.api.types.is_numeric_dtype(dt):
@@ -1030,9 +1092,9 @@ def _coerce_series(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
 
 
 _PARSE_TEXT = {
-    "date": "dates written as YYYY-MM-DD",
-    "int": "whole numbers",
-    "float": "numbers",
+    "date": "dates written as YYYY-MM-DD (zero-padded, e.g. 2022-01-05)",
+    "int": "whole numbers written with the digits 0-9 (no exponent, no other scripts' digits)",
+    "float": "numbers written with the digits 0-9",
     "bool": "true/false or 1/0",
 }
 

@@ -952,7 +952,7 @@ def _read(con, *, cdm_schema, concept_sets, observation_end, vocabulary_schema, 
         df = empty_table(name) if expr is None else _execute(expr)
         tables[name] = _finish(name, df)
     tables["admissions"] = empty_table("admissions")
-    data = IOPData(**tables)
+    data = IOPData(**tables).coerce()  # canonical dtypes (pandas 3: str text, datetime64[ns] dates)
     if validate:
         data.validate()
     return data

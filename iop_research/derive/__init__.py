@@ -1,5 +1,6 @@
 """Everything built on the engine (DuckDB in process, or any Ibis backend): episodes,
-MAT eras, outcomes, analysis frames, cohorts, and the public splitting helpers.
+MAT eras, outcomes, analysis frames, cohorts, the public splitting helpers, and the
+missing-covariate policies (complete case, missing indicator, multiple imputation).
 """
 from __future__ import annotations
 
@@ -45,4 +46,12 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'followup_after_discharge': 'quality',
     'QUALITY_TIDY_COLUMNS': 'quality',
     'QUALITY_GLANCE_COLUMNS': 'quality',
+    'complete_case': 'impute',
+    'missing_indicator': 'impute',
+    'nelson_aalen': 'impute',
+    'impute_chained': 'impute',
+    'imputation_methods': 'impute',
+    'pool_rubin': 'impute',
+    'POOL_TIDY_COLUMNS': 'impute',
+    'POOL_GLANCE_COLUMNS': 'impute',
 })

@@ -43,4 +43,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'plot_influence': 'diagnostics',
     'plot_adjusted_survival': 'diagnostics',
     'plot_calibration': 'diagnostics',
+    'figure_caption': 'plots',
+    'Publisher': 'publish',
+    'Published': 'publish',
+    'PublishedNumber': 'publish',
 })

@@ -1,7 +1,9 @@
 """Publication figures from tidy result tables.
 
-Every function takes precomputed tables (the ``.tidy`` of a result, a balance
-table, ...) and an optional ``ax``; it draws and returns the Axes. Nothing is
+Every function takes a result object (:class:`iop_research.results.Result`:
+its ``.tidy``, or the named ``extra`` table such as ``balance``) or the
+precomputed table itself (a tidy table, a balance table, ...) and an optional
+``ax``; it draws and returns the Axes. Nothing is
 estimated here: numbers at risk come from
 :func:`iop_research.privacy.suppress_risk_table`, smooths from
 :func:`iop_research.present.tables.smooth_curve`, box statistics from
@@ -10,7 +12,9 @@ estimated here: numbers at risk come from
 Figures read in greyscale and for colour-blind readers: colours are the
 Okabe-Ito palette [1]_ and each group also gets its own line style and marker.
 Small cells are never drawn: curves stop where fewer than ``min_cell_count``
-patients remain at risk (a note says where), and counts in ``1 ..
+patients remain at risk, the time axis ends at the last day a curve is drawn
+(the axis range itself shows how far the data may be shown), and the caption
+(:func:`figure_caption`) says where each curve ends; counts in ``1 ..
 min_cell_count-1`` print as ``"<11"``.
 
 matplotlib is imported inside the functions, never at module import.
@@ -47,6 +51,7 @@ __all__ = [
     "plot_modality_heatmap",
     "plot_los",
     "plot_schoenfeld",
+    "figure_caption",
 ]
 
 #: Okabe-Ito colour-blind-safe palette (black first; yellow last, weak on white).
@@ -138,6 +143,89 @@ def _require(df: pd.DataFrame, cols: Sequence[str], where: str) -> None:
         )
 
 
+def _table_of(obj, where: str, *, extra: str | None = None) -> pd.DataFrame:
+    """The table to plot: a DataFrame as given; of a result object its ``extra[extra]`` when
+    named and present, else its ``.tidy``."""
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    tables = getattr(obj, "extra", None)
+    if extra is not None and isinstance(tables, Mapping) and extra in tables:
+        return tables[extra]
+    tidy = getattr(obj, "tidy", None)
+    if isinstance(tidy, pd.DataFrame):
+        return tidy
+    to_frame = getattr(obj, "to_frame", None)  # e.g. an Attrition accumulator
+    if callable(to_frame):
+        return to_frame()
+    raise DataValidationError(
+        f"{where}: expected a result object (with .tidy) or a pandas DataFrame, got {type(obj).__name__}."
+    )
+
+
+def _label_key(key):
+    """Lookup key that keeps booleans apart from numbers (``True == 1`` in Python)."""
+    if isinstance(key, (bool, np.bool_)):
+        return ("bool", bool(key))
+    if isinstance(key, (int, float, np.integer, np.floating)) and not isinstance(key, bool):
+        return ("number", float(key))
+    return ("other", key)
+
+
+def _labeller(*mappings: Mapping | None):
+    """``label(key)``: the first mapping's label of ``key`` (type-strict), else ``str(key)``."""
+    norm = [{_label_key(k): v for k, v in (m or {}).items()} for m in mappings]
+
+    def label(key) -> str:
+        k = _label_key(key)
+        for m in norm:
+            if k in m:
+                return str(m[k])
+        return str(key)
+
+    return label
+
+
+def figure_caption(ax) -> str:
+    """The caption text a plot function stored for its Axes (empty when none).
+
+    :func:`plot_km` and :func:`plot_cif` describe what is drawn and where each
+    curve ends for privacy; pass it on to the figure's published caption.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> km = pd.DataFrame({"group": ["a"] * 3, "time": [10.0, 20.0, 30.0], "n_at_risk": [50, 30, 8],
+    ...     "n_events": [10, 5, 2], "n_censored": [10, 17, 6], "survival": [0.8, 0.667, 0.5]})
+    >>> figure_caption(plot_km(km, risk_table=False, conf_int=False))
+    'Kaplan-Meier estimates; tick marks show censored follow-up. Curves end at the last day with at least 11 patients at risk (day 20), where the time axis ends.'
+    """
+    return str(getattr(ax, "iop_caption", "") or "")
+
+
+def _cut_caption(ends: list[tuple[str, float | None, bool]], k: int, axis_end: float) -> str:
+    """Caption sentence on where curves end. ``ends``: (label, last day drawn, was cut)."""
+    cut = [(lab, end) for lab, end, was_cut in ends if was_cut]
+    if not cut:
+        return ""
+    hidden = [lab for lab, end in cut if end is None]
+    shown = [(lab, end) for lab, end in cut if end is not None]
+    parts = []
+    if shown:
+        if len(ends) == 1:
+            where = f"day {_fmt_time(shown[0][1])}"
+        else:
+            where = "; ".join(f"{lab}: day {_fmt_time(end)}" for lab, end in shown)
+        parts.append(f"Curves end at the last day with at least {k} patients at risk ({where}), where the "
+                     f"time axis ends." if all(end == axis_end for _, end in shown) or len(ends) == 1 else
+                     f"Curves end at the last day with at least {k} patients at risk ({where}); the time axis "
+                     f"ends at day {_fmt_time(axis_end)}.")
+    if hidden:
+        parts.append(f"Not shown (fewer than {k} at risk from the start): {', '.join(hidden)}.")
+    return " ".join(parts)
+
+
 def _nice_times(tmax: float) -> list[float]:
     from matplotlib.ticker import MaxNLocator
 
@@ -163,9 +251,9 @@ def _draw_curves(
     min_cell_count: int,
     label_of,
     style_of,
-) -> list[str]:
-    """Draw step curves; return the cut notes."""
-    notes = []
+) -> list[tuple[str, float | None, bool]]:
+    """Draw step curves; return per curve (label, last day drawn or None, whether it was cut)."""
+    ends = []
     for key in keys:
         sel = np.ones(len(tidy), bool)
         for c, v in zip(key_cols, key if isinstance(key, tuple) else (key,)):
@@ -179,17 +267,14 @@ def _draw_curves(
         cens = d["n_censored"].to_numpy(dtype=float) if "n_censored" in d else np.zeros(t.size)
         small = np.flatnonzero(risk < min_cell_count)
         label = label_of(key)
+        was_cut = bool(small.size)
         if small.size:
             i = int(small[0])
-            cut = t[i - 1] if i > 0 else 0.0
             t, s, lo, hi, cens = t[:i], s[:i], lo[:i], hi[:i], cens[:i]
-            notes.append(
-                f"{label}: curve stops at day {_fmt_time(cut)}, fewer than {min_cell_count} at risk"
-                if i > 0
-                else f"{label}: not shown, fewer than {min_cell_count} at risk"
-            )
             if i == 0:
+                ends.append((label, None, True))
                 continue
+        ends.append((label, float(t[-1]) if t.size else 0.0, was_cut))
         if t.size == 0 or t[0] > 0:
             t = np.r_[0.0, t]
             s = np.r_[start_value, s]
@@ -204,7 +289,7 @@ def _draw_curves(
         if censor_marks and (cens > 0).any():
             (cm,) = ax.plot(t[cens > 0], s[cens > 0], linestyle="none", marker="|", markersize=7, color=color, label="_nolegend_")
             cm.set_gid("censor")
-    return notes
+    return ends
 
 
 def _risk_table_texts(ax, risk: pd.DataFrame, groups: list, label_of, *, col: str, created: bool, title: str) -> None:
@@ -248,10 +333,11 @@ def plot_km(
 
     Parameters
     ----------
-    km_tidy : pandas.DataFrame
-        Tidy Kaplan-Meier table: ``group, time, n_at_risk, n_events,
-        n_censored, survival, std_error, conf_low, conf_high``, one row per
-        distinct time (events and censorings) per group.
+    km_tidy : Result or pandas.DataFrame
+        A Kaplan-Meier result (:func:`iop_research.survival.km.fit_km`) or its
+        tidy table: ``group, time, n_at_risk, n_events, n_censored, survival,
+        std_error, conf_low, conf_high``, one row per distinct time (events and
+        censorings) per group.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; default a new figure.
     risk_table : bool or pandas.DataFrame, default True
@@ -264,14 +350,16 @@ def plot_km(
     conf_int : bool, default True
         Shade ``conf_low`` to ``conf_high`` (the CI as estimated, e.g. log-log).
     min_cell_count : int, default 11
-        Curves stop at the last time with at least this many at risk (a note
-        says so); numbers at risk below it print as ``"<11"``.
+        Curves stop at the last time with at least this many at risk; when a
+        curve is cut, the time axis ends at the last day any curve is drawn
+        (ticks and numbers at risk beyond it are dropped) and the caption says
+        where each curve ends. Numbers at risk below it print as ``"<11"``.
     times : sequence of float, optional
         Days of the risk table and x ticks; default about six round values.
     group_col, time_col, survival_col : str
         Column names.
     labels : mapping, optional
-        Display label of each group.
+        Display label of each group (``True`` and ``1`` are different keys).
     xlabel, ylabel : str
         Axis labels.
 
@@ -279,7 +367,9 @@ def plot_km(
     -------
     matplotlib.axes.Axes
         Curves are ``Line2D`` with gid ``"curve"``, censor marks gid
-        ``"censor"``; risk-table and note texts are in ``ax.texts``.
+        ``"censor"``; risk-table texts are in ``ax.texts``. The caption text
+        (what is drawn, where curves end for privacy) is
+        :func:`figure_caption` ``(ax)``.
 
     Raises
     ------
@@ -304,46 +394,57 @@ def plot_km(
     ...     "std_error": [0.05, 0.07, 0.1], "conf_low": [0.7, 0.5, 0.3], "conf_high": [0.9, 0.8, 0.7]})
     >>> ax = plot_km(km, times=[0, 10, 20, 30])
     >>> [t.get_text() for t in ax.texts if t.get_gid() == "risk_count"]
-    ['50', '50', '30', '<11']
+    ['50', '50', '30']
+    >>> float(round(ax.get_xlim()[1], 1))
+    20.4
+    >>> figure_caption(ax).split(". ")[1]
+    'Curves end at the last day with at least 11 patients at risk (day 20), where the time axis ends.'
     """
+    km_tidy = _table_of(km_tidy, "plot_km")
     _require(km_tidy, [group_col, time_col, survival_col, "n_at_risk"], "plot_km")
     ax, created = _new_ax(ax)
     tidy = km_tidy.rename(columns={group_col: "group", time_col: "time"})
     groups = list(pd.unique(tidy["group"]))
-    labels = dict(labels or {})
-    label_of = lambda g: str(labels.get(g, g))  # noqa: E731
+    label_of = _labeller(labels)
     style_of = lambda g: (  # noqa: E731
         OKABE_ITO[groups.index(g) % len(OKABE_ITO)],
         LINESTYLES[groups.index(g) % len(LINESTYLES)],
         MARKERS[groups.index(g) % len(MARKERS)],
     )
-    notes = _draw_curves(
+    ends = _draw_curves(
         tidy, groups, ["group"], ax=ax, value_col=survival_col, start_value=1.0, time_col="time",
         conf_int=conf_int, censor_marks=censor_marks, min_cell_count=min_cell_count,
         label_of=label_of, style_of=style_of,
     )
-    _finish_curve_axes(ax, tidy, notes, times, risk_table, groups, label_of, min_cell_count, created, xlabel, ylabel)
+    bands = conf_int and "conf_low" in tidy and "conf_high" in tidy
+    caption = ("Kaplan-Meier estimates" + (" with confidence bands" if bands else "")
+               + ("; tick marks show censored follow-up" if censor_marks and "n_censored" in tidy else "") + ".")
+    _finish_curve_axes(ax, tidy, ends, times, risk_table, groups, label_of, min_cell_count, created, xlabel, ylabel,
+                       caption)
     return ax
 
 
-def _finish_curve_axes(ax, tidy, notes, times, risk_table, groups, label_of, k, created, xlabel, ylabel, notes_at_top=False):
+def _finish_curve_axes(ax, tidy, ends, times, risk_table, groups, label_of, k, created, xlabel, ylabel, caption):
+    drawn = [end for _, end, _ in ends if end is not None]
+    cut = any(was_cut for _, _, was_cut in ends)
     tmax = float(tidy["time"].max()) if len(tidy) else 1.0
+    if cut:  # the axis ends where the last curve ends: nothing is shown beyond it
+        tmax = max(drawn) if drawn and max(drawn) > 0 else tmax
     if times is None:
         times = _nice_times(tmax)
-    times = [float(t) for t in times]
-    ax.set_xlim(0, max([tmax, *times]) * 1.02 if times else tmax * 1.02)
+    times = [float(t) for t in times if not cut or float(t) <= tmax]
+    ax.set_xlim(0, (tmax if cut else max([tmax, *times])) * 1.02)
     ax.set_xticks(times)
+    sentence = _cut_caption(ends, k, tmax)
+    ax.iop_caption = " ".join(x for x in (caption, sentence) if x)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if any(not str(line.get_label()).startswith("_") for line in ax.get_lines()):
         ax.legend(loc="best")
-    for i, note in enumerate(notes):
-        y, va = (0.98 - 0.06 * i, "top") if notes_at_top else (0.02 + 0.06 * i, "bottom")
-        ax.text(0.01, y, note, transform=ax.transAxes, fontsize=8, style="italic", va=va, gid="cut_note")
     if risk_table is not False and risk_table is not None:
         if isinstance(risk_table, pd.DataFrame):
-            risk = risk_table
+            risk = risk_table[risk_table["time"].astype(float).isin(times)] if cut else risk_table
         else:
             risk = suppress_risk_table(tidy, times=times, min_cell_count=k, include=("n_at_risk",))
         _risk_table_texts(ax, risk, groups, label_of, col="n_at_risk", created=created, title="At risk")
@@ -364,6 +465,8 @@ def plot_cif(
     time_col: str = "time",
     value_col: str = "cumulative_incidence",
     labels: Mapping | None = None,
+    group_labels: Mapping | None = None,
+    cause_labels: Mapping | None = None,
     xlabel: str = "Days",
     ylabel: str = "Cumulative incidence",
 ):
@@ -371,13 +474,24 @@ def plot_cif(
 
     Parameters
     ----------
-    cif_tidy : pandas.DataFrame
-        ``group, cause, time, n_at_risk, n_events, cumulative_incidence,
-        std_error, conf_low, conf_high`` (``n_censored`` optional).
+    cif_tidy : Result or pandas.DataFrame
+        A cumulative-incidence result
+        (:func:`iop_research.survival.competing.cumulative_incidence`) or its
+        tidy table: ``group, cause, time, n_at_risk, n_events,
+        cumulative_incidence, std_error, conf_low, conf_high`` (``n_censored``
+        optional).
     ax : matplotlib.axes.Axes, optional
     cause : object or sequence, optional
         Cause(s) to draw; default all.
-    risk_table, conf_int, censor_marks, min_cell_count, times, labels, xlabel, ylabel
+    group_labels, cause_labels : mapping, optional
+        Display labels of groups and of causes, separately: ``group_labels=
+        {True: "MAT"}, cause_labels={1: "relapse"}`` renames group ``True`` and
+        cause ``1`` independently.
+    labels : mapping, optional
+        Labels looked up for groups and causes alike (after ``group_labels`` /
+        ``cause_labels``); keys match by type, so ``{True: "MAT"}`` does not
+        rename cause ``1``.
+    risk_table, conf_int, censor_marks, min_cell_count, times, xlabel, ylabel
         As :func:`plot_km`. Colour follows the group, line style the cause.
     group_col, cause_col, time_col, value_col : str
         Column names.
@@ -386,7 +500,7 @@ def plot_cif(
     -------
     matplotlib.axes.Axes
         One ``Line2D`` (gid ``"curve"``) per group and cause, labelled
-        ``"<group>: <cause>"``.
+        ``"<group>: <cause>"``; the caption text is :func:`figure_caption` ``(ax)``.
 
     References
     ----------
@@ -406,6 +520,7 @@ def plot_cif(
     >>> sorted(line.get_label() for line in ax.get_lines() if line.get_gid() == "curve")
     ['a: death', 'a: relapse']
     """
+    cif_tidy = _table_of(cif_tidy, "plot_cif")
     _require(cif_tidy, [group_col, cause_col, time_col, value_col, "n_at_risk"], "plot_cif")
     ax, created = _new_ax(ax)
     tidy = cif_tidy.rename(columns={group_col: "group", cause_col: "cause", time_col: "time"})
@@ -418,17 +533,16 @@ def plot_cif(
             )
     groups = list(pd.unique(tidy["group"]))
     causes = list(pd.unique(tidy["cause"]))
-    labels = dict(labels or {})
     keys = [(g, c) for g in groups for c in causes]
-    label_of = lambda key: (  # noqa: E731
-        f"{labels.get(key[0], key[0])}: {labels.get(key[1], key[1])}" if isinstance(key, tuple) else str(labels.get(key, key))
-    )
+    group_label = _labeller(group_labels, labels)
+    cause_label = _labeller(cause_labels, labels)
+    label_of = lambda key: f"{group_label(key[0])}: {cause_label(key[1])}"  # noqa: E731
     style_of = lambda key: (  # noqa: E731
         OKABE_ITO[groups.index(key[0]) % len(OKABE_ITO)],
         LINESTYLES[causes.index(key[1]) % len(LINESTYLES)],
         MARKERS[groups.index(key[0]) % len(MARKERS)],
     )
-    notes = _draw_curves(
+    ends = _draw_curves(
         tidy, keys, ["group", "cause"], ax=ax, value_col=value_col, start_value=0.0, time_col="time",
         conf_int=conf_int, censor_marks=censor_marks and "n_censored" in tidy, min_cell_count=min_cell_count,
         label_of=label_of, style_of=style_of,
@@ -442,10 +556,11 @@ def plot_cif(
         t = times if times is not None else _nice_times(float(tidy["time"].max()))
         risk_table = suppress_risk_table(rt, times=t, min_cell_count=min_cell_count, include=("n_at_risk",))
         times = t
-    _finish_curve_axes(
-        ax, tidy, notes, times, risk_table, groups, lambda g: str(labels.get(g, g)), min_cell_count, created, xlabel, ylabel,
-        notes_at_top=True,
-    )
+    bands = conf_int and "conf_low" in tidy and "conf_high" in tidy
+    caption = ("Cumulative incidence of " + ", ".join(cause_label(c) for c in causes)
+               + (" with confidence bands" if bands else "") + ", accounting for competing events.")
+    _finish_curve_axes(ax, tidy, ends, times, risk_table, groups, group_label, min_cell_count, created, xlabel,
+                       ylabel, caption)
     return ax
 
 
@@ -467,8 +582,10 @@ def plot_forest(
 
     Parameters
     ----------
-    cox_tidy : pandas.DataFrame
-        Cox tidy table (``term, hazard_ratio, hr_conf_low, hr_conf_high``, ...).
+    cox_tidy : Result or pandas.DataFrame
+        A Cox result (:func:`iop_research.survival.cox.fit_cox`, or pooled with
+        :func:`iop_research.derive.impute.pool_rubin`) or its tidy table
+        (``term, hazard_ratio, hr_conf_low, hr_conf_high``, ...).
     ax : matplotlib.axes.Axes, optional
     labels : mapping, optional
         Display names of terms.
@@ -508,6 +625,7 @@ def plot_forest(
     >>> [tl.get_text() for tl in ax.get_yticklabels()], ax.get_xscale()
     (['age', 'mat'], 'log')
     """
+    cox_tidy = _table_of(cox_tidy, "plot_forest")
     _require(cox_tidy, [term_col, estimate_col, low_col, high_col], "plot_forest")
     est = cox_tidy[estimate_col].to_numpy(dtype=float)
     lo = cox_tidy[low_col].to_numpy(dtype=float)
@@ -571,8 +689,9 @@ def plot_love(
 
     Parameters
     ----------
-    balance : pandas.DataFrame
-        ``covariate, level, smd_unweighted, smd_weighted`` (IPTW balance table).
+    balance : Result or pandas.DataFrame
+        An IPTW result (its ``extra["balance"]``) or the balance table
+        ``covariate, level, smd_unweighted, smd_weighted``.
     ax : matplotlib.axes.Axes, optional
     threshold : float, default 0.1
         Dashed line at the usual balance threshold (Austin 2009).
@@ -608,6 +727,7 @@ def plot_love(
     >>> [tl.get_text() for tl in ax.get_yticklabels()]
     ['sex: female', 'age']
     """
+    balance = _table_of(balance, "plot_love", extra="balance")
     _require(balance, [covariate_col, unweighted_col, weighted_col], "plot_love")
     ax, created = _new_ax(ax, figsize=(6.4, 1.2 + 0.3 * len(balance)))
     b = balance.reset_index(drop=True)
@@ -826,6 +946,7 @@ def plot_attrition(
     """
     from iop_research.present.tables import suppress_attrition
 
+    attrition = _table_of(attrition, "plot_attrition")
     _require(attrition, [step_col, removed_col, remaining_col], "plot_attrition")
     if chain_col in attrition.columns:
         chains = list(pd.unique(attrition[chain_col]))
@@ -1043,8 +1164,9 @@ def plot_schoenfeld(
 
     Parameters
     ----------
-    residuals : pandas.DataFrame
-        ``ph_test`` residual table: ``time, transformed_time, <term>...``.
+    residuals : Result or pandas.DataFrame
+        The :func:`iop_research.survival.cox.ph_test` result (its
+        ``extra["residuals"]``) or that table: ``time, transformed_time, <term>...``.
     term : str
         Column to plot.
     smooth : pandas.DataFrame, optional
@@ -1077,6 +1199,11 @@ def plot_schoenfeld(
     >>> ax.get_ylabel()
     'Beta(t) for mat'
     """
+    if not isinstance(residuals, pd.DataFrame) and not (
+            isinstance(getattr(residuals, "extra", None), Mapping) and "residuals" in residuals.extra):
+        raise DataValidationError("plot_schoenfeld: pass the result of survival.cox.ph_test or its "
+                                  "extra['residuals'] table.")
+    residuals = _table_of(residuals, "plot_schoenfeld", extra="residuals")
     _require(residuals, [time_col, term], "plot_schoenfeld")
     ax, created = _new_ax(ax)
     (pts,) = ax.plot(residuals[time_col].to_numpy(dtype=float), residuals[term].to_numpy(dtype=float),

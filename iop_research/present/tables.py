@@ -22,9 +22,9 @@ from iop_research.privacy.suppression import (
     COMPLEMENTARY_MARKER,
     DEFAULT_MIN_CELL_COUNT,
     SuppressionMask,
-    _check_k,
+    check_min_cell_count,
     apply_suppression,
-    _protect,
+    protect_greedy,
     check_no_small_cells,
     format_suppressed,
     suppression_mask,
@@ -185,7 +185,7 @@ def table_one(
     >>> t1.loc[(t1.variable == "sex") & (t1.group == "yes"), "count"].astype("string").fillna("NA").tolist()
     ['NA', 'NA']
     """
-    k = _check_k(min_cell_count)
+    k = check_min_cell_count(min_cell_count)
     if percent_of not in ("all", "non_missing"):
         raise ValueError(f"table_one: percent_of must be 'all' or 'non_missing', got {percent_of!r}.")
     continuous = list(dict.fromkeys(list(continuous) + [v for v in nonnormal if v not in categorical]))
@@ -327,13 +327,13 @@ def table_one(
     # stage 1: group sizes among themselves
     v1 = np.full(values.size, np.nan)
     v1[big_ids] = values[big_ids]
-    h1, p1 = _protect(v1, [np.array(n_line)] if (overall or len(groups) >= 2) else [], k=k, is_total=is_total)
+    h1, p1 = protect_greedy(v1, [np.array(n_line)] if (overall or len(groups) >= 2) else [], k=k, is_total=is_total)
     # stage 2: everything else, group sizes fixed (hidden ones unknown, none picked)
     v2 = values.copy()
     v2[h1] = np.nan
     locked = np.zeros(values.size, bool)
     locked[big_ids] = True
-    h2, p2 = _protect(v2, [np.array(li) for li in lines], k=k, is_total=is_total, locked=locked)
+    h2, p2 = protect_greedy(v2, [np.array(li) for li in lines], k=k, is_total=is_total, locked=locked)
     hidden = h1 | h2
     primary = p1 | p2
 
@@ -617,17 +617,17 @@ def suppress_attrition(
     >>> format_suppressed(s)[["rows_removed", "rows_remaining"]].values.tolist()
     [['0', '1000'], ['<11', '*'], ['*', '696']]
     """
-    k = _check_k(min_cell_count)
+    k = check_min_cell_count(min_cell_count)
     pairs = [(r, m) for r, m in zip(removed_cols, remaining_cols) if r in attrition.columns and m in attrition.columns]
     if not pairs:
         raise DataValidationError(
             f"suppress_attrition: none of the count columns {format_ids([*removed_cols, *remaining_cols])} found "
             f"(columns: {format_ids(attrition.columns)}). Pass removed_cols/remaining_cols."
         )
-    from iop_research.privacy.suppression import _counts_as_float
+    from iop_research.privacy.suppression import counts_as_float
 
     cols = [c for p in pairs for c in p]
-    vals = _counts_as_float(attrition, cols, "suppress_attrition")
+    vals = counts_as_float(attrition, cols, "suppress_attrition")
     n, m = vals.shape
     idx = np.arange(n * m).reshape(n, m)
     chains = attrition[chain_col].tolist() if chain_col is not None and chain_col in attrition.columns else [None] * n
@@ -643,7 +643,7 @@ def suppress_attrition(
                 lines.append(np.array([idx[i, j], idx[i, j + 1], idx[previous[i], j + 1]]))
     is_total = np.zeros((n, m), bool)
     is_total[:, 1::2] = True
-    hidden, primary = _protect(vals.ravel(), lines, k=k, is_total=is_total.ravel())
+    hidden, primary = protect_greedy(vals.ravel(), lines, k=k, is_total=is_total.ravel())
     hidden, primary = hidden.reshape(n, m), primary.reshape(n, m)
     hid = pd.DataFrame(False, index=attrition.index, columns=attrition.columns)
     pri = hid.copy()
@@ -735,7 +735,7 @@ def los_summary(
     >>> s[["reason", "n", "median"]].values.tolist()
     [['completed', 20, 10.5], ['died', 3, 5.0]]
     """
-    k = _check_k(min_cell_count)
+    k = check_min_cell_count(min_cell_count)
     lack = [c for c in (los_col, reason_col) if c not in df.columns]
     if lack:
         raise DataValidationError(f"los_summary: columns {format_ids(lack)} not found. Pass los_col/reason_col.")

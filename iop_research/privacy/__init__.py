@@ -1,6 +1,13 @@
 """Disclosure control: small-cell suppression of published counts and their checks.
-De-identified exports are made by :func:`iop_research.data.deidentify.deidentify`,
-re-exported here.
+
+:mod:`.suppression` hides small counts (primary) and the cells that would give them
+away (secondary, chosen by :mod:`.secondary` with the auditor in the loop);
+:mod:`.audit` keeps a :class:`~.audit.Ledger` of everything a report publishes and
+computes, by mixed integer programming, how far a reader can narrow each hidden
+count (:func:`~.audit.audit_ledger`, :func:`~.audit.audit_ledgers` across a
+study's reports). Study reports publish through
+:class:`iop_research.present.publish.Publisher`. De-identified exports are made by
+:func:`iop_research.data.deidentify.deidentify`, re-exported here.
 """
 from __future__ import annotations
 
@@ -16,4 +23,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'suppress_risk_table': 'suppression',
     'check_no_small_cells': 'suppression',
     'deidentify': 'iop_research.data.deidentify',
+    'Ledger': 'audit',
+    'audit_ledger': 'audit',
+    'audit_ledgers': 'audit',
+    'audit_table': 'audit',
+    'protect_cells': 'secondary',
+    'protect_lines': 'suppression',
 })

@@ -13,11 +13,13 @@ Conventions
   positive cell is left in the line.
 * **Primary suppression** hides counts in ``1 .. min_cell_count - 1``,
   including totals (a small total is itself a small cell).
-* **Complementary suppression** then hides further cells until no row or column
-  ("line") has exactly one unknown cell while its total is shown or derivable.
-  Per line, the smallest positive shown cell is picked (cells that are not
-  totals first; ties broken in favour of a cell that also protects another
-  line, then by position), and the sweep repeats until nothing changes.
+* **Complementary suppression** then hides further cells, chosen by
+  :func:`iop_research.privacy.secondary.protect_cells` with the auditor
+  (:mod:`iop_research.privacy.audit`, mixed integer programming) in the loop,
+  until no primary cell can be narrowed below ``1 .. min_cell_count - 1``
+  from the shown cells, the totals readers know, and the markers (a reader
+  knows a ``"*"`` is 0 or at least ``min_cell_count``). Small values are
+  hidden first, totals last. ``audit_table`` re-checks a result.
 * **Numbers and presentation apart.** :func:`suppress_small_cells` returns
   numbers (nullable ``Int64`` counts, ``NA`` where hidden) and records which
   cells were hidden; :func:`format_suppressed` renders ``"<11"`` for primary
@@ -48,6 +50,9 @@ import pandas as pd
 from iop_research.exceptions import DataValidationError, PrivacyViolationError, format_ids
 
 __all__ = [
+    "check_min_cell_count",
+    "counts_as_float",
+    "protect_greedy",
     "DEFAULT_MIN_CELL_COUNT",
     "SuppressionMask",
     "suppress_small_cells",
@@ -56,6 +61,7 @@ __all__ = [
     "format_suppressed",
     "suppress_risk_table",
     "check_no_small_cells",
+    "protect_lines",
 ]
 
 
@@ -88,12 +94,16 @@ class SuppressionMask:
         Threshold used.
     marker : str
         Display marker of primary cells, e.g. ``"<11"``.
+    ledger : iop_research.privacy.audit.Ledger or None
+        What the table publishes (shown counts, markers, the totals readers
+        know), for :func:`~iop_research.privacy.audit.audit_table`.
     """
 
     hidden: pd.DataFrame
     primary: pd.DataFrame
     min_cell_count: int
     marker: str
+    ledger: object = None
 
     def __eq__(self, other: object) -> bool:  # a bool, so pandas can compare attrs
         if not isinstance(other, SuppressionMask):
@@ -141,7 +151,8 @@ class SuppressionMask:
         return self.hidden.to_numpy(dtype=bool)
 
 
-def _check_k(min_cell_count: int) -> int:
+def check_min_cell_count(min_cell_count: int) -> int:
+    """``min_cell_count`` as an int, or a ValueError saying what is allowed."""
     if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, (int, np.integer)) or min_cell_count < 1:
         raise ValueError(
             f"min_cell_count must be a positive integer, got {min_cell_count!r}. "
@@ -150,7 +161,7 @@ def _check_k(min_cell_count: int) -> int:
     return int(min_cell_count)
 
 
-def _counts_as_float(table: pd.DataFrame, cols: Sequence[str], what: str) -> np.ndarray:
+def counts_as_float(table: pd.DataFrame, cols: Sequence[str], what: str) -> np.ndarray:
     """Counts as a float matrix (NaN = missing), validated as non-negative integers."""
     out = np.empty((len(table), len(cols)), dtype=float)
     for j, col in enumerate(cols):
@@ -173,7 +184,7 @@ def _counts_as_float(table: pd.DataFrame, cols: Sequence[str], what: str) -> np.
     return out
 
 
-def _protect(
+def protect_greedy(
     values: np.ndarray,
     lines: list[np.ndarray],
     *,
@@ -231,6 +242,7 @@ def apply_suppression(
     derived_cols: Sequence[str] = (),
     counts: Mapping[str, np.ndarray] | None = None,
     marker: str | None = None,
+    ledger: object = None,
 ) -> pd.DataFrame:
     """Write a suppression decision into a copy of a table: the one write-back.
 
@@ -258,6 +270,8 @@ def apply_suppression(
         table's own, e.g. after validation by the caller.
     marker : str, optional
         Display marker of primary cells; default ``"<{min_cell_count}"``.
+    ledger : iop_research.privacy.audit.Ledger, optional
+        What the table publishes, kept in the mask for the auditor.
 
     Returns
     -------
@@ -282,7 +296,7 @@ def apply_suppression(
     >>> format_suppressed(out).values.tolist()
     [['<11', '*'], ['40', '93.0']]
     """
-    k = _check_k(min_cell_count)
+    k = check_min_cell_count(min_cell_count)
     hid = hidden.reindex(index=table.index, columns=table.columns, fill_value=False).fillna(False).astype(bool)
     pri = primary.reindex(index=table.index, columns=table.columns, fill_value=False).fillna(False).astype(bool)
     written = set(count_cols) | set(derived_cols)
@@ -302,7 +316,7 @@ def apply_suppression(
         out[c] = col
     for c in derived_cols:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float).mask(hid[c].to_numpy())
-    out.attrs["suppressed"] = SuppressionMask(hid, pri, k, f"<{k}" if marker is None else str(marker))
+    out.attrs["suppressed"] = SuppressionMask(hid, pri, k, f"<{k}" if marker is None else str(marker), ledger)
     return out
 
 
@@ -346,7 +360,12 @@ def suppress_small_cells(
     known_totals : {"both", "rows", "columns", "none"}, default "both"
         Which totals readers can derive when they are not in the table (e.g.
         group sizes in a column header). A row or column of at least two cells
-        whose total is known is a line. Explicit totals always count.
+        whose total is known is a line. Explicit totals always count. Such
+        totals are protected like cells: when one of them must not be
+        published next to the table (e.g. a small column total, or one that
+        would give a small total away by differencing), its ledger entry in
+        ``attrs["suppressed"].ledger`` has status ``"secondary"`` or
+        ``"primary"``.
     marker : str, optional
         Display marker of primary cells, stored for :func:`format_suppressed`;
         default ``"<{min_cell_count}"``.
@@ -382,11 +401,15 @@ def suppress_small_cells(
     >>> t = pd.DataFrame({"site": ["A", "B", "C"], "completed": [5, 40, 30], "dropped": [20, 25, 12]})
     >>> out = suppress_small_cells(t)
     >>> out[["completed", "dropped"]].astype("string").fillna("NA").values.tolist()
-    [['NA', 'NA'], ['40', '25'], ['NA', 'NA']]
+    [['NA', 'NA'], ['NA', 'NA'], ['30', '12']]
     >>> format_suppressed(out)["completed"].tolist()
-    ['<11', '40', '*']
+    ['<11', '*', '30']
+
+    (Hiding row C instead would leave ``dropped`` of C between 8 and 17, which
+    a reader who knows that ``"*"`` is 0 or at least 11 narrows to 11-17 and
+    so ``completed`` of A to 4-10.)
     """
-    k = _check_k(min_cell_count)
+    k = check_min_cell_count(min_cell_count)
     if known_totals not in ("both", "rows", "columns", "none"):
         raise ValueError(f"known_totals must be 'both', 'rows', 'columns' or 'none', got {known_totals!r}.")
     if count_cols is None:
@@ -405,7 +428,7 @@ def suppress_small_cells(
         raise DataValidationError(
             f"col_total_row {col_total_row!r} is not in the table index. Pass the index label of the totals row."
         )
-    vals = _counts_as_float(table, count_cols, "suppress_small_cells")
+    vals = counts_as_float(table, count_cols, "suppress_small_cells")
     n_rows, n_cols = vals.shape
     flat = vals.ravel()
     idx = np.arange(flat.size).reshape(n_rows, n_cols)
@@ -420,22 +443,29 @@ def suppress_small_cells(
     body_rows = [i for i in range(n_rows) if i != tot_i]
 
     lines: list[np.ndarray] = []
+    explicit: list[bool] = []
     rows_known = known_totals in ("both", "rows")
     cols_known = known_totals in ("both", "columns")
     for i in range(n_rows):  # row lines (including the totals row)
         cells = [idx[i, j] for j in body_cols]
         if tot_j is not None:
             lines.append(np.array(cells + [idx[i, tot_j]]))
+            explicit.append(True)
         elif rows_known and len(cells) >= 2:
             lines.append(np.array(cells))
+            explicit.append(False)
     for j in range(n_cols):  # column lines (including the totals column)
         cells = [idx[i, j] for i in body_rows]
         if tot_i is not None:
             lines.append(np.array(cells + [idx[tot_i, j]]))
+            explicit.append(True)
         elif cols_known and len(cells) >= 2:
             lines.append(np.array(cells))
+            explicit.append(False)
 
-    hidden, primary = _protect(flat, lines, k=k, is_total=is_total.ravel(), complementary=complementary)
+    labels = [f"{table.index[i]}|{count_cols[j]}" for i in range(n_rows) for j in range(n_cols)]
+    hidden, primary, ledger = _protect_audited(flat, lines, explicit, k=k, is_total=is_total.ravel(),
+                                               complementary=complementary, labels=labels)
     hidden = hidden.reshape(n_rows, n_cols)
     primary = primary.reshape(n_rows, n_cols)
 
@@ -449,7 +479,119 @@ def suppress_small_cells(
     return apply_suppression(
         table, hidden=hidden_df, primary=primary_df, min_cell_count=k, count_cols=count_cols,
         derived_cols=list(pct_cols), counts={col: vals[:, j] for j, col in enumerate(count_cols)}, marker=marker,
+        ledger=ledger,
     )
+
+
+def _protect_audited(
+    values: np.ndarray,
+    lines: list[np.ndarray],
+    explicit: list[bool],
+    *,
+    k: int,
+    is_total: np.ndarray,
+    complementary: bool = True,
+    labels: Sequence[str] | None = None,
+    locked: np.ndarray | None = None,
+):
+    """Primary and audited secondary suppression of a flat vector of counts.
+
+    ``lines[i]`` sums to its last element when ``explicit[i]``, else to a
+    total that readers can know but that is not in the table. Such totals
+    are protected like cells (hidden last): the ledger records each with the
+    status it needs (``"secondary"`` = must not be published next to the
+    table; a small one is ``"primary"``). NaN values are not published.
+    Returns ``(hidden, primary, ledger)``.
+    """
+    from iop_research.privacy.audit import Ledger
+    from iop_research.privacy.secondary import protect_cells
+
+    keys = [f"c{i}" for i in range(values.size)]
+    vals = {keys[i]: (None if np.isnan(values[i]) else int(values[i])) for i in range(values.size)}
+    totals: dict[str, int] = {}
+    led = Ledger(min_cell_count=k)
+    for n_line, (line, has_total) in enumerate(zip(lines, explicit)):
+        members = [keys[int(c)] for c in line]
+        if has_total:
+            led.add_sum(members[:-1], members[-1], source="table total")
+        else:
+            if any(vals[m] is None for m in members):
+                continue  # a total over unpublished cells is not known
+            tk = f"t{n_line}"
+            totals[tk] = sum(vals[m] for m in members)
+            led.add_sum(members, tk, source="known total")
+    cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0))
+            for i in range(values.size)}
+    cost.update({tk: (v + 1.0) * 1000.0 for tk, v in totals.items()})  # known totals: withheld only if needed
+    lock = [keys[i] for i in np.flatnonzero(locked)] if locked is not None else []
+    hidden_keys, primary_keys = protect_cells({**vals, **totals}, led.relations, min_cell_count=k, cost=cost,
+                                              complementary=complementary, on_unprotectable="hide", locked=lock)
+    for tk, v in totals.items():  # which known totals may be published alongside the table
+        st = "primary" if tk in primary_keys else ("secondary" if tk in hidden_keys else "shown")
+        led.add_count(tk, value=v if st == "shown" else None, status=st, table="(known total)")
+    hidden = np.array([kk in hidden_keys for kk in keys])
+    primary = np.array([kk in primary_keys for kk in keys])
+    labels = list(labels) if labels is not None else keys
+    for i, kk in enumerate(keys):
+        if vals[kk] is None:
+            continue
+        st = "primary" if primary[i] else ("secondary" if hidden[i] else "shown")
+        row, _, col = labels[i].partition("|")
+        led.add_count(kk, value=vals[kk] if st == "shown" else None, status=st, row=row, column=col)
+    return hidden, primary, led
+
+
+def protect_lines(
+    values: np.ndarray,
+    lines: Sequence[np.ndarray],
+    *,
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
+    is_total: np.ndarray | None = None,
+    locked: np.ndarray | None = None,
+    complementary: bool = True,
+    totals_last: bool = True,
+):
+    """Audited primary and secondary suppression of a flat vector of counts with line totals.
+
+    The drop-in for building suppressed tables by hand (Table 1, attrition):
+    the same inputs as the legacy greedy sweep, with the cells chosen by
+    :func:`iop_research.privacy.secondary.protect_cells` and checked by the
+    auditor.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Float vector of counts (NaN = not published).
+    lines : sequence of numpy.ndarray
+        Index arrays of cells whose sum readers know.
+    min_cell_count : int, default 11
+    is_total : numpy.ndarray of bool, optional
+        Cells that are totals (hidden last).
+    locked : numpy.ndarray of bool, optional
+        Cells that must stay shown.
+    complementary : bool, default True
+    totals_last : bool, default True
+        Each line's last element is its total (``sum(line[:-1]) == line[-1]``);
+        with False every line sums to a total readers know that is not a cell.
+
+    Returns
+    -------
+    (hidden, primary, ledger)
+        Boolean vectors and the :class:`~iop_research.privacy.audit.Ledger`
+        (audit it with :func:`~iop_research.privacy.audit.audit_ledger`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hidden, primary, led = protect_lines(np.array([1.0, 11, 40, 52]), [np.arange(4)])
+    >>> hidden.tolist(), primary.tolist()
+    ([True, False, True, False], [True, False, False, False])
+    """
+    k = check_min_cell_count(min_cell_count)
+    values = np.asarray(values, dtype=float)
+    is_total = np.zeros(values.size, bool) if is_total is None else np.asarray(is_total, bool)
+    return _protect_audited(values, [np.asarray(li) for li in lines], [bool(totals_last)] * len(lines), k=k,
+                            is_total=is_total, complementary=complementary, locked=locked)
 
 
 def suppression_mask(table: pd.DataFrame) -> pd.DataFrame:
@@ -709,7 +851,7 @@ def check_no_small_cells(
     ...
     iop_research.exceptions.PrivacyViolationError: table shows 1 count(s) below 11: column 'n' (rows: opioids). Suppress them with privacy.suppress_small_cells(...) before publishing.
     """
-    k = _check_k(min_cell_count)
+    k = check_min_cell_count(min_cell_count)
     if count_cols is None:
         count_cols = [c for c in table.columns if pd.api.types.is_integer_dtype(table[c].dtype)]
         if not count_cols and len(table.columns) and all(

@@ -17,6 +17,18 @@ table of contents, and writes an ``index.html`` linking them.
   (:func:`iop_research.reports.gate.make_privacy_gate`) checks every report for
   identifiers of the input data, full dates, ages over 89 and counts below
   ``min_cell_count`` before anything is written.
+- **Study reports**: with a study (``parameters={"study": ...}``, as
+  :func:`iop_research.reports.config.read_study_config` returns; the CLI's
+  ``report --params study.toml``) the study report templates
+  (:data:`TEMPLATES_DIR`) run instead of the tutorials: the study is prepared
+  once (:func:`iop_research.reports.study.prepare_study`) and handed to the
+  kernels; every output must come from the publishing channel
+  (:class:`iop_research.present.publish.Publisher`, signed with a key of this
+  build; checked by :func:`iop_research.reports.gate.check_channel_only`); the
+  ledgers of all reports are audited together; tables are also written under
+  ``tables/`` (CSV, Word), figures under ``figures/`` (SVG, 300-dpi PNG); the
+  index summarises each question (N, key estimate with CI) and links its
+  report; code is hidden unless ``show_code=True``.
 - **Checkable rebuilds**: ``fingerprints.json`` holds, per notebook, hashes of
   its table and text outputs (:func:`notebook_fingerprints`); rebuilding with
   the same notebooks, data and parameters gives the same file.
@@ -49,11 +61,28 @@ from iop_research.exceptions import IopError, ReportError
 
 __all__ = [
     "build_reports", "data_fingerprint", "provenance", "notebook_fingerprints", "DEFAULT_NOTEBOOKS_DIR",
-    "ReportOutcome",
+    "TEMPLATES_DIR", "ReportOutcome", "list_reports",
 ]
 
-#: Notebooks shipped inside the package (package data), found from any working directory.
+#: Tutorial notebooks shipped inside the package (package data), found from any working directory.
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parent / "notebooks"
+#: Study report templates (what ``iop-research report --params study.toml`` runs).
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def list_reports() -> list[tuple[str, str, Path]]:
+    """``(name, title, path)`` of every tutorial and study report template, tutorials first.
+
+    The title is the notebook's first markdown heading.
+    """
+    import nbformat
+
+    out = []
+    for folder in (DEFAULT_NOTEBOOKS_DIR, TEMPLATES_DIR):
+        for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+            title, _ = _title_and_summary(nbformat.read(path, as_version=4), path.stem)
+            out.append((path.stem, title, path))
+    return out
 
 
 @dataclass(frozen=True)
@@ -388,6 +417,28 @@ class _Built:
     parameters: Mapping[str, Any]
 
 
+def _ipc_kernel_manager():
+    """A kernel manager whose kernels talk over IPC sockets in Jupyter's runtime folder.
+
+    No TCP ports are opened, so ipykernel does not warn "Kernel is running over TCP
+    without encryption" on stderr. The socket path is absolute because the kernel
+    runs in the notebook's folder.
+    """
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    class _IpcKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            kw.setdefault("transport", "ipc")
+            os.makedirs(jupyter_runtime_dir(), exist_ok=True)
+            kw.setdefault("ip", os.path.join(jupyter_runtime_dir(), f"iop-kernel-{uuid.uuid4().hex[:12]}-ipc"))
+            super().__init__(**kw)
+
+    return _IpcKernelManager
+
+
 def _execute(pm, path: Path, *, params, kernel_name: str, no_input: bool, start_timeout: int):
     """papermill in this worker thread; closes the event loop jupyter_core opened for the thread.
 
@@ -405,6 +456,7 @@ def _execute(pm, path: Path, *, params, kernel_name: str, no_input: bool, start_
             str(path), None, parameters=dict(params), kernel_name=kernel_name,
             progress_bar=False, log_output=False, report_mode=no_input, request_save_on_cell_execute=False,
             start_timeout=start_timeout, resources={"metadata": {"path": str(path.parent)}},
+            kernel_manager_class=_ipc_kernel_manager(),
         )
     finally:
         loop = ensure_event_loop()  # the loop nbclient ran on in this thread
@@ -442,7 +494,8 @@ def _declared_parameters(nb) -> dict[str, Any]:
 
 
 def _build_one(path: Path, *, stage: Path, params: Mapping[str, Any], kernel_name: str, no_input: bool,
-               prov_future, gate_future, start_timeout: int) -> _Built:
+               prov_future, gate_future, start_timeout: int, channel_only: bool = False,
+               channel_key: bytes | None = None) -> _Built:
     """Execute, fingerprint, export, gate and stage one notebook (runs in a worker thread)."""
     import nbformat
     import papermill as pm
@@ -473,6 +526,8 @@ def _build_one(path: Path, *, stage: Path, params: Mapping[str, Any], kernel_nam
             "(jupyter kernelspec list) and build again."
         ) from exc
     seconds = time.perf_counter() - t0
+    if channel_only:
+        _check_channel_only(path.name, nb, channel_key)
     fps = notebook_fingerprints(nb)
     title, summary = _title_and_summary(nb, path.stem)
     toc = _toc_html(nb)
@@ -500,6 +555,106 @@ def _build_one(path: Path, *, stage: Path, params: Mapping[str, Any], kernel_nam
     return _Built(path.name, html_name, title, summary, seconds, fps, prov["parameters"])
 
 
+def _check_channel_only(name: str, nb, key: bytes | None) -> None:
+    """Study reports: every output must come from the publishing channel (the gate's allow-list)."""
+    from iop_research.exceptions import PrivacyViolationError
+    from iop_research.reports import gate as _gate
+
+    check = getattr(_gate, "check_channel_only", None)
+    if check is None:  # the allow-list arrives with the gate of issue 13; the pattern gate still runs
+        return
+    violations = list(check(nb, notebook=name, key=key))
+    if violations:
+        raise PrivacyViolationError(
+            f"Study report {name}: {len(violations)} output(s) did not come from the publishing channel: "
+            + "; ".join(str(v) for v in violations[:5])
+            + ". Publish every table, figure and number through pub.table / pub.figure / pub.text. No report was written.")
+
+
+_QUESTION_TITLES = {
+    "cohort": "Cohort and attrition", "retention": "Retention and discharge reasons", "relapse": "Time to relapse",
+    "modalities": "Therapy modalities", "mat": "MAT", "recurrence": "Recurrent relapse",
+}
+
+
+def _finish_study(stage: Path, sd, results) -> dict[str, Any]:
+    """Audit all reports' ledgers together, tidy the staging folder; the study part of provenance.json."""
+    from iop_research.exceptions import PrivacyViolationError
+
+    (stage / ".prepared.pkl").unlink(missing_ok=True)
+    audit = "no ledgers written"
+    ledgers = sorted((stage / "ledgers").glob("*.json")) if (stage / "ledgers").is_dir() else []
+    if ledgers:
+        from iop_research.privacy.audit import audit_ledgers
+
+        try:
+            res = audit_ledgers(ledgers, raise_on_failure=False)
+        except Exception as exc:  # a contradiction between reports is itself a finding
+            raise PrivacyViolationError(f"The study's reports could not be audited together: {exc}. "
+                                        "No report was written.") from exc
+        bad = res[~res["is_protected"]] if "is_protected" in res else res.iloc[0:0]
+        if len(bad):
+            raise PrivacyViolationError(
+                f"Read together, the study's reports narrow {len(bad)} suppressed count(s) below the protection "
+                f"interval (e.g. {', '.join(map(str, bad.iloc[:3, 0]))}). No report was written.")
+        audit = f"{len(res)} suppressed count(s) audited across {len(ledgers)} report(s): all protected"
+    if "csv" not in sd.config.get("report.formats") and (stage / "tables").is_dir():
+        for f in (stage / "tables").glob("*.csv"):
+            f.unlink()
+    return {
+        "settings_applied": sd.config.applied(), "settings_from_study_file": sorted(sd.config.given),
+        "questions": list(sd.questions),
+        "questions_not_answered": {q: why for q, why in sd.availability.items() if why is not None},
+        "data": sd.data_label, "ledger_audit": audit,
+        "channel_gate": "applied" if _has_channel_gate() else "not available (pattern gate only)",
+    }
+
+
+def _has_channel_gate() -> bool:
+    from iop_research.reports import gate as _gate
+
+    return hasattr(_gate, "check_channel_only")
+
+
+def _study_index_html(sd, stage: Path, results, prov_html: str) -> str:
+    """The study's index: per question the N, the key estimate and a link to its report."""
+    from iop_research.reports.config import QUESTIONS
+
+    by_stem = {Path(b.html_name).stem: b for b in results}
+    rows = []
+    for q in QUESTIONS:
+        stem = QUESTIONS[q]
+        if stem in by_stem:
+            summ = {}
+            p = stage / "summaries" / f"{stem}.json"
+            if p.is_file():
+                summ = json.loads(p.read_text(encoding="utf-8"))
+            b = by_stem[stem]
+            rows.append(f"<tr><td><a href='{html.escape(b.html_name)}'>{html.escape(b.title)}</a></td>"
+                        f"<td>{html.escape(summ.get('question', _QUESTION_TITLES[q]))}</td>"
+                        f"<td>{html.escape(summ.get('n', ''))}</td><td>{html.escape(summ.get('result', ''))}</td></tr>")
+        elif sd.availability.get(q):
+            rows.append(f"<tr><td>{html.escape(_QUESTION_TITLES[q])}</td><td colspan='3'>not answered: "
+                        f"{html.escape(sd.availability[q])}</td></tr>")
+    shutil.rmtree(stage / "summaries", ignore_errors=True)
+    files = []
+    for sub, what in (("tables", "tables (CSV, Word)"), ("figures", "figures (SVG, PNG)")):
+        if (stage / sub).is_dir() and any((stage / sub).iterdir()):
+            files.append(f"<li><a href='{sub}/'>{sub}/</a>: {what}</li>")
+    title = html.escape(sd.title)
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{title}</title>"
+        "<style>body{font-family:sans-serif;max-width:64em;margin:2em auto;}td,th{padding:4px 8px;text-align:left;"
+        "vertical-align:top;}table.iop-index{border-collapse:collapse;}table.iop-index td,table.iop-index th"
+        "{border-bottom:1px solid #ccc;}</style></head><body>"
+        f"<h1>{title}</h1>"
+        "<table class='iop-index'><thead><tr><th>Report</th><th>Question</th><th>N</th><th>Key result (95% CI)</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<ul>{''.join(files)}</ul>{prov_html}</body></html>\n"
+    )
+
+
 def _default_gate(data: str | os.PathLike | None, min_cell_count: int):
     from iop_research.reports.gate import make_privacy_gate
     from iop_research.datasets.loaders import demo_path
@@ -522,6 +677,7 @@ def build_reports(
     progress: bool = True,
     max_workers: int | None = None,
     start_timeout: int = 180,
+    show_code: bool | None = None,
 ) -> ReportOutcome:
     """Execute the notebooks and write self-contained HTML reports.
 
@@ -537,14 +693,25 @@ def build_reports(
         Data directory passed to each notebook as parameter ``data_path``
         (``None``: the bundled demo cohort).
     parameters : mapping, optional
-        Further papermill parameters (e.g. ``min_cell_count``, cohort or
-        outcome settings); notebooks ignore names they do not declare.
+        Further papermill parameters; notebooks ignore names they do not
+        declare. With ``"study"`` (the settings of a study file, as
+        :func:`iop_research.reports.config.read_study_config` returns) the
+        build is a **study report**: the study report templates
+        (:data:`TEMPLATES_DIR`) of the questions the study asks (or every
+        question the data allow) run; every table, figure and number comes from
+        the publishing channel (tables as CSV under ``tables/``, Word files,
+        figures as SVG and 300-dpi PNG under ``figures/``); ``index.html``
+        summarises each question (N, key estimate) and links its report; the
+        channel's ledgers of all reports are audited together.
     notebooks : iterable of paths, optional
         Which notebooks to run (default: every ``NN_*.ipynb`` in ``notebooks_dir``).
     notebooks_dir : path-like, optional
         Default :data:`DEFAULT_NOTEBOOKS_DIR`.
     no_input : bool, default False
-        Hide code cells in the HTML.
+        Hide code cells in the HTML (kept for compatibility; see ``show_code``).
+    show_code : bool, optional
+        Show the code cells. Default: hidden in study reports (``parameters``
+        holding ``"study"``), shown in tutorials unless ``no_input``.
     kernel_name : str, default "python3"
     gate : callable(notebook_name, html) -> None, True, False or None, default None
         Called on every produced HTML before anything is written; raises to
@@ -596,7 +763,29 @@ def build_reports(
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    nb_dir = Path(notebooks_dir) if notebooks_dir is not None else DEFAULT_NOTEBOOKS_DIR
+    parameters = dict(parameters or {})
+    study_mode = "study" in parameters
+    prepared_study = None
+    if study_mode:
+        from iop_research.reports.config import QUESTIONS, load_study
+        from iop_research.reports.study import prepare_study
+
+        config = load_study(settings=parameters["study"])
+        if data is None and config.get("data.path") is not None:
+            data = config.get("data.path")
+        parameters["study"] = config.given_dict()
+        prepared_study = prepare_study(config, data_path=data)
+        nb_dir = Path(notebooks_dir) if notebooks_dir is not None else TEMPLATES_DIR
+        if notebooks is None:
+            notebooks = [nb_dir / f"{QUESTIONS[q]}.ipynb" for q in prepared_study.questions]
+        else:
+            notebooks = [p if Path(p).is_file() else nb_dir / f"{Path(p).stem}.ipynb" for p in notebooks]
+        if show_code is None:
+            show_code = False
+        parameters.setdefault("min_cell_count", config.get("privacy.min_cell_count"))
+    if show_code is not None:
+        no_input = not show_code
+    nb_dir = Path(notebooks_dir) if notebooks_dir is not None else (TEMPLATES_DIR if study_mode else DEFAULT_NOTEBOOKS_DIR)
     paths = [Path(p) for p in notebooks] if notebooks is not None else sorted(nb_dir.glob("[0-9][0-9]_*.ipynb"))
     if not paths:
         raise ReportError(f"No notebooks found in {nb_dir} (expected files named NN_name.ipynb).")
@@ -615,10 +804,32 @@ def build_reports(
     if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
         raise ReportError(f"max_workers must be a positive integer, got {max_workers!r}. Use 1 to run one at a time.")
     params = {"data_path": None if data is None else str(Path(data).resolve())}
-    params.update(dict(parameters or {}))
+    params.update(parameters)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".iop-report-", dir=out.parent))
+    kernel_params = dict(params)
+    channel_key = None
+    saved_key = None
+    if study_mode:
+        import secrets
+
+        from iop_research.present.publish import PUBLISH_KEY_ENV
+
+        # the kernels (children of this process) sign channel output with a key only this build knows
+        from iop_research.reports.study import save_prepared
+
+        kernel_params.pop("min_cell_count", None)  # the templates read it from the study settings
+        kernel_params["out_dir"] = str(stage)
+        try:
+            kernel_params["prepared"] = save_prepared(prepared_study, stage / ".prepared.pkl")
+        except OSError as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise ReportError(f"Could not write the prepared study to the staging folder {stage}: {exc}. "
+                              "Check free space and permissions beside the output folder.") from exc
+        channel_key = secrets.token_bytes(32)
+        saved_key = os.environ.get(PUBLISH_KEY_ENV)
+        os.environ[PUBLISH_KEY_ENV] = channel_key.hex()
     futures: dict = {}
     quiet = _QuietPapermill()
     pm_loggers = [logging.getLogger(name) for name in ("papermill", "papermill.translators")]
@@ -629,13 +840,20 @@ def build_reports(
     pool = ThreadPoolExecutor(max_workers=min(max_workers, len(paths)), thread_name_prefix="iop-report")
     try:
         prov_future = helpers.submit(provenance, data=data, parameters=params)
-        if gate is None or gate is True:
+        if (gate is None or gate is True) and study_mode:
+            from iop_research.reports.gate import make_privacy_gate
+
+            gate_future = helpers.submit(
+                make_privacy_gate, prepared_study.data, min_cell_count=prepared_study.min_cell_count,
+                min_cell_count_override=prepared_study.config.get("privacy.min_cell_count_override"))
+        elif gate is None or gate is True:
             gate_future = helpers.submit(_default_gate, data, params.get("min_cell_count", 11))
         else:
             gate_future = helpers.submit(lambda: gate or None)
         futures = {
-            pool.submit(_build_one, p, stage=stage, params=params, kernel_name=kernel_name, no_input=no_input,
-                        prov_future=prov_future, gate_future=gate_future, start_timeout=start_timeout): i
+            pool.submit(_build_one, p, stage=stage, params=kernel_params, kernel_name=kernel_name, no_input=no_input,
+                        prov_future=prov_future, gate_future=gate_future, start_timeout=start_timeout,
+                        channel_only=study_mode, channel_key=channel_key): i
             for i, p in enumerate(paths)
         }
         built: dict[int, _Built] = {}
@@ -671,6 +889,12 @@ def build_reports(
         entries = [(b.html_name, b.title, b.summary) for b in results]
         fingerprints = {b.name: dict(b.fingerprints) for b in results}
         record = dict(prov)
+        for b in results:  # what each notebook ran with, without the build's private paths
+            for key in ("out_dir", "prepared"):
+                b.parameters.pop(key, None)
+        if study_mode:
+            record["study"] = _finish_study(stage, prepared_study, results)
+            record["parameters"] = {k: v for k, v in params.items() if k != "min_cell_count"}
         record["notebooks"] = {
             b.name: {"report": b.html_name, "run_seconds": round(b.seconds, 1), "parameters": dict(b.parameters),
                      "tables_fingerprint": b.fingerprints["tables_fingerprint"],
@@ -679,7 +903,9 @@ def build_reports(
         }
         record["run_seconds"] = round(seconds, 1)
         record["max_workers"] = max_workers
-        (stage / "index.html").write_text(_index_html(entries, _provenance_html(prov, seconds)), encoding="utf-8")
+        index_html = (_study_index_html(prepared_study, stage, results, _provenance_html(prov, seconds)) if study_mode
+                      else _index_html(entries, _provenance_html(prov, seconds)))
+        (stage / "index.html").write_text(index_html, encoding="utf-8")
         (stage / "provenance.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
                                                encoding="utf-8")
         (stage / "fingerprints.json").write_text(json.dumps(fingerprints, indent=2, sort_keys=True) + "\n",
@@ -688,8 +914,11 @@ def build_reports(
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for f in sorted(stage.iterdir()):
-            os.replace(f, out / f.name)
-            written.append(out / f.name)
+            target = out / f.name
+            if f.is_dir() and target.is_dir():
+                shutil.rmtree(target)
+            os.replace(f, target)
+            written.append(target)
         return ReportOutcome(
             index=out / "index.html",
             reports=tuple(out / b.html_name for b in results),
@@ -705,6 +934,13 @@ def build_reports(
         for lg in pm_loggers:
             lg.removeFilter(quiet)
         shutil.rmtree(stage, ignore_errors=True)
+        if study_mode:
+            from iop_research.present.publish import PUBLISH_KEY_ENV
+
+            if saved_key is None:
+                os.environ.pop(PUBLISH_KEY_ENV, None)
+            else:
+                os.environ[PUBLISH_KEY_ENV] = saved_key
 
 
 def _utc_now() -> str:  # pragma: no cover - used only for CLI messages

@@ -1,37 +1,67 @@
-"""Study configuration: one TOML file that runs the same study on other data.
+"""The study file: one TOML file that *is* the study.
+
+``iop-research report --params study.toml`` runs the study report templates
+(``iop_research/reports/templates``) with the settings of this file. Every
+key is either honoured by the templates that use it or refused: an unknown
+section or key, a value of the wrong type or outside its allowed values is an
+error that names the key and what is allowed. The settings applied (the
+file's values over the documented defaults) are written to ``provenance.json``
+and, per report, only the settings that report used are shown.
 
 Example (``study.toml``)::
 
     [data]
-    path = "/secure/site_extract"   # directory of contract tables; omit for the demo cohort
+    path = "/secure/site_extract"    # directory of contract tables (or: mapping = "mapping.toml")
 
     [cohort]
     primary_substances = ["opioids", "alcohol"]
-    first_episode_only = false
+    min_age = 18
+    admit_from = "2019-01-01"
 
     [outcome]
+    sources = ["uds", "self_report_use", "overdose", "readmission"]
     blanking_days = 7
     max_followup_days = 365
-    sources = ["uds", "self_report_use", "overdose", "readmission"]
 
-    [analysis]
-    landmark_days = 30
-    rmst_tau_days = [90, 180]
+    [comparison]
+    exposure = "modality_any"        # modality_any | modality_dose | modality_mix
+    modality = "family"
+    window_days = 30
+    design = "landmark"              # landmark | time_varying
 
-    [report]
+    [covariates]
+    adjust = ["age", "sex", "primary_substance", "severity_score", "housing"]
+
+    [missing]
+    policy = "complete_case"         # complete_case | indicator | multiple_imputation
+    m = 20
+    seed = 20261207
+
+    [horizons]
+    days = [90, 180, 365]
+
+    [landmarks]
+    days = [30, 60]
+
+    [privacy]
     min_cell_count = 11
 
-Every key becomes a notebook parameter named ``<section>_<key>`` except
-``data.path`` (``data_path``) and ``report.min_cell_count`` (``min_cell_count``).
-Unknown sections or keys are an error, so that a typo cannot silently fall back
-to a default.
+    [report]
+    questions = ["cohort", "relapse", "modalities"]
+    title = "Family therapy and relapse after IOP"
+    formats = ["html", "csv", "docx"]
+
+:data:`STUDY_KEYS` lists every key with its type, default, meaning and the
+questions (report templates) that use it.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from iop_research.exceptions import DataReadError
 
@@ -40,76 +70,439 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["read_study_config", "STUDY_KEYS"]
+__all__ = [
+    "read_study_config", "load_study", "StudyConfig", "StudyKey", "STUDY_KEYS", "QUESTIONS", "MODALITIES",
+    "INTAKE_COVARIATES", "settings_used_by", "study_file_template",
+]
 
-#: Allowed sections and keys with their expected types.
-STUDY_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "data": {"path": str},
-    "cohort": {
-        "min_age": int, "max_age": int, "primary_substances": list, "programs": list,
-        "admit_from": str, "admit_to": str, "first_episode_only": bool, "min_followup_days": int,
-    },
-    "outcome": {"blanking_days": int, "max_followup_days": int, "sources": list, "origin": str},
-    "episodes": {"gap_days": int, "mode": str},
-    "exposures": {"grace_days": int},
-    "analysis": {"landmark_days": int, "rmst_tau_days": list},
-    "report": {"min_cell_count": int},
+#: The questions of a study, in report order, with the template that answers each.
+QUESTIONS: dict[str, str] = {
+    "cohort": "01_cohort",
+    "retention": "02_retention",
+    "relapse": "03_relapse",
+    "modalities": "04_modalities",
+    "mat": "05_mat",
+    "recurrence": "06_recurrence",
 }
 
-_EXAMPLE = {int: "11, without quotes", str: '"text" in quotes', list: '["a", "b"]', bool: "true or false"}
+#: Therapy modalities of the data contract (``sessions.modality``).
+MODALITIES = ("individual", "group", "family", "education", "holistic")
 
-_RENAMES = {("data", "path"): "data_path", ("report", "min_cell_count"): "min_cell_count"}
+#: Intake covariates a study may adjust for (columns of ``survival_frame``).
+INTAKE_COVARIATES = (
+    "program", "age", "sex", "referral_source", "primary_substance", "psychiatric_comorbidity",
+    "prior_treatment_episodes", "severity_score", "housing", "employment", "admit_year",
+)
+
+_RELAPSE_SOURCES = ("uds", "self_report_use", "overdose", "ed_visit", "readmission")
+_ALL_OUTCOME_Q = ("relapse", "modalities", "mat", "recurrence")
+_MODEL_Q = ("retention", "relapse", "modalities", "mat", "recurrence")
+_ALL_Q = tuple(QUESTIONS)
 
 
-def read_study_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a study configuration file into notebook parameters.
+@dataclass(frozen=True)
+class StudyKey:
+    """One key of the study file.
+
+    Attributes
+    ----------
+    kind : str
+        ``"int"``, ``"number"``, ``"str"``, ``"bool"``, ``"date"``, ``"list[str]"`` or ``"list[int]"``.
+    default : object
+        Value applied when the file does not set the key (``None``: criterion not applied).
+    help : str
+        What the key does (written into ``init-study`` files and error messages).
+    used_by : tuple of str
+        Questions whose reports change with the key.
+    choices : tuple, optional
+        Allowed values (for lists: allowed elements).
+    minimum : float, optional
+        Smallest allowed value (for lists of ints: of each element).
+    """
+
+    kind: str
+    default: Any
+    help: str
+    used_by: tuple[str, ...]
+    choices: tuple | None = None
+    minimum: float | None = None
+
+
+#: Every section and key of the study file.
+STUDY_KEYS: dict[str, dict[str, StudyKey]] = {
+    "data": {
+        "path": StudyKey("str", None, "directory (or file) of contract tables, relative to the study file; "
+                         "omit for the bundled demo cohort", _ALL_Q),
+        "mapping": StudyKey("str", None, "mapping file (TOML) that turns a clinic's extract into contract tables "
+                            "(see iop-research map); instead of path", _ALL_Q),
+    },
+    "cohort": {
+        "min_age": StudyKey("number", None, "youngest age at admission included (years)", _ALL_Q, minimum=0),
+        "max_age": StudyKey("number", None, "oldest age at admission included (years)", _ALL_Q, minimum=0),
+        "primary_substances": StudyKey("list[str]", None, "primary substances included (None: all)", _ALL_Q),
+        "programs": StudyKey("list[str]", None, "programmes (sites) included (None: all)", _ALL_Q),
+        "admit_from": StudyKey("date", None, "first admission date included (YYYY-MM-DD)", _ALL_Q),
+        "admit_to": StudyKey("date", None, "last admission date included (YYYY-MM-DD)", _ALL_Q),
+        "first_episode_only": StudyKey("bool", False, "keep only each patient's first eligible episode", _ALL_Q),
+        "min_followup_days": StudyKey("int", None, "minimum potential follow-up from admission (days)", _ALL_Q,
+                                      minimum=0),
+    },
+    "outcome": {
+        "sources": StudyKey("list[str]", ["uds", "self_report_use", "overdose", "readmission"],
+                            "event types that count as relapse (uds only when positive)", _ALL_OUTCOME_Q,
+                            choices=_RELAPSE_SOURCES),
+        "blanking_days": StudyKey("int", 7, "events on days 0..blanking_days after admission are not relapses",
+                                  _ALL_OUTCOME_Q, minimum=0),
+        "max_followup_days": StudyKey("int", None, "administrative censoring this many days after the origin",
+                                      _ALL_OUTCOME_Q, minimum=1),
+    },
+    "comparison": {
+        "exposure": StudyKey("str", "modality_any",
+                             "modality_any: any attended session of `modality` in the first window_days; "
+                             "modality_dose: attended sessions of `modality` per week; "
+                             "modality_mix: the combination of modalities attended in the first window_days",
+                             ("modalities",), choices=("modality_any", "modality_dose", "modality_mix")),
+        "modality": StudyKey("str", "family", "therapy modality compared (modality_any, modality_dose)",
+                             ("modalities",), choices=MODALITIES),
+        "window_days": StudyKey("int", 30, "exposure window [0, window_days) after admission; also the landmark day "
+                                "of the landmark design", ("modalities",), minimum=1),
+        "design": StudyKey("str", None, "landmark (exposure fixed at day window_days, follow-up from then among those "
+                           "still at risk) or time_varying (counting-process Cox); default: landmark, "
+                           "time_varying for modality_dose", ("modalities",), choices=("landmark", "time_varying")),
+        "reference": StudyKey("str", None, "reference group (modality_mix: a combination such as "
+                              "\"group+individual\"; modality_any: \"none\" or \"any\"); default: the largest group "
+                              "(modality_mix) or \"none\"", ("modalities",)),
+        "groups": StudyKey("list[str]", None, "modality_mix: combinations kept as their own group (others pooled as "
+                           "\"other combination\"); default: every combination with at least min_cell_count "
+                           "episodes", ("modalities",)),
+    },
+    "covariates": {
+        "adjust": StudyKey("list[str]", None, "intake covariates adjusted for in every model (default: all available: "
+                           + ", ".join(INTAKE_COVARIATES[:-1]) + ")", _MODEL_Q + ("cohort",),
+                           choices=INTAKE_COVARIATES),
+    },
+    "missing": {
+        "policy": StudyKey("str", "complete_case", "missing covariates: complete_case (drop, with an attrition row), "
+                           "indicator (missing-indicator category) or multiple_imputation (chained equations, "
+                           "Rubin's rules)", _MODEL_Q,
+                           choices=("complete_case", "indicator", "multiple_imputation")),
+        "m": StudyKey("int", 20, "number of imputations (multiple_imputation)", _MODEL_Q, minimum=2),
+        "seed": StudyKey("int", 20261207, "random seed of the imputations (multiple_imputation)", _MODEL_Q, minimum=0),
+    },
+    "horizons": {
+        "days": StudyKey("list[int]", [90, 180, 365], "times (days) at which survival, cumulative incidence and "
+                         "restricted mean survival are reported", ("retention", "relapse", "recurrence"), minimum=1),
+    },
+    "landmarks": {
+        "days": StudyKey("list[int]", [30], "landmark days of the MAT landmark analysis (MAT started by day L)",
+                         ("mat",), minimum=1),
+    },
+    "privacy": {
+        "min_cell_count": StudyKey("int", 11, "counts below this are suppressed (primary and secondary)", _ALL_Q,
+                                   minimum=1),
+        "min_cell_count_override": StudyKey("str", None, "required reason when min_cell_count is below 5 "
+                                            "(e.g. a data-use agreement clause)", _ALL_Q),
+    },
+    "report": {
+        "questions": StudyKey("list[str]", None, "questions to answer (default: every question the data allow)",
+                              _ALL_Q, choices=_ALL_Q),
+        "title": StudyKey("str", None, "study title shown on every report and the index", _ALL_Q),
+        "formats": StudyKey("list[str]", ["html", "csv", "docx"], "outputs besides HTML: csv (every table under "
+                            "tables/), docx (Table 1 and model tables)", _ALL_Q, choices=("html", "csv", "docx")),
+    },
+}
+
+_EXAMPLE = {"int": "30, without quotes", "number": "18 or 17.5", "str": '"text" in quotes',
+            "bool": "true or false", "date": '"2021-01-31" (or a TOML date 2021-01-31)',
+            "list[str]": '["a", "b"]', "list[int]": "[90, 180]"}
+
+
+def settings_used_by(question: str) -> list[str]:
+    """``section.key`` of every study-file key that changes the report of ``question``."""
+    if question not in QUESTIONS:
+        raise DataReadError(f"Unknown question {question!r}; the questions are {', '.join(QUESTIONS)}.")
+    return [f"{s}.{k}" for s, keys in STUDY_KEYS.items() for k, spec in keys.items() if question in spec.used_by]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study file.
+
+    Attributes
+    ----------
+    settings : dict
+        ``{section: {key: value}}`` for every key of :data:`STUDY_KEYS`: the
+        file's value, else the default. Paths are absolute.
+    given : frozenset of str
+        ``"section.key"`` of the keys the file set.
+    source : str or None
+        The study file.
+    """
+
+    settings: Mapping[str, Mapping[str, Any]]
+    given: frozenset = field(default_factory=frozenset)
+    source: str | None = None
+
+    def get(self, dotted: str) -> Any:
+        """The applied value of ``"section.key"``."""
+        section, key = dotted.split(".", 1)
+        return self.settings[section][key]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (JSON- and papermill-friendly; dates as ISO strings)."""
+        return {s: {k: (v.isoformat() if isinstance(v, _dt.date) else (list(v) if isinstance(v, (list, tuple)) else v))
+                    for k, v in keys.items()} for s, keys in self.settings.items()}
+
+    def given_dict(self) -> dict[str, dict[str, Any]]:
+        """Only the keys the study file set, as :meth:`to_dict` (what the templates receive as ``study``)."""
+        full = self.to_dict()
+        out: dict[str, dict[str, Any]] = {}
+        for dotted in sorted(self.given):
+            section, key = dotted.split(".", 1)
+            out.setdefault(section, {})[key] = full[section][key]
+        return out
+
+    def applied(self, question: str | None = None) -> dict[str, Any]:
+        """``{"section.key": value}`` applied (for one question: the keys that act on its report)."""
+        flat = {f"{s}.{k}": v for s, keys in self.to_dict().items() for k, v in keys.items()}
+        if question is None:
+            return flat
+        return {k: flat[k] for k in settings_used_by(question)}
+
+
+def _check_value(section: str, key: str, spec: StudyKey, value: Any) -> tuple[Any, str | None]:
+    """(normalised value, problem or None)."""
+    where = f"[{section}] {key} = {value!r}"
+    kind = spec.kind
+    bad_type = f"{where} should be of type {kind}; write e.g. {_EXAMPLE[kind]}"
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, bad_type
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, bad_type
+    elif kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            return None, bad_type
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            return None, bad_type
+    elif kind == "date":
+        if isinstance(value, _dt.datetime):
+            value = value.date()
+        elif isinstance(value, str):
+            try:
+                value = _dt.date.fromisoformat(value)
+            except ValueError:
+                return None, f"{where} is not a date; write it as YYYY-MM-DD, e.g. \"2021-01-31\""
+        elif not isinstance(value, _dt.date):
+            return None, bad_type
+    elif kind in ("list[str]", "list[int]"):
+        elem = str if kind == "list[str]" else int
+        if (not isinstance(value, list) or not value
+                or any(isinstance(v, bool) or not isinstance(v, elem) for v in value)):
+            return None, f"{where} should be a non-empty {kind}; write e.g. {_EXAMPLE[kind]}"
+        if len(set(value)) != len(value):
+            return None, f"{where} repeats a value; list each once"
+        if spec.choices is not None:
+            bad = [v for v in value if v not in spec.choices]
+            if bad:
+                return None, f"{where}: {bad} not allowed (allowed: {', '.join(map(str, spec.choices))})"
+        if spec.minimum is not None and any(v < spec.minimum for v in value):
+            return None, f"{where}: every value must be at least {spec.minimum:g}"
+        if kind == "list[int]":
+            value = sorted(value)
+        return list(value), None
+    if spec.choices is not None and value not in spec.choices:
+        return None, f"{where} is not allowed (allowed: {', '.join(map(str, spec.choices))})"
+    if spec.minimum is not None and value < spec.minimum:
+        return None, f"{where} must be at least {spec.minimum:g}"
+    return value, None
+
+
+def _cross_checks(s: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    if s["data"]["path"] is not None and s["data"]["mapping"] is not None:
+        problems.append("[data] sets both path and mapping; give one: path for contract tables, mapping for an extract")
+    c = s["cohort"]
+    if c["min_age"] is not None and c["max_age"] is not None and c["min_age"] > c["max_age"]:
+        problems.append(f"[cohort] min_age = {c['min_age']} is above max_age = {c['max_age']}")
+    if c["admit_from"] is not None and c["admit_to"] is not None and c["admit_from"] > c["admit_to"]:
+        problems.append(f"[cohort] admit_from = {c['admit_from']} is after admit_to = {c['admit_to']}")
+    cmp_ = s["comparison"]
+    if cmp_["exposure"] == "modality_mix" and cmp_["design"] == "time_varying":
+        problems.append("[comparison] design = \"time_varying\" does not apply to exposure = \"modality_mix\" (a "
+                        "combination is known only at the end of the window); use design = \"landmark\"")
+    if cmp_["groups"] is not None and cmp_["exposure"] != "modality_mix":
+        problems.append("[comparison] groups applies only to exposure = \"modality_mix\"; remove it")
+    if cmp_["reference"] is not None:
+        if cmp_["exposure"] == "modality_dose":
+            problems.append("[comparison] reference does not apply to exposure = \"modality_dose\" (a dose per week "
+                            "has no reference group); remove it")
+        elif cmp_["exposure"] == "modality_any" and cmp_["reference"] not in ("none", "any"):
+            problems.append(f"[comparison] reference = {cmp_['reference']!r}: with modality_any the groups are "
+                            "\"none\" and \"any\"")
+    if cmp_["design"] is None:
+        cmp_["design"] = "time_varying" if cmp_["exposure"] == "modality_dose" else "landmark"
+    p = s["privacy"]
+    if p["min_cell_count"] < 5 and p["min_cell_count_override"] is None:
+        problems.append(f"[privacy] min_cell_count = {p['min_cell_count']} is below 5; small counts of "
+                        "substance-use records identify people. Use 5 or more, or add min_cell_count_override = "
+                        "\"<the reason, e.g. the data-use agreement clause>\"")
+    if p["min_cell_count_override"] is not None and p["min_cell_count"] >= 5:
+        problems.append("[privacy] min_cell_count_override is set but min_cell_count is 5 or more; remove the override")
+    if "html" not in s["report"]["formats"]:
+        problems.append("[report] formats must include \"html\" (the reports themselves)")
+    return problems
+
+
+def load_study(path: str | os.PathLike | None = None, *, settings: Mapping[str, Mapping[str, Any]] | None = None
+               ) -> StudyConfig:
+    """Read and validate a study file (or a nested dict of the same shape).
 
     Parameters
     ----------
-    path : path-like
-        TOML file (see module docstring).
+    path : path-like, optional
+        TOML study file (see the module docstring). Relative ``[data]`` paths are
+        taken relative to its folder.
+    settings : mapping, optional
+        ``{section: {key: value}}`` instead of a file (e.g. the ``study``
+        parameter of a report template). ``None`` and no path: every default.
 
     Returns
     -------
-    dict
-        Flat papermill parameters, e.g. ``{"data_path": ..., "outcome_blanking_days": 7}``.
+    StudyConfig
 
     Raises
     ------
     DataReadError
-        Missing or unparseable file, unknown section/key, or a value of the wrong type.
+        Missing or unparseable file; unknown sections or keys (listing the allowed
+        ones); values of the wrong type or outside their allowed values; settings
+        that contradict each other. Every problem is listed at once.
+
+    Examples
+    --------
+    >>> cfg = load_study(settings={"outcome": {"max_followup_days": 365}})
+    >>> cfg.get("outcome.max_followup_days"), cfg.get("outcome.blanking_days"), sorted(cfg.given)
+    (365, 7, ['outcome.max_followup_days'])
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataReadError(f"Study configuration {p} does not exist. Pass the path of a TOML file.")
-    try:
-        with open(p, "rb") as fh:
-            raw = tomllib.load(fh)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise DataReadError(f"Study configuration {p} is not valid TOML: {exc}. Fix the syntax at that line.") from exc
-    params: dict[str, Any] = {}
-    problems = []
+    base = None
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise DataReadError(f"Study file {p} does not exist. Pass the path of a TOML file "
+                                "(iop-research init-study DIR writes one to start from).")
+        try:
+            with open(p, "rb") as fh:
+                raw = tomllib.load(fh)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise DataReadError(f"Study file {p} is not valid TOML: {exc}. Fix the syntax at that line.") from exc
+        where, base = str(p), p.resolve().parent
+    else:
+        raw, where = dict(settings or {}), "study settings"
+    resolved: dict[str, dict[str, Any]] = {s: {k: (list(spec.default) if isinstance(spec.default, list) else spec.default)
+                                               for k, spec in keys.items()} for s, keys in STUDY_KEYS.items()}
+    given, problems = set(), []
     for section, values in raw.items():
         if section not in STUDY_KEYS:
             problems.append(f"unknown section [{section}] (allowed: {', '.join(STUDY_KEYS)}); "
                             "rename it to one of these or remove it")
             continue
-        if not isinstance(values, dict):
-            problems.append(f"[{section}] must be a table of keys; write it as a [{section}] header followed by key = value lines")
+        if not isinstance(values, Mapping):
+            problems.append(f"[{section}] must be a table of keys; write it as a [{section}] header followed by "
+                            "key = value lines")
             continue
         for key, value in values.items():
-            expected = STUDY_KEYS[section].get(key)
-            if expected is None:
+            spec = STUDY_KEYS[section].get(key)
+            if spec is None:
                 problems.append(f"unknown key {key!r} in [{section}] (allowed: {', '.join(STUDY_KEYS[section])}); "
                                 "correct its spelling or remove it")
-            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                problems.append(f"[{section}] {key} = {value!r} should be of type {expected.__name__}; "
-                                f"write a {expected.__name__} value (e.g. {_EXAMPLE[expected]})")
+                continue
+            if value is None:  # only from a dict (TOML has no null): the default
+                continue
+            norm, problem = _check_value(section, key, spec, value)
+            if problem:
+                problems.append(problem)
             else:
-                params[_RENAMES.get((section, key), f"{section}_{key}")] = value
+                resolved[section][key] = norm
+                given.add(f"{section}.{key}")
+    if not problems:
+        problems = _cross_checks(resolved)
     if problems:
-        raise DataReadError(f"Study configuration {p} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
-    if "data_path" in params:
-        dp = Path(params["data_path"])
-        params["data_path"] = str(dp if dp.is_absolute() else (p.parent / dp).resolve())
-    return params
+        raise DataReadError(f"Study file {where} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
+    for key in ("path", "mapping"):
+        value = resolved["data"][key]
+        if value is not None:
+            dp = Path(value).expanduser()
+            if not dp.is_absolute():
+                dp = (base if base is not None else Path.cwd()) / dp
+            if not dp.exists():
+                raise DataReadError(f"Study file {where}: [data] {key} = {value!r} does not exist ({dp}). "
+                                    "Give a path relative to the study file or an absolute path.")
+            resolved["data"][key] = str(dp.resolve())
+    return StudyConfig(settings=resolved, given=frozenset(given), source=None if path is None else str(Path(path)))
+
+
+def read_study_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a study file into the parameters of the study report templates.
+
+    Parameters
+    ----------
+    path : path-like
+        TOML study file (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``{"data_path": <[data] path or None>, "study": <StudyConfig.given_dict()>}``
+        (the keys the file set; paths made absolute).
+        :func:`iop_research.reports.build.build_reports` runs the study report
+        templates when its ``parameters`` hold ``"study"``.
+
+    Raises
+    ------
+    DataReadError
+        As :func:`load_study`.
+    """
+    cfg = load_study(path)
+    return {"data_path": cfg.get("data.path"), "study": cfg.given_dict()}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_PLACEHOLDER = {"data.path": "data", "data.mapping": "mapping.toml", "cohort.min_age": 18, "cohort.max_age": 89,
+                "cohort.primary_substances": ["opioids"], "cohort.programs": ["Site A"],
+                "cohort.admit_from": "2019-01-01", "cohort.admit_to": "2022-12-31", "cohort.min_followup_days": 90,
+                "outcome.max_followup_days": 365, "comparison.design": "landmark", "comparison.reference": "none",
+                "comparison.groups": ["group", "group+individual"], "covariates.adjust": ["age", "sex", "program"],
+                "privacy.min_cell_count_override": "data-use agreement clause 4.2",
+                "report.questions": list(QUESTIONS), "report.title": "My IOP study"}
+
+
+def study_file_template() -> str:
+    """A commented ``study.toml`` with every key of :data:`STUDY_KEYS`, all commented out.
+
+    Uncomment and edit the keys the study needs; the file as written parses
+    (every default applies) with :func:`read_study_config`.
+    """
+    lines = ["# iop-research study file: every key is optional; a commented key keeps the default shown.",
+             "# Unknown keys are an error. Run: iop-research report --params study.toml --out reports", ""]
+    for section, keys in STUDY_KEYS.items():
+        lines.append(f"[{section}]")
+        for key, spec in keys.items():
+            used = ", ".join(spec.used_by)
+            lines.append(f"# {spec.help} (type {spec.kind}; used by: {used})")
+            if spec.choices is not None and spec.kind != "list[str]" or (spec.kind == "list[str]" and spec.choices):
+                lines.append(f"#   allowed: {', '.join(map(str, spec.choices))}")
+            value = spec.default if spec.default is not None else _PLACEHOLDER.get(f"{section}.{key}")
+            lines.append(f"# {key} = {_toml_value(value)}" + ("" if spec.default is not None else "   (no default)"))
+        lines.append("")
+    return "\n".join(lines)

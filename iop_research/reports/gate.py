@@ -64,7 +64,10 @@ References
 """
 from __future__ import annotations
 
+import base64
 import re
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Callable, Iterable
@@ -74,7 +77,14 @@ import pandas as pd
 from iop_research.exceptions import ModelSpecificationError, PrivacyViolationError, format_ids
 from iop_research.data.schema import Col
 
-__all__ = ["Violation", "scan_report_html", "make_privacy_gate", "identifier_values", "RULES", "COUNT_LABELS"]
+__all__ = ["Violation", "scan_report_html", "make_privacy_gate", "identifier_values", "check_channel_only",
+           "normalize_identifier", "RULES", "COUNT_LABELS", "CHANNEL_RULE", "MIN_ALLOWED_CELL_COUNT"]
+
+#: Rule of :func:`check_channel_only`: an output that did not come from the publishing channel.
+CHANNEL_RULE = "not_channel"
+
+#: Thresholds below this need an explicit ``min_cell_count_override`` (a reason).
+MIN_ALLOWED_CELL_COUNT = 5
 
 #: Rule names, in the order they are reported.
 RULES: tuple[str, ...] = ("identifier", "full_date", "age_over_89", "small_cell")
@@ -114,7 +124,25 @@ _AGE_TEXT = (
     re.compile(r"\bage[ds]?\b(?:\s*(?:of|at\s+\w+|=|:|was|is))?\s*(\d{2,3})\b(?!\s*\+)(?!\s*(?:or|and)\s+(?:older|over))", re.I),
     re.compile(r"\b(\d{2,3})[\s-]*(?:years?|yrs?)[\s-]*old\b", re.I),
 )
-_N_EQUALS = re.compile(r"(?<![\w.])[nN]\s*=\s*(\d+)(?![\d.])")
+_N_EQUALS = re.compile(r"(?<![\w.])[nN]\s*[=:]\s*(\d+)(?![\d.])")
+# "5.3% of 94": the count it implies; "5/45": a count out of a total
+_PCT_OF = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)\s*%\s*of\s+(\d[\d,]*)(?![\d.])", re.I)
+_FRACTION = re.compile(r"(?<![\d./])(\d{1,4})\s*/\s*(\d[\d,]*)(?![\d/.])")
+# more date forms: 20210314, 14-Mar-2021, 2021-073 (ordinal), epoch milliseconds / seconds
+_COMPACT_DATE = re.compile(r"(?<![\d.])((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?![\d.])")
+_DMY_WORD = re.compile(rf"(?<![\w])\d{{1,2}}[-/]{_MONTHS}[-/](?:(?:1[89]|2\d)\d\d|\d\d)\b", re.I)
+_ORDINAL_DATE = re.compile(r"(?<![\d.\-])((?:19|20)\d\d)-(\d{3})(?![\d\-])")
+_EPOCH_MS = re.compile(r"(?<![\d.])(1\d{12}|2[0-4]\d{11})(?![\d.])")
+_EPOCH_S = re.compile(r"(?<![\d.])(1\d{9})(?![\d.])")
+_EXCEL_CONTEXT = re.compile(r"(?:date|admit|admission|discharg|dob|birth|dispens|visit|event|serial|on)\W{0,3}\s*"
+                            r"(?:[:=]\s*)?(\d{5})(?:\.\d+)?(?![\d])", re.I)
+_NOT_COUNT_LABEL = re.compile(r"(day|days|time|year|age|_id$|^id$|week|month|dose|mg|minute|hour|rank|seed|"
+                               r"percent|pct|%|median|mean|order|version|step|level|index|lag|duration|^df$|^dof$|^k$|^p$)", re.I)
+_DATE_LABEL = re.compile(r"(date|admit|discharge|dob|birth|dispens|visit|_dt$|^dt_|timestamp|time_stamp)", re.I)
+_AGE_TEXT_MORE = (
+    re.compile(r"\b(\d{2,3})\s*(?:y/?o|yo|yrs?\.?|years?)\b(?!\s*(?:of\s+)?(?:follow|data|study|old\b))", re.I),
+    re.compile(r"\b(?:max(?:imum)?|oldest)\s+age\b\s*(?:of|was|is|=|:)?\s*(\d{2,3})\b", re.I),
+)
 _TOKEN = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?")
 _SKIP_TAGS = {"style", "script"}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
@@ -156,6 +184,9 @@ class Violation:
             cell += f" (code starts {self.cell_starts!r})"
         return f"{cell}: {self.rule} {self.text!r} ({self.where})"
 
+    def __str__(self) -> str:
+        return f"{self.notebook} {self.describe()}" if self.notebook else self.describe()
+
 
 # ------------------------------------------------------------------ parsing
 @dataclass
@@ -195,13 +226,23 @@ class _ReportParser(HTMLParser):
         self._cell_meta: tuple[bool, int] | None = None
         self._pre = 0
         self._input = 0
+        self._md = 0
         #: cell index -> source text of its input area (empty when inputs are hidden)
         self.inputs: dict[int, str] = {}
+        #: text a reader can reach without it being rendered: scripts, styles (Styler tooltips),
+        #: attribute values (title, alt, href), comments, SVG inside data URIs
+        self.hidden: list[_Text] = []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         classes = set((a.get("class") or "").split())
         flags = set()
+        for name, value in attrs:
+            if value and name != "class":
+                self._hidden_text(value)
+        if classes & {"jp-RenderedMarkdown", "jp-MarkdownOutput"}:
+            self._md += 1
+            flags.add("md")
         if tag in _SKIP_TAGS:
             self._skip += 1
             flags.add("skip")
@@ -241,8 +282,31 @@ class _ReportParser(HTMLParser):
             self._stack.append((tag, flags))
 
     def handle_startendtag(self, tag, attrs):
+        for name, value in attrs:
+            if value and name != "class":
+                self._hidden_text(value)
         if tag == "br":
             self.handle_data("\n")
+
+    def handle_comment(self, data):
+        self._hidden_text(data)
+
+    def _hidden_text(self, value: str) -> None:
+        cell = self._current_cell()
+        if value.startswith("data:"):
+            head, _, payload = value.partition(",")
+            if "svg" not in head:
+                return  # raster images cannot be read as text
+            try:
+                svg = base64.b64decode(payload).decode("utf-8", "replace") if ";base64" in head \
+                    else urllib.parse.unquote(payload)
+            except ValueError:
+                return
+            sub = _parse(svg)
+            for run in [*sub.texts, *sub.hidden]:
+                self.hidden.append(_Text(cell, run.text, self._prov > 0, self._params > 0))
+            return
+        self.hidden.append(_Text(cell, value, self._prov > 0, self._params > 0))
 
     def handle_endtag(self, tag):
         if tag in _VOID:
@@ -270,6 +334,8 @@ class _ReportParser(HTMLParser):
             self._pre -= 1
         if "input" in flags:
             self._input -= 1
+        if "md" in flags:
+            self._md -= 1
         if tag in ("td", "th") and self._table_stack and self._cell_text is not None:
             is_th, span = self._cell_meta
             t = self._table_stack[-1]
@@ -287,14 +353,18 @@ class _ReportParser(HTMLParser):
         return self._cell if self._cell_open else None
 
     def handle_data(self, data):
-        if self._skip or not data:
+        if not data:
+            return
+        if self._skip:
+            self._hidden_text(data)
             return
         if self._cell_text is not None:
             self._cell_text.append(data)
         cell = self._current_cell()
-        if self._input and cell is not None:
+        in_input = self._input > 0 and self._md == 0
+        if in_input and cell is not None:
             self.inputs[cell] = self.inputs.get(cell, "") + data
-        self.texts.append(_Text(cell, data, self._prov > 0, self._params > 0, self._pre > 0, self._input > 0))
+        self.texts.append(_Text(cell, data, self._prov > 0, self._params > 0, self._pre > 0, in_input))
 
 
 def _parse(html: str) -> _ReportParser:
@@ -319,6 +389,41 @@ def _is_age_label(text: str) -> bool:
     return bool(lab) and bool(_AGE_LABEL.match(lab)) and "group" not in lab and "band" not in lab
 
 
+def normalize_identifier(value: Any) -> str:
+    """Canonical form of an identifier for matching: Unicode NFKC, case-folded, whitespace removed,
+    zero padding of digit runs removed (``" P:000001 "`` and ``"p:1"`` match).
+
+    Examples
+    --------
+    >>> normalize_identifier("PT:000001  "), normalize_identifier("\uff30\uff14\uff12")
+    ('pt:1', 'p42')
+    """
+    s = "".join(unicodedata.normalize("NFKC", str(value)).casefold().split())
+    return re.sub(r"\d+", lambda m: str(int(m.group(0))), s)
+
+
+_ID_SPLIT = re.compile(r"[\s<>\"'`(),;\[\]{}|*]+")
+_ID_PARTS = re.compile(r"[-./:=#]+")
+
+
+def _identifier_hits(text: str, ids: frozenset[str]) -> list[tuple[str, int, int]]:
+    """Tokens of ``text`` whose canonical form (or a part's) is a canonical identifier."""
+    found = []
+    norm_text = unicodedata.normalize("NFKC", text)
+    pos = 0
+    for tok in _ID_SPLIT.split(norm_text):
+        start = norm_text.find(tok, pos) if tok else pos
+        pos = start + len(tok)
+        if not tok:
+            continue
+        cands = [tok, tok.rstrip(".,:;!?"), *_ID_PARTS.split(tok)]
+        for c in sorted(set(cands), key=len, reverse=True):
+            if c and normalize_identifier(c) in ids:
+                found.append((c, start, start + len(tok)))
+                break
+    return found
+
+
 def _snippet(text: str, start: int, end: int) -> str:
     lo, hi = max(0, start - _SNIPPET // 2), min(len(text), end + _SNIPPET // 2)
     return " ".join(text[lo:hi].split())
@@ -331,8 +436,29 @@ def _valid_date(y: str, m: str, d: str) -> bool:
     return 1 <= di <= 12 and 1 <= mi <= 31  # day/month order
 
 
+#: Namespace and licence URLs of SVG/XML metadata (``http://www.w3.org/1999/02/22-rdf-syntax-ns#``): their
+#: path segments look like dates but are fixed strings of the standards.
+_STANDARD_URL = re.compile(r"https?://(?:www\.)?(?:w3\.org|purl\.org|creativecommons\.org|ns\.adobe\.com|"
+                           r"schemas\.openxmlformats\.org|schemas\.microsoft\.com)/[^\s\"'<>)]*", re.I)
+
+
 def _find_dates(text: str) -> list[tuple[str, int, int]]:
+    text = _STANDARD_URL.sub(lambda m: " " * len(m.group(0)), text)
     found = []
+    for m in _COMPACT_DATE.finditer(text):  # 20210314 (not a random seed that happens to look like one)
+        if not re.search(r"seed\W{0,3}$", text[max(0, m.start() - 8):m.start()], re.I):
+            found.append((m.group(0), m.start(), m.end()))
+    for m in _DMY_WORD.finditer(text):  # 14-Mar-2021
+        found.append((m.group(0), m.start(), m.end()))
+    for m in _ORDINAL_DATE.finditer(text):  # 2021-073
+        if 1 <= int(m.group(2)) <= 366:
+            found.append((m.group(0), m.start(), m.end()))
+    for m in _EPOCH_MS.finditer(text):  # epoch milliseconds, 2000-2040
+        if 946_684_800_000 <= int(m.group(1)) <= 2_208_988_800_000:
+            found.append((m.group(0), m.start(), m.end()))
+    for m in _EXCEL_CONTEXT.finditer(text):  # Excel serial after a date word, 1990-2039
+        if 32_874 <= int(m.group(1)) <= 51_501:
+            found.append((m.group(1), m.start(1), m.end(1)))
     for pattern, _ in _DATE_PATTERNS:
         for m in pattern.finditer(text):
             if _valid_date(m.group("y"), m.group("m"), m.group("d")):
@@ -424,6 +550,25 @@ def _table_violations(notebook: str, t: _Table, k: int) -> list[Violation]:
                 if _check_cells([text], [str(i)], labels[j] if j < len(labels) else "", k):
                     flagged.add((i, j))
                     add("small_cell", text, i, j)
+    # a crosstab with margins ("All" row or column): every whole number is a count
+    if any(lab.strip() == "All" for lab in labels) or any(row_label(r).strip() == "All" for r in body):
+        for i, r in enumerate(body):
+            for j, (is_th, text) in enumerate(r):
+                if (i, j) in flagged or is_th:
+                    continue
+                if re.fullmatch(r"\s*\d+\s*", text) and _check_cells([text], [str(i)], "crosstab", k):
+                    flagged.add((i, j))
+                    add("small_cell", text, i, j)
+    # dates stored as numbers in date columns (Excel serials, epoch milliseconds, yyyymmdd)
+    for j, lab in enumerate(labels):
+        if _DATE_LABEL.search(lab or ""):
+            for i, r in enumerate(body):
+                if j < len(r) and not r[j][0]:
+                    tok = r[j][1].strip()
+                    if re.fullmatch(r"\d{5}(?:\.\d+)?|\d{8}|\d{13}", tok):
+                        v = float(tok)
+                        if 32_874 <= v <= 51_501 or _COMPACT_DATE.fullmatch(tok) or 946_684_800_000 <= v <= 2_208_988_800_000:
+                            add("full_date", tok, i, j)
     # ages over 89: age columns, age rows
     for j, lab in enumerate(labels):
         if _is_age_label(lab):
@@ -451,20 +596,98 @@ def _printed_table_violations(notebook: str, cell: int | None, text: str, k: int
     lines = text.split("\n")
     i = 0
     while i < len(lines):
-        heads = [(m.group(0), m.end()) for m in re.finditer(r"\S+", lines[i]) if _is_count_label(m.group(0))]
-        if not heads:
+        words = list(re.finditer(r"\S+", lines[i]))
+        heads = [(m.group(0), m.end()) for m in words if _is_count_label(m.group(0))]
+        ages = [(m.group(0), m.end()) for m in words if _is_age_label(m.group(0))]
+        dates = [(m.group(0), m.end()) for m in words if _DATE_LABEL.search(m.group(0))]
+        margins = any(m.group(0) == "All" for m in words)
+        if not (heads or ages or dates or margins):
             i += 1
             continue
         j = i + 1
         while j < len(lines) and lines[j].strip():
-            ends = {m.end(): m.group(0) for m in re.finditer(r"\S+", lines[j])}
+            toks = list(re.finditer(r"\S+", lines[j]))
+            ends = {m.end(): m.group(0) for m in toks}
             for label, end in heads:
                 tok = ends.get(end)
                 if tok is not None and _small(tok, k) and _check_cells([tok], [str(j)], label, k):
                     where = f"printed table, column {label!r}, line {j - i}"
                     out.append(Violation(notebook, cell, "small_cell", tok, where))
+            for label, end in ages:
+                tok = ends.get(end)
+                if tok is not None and _age_value_over(tok) is not None:
+                    out.append(Violation(notebook, cell, "age_over_89", tok,
+                                         f"printed table, column {label!r}, line {j - i}"))
+            for label, end in dates:
+                tok = ends.get(end)
+                if tok is not None and re.fullmatch(r"\d{5}(?:\.\d+)?|\d{8}|\d{13}", tok):
+                    v = float(tok)
+                    if 32_874 <= v <= 51_501 or _COMPACT_DATE.fullmatch(tok) or 946_684_800_000 <= v <= 2_208_988_800_000:
+                        out.append(Violation(notebook, cell, "full_date", tok,
+                                             f"printed table, column {label!r}, line {j - i}"))
+            if margins:  # a crosstab with margins: every whole number is a count
+                for m in toks[1:]:
+                    if re.fullmatch(r"\d+", m.group(0)) and _small(m.group(0), k):
+                        out.append(Violation(notebook, cell, "small_cell", m.group(0),
+                                             f"printed crosstab, line {j - i}"))
             j += 1
         i = j
+    # printed DataFrames: a column whose values are all whole numbers is a count column unless its
+    # header says otherwise (days, years, ages, ids, doses, ...)
+    i = 0
+    while i < len(lines):
+        words = list(re.finditer(r"\S+", lines[i]))
+        if not words or i + 1 >= len(lines) or not lines[i + 1].strip():
+            i += 1
+            continue
+        j = i + 1
+        body = []
+        while j < len(lines) and lines[j].strip():
+            body.append(lines[j])
+            j += 1
+        if len(body) >= 1 and len(words) >= 1:
+            for w in words:
+                label, end = w.group(0), w.end()
+                if _is_count_label(label) or _NOT_COUNT_LABEL.search(label) or _is_age_label(label):
+                    continue
+                toks = []
+                for ln in body:
+                    ends = {m.end(): m.group(0) for m in re.finditer(r"\S+", ln)}
+                    toks.append(ends.get(end))
+                vals = [t for t in toks if t is not None]
+                if len(vals) >= 2 and all(re.fullmatch(r"\d+", t) for t in vals):
+                    for n_line, t in enumerate(toks):
+                        if t is not None and _small(t, k):
+                            out.append(Violation(notebook, cell, "small_cell", t,
+                                                 f"printed table, whole-number column {label!r}, line {n_line + 1}"))
+        i = j
+    # printed Series of whole numbers ("label  7" lines, e.g. value_counts().to_string())
+    block: list[tuple[int, re.Match]] = []
+    for n_line, line in enumerate([*lines, ""]):
+        m = re.match(r"^(?P<label>\S.*?[^\d\s.])\s{2,}(?P<n>\d+)\s*$", line)
+        if m and not _NOT_COUNT_LABEL.search(m.group("label")):
+            block.append((n_line, m))
+            continue
+        if len(block) >= 2 and not re.match(r"^(?:Name: |dtype: )", line.strip()):
+            for _, bm in block:
+                if _small(bm.group("n"), k):
+                    out.append(Violation(notebook, cell, "small_cell", bm.group("n"),
+                                         f"printed counts, row {bm.group('label').strip()!r}"))
+        block = []
+    # printed Series of counts (value_counts(), groupby().size()): "label  7" lines over a footer
+    for f, line in enumerate(lines):
+        foot = re.match(r"^(?:Name: (?P<name>[^,]*),\s*)?(?:Length: \d+,\s*)?dtype: (?P<dtype>u?int\d*|Int\d+)\s*$",
+                        line.strip())
+        if not foot or (foot.group("name") and not _is_count_label(foot.group("name"))
+                        and foot.group("name") not in ("size",)):
+            continue
+        b = f - 1
+        while b >= 0 and lines[b].strip():
+            m = re.match(r"^(?P<label>.*\S)\s+(?P<n>\d+)\s*$", lines[b])
+            if m and _small(m.group("n"), k):
+                out.append(Violation(notebook, cell, "small_cell", m.group("n"),
+                                     f"printed counts ({(foot.group('name') or 'Series')}), row {m.group('label').strip()!r}"))
+            b -= 1
     return out
 
 
@@ -474,6 +697,7 @@ def scan_report_html(
     notebook: str,
     identifiers: Iterable[Any] = (),
     min_cell_count: int = 11,
+    min_cell_count_override: str | None = None,
 ) -> list[Violation]:
     """Every disclosure in an exported report, by rule (see module Rules).
 
@@ -488,6 +712,9 @@ def scan_report_html(
         :func:`identifier_values`). Missing values are ignored.
     min_cell_count : int, default 11
         Smallest count a table may show (CMS policy [2]_: 1-10 hidden).
+        Below 5 only with ``min_cell_count_override``.
+    min_cell_count_override : str, optional
+        The reason for a threshold below 5 (as for the publishing channel).
 
     Returns
     -------
@@ -517,41 +744,63 @@ def scan_report_html(
     cell 0: full_date '2021-03-04' (Patient P0007 relapsed on 2021-03-04.)
     cell 1: small_cell '7' (table 1, column 'n', row 0)
     """
-    if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, int) or min_cell_count < 1:
-        raise PrivacyViolationError(
-            f"min_cell_count must be an integer >= 1, got {min_cell_count!r}. Use 11 (CMS policy)."
-        )
-    ids = {str(v) for v in identifiers if v is not None and not (isinstance(v, float) and v != v) and str(v)}
+    _check_threshold(min_cell_count, min_cell_count_override)
+    ids = frozenset(normalize_identifier(v) for v in identifiers
+                    if v is not None and not (isinstance(v, float) and v != v) and str(v).strip())
     parsed = _parse(html)
     found: dict[str, list[Violation]] = {r: [] for r in RULES}
-    for run in parsed.texts:
-        text = run.text
+    k = min_cell_count
+
+    def text_rules(run, text, visible: bool):
         if ids:
-            for m in _TOKEN.finditer(text):
-                tok = m.group(0)
-                parts = {tok, *re.split(r"[.\-]", tok)}
-                hit = next((p for p in sorted(parts, key=len, reverse=True) if p in ids), None)
-                if hit is not None:
-                    found["identifier"].append(
-                        Violation(notebook, run.cell, "identifier", hit, _snippet(text, m.start(), m.end())))
+            for hit, a, b in _identifier_hits(text, ids):
+                found["identifier"].append(Violation(notebook, run.cell, "identifier", hit, _snippet(text, a, b)))
         if not (run.in_provenance or run.in_parameters):
             for date, a, b in _find_dates(text):
                 found["full_date"].append(Violation(notebook, run.cell, "full_date", date, _snippet(text, a, b)))
-        if not run.in_input:
+        if visible and not run.in_input:
             for m in _N_EQUALS.finditer(text):
-                if _check_cells([m.group(1)], ["0"], "n", min_cell_count):
+                if _check_cells([m.group(1)], ["0"], "n", k):
+                    found["small_cell"].append(
+                        Violation(notebook, run.cell, "small_cell", m.group(0), _snippet(text, m.start(), m.end())))
+            for m in _PCT_OF.finditer(text):
+                pct, total = float(m.group(1)), int(m.group(2).replace(",", ""))
+                implied = pct * total / 100.0
+                if pct > 0 and implied < k - 0.5 and total > 0:
+                    found["small_cell"].append(
+                        Violation(notebook, run.cell, "small_cell", m.group(0), _snippet(text, m.start(), m.end())))
+            for m in _FRACTION.finditer(text):
+                num, den = int(m.group(1)), int(m.group(2).replace(",", ""))
+                if 1 <= num < k and den > num:
                     found["small_cell"].append(
                         Violation(notebook, run.cell, "small_cell", m.group(0), _snippet(text, m.start(), m.end())))
             if run.in_pre:
-                found["small_cell"].extend(_printed_table_violations(notebook, run.cell, text, min_cell_count))
-        for pattern in _AGE_TEXT:
+                for v in _printed_table_violations(notebook, run.cell, text, k):
+                    found[v.rule].append(v)
+        age_spans: list[tuple[int, int]] = []
+        for pattern in (*_AGE_TEXT, *_AGE_TEXT_MORE):
             for m in pattern.finditer(text):
+                if any(a < m.end() and m.start() < b for a, b in age_spans):
+                    continue  # one finding per place
                 if 89 < int(m.group(1)) < 130:
+                    age_spans.append((m.start(), m.end()))
                     found["age_over_89"].append(
                         Violation(notebook, run.cell, "age_over_89", m.group(0), _snippet(text, m.start(), m.end())))
+
+    for run in parsed.texts:
+        text_rules(run, run.text, True)
+    for run in parsed.hidden:
+        text_rules(run, run.text, False)
     for t in parsed.tables:
-        for v in _table_violations(notebook, t, min_cell_count):
+        for v in _table_violations(notebook, t, k):
             found[v.rule].append(v)
+    for r in RULES:  # one finding per (cell, text, place)
+        seen, uniq = set(), []
+        for v in found[r]:
+            if (v.cell, v.text, v.where) not in seen:
+                seen.add((v.cell, v.text, v.where))
+                uniq.append(v)
+        found[r] = uniq
     starts = {c: next((ln.strip() for ln in src.splitlines() if ln.strip()), "")[:60]
               for c, src in parsed.inputs.items()}
     return [v if v.cell not in starts or not starts[v.cell] else
@@ -597,7 +846,8 @@ def identifier_values(data_or_identifier_values: Any) -> frozenset[str]:
 
 
 def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 11,
-                      ignore_numeric_ids: bool = False) -> Callable[[str, str], None]:
+                      ignore_numeric_ids: bool = False,
+                      min_cell_count_override: str | None = None) -> Callable[[str, str], None]:
     """The gate for :func:`iop_research.reports.build.build_reports` (``gate=``).
 
     Parameters
@@ -608,6 +858,9 @@ def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 1
         values themselves.
     min_cell_count : int, default 11
         Smallest count a table may show.
+    min_cell_count_override : str, optional
+        The reason for a threshold below 5; without it such thresholds are
+        refused (``min_cell_count = 1`` would switch the rule off).
     ignore_numeric_ids : bool, default False
         Identifiers that are plain numbers (``"17"``) cannot be told apart from
         counts and days in a report, so by default they are refused. True
@@ -650,7 +903,7 @@ def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 1
     Fix: bucket ages above 89 into '90+' (HIPAA Safe Harbor).
     """
     ids = identifier_values(data_or_identifier_values)
-    numeric = sorted((v for v in ids if v.isdigit()), key=lambda v: (len(v), v))
+    numeric = sorted((v for v in ids if normalize_identifier(v).isdigit()), key=lambda v: (len(v), v))
     if numeric and not ignore_numeric_ids:
         raise ModelSpecificationError(
             f"make_privacy_gate: {len(numeric)} identifier value(s) are plain numbers ({format_ids(numeric)}), "
@@ -659,14 +912,12 @@ def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 1
             "the identifier rule."
         )
     if numeric:
-        ids = frozenset(v for v in ids if not v.isdigit())
-    if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, int) or min_cell_count < 1:
-        raise PrivacyViolationError(
-            f"min_cell_count must be an integer >= 1, got {min_cell_count!r}. Use 11 (CMS policy)."
-        )
+        ids = frozenset(v for v in ids if not normalize_identifier(v).isdigit())
+    _check_threshold(min_cell_count, min_cell_count_override)
 
     def gate(notebook_name: str, html: str) -> None:
-        found = scan_report_html(html, notebook=notebook_name, identifiers=ids, min_cell_count=min_cell_count)
+        found = scan_report_html(html, notebook=notebook_name, identifiers=ids, min_cell_count=min_cell_count,
+                                 min_cell_count_override=min_cell_count_override)
         if not found:
             return None
         shown = found[:20]
@@ -681,6 +932,95 @@ def make_privacy_gate(data_or_identifier_values: Any, *, min_cell_count: int = 1
     gate.identifiers = ids  # type: ignore[attr-defined]
     gate.min_cell_count = min_cell_count  # type: ignore[attr-defined]
     return gate
+
+
+def _check_threshold(min_cell_count, override) -> None:
+    if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, int) or min_cell_count < 1:
+        raise PrivacyViolationError(
+            f"min_cell_count must be an integer >= 1, got {min_cell_count!r}. Use 11 (CMS policy)."
+        )
+    if min_cell_count < MIN_ALLOWED_CELL_COUNT and not (isinstance(override, str) and override.strip()):
+        raise PrivacyViolationError(
+            f"min_cell_count = {min_cell_count} would let counts as small as {min_cell_count} through the gate "
+            f"(1 switches it off). Thresholds below {MIN_ALLOWED_CELL_COUNT} need min_cell_count_override = "
+            f"\"<the reason, e.g. the clause of your data use agreement>\"."
+        )
+
+
+def check_channel_only(nb, *, notebook: str = "", key: bytes | None = None) -> list[Violation]:
+    """Study-report mode: every output of every code cell must come from the publishing channel.
+
+    An allow-list: a display is accepted only when it is exactly one signed
+    ``div.iop-published`` (see :class:`iop_research.present.publish.Publisher`)
+    with its plain-text alternative; any stream (``print``), error, image,
+    DataFrame repr or unsigned HTML is a violation, named by notebook and cell.
+
+    Parameters
+    ----------
+    nb : nbformat.NotebookNode or dict
+        The executed notebook.
+    notebook : str, default ""
+        Name used in the violations.
+    key : bytes, optional
+        The signing key; default from the environment variable
+        :data:`iop_research.present.publish.PUBLISH_KEY_ENV` (which the build
+        sets before running the notebooks).
+
+    Returns
+    -------
+    list of Violation
+        Rule :data:`CHANNEL_RULE`; ``cell`` is the 0-based index in ``nb.cells``
+        and ``cell_starts`` the first line of its code.
+
+    Examples
+    --------
+    >>> import nbformat
+    >>> nb = nbformat.v4.new_notebook()
+    >>> c = nbformat.v4.new_code_cell("print(n)")
+    >>> c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="n = 7\\n")]
+    >>> nb.cells = [c]
+    >>> print(check_channel_only(nb, notebook="03_relapse")[0])
+    03_relapse cell 0 (code starts 'print(n)'): not_channel 'n = 7' (stdout stream, not published through the channel)
+    """
+    from iop_research.present.publish import parse_published
+
+    out: list[Violation] = []
+    cells = nb.get("cells", []) if isinstance(nb, dict) else nb.cells
+    for i, cell in enumerate(cells):
+        if cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else src
+        starts = next((ln.strip() for ln in src.splitlines() if ln.strip()), "")[:60]
+        for o in cell.get("outputs", []):
+            ot = o.get("output_type")
+            if ot == "stream":
+                text = o.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                if text.strip():
+                    out.append(Violation(notebook, i, CHANNEL_RULE, " ".join(text.split())[:_SNIPPET],
+                                         f"{o.get('name', 'stream')} stream, not published through the channel",
+                                         starts))
+            elif ot == "error":
+                out.append(Violation(notebook, i, CHANNEL_RULE, str(o.get("ename", "error")),
+                                     "error output (tracebacks can show data)", starts))
+            elif ot in ("display_data", "execute_result", "update_display_data"):
+                data = o.get("data", {})
+
+                def text_of(v):
+                    return "".join(v) if isinstance(v, list) else (v if isinstance(v, str) else "")
+
+                html = data.get("text/html")
+                plain = text_of(data.get("text/plain", ""))
+                extra = sorted(set(data) - {"text/html", "text/plain"})
+                ok = html is not None and not extra and parse_published(text_of(html), plain, key=key) is not None
+                if not ok:
+                    kinds = ", ".join(sorted(data)) or "no data"
+                    out.append(Violation(notebook, i, CHANNEL_RULE, (plain or text_of(html))[:_SNIPPET],
+                                         f"display ({kinds}) not from the publishing channel", starts))
+            else:
+                out.append(Violation(notebook, i, CHANNEL_RULE, str(ot), "unknown output type", starts))
+    return out
 
 
 _FIXES = {

@@ -96,7 +96,7 @@ first_episode_only = false
 blanking_days = 7
 max_followup_days = 365
 
-[report]
+[privacy]
 min_cell_count = 11
 """
 
@@ -632,7 +632,7 @@ def _(t, d):
     (d / "study.toml").write_text(STUDY.replace("blanking_days", "blanking_day"))
 
 
-@config_case("config_wrong_type", "[report] min_cell_count = \"eleven\"", ["min_cell_count", "int"])
+@config_case("config_wrong_type", "[privacy] min_cell_count = \"eleven\"", ["min_cell_count", "int"])
 def _(t, d):
     (d / "study.toml").write_text(STUDY.replace("min_cell_count = 11", 'min_cell_count = "eleven"'))
 
@@ -650,6 +650,54 @@ def _(t, d):
 @config_case("config_missing_file", "the configuration file does not exist", ["study.toml", "does not exist"])
 def _(t, d):
     d.mkdir(parents=True, exist_ok=True)
+
+
+# -- issue 13: inputs that were silently accepted and changed results ------------------------
+@data_case("duplicate_session_rows", "a session row appears twice (it would count twice)", "DataValidationError",
+           ["sessions", "duplicate", "P001"])
+def _(t, d):
+    t["sessions"].append(dict(t["sessions"][0]))
+    write_tables(d, t)
+
+
+@data_case("admission_before_birth", "E03 is admitted in 1907, before P002 was born (an age of -68)",
+           "DataValidationError", ["admissions", "admit_date", "E03", "birth"])
+def _(t, d):
+    write_tables(d, _set(t, "admissions", 2, admit_date="1907-03-01"))
+
+
+@data_case("event_decades_after_observation_end", "an event in 2051, thirty years after observation_end",
+           "DataValidationError", ["events", "observation_end", "P003"])
+def _(t, d):
+    write_tables(d, _set(t, "events", 2, event_date="2051-06-10"))
+
+
+@data_case("non_iso_date", "events.event_date written 2021-6-10 (not zero-padded)", "DataValidationError",
+           ["events", "event_date", "2021-6-10", "YYYY-MM-DD"])
+def _(t, d):
+    write_tables(d, _set(t, "events", 2, event_date="2021-6-10"))
+
+
+@data_case("unicode_digits", "sessions.minutes written in Arabic-Indic digits (\u0661\u0662\u0660)",
+           "DataValidationError", ["sessions", "minutes", "\u0661\u0662\u0660", "0-9"])
+def _(t, d):
+    write_tables(d, _set(t, "sessions", 4, minutes="\u0661\u0662\u0660"))
+
+
+@data_case("exponent_in_integer", "sessions.minutes written 1.2e2", "DataValidationError",
+           ["sessions", "minutes", "1.2e2", "exponent"])
+def _(t, d):
+    write_tables(d, _set(t, "sessions", 4, minutes="1.2e2"))
+
+
+@data_case("short_row", "a row of medications.csv lacks its last (optional) field", "DataReadError",
+           ["medications.csv", "fewer fields", "lines 4"])
+def _(t, d):
+    text = _csv_text(t["medications"], _header("medications"))
+    lines = text.split("\n")
+    lines[3] = lines[3].rsplit(",", 1)[0]  # P002's empty dose_mg without its comma
+    t["medications"] = "\n".join(lines)
+    write_tables(d, t)
 
 
 # ----------------------------------------------------------------------------- main

@@ -1,0 +1,1306 @@
+"""A study, prepared for its report templates: data, cohort, outcome, exposures, adjusted models.
+
+The study report templates (``iop_research/reports/templates``) stay thin:
+parameters -> :func:`prepare_study` -> one question helper -> publish. Every
+setting they use comes from the study file (:mod:`iop_research.reports.config`);
+everything the data decide (how many programmes, which covariates vary, which
+questions can be answered) is computed here from the data and explained in
+words the templates publish, never assumed.
+
+Conventions
+-----------
+- Time zero is admission; relapse follows :class:`~iop_research.derive.outcomes.RelapseDefinition`
+  built from ``[outcome]``; death competes (censors in Cox models).
+- Covariates come from the cohort's episodes (intake values), one row per
+  episode (:attr:`StudyData.baseline`), and are joined by ``episode_id`` to
+  every analysis frame. A covariate that is entirely missing or has a single
+  level in the cohort cannot be adjusted for; it is left out of every model and
+  the reason is returned (:attr:`StudyData.covariate_notes`), never silently.
+- Missing covariate values follow ``[missing] policy`` (:func:`fit_adjusted`):
+  complete case (the dropped episodes are counted), a missing-indicator
+  category, or multiple imputation by chained equations pooled with Rubin's
+  rules (imputed per episode, then joined to long frames).
+- Exposures measured after time zero use an immortal-time-safe design
+  (``[comparison] design``): a landmark at ``window_days`` (exposure fixed in
+  ``[0, L)``, follow-up from ``L`` among those still at risk) or time-varying
+  ``(start, stop]`` rows (R: ``coxph(Surv(start, stop, event) ~ ...)``).
+
+References
+----------
+.. [1] Suissa S. Immortal time bias in pharmaco-epidemiology. Am J Epidemiol 2008;167:492-9.
+.. [2] Dafni U. Landmark analysis at the 25-year landmark point. Circ Cardiovasc Qual Outcomes 2011;4:363-71.
+.. [3] Rubin DB. Multiple Imputation for Nonresponse in Surveys. Wiley, 1987.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from iop_research.exceptions import ModelSpecificationError
+from iop_research.reports.config import (
+    INTAKE_COVARIATES, MODALITIES, QUESTIONS, StudyConfig, load_study, settings_used_by,
+)
+
+__all__ = [
+    "StudyData", "AdjustedFit", "ModalityExposure", "prepare_study", "question_availability", "fit_adjusted",
+    "term_labels", "VARIABLE_LABELS", "modality_exposure", "weekly_modality_dose", "applied_settings",
+    "DEFAULT_MODALITY_EXPOSURE", "group_col", "by_group_text", "cohort_summary", "attrition_table",
+    "table_one_frames", "table_one_notes", "los_figure", "retention_frame", "discharge_counts", "cif_figure",
+    "cif_at_horizons", "gray_tests", "model_frame", "side_by_side", "model_notes", "forest_figure", "km_figure",
+    "km_summary", "km_tests", "rmst_table", "exposure_counts", "mat_time_varying_frame", "mat_counts", "mat_landmarks",
+    "mat_forest", "recurrence_frame", "relapses_per_patient", "mean_cumulative_relapses", "save_prepared", "record_summary", "quiet_engine", "hr_headline", "km_headline",
+]
+
+#: Human-readable names of the analysis variables (tables, forest plots).
+VARIABLE_LABELS: dict[str, str] = {
+    "program": "Programme", "age": "Age (years)", "sex": "Sex", "referral_source": "Referral",
+    "primary_substance": "Primary substance", "psychiatric_comorbidity": "Psychiatric comorbidity",
+    "prior_treatment_episodes": "Prior treatment episodes", "severity_score": "Severity score",
+    "housing": "Housing", "employment": "Employment", "admit_year": "Year of admission",
+    "exposure": "Exposure", "dose_per_week": "Sessions per week", "in_treatment": "In treatment",
+    "on_mat": "On MAT", "mat_by_landmark": "MAT started by the landmark", "los_days": "Length of stay (days)",
+}
+
+#: The modality question's exposure when the study file does not define one.
+DEFAULT_MODALITY_EXPOSURE = {"exposure": "modality_any", "modality": "family", "window_days": 30,
+                             "design": "landmark"}
+
+_CATEGORICAL = ("program", "sex", "referral_source", "primary_substance", "housing", "employment")
+
+
+def _label_level(value: Any) -> str:
+    text = str(value)
+    if text in ("True", "False"):
+        return "yes" if text == "True" else "no"
+    return text.replace("_", " ")
+
+
+def term_labels(terms: Sequence[str], *, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Readable labels for model terms (``"program[T.Site B]"`` -> ``"Programme: Site B"``).
+
+    Parameters
+    ----------
+    terms : sequence of str
+        Term names as in a result's ``tidy["term"]``.
+    extra : mapping, optional
+        Variable labels that override :data:`VARIABLE_LABELS`.
+
+    Returns
+    -------
+    dict
+        ``{term: label}`` for every term.
+
+    Examples
+    --------
+    >>> term_labels(["program[T.Site B]", "age", "housing[T.missing]"])
+    {'program[T.Site B]': 'Programme: Site B', 'age': 'Age (years)', 'housing[T.missing]': 'Housing: missing'}
+    """
+    names = {**VARIABLE_LABELS, **dict(extra or {})}
+    out = {}
+    for term in terms:
+        if "[T." in term and term.endswith("]"):
+            var, level = term[:-1].split("[T.", 1)
+            out[term] = f"{names.get(var, var.replace('_', ' '))}: {_label_level(level)}"
+        else:
+            out[term] = names.get(term, term.replace("_", " "))
+    return out
+
+
+@dataclass(frozen=True)
+class AdjustedFit:
+    """A model fitted under the study's missing-covariate policy.
+
+    Attributes
+    ----------
+    result : Result
+        The fit (pooled over imputations under multiple imputation).
+    covariates : list of str
+        Covariates in the model (indicator columns included).
+    policy : str
+    n_rows : int
+        Rows of the frame the model used.
+    n_episodes : int
+        Episodes the model used.
+    n_dropped : int
+        Episodes dropped for missing covariates (complete case; else 0).
+    method : str
+        One sentence describing the handling, for a table footnote.
+    """
+
+    result: Any
+    covariates: list
+    policy: str
+    n_rows: int
+    n_episodes: int
+    n_dropped: int
+    method: str
+    pooled: list = field(default_factory=list)
+
+
+@dataclass
+class StudyData:
+    """Everything a report template needs, prepared once from the study file.
+
+    Attributes
+    ----------
+    config : StudyConfig
+    data : IOPData
+        The validated contract tables.
+    data_label : str
+        Where the data came from (for the provenance; no path components of a
+        patient's record).
+    episodes : pandas.DataFrame
+        All episodes (:func:`~iop_research.derive.episodes.build_episodes`).
+    cohort_episodes : pandas.DataFrame
+        Episodes meeting ``[cohort]`` (before outcome exclusions).
+    baseline : pandas.DataFrame
+        One row per cohort episode: ``episode_id, patient_id`` and the intake covariates.
+    frame : pandas.DataFrame
+        Time to relapse (``survival_frame``) of the cohort with the baseline covariates.
+    attrition : Attrition
+        Cohort criteria and outcome exclusions, in order.
+    definition : RelapseDefinition
+    covariates : list of str
+        Covariates every model adjusts for (usable in this cohort).
+    covariate_notes : list of str
+        Why requested covariates were left out.
+    availability : dict
+        Per question, ``None`` if the data allow it, else the reason.
+    questions : list of str
+        Questions this study answers (requested, or every one the data allow).
+    """
+
+    config: StudyConfig
+    data: Any
+    data_label: str
+    episodes: pd.DataFrame
+    cohort_episodes: pd.DataFrame
+    baseline: pd.DataFrame
+    frame: pd.DataFrame
+    attrition: Any
+    definition: Any
+    covariates: list
+    covariate_notes: list
+    availability: dict = field(default_factory=dict)
+    questions: list = field(default_factory=list)
+
+    @property
+    def min_cell_count(self) -> int:
+        """``[privacy] min_cell_count``."""
+        return int(self.config.get("privacy.min_cell_count"))
+
+    @property
+    def horizons(self) -> list[int]:
+        """``[horizons] days``."""
+        return list(self.config.get("horizons.days"))
+
+    @property
+    def docx(self) -> bool:
+        """Whether Table 1 and model tables are also written as Word files (``[report] formats``)."""
+        return "docx" in self.config.get("report.formats")
+
+    @property
+    def title(self) -> str:
+        """``[report] title``, or a title made from the questions."""
+        return self.config.get("report.title") or "IOP outcomes study"
+
+    @property
+    def n_programs(self) -> int:
+        """Programmes in the cohort."""
+        return int(self.baseline["program"].nunique()) if "program" in self.baseline else 0
+
+    def with_baseline(self, frame: pd.DataFrame, covariates: Sequence[str] | None = None) -> pd.DataFrame:
+        """``frame`` joined (by ``episode_id``) with the baseline covariates (default: the model covariates)."""
+        cols = list(self.covariates if covariates is None else covariates)
+        cols = [c for c in cols if c not in frame.columns or c == "episode_id"]
+        if not cols:
+            return frame
+        return frame.merge(self.baseline[["episode_id"] + cols], on="episode_id", how="left", validate="many_to_one")
+
+    def publisher(self, report: str, *, out_dir: str | os.PathLike | None = None):
+        """The publishing channel of one report (:class:`iop_research.present.publish.Publisher`)."""
+        from iop_research.present.publish import Publisher
+
+        kwargs = {}
+        reason = self.config.get("privacy.min_cell_count_override")
+        if reason is not None:
+            kwargs["min_cell_count_override"] = reason
+        return Publisher(min_cell_count=self.min_cell_count, out_dir=out_dir, report=report, **kwargs)
+
+    def settings(self, question: str) -> pd.DataFrame:
+        """The study-file settings that act on the report of ``question`` (see :func:`applied_settings`)."""
+        return applied_settings(self.config, question)
+
+
+def applied_settings(config: StudyConfig, question: str) -> pd.DataFrame:
+    """The settings that act on one question's report, with whether the study file set them.
+
+    Keys that cannot act under the chosen options are left out (e.g.
+    ``comparison.groups`` unless the exposure is a modality mix), so a report
+    never shows a parameter that did not act.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``setting, value, source`` (``"study file"`` or ``"default"``).
+    """
+    keys = settings_used_by(question)
+    exposure = config.get("comparison.exposure")
+    design = config.get("comparison.design")
+    policy = config.get("missing.policy")
+    skip = {"data.path", "data.mapping"}  # shown in the provenance, not as an analysis setting
+    if exposure != "modality_mix":
+        skip |= {"comparison.groups"}
+    if exposure == "modality_dose":
+        skip |= {"comparison.reference"}
+    if exposure == "modality_mix":
+        skip |= {"comparison.modality"}
+    if exposure == "modality_dose" and design == "time_varying":
+        skip |= {"comparison.window_days"}
+    if policy != "multiple_imputation":
+        skip |= {"missing.m", "missing.seed"}
+    if config.get("privacy.min_cell_count_override") is None:
+        skip |= {"privacy.min_cell_count_override"}
+    rows = []
+    for key in keys:
+        if key in skip:
+            continue
+        value = config.get(key)
+        if key == "report.formats":
+            continue  # output formats: listed in the provenance
+        text = "all" if value is None and key in ("cohort.primary_substances", "cohort.programs") else (
+            "not applied" if value is None else (", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+        rows.append({"setting": key, "value": text, "source": "study file" if key in config.given else "default"})
+    return pd.DataFrame(rows, columns=["setting", "value", "source"])
+
+
+def _read(config: StudyConfig, data_path, data) -> tuple[Any, str]:
+    from iop_research.data.io import read_data
+    from iop_research.datasets.loaders import load_demo
+
+    if data is not None:
+        return data, "data passed in"
+    if data_path is None:
+        data_path = config.get("data.path")
+    if data_path is not None:
+        return read_data(data_path, validate=True), "contract tables"
+    mapping = config.get("data.mapping")
+    if mapping is not None:
+        from iop_research.data.mapping import map_extract
+
+        mapped, _report = map_extract(mapping)
+        return mapped, "extract mapped by a mapping file"
+    return load_demo(), "bundled demo cohort (simulated)"
+
+
+def _baseline(episodes: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({"episode_id": episodes["episode_id"].to_numpy(), "patient_id": episodes["patient_id"].to_numpy()})
+    for col in INTAKE_COVARIATES:
+        if col == "age":
+            out["age"] = episodes["age_at_admit"].to_numpy(dtype=float)
+        elif col == "admit_year":
+            out["admit_year"] = pd.to_datetime(episodes["admit_date"]).dt.year.to_numpy()
+        elif col in episodes.columns:
+            s = episodes[col]
+            if col in _CATEGORICAL or s.dtype == bool:
+                vals = s.astype("object").where(s.notna(), None)
+                out[col] = pd.Series([None if v is None else str(v) for v in vals], dtype="object")
+            else:
+                out[col] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float)
+    if "psychiatric_comorbidity" in out:
+        out["psychiatric_comorbidity"] = out["psychiatric_comorbidity"].map(
+            {"True": "yes", "False": "no", "true": "yes", "false": "no", "1": "yes", "0": "no"}).where(
+            out["psychiatric_comorbidity"].notna(), None)
+    return out
+
+
+def _usable_covariates(baseline: pd.DataFrame, requested: Sequence[str], explicit: bool) -> tuple[list, list]:
+    usable, notes = [], []
+    for col in requested:
+        label = VARIABLE_LABELS.get(col, col)
+        if col not in baseline.columns:
+            notes.append(f"{label} is not in the data and is not adjusted for.")
+            continue
+        s = baseline[col]
+        if s.notna().sum() == 0:
+            notes.append(f"{label} is missing for every episode of the cohort and is not adjusted for.")
+        elif s.dropna().nunique() < 2:
+            notes.append(f"{label} takes a single value in the cohort and is not adjusted for.")
+        else:
+            usable.append(col)
+    return usable, notes
+
+
+def question_availability(study: "StudyData") -> dict[str, str | None]:
+    """For each question, ``None`` if the cohort's data allow it, else the reason they do not."""
+    frame, ce, data = study.frame, study.cohort_episodes, study.data
+    out: dict[str, str | None] = {q: None for q in QUESTIONS}
+    if len(ce) == 0:
+        return {q: "the cohort is empty" for q in QUESTIONS}
+    reasons = ce["discharge_reason"].dropna()
+    if len(reasons) == 0:
+        out["retention"] = "no episode of the cohort has a discharge reason"
+    elif not (reasons == "dropped_out").any():
+        out["retention"] = "no episode of the cohort ended by dropping out"
+    n_events = int(frame["event"].sum()) if len(frame) else 0
+    if n_events == 0:
+        for q in ("relapse", "modalities", "mat", "recurrence"):
+            out[q] = "no relapse is recorded in the cohort's follow-up"
+        return out
+    sessions = data.sessions
+    if len(sessions) == 0 or "modality" not in sessions.columns or sessions["modality"].isna().all():
+        out["modalities"] = "the data have no therapy sessions with a modality"
+    else:
+        cmp_ = study.config.settings["comparison"]
+        if cmp_["exposure"] != "modality_mix":
+            mod = cmp_["modality"]
+            att = sessions["attended"].astype(bool) if "attended" in sessions.columns else True
+            if not ((sessions["modality"] == mod) & att).any():
+                out["modalities"] = f"no attended {mod} session is recorded"
+    meds = data.medications
+    if len(meds) == 0:
+        out["mat"] = "the data have no MAT dispensings"
+    else:
+        has = ce["has_mat"].astype(bool) if "has_mat" in ce.columns else pd.Series(False, index=ce.index)
+        if not has.any():
+            out["mat"] = "no episode of the cohort overlaps a MAT era"
+        elif has.all():
+            out["mat"] = "every episode of the cohort overlaps a MAT era (no comparison group)"
+    return out
+
+
+def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_path: str | os.PathLike | None = None,
+                  data: Any = None, prepared: str | os.PathLike | None = None) -> StudyData:
+    """Load, validate and prepare the data of a study.
+
+    Parameters
+    ----------
+    study : mapping or StudyConfig, optional
+        The study settings (``{section: {key: value}}``, as the templates'
+        ``study`` parameter) or a loaded :class:`StudyConfig`; ``None``: defaults.
+    data_path : path-like, optional
+        Contract tables; overrides ``[data] path`` (the ``--data`` option).
+    data : IOPData, optional
+        Already loaded tables (tests, notebooks); overrides both.
+    prepared : path-like, optional
+        A pickle written by :func:`save_prepared` for the same settings (the
+        report build prepares the study once for all its reports). Its settings
+        must equal ``study``'s, else the study is prepared afresh.
+
+    Returns
+    -------
+    StudyData
+
+    Raises
+    ------
+    DataReadError
+        Bad study settings, unreadable data.
+    DataValidationError
+        The data break the contract.
+    ModelSpecificationError
+        The study file asks for a question the data do not allow (the reason is named).
+    """
+    from iop_research.derive.cohorts import Attrition, CohortDefinition, select_cohort
+    from iop_research.derive.episodes import build_episodes
+    from iop_research.derive.frames import survival_frame
+    from iop_research.derive.outcomes import RelapseDefinition
+
+    config = study if isinstance(study, StudyConfig) else load_study(settings=study)
+    if prepared is not None and data is None and os.path.isfile(prepared):
+        import pickle
+
+        with open(prepared, "rb") as fh:
+            cached = pickle.load(fh)
+        if isinstance(cached, StudyData) and cached.config.to_dict() == config.to_dict():
+            cached.config = config
+            return cached
+    data, label = _read(config, data_path, data)
+    episodes = build_episodes(data, engine=quiet_engine())
+    c = config.settings["cohort"]
+    obs = data.observation[["patient_id", "observation_end"]]
+    eps = episodes.assign(age=episodes["age_at_admit"]).merge(obs, on="patient_id", how="left", validate="many_to_one")
+    definition_c = CohortDefinition(
+        min_age=c["min_age"], max_age=c["max_age"], primary_substances=c["primary_substances"],
+        programs=c["programs"], admit_from=None if c["admit_from"] is None else pd.Timestamp(c["admit_from"]),
+        admit_to=None if c["admit_to"] is None else pd.Timestamp(c["admit_to"]),
+        first_episode_only=c["first_episode_only"], min_followup_days=c["min_followup_days"],
+    )
+    attrition = Attrition()
+    selected, _ = select_cohort(eps, definition_c, attrition=attrition)
+    cohort_episodes = episodes[episodes["episode_id"].isin(selected["episode_id"])].reset_index(drop=True)
+    o = config.settings["outcome"]
+    definition = RelapseDefinition(sources=tuple(o["sources"]), blanking_days=o["blanking_days"],
+                                   max_followup_days=o["max_followup_days"])
+    baseline = _baseline(cohort_episodes)
+    if len(cohort_episodes):
+        frame = survival_frame(data, definition=definition, episodes=cohort_episodes, covariates=None,
+                               attrition=attrition, engine=quiet_engine())
+    else:
+        frame = pd.DataFrame(columns=["episode_id", "patient_id", "time", "event", "status"])
+    requested = config.get("covariates.adjust")
+    explicit = requested is not None
+    if requested is None:
+        requested = [c_ for c_ in INTAKE_COVARIATES if c_ != "admit_year"]
+    covariates, notes = _usable_covariates(baseline, requested, explicit)
+    frame = frame.merge(baseline.drop(columns="patient_id"), on="episode_id", how="left", validate="one_to_one")
+    sd = StudyData(config=config, data=data, data_label=label, episodes=episodes, cohort_episodes=cohort_episodes,
+                   baseline=baseline, frame=frame, attrition=attrition, definition=definition,
+                   covariates=covariates, covariate_notes=notes)
+    sd.availability = question_availability(sd)
+    wanted = config.get("report.questions")
+    if wanted is None:
+        sd.questions = [q for q in QUESTIONS if sd.availability[q] is None]
+    else:
+        blocked = {q: sd.availability[q] for q in wanted if sd.availability[q] is not None}
+        if blocked:
+            raise ModelSpecificationError(
+                "The study file asks for question(s) these data cannot answer: "
+                + "; ".join(f"{q}: {why}" for q, why in blocked.items())
+                + ". Remove them from [report] questions, or widen the cohort.")
+        sd.questions = [q for q in QUESTIONS if q in wanted]
+    return sd
+
+
+def quiet_engine():
+    """A fresh in-process DuckDB backend (Ibis) with its progress bar off.
+
+    DuckDB draws a progress bar (on stderr, or as a widget in Jupyter) for
+    queries that run longer than two seconds; in a study report that would be
+    output outside the publishing channel. One backend per derivation call, so
+    temporary tables do not accumulate.
+    """
+    import duckdb
+    import ibis
+
+    backend = ibis.duckdb.connect()
+    try:
+        backend.raw_sql("SET enable_progress_bar = false")
+    except duckdb.Error:
+        # in a Jupyter kernel without ipywidgets DuckDB refuses to touch the setting: it cannot
+        # draw its (widget) progress bar there either, so nothing is shown
+        pass
+    return backend
+
+
+# ----------------------------------------------------------------------------- models
+def _episode_level(df: pd.DataFrame) -> bool:
+    return df["episode_id"].is_unique
+
+
+def fit_adjusted(study: StudyData, df: pd.DataFrame, *, fit: Callable[..., Any], exposure: Sequence[str] = (),
+                 covariates: Sequence[str] | None = None, **fit_kwargs) -> AdjustedFit:
+    """Fit ``fit(df, covariates=exposure + covariates, **fit_kwargs)`` under the study's missing-data policy.
+
+    Parameters
+    ----------
+    study : StudyData
+    df : pandas.DataFrame
+        Analysis frame (one row per episode or per ``(start, stop]`` row) with
+        ``episode_id`` and the covariates joined (:meth:`StudyData.with_baseline`).
+    fit : callable
+        An estimator taking ``covariates=`` (``fit_cox``, ``fit_fine_gray``, ...).
+    exposure : sequence of str
+        Exposure columns (never missing) entered first.
+    covariates : sequence of str, optional
+        Default ``study.covariates``.
+
+    Returns
+    -------
+    AdjustedFit
+
+    Notes
+    -----
+    ``multiple_imputation`` imputes the covariates per episode with
+    :func:`iop_research.derive.impute.impute_chained` (``m`` and ``seed`` from
+    ``[missing]``), joins each completed set to ``df``, fits each and pools with
+    :func:`iop_research.derive.impute.pool_rubin` (Rubin's rules).
+    """
+    covs = list(study.covariates if covariates is None else covariates)
+    covs = [c for c in covs if c in df.columns and c not in exposure]
+    df, covs, pooled = _pool_sparse_levels(df, covs, fit_kwargs, study.min_cell_count)
+    policy = study.config.get("missing.policy")
+    n_eps = int(df["episode_id"].nunique())
+    missing_any = bool(covs) and bool(df[covs].isna().any().any())
+    if not missing_any:
+        res = fit(df, covariates=list(exposure) + covs, **fit_kwargs)
+        return AdjustedFit(res, list(exposure) + covs, policy, len(df), n_eps, 0,
+                           "No adjustment covariate had missing values.", pooled)
+    from iop_research.derive import impute
+
+    if policy == "complete_case":
+        kept, _row = impute.complete_case(df, covs)
+        n_drop = n_eps - int(kept["episode_id"].nunique())
+        res = fit(kept, covariates=list(exposure) + covs, **fit_kwargs)
+        return AdjustedFit(res, list(exposure) + covs, policy, len(kept), n_eps - n_drop, n_drop,
+                           "Complete-case analysis: episodes with a missing adjustment covariate were left out.", pooled)
+    if policy == "indicator":
+        filled, covs2 = impute.missing_indicator(df, covs)
+        res = fit(filled, covariates=list(exposure) + list(covs2), **fit_kwargs)
+        return AdjustedFit(res, list(exposure) + list(covs2), policy, len(filled), n_eps, 0,
+                           "Missing covariate values entered the model as their own category (missing indicator).",
+                           pooled)
+    m, seed = int(study.config.get("missing.m")), int(study.config.get("missing.seed"))
+    per_episode = df.drop_duplicates("episode_id")[["episode_id"] + covs].reset_index(drop=True)
+    completed = impute.impute_chained(per_episode, covs, m=m, seed=seed)
+    rest = df.drop(columns=covs)
+    fits = [fit(rest.merge(c[["episode_id"] + covs], on="episode_id", how="left", validate="many_to_one"),
+                covariates=list(exposure) + covs, **fit_kwargs) for c in completed]
+    rubin = impute.pool_rubin(fits)
+    return AdjustedFit(rubin, list(exposure) + covs, policy, len(df), n_eps, 0,
+                       f"Missing covariate values were multiply imputed by chained equations (m = {m}, seed {seed}); "
+                       "estimates pooled with Rubin's rules.", pooled)
+
+
+POOLED_LEVEL = "other (pooled)"
+
+
+def _pool_sparse_levels(df: pd.DataFrame, covs: list, fit_kwargs: Mapping[str, Any], min_n: int
+                        ) -> tuple[pd.DataFrame, list, list]:
+    """Pool levels of categorical covariates that cannot be estimated (or would show small counts).
+
+    A level is sparse when fewer than ``min_n`` episodes have it, or when its
+    episodes have no event or only events (a Cox model's likelihood is then
+    monotone and the coefficient infinite). Sparse levels become
+    ``"other (pooled)"``; if that level is itself sparse it joins the largest
+    level; a covariate left with one level is dropped. Every change is returned
+    as a sentence for the table footnotes.
+    """
+    event_col = fit_kwargs.get("event_col")
+    if event_col is None or event_col not in df.columns:
+        return df, covs, []
+    cause = fit_kwargs.get("cause")
+    is_event = (df[event_col] == cause) if cause is not None else (df[event_col] > 0)
+    out, kept, notes = df, [], []
+    for c in covs:
+        s = df[c]
+        if not (c in _CATEGORICAL or pd.api.types.is_object_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype)
+                or pd.api.types.is_string_dtype(s)):
+            kept.append(c)
+            continue
+        s = s.astype(object)
+        ep = pd.DataFrame({"episode_id": df["episode_id"].to_numpy(), "level": s.to_numpy(),
+                           "event": is_event.to_numpy()})
+        per = ep.dropna(subset=["level"]).groupby("level").agg(
+            n=("episode_id", "nunique"), events=("event", "sum"), rows=("event", "size"))
+        sparse = per.index[(per["n"] < min_n) | (per["events"] == 0) | (per["events"] == per["n"])]
+        if len(sparse) == 0:
+            kept.append(c)
+            continue
+        label = VARIABLE_LABELS.get(c, c)
+        new = s.where(~s.isin(list(sparse)), POOLED_LEVEL)
+        pooled_mask = new == POOLED_LEVEL
+        pooled_events = int(is_event[pooled_mask.to_numpy()].sum())
+        pooled_n = int(df.loc[pooled_mask.to_numpy(), "episode_id"].nunique())
+        levels = ", ".join(_label_level(v) for v in sparse)
+        if pooled_n < min_n or pooled_events == 0 or pooled_events == pooled_n:
+            largest = per["n"].drop(index=list(sparse), errors="ignore")
+            if len(largest) == 0:
+                notes.append(f"{label} was not adjusted for: no level has enough episodes with and without events.")
+                continue
+            target = largest.idxmax()
+            new = new.where(~pooled_mask, target)
+            notes.append(f"{label}: levels with few episodes or events ({levels}) were combined with "
+                         f"{_label_level(target)}.")
+        else:
+            notes.append(f"{label}: levels with few episodes or events ({levels}) were pooled as \"{POOLED_LEVEL}\".")
+        if new.dropna().nunique() < 2:
+            notes[-1] = f"{label} was not adjusted for: after pooling levels with few episodes or events one level remains."
+            continue
+        if out is df:
+            out = df.copy()
+        out[c] = new.where(df[c].notna(), None)
+        kept.append(c)
+    return out, kept, notes
+
+
+# ----------------------------------------------------------------------------- modality exposure
+@dataclass(frozen=True)
+class ModalityExposure:
+    """The modality question's analysis frame.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        Landmark frame (one row per episode at risk at the landmark; ``exposure``
+        categorical, or ``dose_per_week``) or ``(start, stop]`` rows with
+        ``exposure``/``dose_per_week`` and ``in_treatment``.
+    exposure_cols : list of str
+        Columns entered as the exposure.
+    design : str
+        ``"landmark"`` or ``"time_varying"``.
+    description : str
+        The exposure and design in one sentence (computed from the settings).
+    reference : str or None
+        Reference group.
+    n_not_at_risk : int
+        Episodes excluded because follow-up ended on or before the landmark (landmark design).
+    is_default : bool
+        Whether the study file left the exposure to its default.
+    """
+
+    frame: pd.DataFrame
+    exposure_cols: list
+    design: str
+    description: str
+    reference: str | None
+    n_not_at_risk: int
+    is_default: bool
+
+
+def _attended_sessions(study: StudyData) -> pd.DataFrame:
+    """Attended sessions of cohort episodes with their day since admission (``episode_id, modality, day``)."""
+    s = study.data.sessions
+    ep = study.cohort_episodes[["episode_id", "patient_id", "admit_date", "discharge_date"]]
+    cols = ["patient_id", "session_date", "modality"] + (["attended"] if "attended" in s.columns else [])
+    s = s[cols]
+    if "attended" in s.columns:
+        s = s[s["attended"].astype(bool)]
+    j = s.merge(ep, on="patient_id", how="inner")
+    sd = pd.to_datetime(j["session_date"])
+    end = pd.to_datetime(j["discharge_date"]).fillna(pd.Timestamp.max)
+    j = j[(sd >= pd.to_datetime(j["admit_date"])) & (sd <= end)]
+    day = (pd.to_datetime(j["session_date"]) - pd.to_datetime(j["admit_date"])).dt.days
+    return pd.DataFrame({"episode_id": j["episode_id"].to_numpy(), "modality": j["modality"].astype(str).to_numpy(),
+                         "day": day.to_numpy(dtype="int64")})
+
+
+def weekly_modality_dose(study: StudyData, modality: str) -> pd.DataFrame:
+    """Time-varying dose: ``(start, stop]`` weekly rows with the sessions of ``modality`` attended the week before.
+
+    Follow-up of each episode (``study.frame``) is split at days 7, 14, ...
+    while the episode is in treatment (up to one week after discharge); the row
+    ``(7k, 7k+7]`` carries ``dose_per_week`` = attended sessions of ``modality``
+    on days ``[7(k-1), 7k)`` (lagged by one week, so a session never counts
+    towards an interval it may follow), 0 in the first week and after the last
+    split. ``in_treatment`` is 1 while the row starts before the length of stay.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``episode_id, patient_id, start, stop, event, dose_per_week, in_treatment``.
+    """
+    f = study.frame[["episode_id", "patient_id", "time", "event"]].reset_index(drop=True)
+    los = study.cohort_episodes.set_index("episode_id")["los_days"].reindex(f["episode_id"]).to_numpy(dtype=float)
+    time = f["time"].to_numpy(dtype=float)
+    last_cut = np.minimum(time, np.ceil((los + 7) / 7) * 7)
+    n_full = np.maximum(np.ceil(last_cut / 7).astype(int), 1)
+    n_rows = n_full + (time > n_full * 7).astype(int)
+    idx = np.repeat(np.arange(len(f)), n_rows)
+    k = np.arange(len(idx)) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+    is_tail = k >= n_full[idx]
+    start = np.where(is_tail, n_full[idx] * 7, k * 7).astype(float)
+    stop = np.where(is_tail, time[idx], np.minimum(k * 7 + 7, time[idx]))
+    keep = stop > start
+    idx, k, start, stop, is_tail = idx[keep], k[keep], start[keep], stop[keep], is_tail[keep]
+    last = np.r_[idx[1:] != idx[:-1], True]
+    event = np.where(last, f["event"].to_numpy()[idx], 0)
+    sess = _attended_sessions(study)
+    sess = sess[sess["modality"] == modality]
+    week = sess["day"].to_numpy() // 7
+    counts = pd.Series(1, index=pd.MultiIndex.from_arrays([sess["episode_id"].to_numpy(), week])).groupby(level=[0, 1]).sum()
+    eid = f["episode_id"].to_numpy()[idx]
+    prev_week = np.where(is_tail, -1, k - 1)
+    lookup = pd.MultiIndex.from_arrays([eid, prev_week])
+    dose = counts.reindex(lookup).fillna(0).to_numpy(dtype=float)
+    dose[prev_week < 0] = 0.0
+    return pd.DataFrame({"episode_id": eid, "patient_id": f["patient_id"].to_numpy()[idx], "start": start, "stop": stop,
+                         "event": event.astype(int), "dose_per_week": dose,
+                         "in_treatment": (start < los[idx]).astype(int)})
+
+
+def _split_at_day(frame: pd.DataFrame, cut: pd.Series) -> pd.DataFrame:
+    """Split one-row-per-episode follow-up at a per-episode day (``exposed`` = 1 after it)."""
+    f = frame.reset_index(drop=True)
+    c = cut.reindex(f["episode_id"]).to_numpy(dtype=float)
+    t = f["time"].to_numpy(dtype=float)
+    split = np.isfinite(c) & (c > 0) & (c < t)
+    before = f.assign(start=0.0, stop=np.where(split, c, t), event=np.where(split, 0, f["event"]),
+                      exposed=np.where(np.isfinite(c) & (c <= 0), 1, 0))
+    after = f[split].assign(start=c[split], stop=t[split], exposed=1)
+    out = pd.concat([before, after], ignore_index=True)
+    return out.sort_values(["episode_id", "start"], kind="mergesort").reset_index(drop=True)
+
+
+def modality_exposure(study: StudyData) -> ModalityExposure:
+    """Build the modality comparison of ``[comparison]`` (see :data:`~iop_research.reports.config.STUDY_KEYS`).
+
+    - ``modality_any`` + landmark: episodes still at risk on day ``L = window_days``;
+      ``exposure`` = ``"any"`` if an attended session of ``modality`` fell on days
+      ``[0, L)``, else ``"none"``; time from ``L``.
+    - ``modality_any`` + time_varying: ``exposure`` switches from ``"none"`` to
+      ``"any"`` on the day of the first attended session of ``modality``
+      before day ``window_days``.
+    - ``modality_dose`` + time_varying: :func:`weekly_modality_dose`; + landmark:
+      mean attended sessions of ``modality`` per week over ``[0, L)``.
+    - ``modality_mix`` + landmark: ``exposure`` = the combination of modalities
+      attended on days ``[0, L)`` (e.g. ``"group+individual"``); combinations not in
+      ``groups`` (default: those with fewer than ``min_cell_count`` episodes) are
+      pooled as ``"other combination"``.
+
+    Raises
+    ------
+    ModelSpecificationError
+        A reference or group that does not occur, or an exposure with one group only.
+    """
+    from iop_research.derive.frames import landmark_frame
+
+    cmp_ = dict(study.config.settings["comparison"])
+    is_default = not any(k.startswith("comparison.") for k in study.config.given)
+    exposure, modality, window, design = cmp_["exposure"], cmp_["modality"], cmp_["window_days"], cmp_["design"]
+    sessions = _attended_sessions(study)
+    if design == "landmark":
+        lm = landmark_frame(study.data, landmark_days=window, definition=study.definition,
+                            episodes=study.cohort_episodes, covariates=None, engine=quiet_engine())
+        n_not = len(study.frame) - len(lm)
+        lm = study.with_baseline(lm)
+        early = sessions[sessions["day"] < window]
+        if exposure == "modality_dose":
+            n = early[early["modality"] == modality].groupby("episode_id").size()
+            lm["dose_per_week"] = n.reindex(lm["episode_id"]).fillna(0).to_numpy(dtype=float) / (window / 7.0)
+            desc = (f"Mean attended {modality} sessions per week over days 0-{window - 1} after admission, "
+                    f"among episodes still at risk on day {window} (landmark design; follow-up from day {window}).")
+            return ModalityExposure(lm, ["dose_per_week"], design, desc, None, n_not, is_default)
+        if exposure == "modality_any":
+            has = early.loc[early["modality"] == modality, "episode_id"].unique()
+            ref = cmp_["reference"] or "none"
+            other = "any" if ref == "none" else "none"
+            lm["exposure"] = pd.Categorical(np.where(lm["episode_id"].isin(has), "any", "none"), categories=[ref, other])
+            desc = (f"Any attended {modality} session on days 0-{window - 1} after admission (\"any\") versus none "
+                    f"(\"none\"), among episodes still at risk on day {window} (landmark design; follow-up from day "
+                    f"{window}); reference: \"{ref}\".")
+        else:
+            present = early.groupby("episode_id")["modality"].agg(lambda m: set(m))
+            order = {m: i for i, m in enumerate(MODALITIES)}
+            combo = present.map(lambda s: "+".join(sorted(s, key=lambda m: (order.get(m, 99), m))))
+            lab = combo.reindex(lm["episode_id"]).fillna("none").to_numpy()
+            counts = pd.Series(lab).value_counts()
+            groups = cmp_["groups"] or [g for g, n in counts.items() if n >= study.min_cell_count]
+            unknown = [g for g in (cmp_["groups"] or []) if g not in counts.index]
+            if unknown:
+                raise ModelSpecificationError(
+                    f"[comparison] groups {unknown} do not occur among the episodes at risk on day {window} "
+                    f"(combinations present: {', '.join(sorted(counts.index))}). Correct the names.")
+            lab = np.where(pd.Series(lab).isin(groups), lab, "other combination")
+            counts = pd.Series(lab).value_counts()
+            ref = cmp_["reference"] or str(counts.index[0])
+            if ref not in counts.index:
+                raise ModelSpecificationError(
+                    f"[comparison] reference = {ref!r} is not a group of the modality mix (groups: "
+                    f"{', '.join(counts.index)}). Use one of these.")
+            cats = [ref] + sorted(g for g in counts.index if g != ref)
+            lm["exposure"] = pd.Categorical(lab, categories=cats)
+            desc = (f"Combination of modalities attended on days 0-{window - 1} after admission, among episodes still "
+                    f"at risk on day {window} (landmark design; follow-up from day {window}); reference: \"{ref}\".")
+        if lm["exposure"].nunique() < 2:
+            raise ModelSpecificationError(
+                f"The modality exposure has a single group among the {len(lm)} episodes at risk on day {window} "
+                f"({lm['exposure'].iloc[0] if len(lm) else 'none'}); nothing to compare. Choose another modality, "
+                "window or exposure in [comparison].")
+        return ModalityExposure(lm, ["exposure"], design, desc, ref, n_not, is_default)
+    # time-varying
+    if exposure == "modality_dose":
+        long = study.with_baseline(weekly_modality_dose(study, modality))
+        desc = (f"Attended {modality} sessions in the previous week (sessions per week), a time-varying exposure in "
+                "a counting-process Cox model adjusted for being in treatment; follow-up from admission.")
+        return ModalityExposure(long, ["dose_per_week", "in_treatment"], design, desc, None, 0, is_default)
+    first = sessions[(sessions["modality"] == modality) & (sessions["day"] < window)].groupby("episode_id")["day"].min()
+    long = _split_at_day(study.frame, first)
+    ref = cmp_["reference"] or "none"
+    other = "any" if ref == "none" else "none"
+    long["exposure"] = pd.Categorical(np.where(long["exposed"] == 1, "any", "none"), categories=[ref, other])
+    long = long.drop(columns=["exposed"])
+    desc = (f"Exposure switches from \"none\" to \"any\" on the day of the first attended {modality} session before "
+            f"day {window} (time-varying, counting-process Cox); follow-up from admission; reference: \"{ref}\".")
+    if long["exposure"].nunique() < 2:
+        raise ModelSpecificationError(f"No cohort episode had an attended {modality} session before day {window}; "
+                                      "nothing to compare. Choose another modality or window in [comparison].")
+    return ModalityExposure(long, ["exposure"], design, desc, ref, 0, is_default)
+
+
+# ----------------------------------------------------------------------------- per-question helpers
+#: Figure sizes (inches) for a journal column (single: 3.5 in; double: 7.2 in).
+COLUMN_WIDTH_IN = 3.5
+DOUBLE_WIDTH_IN = 7.2
+
+
+def group_col(study: StudyData) -> str | None:
+    """``"program"`` when the cohort has several programmes, else ``None`` (one curve)."""
+    return "program" if study.n_programs > 1 else None
+
+
+def by_group_text(study: StudyData) -> str:
+    """``" by programme"`` or ``""`` (for captions)."""
+    return " by programme" if group_col(study) else ""
+
+
+def cohort_summary(study: StudyData) -> dict[str, Any]:
+    """Size and span of the cohort: ``n_episodes, n_patients, programs_text, first_year, last_year``."""
+    ce = study.cohort_episodes
+    years = pd.to_datetime(ce["admit_date"]).dt.year
+    n_prog = study.n_programs
+    return {"n_episodes": len(ce), "n_patients": int(ce["patient_id"].nunique()),
+            "programs_text": "one programme" if n_prog == 1 else f"{_words(n_prog)} programmes",
+            "first_year": str(int(years.min())) if len(ce) else "-", "last_year": str(int(years.max())) if len(ce) else "-"}
+
+
+def _words(n: int) -> str:
+    words = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+    return words[n] if 0 <= n < len(words) else f"{n:,}"
+
+
+def attrition_table(study: StudyData) -> pd.DataFrame:
+    """The attrition of the cohort and outcome steps (counts), in the order applied."""
+    a = study.attrition.to_frame()
+    a = a[a["table"] == "episodes"] if "table" in a else a
+    return pd.DataFrame({
+        "step": a["step"].astype(str).str.replace("_", " ").to_numpy(), "reason": a["reason"].astype(str).to_numpy(),
+        "episodes removed": a["rows_removed"].astype(int).to_numpy(),
+        "episodes remaining": a["rows_remaining"].astype(int).to_numpy(),
+        "patients removed": a["patients_removed"].astype(int).to_numpy(),
+        "patients remaining": a["patients_remaining"].astype(int).to_numpy()})
+
+
+def table_one_frames(study: StudyData) -> tuple[pd.DataFrame, pd.DataFrame, list[str], dict[str, list[str]]]:
+    """Table 1 as numbers: categorical counts per group, continuous summaries per group.
+
+    Returns
+    -------
+    counts : pandas.DataFrame
+        ``Characteristic``, then per group (programme, when several, and ``All
+        episodes``) an integer count column; the first row ``Episodes`` holds the group
+        sizes; then ``<Variable>: <level>`` rows (missing values as their own level).
+    continuous : pandas.DataFrame
+        ``Characteristic, Group, mean, sd, median, q1, q3`` (R ``quantile`` type 7);
+        statistics of groups with fewer than ``min_cell_count`` values are left empty.
+    groups : list of str
+        The count columns of ``counts``.
+    blocks : dict
+        Per variable, the row labels of its levels (each block sums to ``Episodes``).
+    """
+    b = study.baseline
+    gcol = group_col(study)
+    groups = (sorted(b["program"].astype(str).unique()) if gcol else []) + ["All episodes"]
+    masks = {g: (b["program"].astype(str) == g).to_numpy() for g in groups[:-1]}
+    masks["All episodes"] = np.ones(len(b), dtype=bool)
+    sizes = {g: int(m.sum()) for g, m in masks.items()}
+    rows = [{"Characteristic": "Episodes", **sizes}]
+    blocks: dict[str, list[str]] = {}
+    for col in [c for c in ("sex", "primary_substance", "referral_source", "psychiatric_comorbidity", "housing",
+                            "employment") if c in b.columns]:
+        s = b[col].astype(object).where(b[col].notna(), "missing")
+        levels = sorted(s.unique(), key=lambda v: (v == "missing", str(v)))
+        label = VARIABLE_LABELS.get(col, col)
+        blocks[label] = []
+        for lv in levels:
+            name = f"{label}: {_label_level(lv)}"
+            blocks[label].append(name)
+            hit = (s == lv).to_numpy()
+            rows.append({"Characteristic": name, **{g: int((hit & m).sum()) for g, m in masks.items()}})
+    counts = pd.DataFrame(rows, columns=["Characteristic"] + groups)
+    los = study.cohort_episodes.set_index("episode_id")["los_days"].reindex(b["episode_id"]).to_numpy(dtype=float)
+    cont = []
+    values = {VARIABLE_LABELS.get(c, c): pd.to_numeric(b[c], errors="coerce").to_numpy(dtype=float)
+              for c in ("age", "severity_score", "prior_treatment_episodes") if c in b.columns}
+    values[VARIABLE_LABELS["los_days"]] = los
+    for label, arr in values.items():
+        for g, m in masks.items():
+            v = pd.Series(arr[m]).dropna()
+            ok = len(v) >= study.min_cell_count
+            cont.append({"Characteristic": label, "Group": g, "mean": float(v.mean()) if ok else np.nan,
+                         "sd": float(v.std(ddof=1)) if ok else np.nan, "median": float(v.median()) if ok else np.nan,
+                         "q1": float(v.quantile(0.25)) if ok else np.nan, "q3": float(v.quantile(0.75)) if ok else np.nan})
+    continuous = pd.DataFrame(cont, columns=["Characteristic", "Group", "mean", "sd", "median", "q1", "q3"]).round(1)
+    return counts, continuous, groups, blocks
+
+
+def table_one_notes(study: StudyData) -> list[str]:
+    """Footnotes of Table 1: covariates not adjusted for and why."""
+    return list(study.covariate_notes)
+
+
+def los_figure(study: StudyData):
+    """Cumulative share of episodes discharged by day, per discharge group, and its summary table.
+
+    Returns (figure, table ``discharge, episodes, median, q1, q3``); groups with
+    fewer than ``min_cell_count`` episodes are not drawn and their quartiles are left empty.
+    """
+    import matplotlib.pyplot as plt
+
+    ce = study.cohort_episodes
+    ended = ce[~ce["is_ongoing"].astype(bool)] if "is_ongoing" in ce else ce
+    grp = np.where(ended["discharge_reason"] == "completed", "completed",
+                   np.where(ended["discharge_reason"] == "dropped_out", "dropped out", "other discharge"))
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.8))
+    rows = []
+    for g in ["completed", "dropped out", "other discharge"]:
+        v = np.sort(ended.loc[grp == g, "los_days"].to_numpy(dtype=float))
+        ok = len(v) >= study.min_cell_count
+        rows.append({"discharge": g, "episodes": len(v), "median": float(np.median(v)) if ok else np.nan,
+                     "q1": float(np.quantile(v, 0.25)) if ok else np.nan, "q3": float(np.quantile(v, 0.75)) if ok else np.nan})
+        if ok:
+            ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=g)
+    ax.set_xlabel("Days since admission")
+    ax.set_ylabel("Share discharged")
+    ax.set_ylim(0, 1)
+    if ax.lines:
+        ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows, columns=["discharge", "episodes", "median", "q1", "q3"])
+
+
+def retention_frame(study: StudyData) -> pd.DataFrame:
+    """Time in treatment with dropout (1), completion (2) and other discharges (3) competing (0 ongoing)."""
+    from iop_research.derive.outcomes import retention_outcomes
+
+    return retention_outcomes(study.cohort_episodes).merge(
+        study.baseline[["episode_id"] + (["program"] if "program" in study.baseline else [])],
+        on="episode_id", how="left", validate="one_to_one")
+
+
+_CAUSES = {0: "still enrolled (censored)", 1: "dropped out", 2: "completed", 3: "other discharge"}
+
+
+def discharge_counts(ret: pd.DataFrame) -> pd.DataFrame:
+    """Episodes by how they ended (every status, zeros included)."""
+    n = ret["status"].value_counts()
+    return pd.DataFrame({"episode ended": [_CAUSES[k] for k in (1, 2, 3, 0)],
+                         "episodes": [int(n.get(k, 0)) for k in (1, 2, 3, 0)]})
+
+
+def cif_figure(study: StudyData, cif) -> Any:
+    """Cumulative incidence of dropout and completion, side by side (double column)."""
+    import matplotlib.pyplot as plt
+    from iop_research.present.plots import plot_cif
+
+    fig, axes = plt.subplots(1, 2, figsize=(DOUBLE_WIDTH_IN, 3.4), sharey=True)
+    causes = set(cif.tidy["cause"].unique())
+    for ax, cause, title in zip(axes, (1, 2), ("Dropout", "Completion")):
+        if cause in causes:
+            plot_cif(cif.tidy, cause=cause, ax=ax, min_cell_count=study.min_cell_count, risk_table=False,
+                     labels={1: "dropped out", 2: "completed", 3: "other discharge"})
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def cif_at_horizons(study: StudyData, ret: pd.DataFrame) -> pd.DataFrame:
+    """Cumulative incidence (%) of dropout and completion at the horizons, with 95% CI."""
+    from iop_research.survival.competing import cumulative_incidence
+
+    at = cumulative_incidence(ret, duration_col="time", event_col="status", group_col=group_col(study),
+                              times=study.horizons).tidy
+    at = at[at["cause"].isin([1, 2])]
+    return pd.DataFrame({"group": at["group"].astype(str).to_numpy(), "cause": at["cause"].map(_CAUSES).to_numpy(),
+                         "day": at["time"].astype(int).to_numpy(),
+                         "cumulative incidence %": (100 * at["cumulative_incidence"]).round(1).to_numpy(),
+                         "95% CI low": (100 * at["conf_low"]).round(1).to_numpy(),
+                         "95% CI high": (100 * at["conf_high"]).round(1).to_numpy()})
+
+
+def gray_tests(study: StudyData, ret: pd.DataFrame) -> pd.DataFrame:
+    """Gray's test across programmes for each cause present (empty with one programme)."""
+    from iop_research.survival.competing import gray_test
+
+    cols = ["cause", "statistic", "df", "p"]
+    if not group_col(study):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for c in (1, 2, 3):
+        if (ret["status"] == c).any():
+            g = gray_test(ret, duration_col="time", event_col="status", group_col="program", cause=c).glance.iloc[0]
+            rows.append({"cause": _CAUSES[c], "statistic": round(float(g["statistic"]), 2), "df": int(g["df"]),
+                         "p": float(g["p_value"])})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def model_frame(fit: AdjustedFit, *, terms: Sequence[str] | None = None) -> pd.DataFrame:
+    """A model's hazard ratios as numbers with readable terms: ``Term, HR, 95% CI low, 95% CI high, p``."""
+    t = fit.result.tidy
+    if terms is not None:
+        t = t[t["term"].map(lambda x: any(x == c or x.startswith(c + "[") for c in terms))]
+    labels = term_labels(t["term"].tolist())
+    return pd.DataFrame({"Term": t["term"].map(labels).to_numpy(), "HR": t["hazard_ratio"].round(2).to_numpy(),
+                         "95% CI low": t["hr_conf_low"].round(2).to_numpy(),
+                         "95% CI high": t["hr_conf_high"].round(2).to_numpy(), "p": t["p_value"].to_numpy()})
+
+
+def side_by_side(fits: Mapping[str, AdjustedFit]) -> pd.DataFrame:
+    """Several models' hazard ratios in one table (one column block per model)."""
+    out = None
+    for name, fit in fits.items():
+        mf = model_frame(fit).rename(columns={"HR": f"{name}", "95% CI low": f"{name}: 95% CI low",
+                                              "95% CI high": f"{name}: 95% CI high", "p": f"{name}: p"})
+        out = mf if out is None else out.merge(mf, on="Term", how="left", sort=False)
+    return out
+
+
+def model_notes(study: StudyData, fit: AdjustedFit, pub) -> list[str]:
+    """Footnotes of a model table: covariates, missing-data handling, episodes used.
+
+    The numbers of episodes go through the publishing channel ``pub`` (suppressed when small).
+    """
+    covs = [VARIABLE_LABELS.get(c, c) for c in study.covariates]
+    notes = [("Adjusted for: " + ", ".join(covs) + ".") if covs else "No adjustment covariate varies in this cohort.",
+             fit.method]
+    if fit.n_dropped:
+        total = fit.n_dropped + fit.n_episodes
+        notes.append(f"Episodes left out for missing covariates: {pub.count(fit.n_dropped, label='episodes dropped (complete case)')}"
+                     f" of {pub.count(total, label='episodes before complete-case selection')}.")
+    return notes + list(fit.pooled) + list(study.covariate_notes)
+
+
+def forest_figure(fit: AdjustedFit, *, title: str, terms: Sequence[str] | None = None):
+    """Forest plot of a model's hazard ratios with readable labels (single column)."""
+    import matplotlib.pyplot as plt
+    from iop_research.present.plots import plot_forest
+
+    t = fit.result.tidy
+    if terms is not None:
+        t = t[t["term"].map(lambda x: any(x == c or x.startswith(c + "[") for c in terms))]
+    fig, ax = plt.subplots(figsize=(DOUBLE_WIDTH_IN, 0.9 + 0.28 * len(t)))
+    plot_forest(t, ax=ax, labels=term_labels(t["term"].tolist()))
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def km_figure(study: StudyData, km):
+    """Kaplan-Meier curves with a suppressed numbers-at-risk table, drawn to the last horizon."""
+    import matplotlib.pyplot as plt
+    from iop_research.present.plots import plot_km
+
+    times = [0] + study.horizons
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * 1.4, 3.6))
+    plot_km(km.tidy, ax=ax, times=times, min_cell_count=study.min_cell_count, censor_marks=False)
+    ax.set_xlim(0, max(times))
+    fig.tight_layout()
+    return fig
+
+
+def km_summary(study: StudyData, km) -> pd.DataFrame:
+    """Median time to relapse and relapse-free probability (%) at the horizons, per group, with 95% CI."""
+    rows = []
+    med = km.medians
+    at = km.at_times if "at_times" in getattr(km, "extra", {}) else None
+    for _, r in med.iterrows():
+        rows.append({"group": str(r["group"]), "measure": "median days to relapse", "estimate": r["median"],
+                     "95% CI low": r["conf_low"], "95% CI high": r["conf_high"]})
+    if at is not None:
+        for _, r in at.iterrows():
+            rows.append({"group": str(r["group"]), "measure": f"relapse-free at day {int(r['time'])} (%)",
+                         "estimate": round(100 * r["survival"], 1), "95% CI low": round(100 * r["conf_low"], 1),
+                         "95% CI high": round(100 * r["conf_high"], 1)})
+    return pd.DataFrame(rows, columns=["group", "measure", "estimate", "95% CI low", "95% CI high"])
+
+
+def km_tests(study: StudyData, f: pd.DataFrame) -> pd.DataFrame:
+    """Log-rank test across programmes (empty with one programme)."""
+    from iop_research.survival.km import logrank_test
+
+    cols = ["test", "statistic", "df", "p"]
+    if not group_col(study):
+        return pd.DataFrame(columns=cols)
+    g = logrank_test(f, duration_col="time", event_col="event", group_col="program").glance.iloc[0]
+    return pd.DataFrame([{"test": "log-rank", "statistic": round(float(g["statistic"]), 2), "df": int(g["df"]),
+                          "p": float(g["p_value"])}], columns=cols)
+
+
+def rmst_table(study: StudyData, f: pd.DataFrame) -> pd.DataFrame:
+    """Restricted mean relapse-free days per group up to each horizon (horizons beyond follow-up left out, noted)."""
+    from iop_research.survival.km import rmst
+
+    g = group_col(study)
+    limit = float(f.groupby(g)["time"].max().min()) if g else float(f["time"].max())
+    rows, notes = [], []
+    for tau in study.horizons:
+        if tau > limit:
+            notes.append(f"Day {tau} is beyond the follow-up of at least one group ({limit:.0f} days); "
+                         "its restricted mean is not estimated.")
+            continue
+        t = rmst(f, duration_col="time", event_col="event", group_col=g, tau=tau).tidy
+        for _, r in t.iterrows():
+            if not str(r["term"]).startswith("rmst["):
+                continue
+            rows.append({"horizon (days)": tau, "group": str(r["term"])[5:-1], "RMST (days)": round(r["estimate"], 1),
+                         "95% CI low": round(r["conf_low"], 1), "95% CI high": round(r["conf_high"], 1)})
+    out = pd.DataFrame(rows, columns=["horizon (days)", "group", "RMST (days)", "95% CI low", "95% CI high"])
+    out.attrs["notes"] = notes
+    return out
+
+
+def exposure_counts(study: StudyData, me: ModalityExposure) -> pd.DataFrame:
+    """Episodes and relapses per exposure group (or, for a dose, per dose band)."""
+    f = me.frame
+    per_ep = f.groupby("episode_id", sort=False).agg(event=("event", "max"))
+    if "exposure" in me.exposure_cols:
+        if me.design == "landmark":
+            grp = f.set_index("episode_id")["exposure"].astype(str)
+        else:
+            grp = f.groupby("episode_id")["exposure"].agg(lambda s: "any" if (s.astype(str) == "any").any() else "none")
+        cats = [str(c) for c in f["exposure"].cat.categories]
+        rows = [{"group": c, "episodes": int((grp == c).sum()), "relapses": int(per_ep["event"][grp[grp == c].index].sum())}
+                for c in cats]
+        return pd.DataFrame(rows, columns=["group", "episodes", "relapses"])
+    dose = f.groupby("episode_id", sort=False)["dose_per_week"].max()
+    band = pd.cut(dose, [-np.inf, 0, 1, 2, np.inf], labels=["0", "up to 1", "over 1 to 2", "over 2"])
+    rows = [{"highest sessions per week": str(b), "episodes": int((band == b).sum()),
+             "relapses": int(per_ep["event"][band.index[band == b]].sum())} for b in band.cat.categories]
+    return pd.DataFrame(rows, columns=["highest sessions per week", "episodes", "relapses"])
+
+
+def mat_time_varying_frame(study: StudyData) -> pd.DataFrame:
+    """Counting-process rows of the cohort with ``on_mat`` and ``in_treatment`` and the baseline covariates."""
+    from iop_research.derive.frames import counting_process_frame
+
+    long = counting_process_frame(study.data, definition=study.definition, episodes=study.cohort_episodes,
+                                  covariates=None, engine=quiet_engine())
+    return study.with_baseline(long)
+
+
+def mat_counts(study: StudyData) -> pd.DataFrame:
+    """Episodes and relapses by any MAT era overlapping the episode."""
+    has = study.cohort_episodes.set_index("episode_id")["has_mat"].astype(bool).reindex(study.frame["episode_id"]).to_numpy()
+    ev = study.frame["event"].to_numpy()
+    return pd.DataFrame({"group": ["any MAT during the episode", "no MAT"],
+                         "episodes": [int(has.sum()), int((~has).sum())],
+                         "relapses": [int(ev[has].sum()), int(ev[~has].sum())]})
+
+
+def mat_landmarks(study: StudyData) -> pd.DataFrame:
+    """Adjusted hazard ratio of MAT started by day L, one row per landmark of ``[landmarks] days``."""
+    from iop_research.derive.frames import landmark_frame
+    from iop_research.survival.cox import fit_cox
+
+    rows, notes = [], []
+    for L in study.config.get("landmarks.days"):
+        lm = study.with_baseline(landmark_frame(study.data, landmark_days=L, definition=study.definition,
+                                                episodes=study.cohort_episodes, covariates=None,
+                                                engine=quiet_engine()))
+        n_mat = int(lm["mat_by_landmark"].sum()) if len(lm) else 0
+        if len(lm) == 0 or n_mat in (0, len(lm)) or lm["event"].sum() == 0:
+            notes.append(f"Day {L}: no comparison possible (every or no episode at risk had started MAT, or no relapse).")
+            continue
+        fit = fit_adjusted(study, lm, fit=fit_cox, exposure=["mat_by_landmark"], duration_col="time", event_col="event",
+                           cluster_col="patient_id")
+        r = fit.result.tidy.iloc[0]
+        rows.append({"landmark day": L, "episodes at risk": len(lm), "started MAT": n_mat,
+                     "HR": round(float(r["hazard_ratio"]), 2), "95% CI low": round(float(r["hr_conf_low"]), 2),
+                     "95% CI high": round(float(r["hr_conf_high"]), 2), "p": float(r["p_value"])})
+        if fit.method not in notes:
+            notes.append(fit.method)
+    out = pd.DataFrame(rows, columns=["landmark day", "episodes at risk", "started MAT", "HR", "95% CI low",
+                                      "95% CI high", "p"])
+    out.attrs["notes"] = notes
+    return out
+
+
+def mat_forest(mat_tv: AdjustedFit, landmarks: pd.DataFrame):
+    """Forest plot of MAT hazard ratios across designs."""
+    import matplotlib.pyplot as plt
+    from iop_research.present.plots import plot_forest
+
+    r = mat_tv.result.tidy.iloc[0]
+    rows = [{"term": "on MAT (time-varying)", "hazard_ratio": r["hazard_ratio"], "hr_conf_low": r["hr_conf_low"],
+             "hr_conf_high": r["hr_conf_high"]}]
+    rows += [{"term": f"started by day {int(x['landmark day'])} (landmark)", "hazard_ratio": x["HR"],
+              "hr_conf_low": x["95% CI low"], "hr_conf_high": x["95% CI high"]} for _, x in landmarks.iterrows()]
+    t = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(DOUBLE_WIDTH_IN, 0.9 + 0.3 * len(t)))
+    plot_forest(t, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def recurrence_frame(study: StudyData) -> pd.DataFrame:
+    """Risk intervals for recurrent relapse of the cohort's patients (``recurrent_relapses``)."""
+    from iop_research.derive.outcomes import recurrent_relapses
+
+    return recurrent_relapses(study.data, definition=study.definition, episodes=study.cohort_episodes,
+                              engine=quiet_engine())
+
+
+def relapses_per_patient(rec: pd.DataFrame) -> pd.DataFrame:
+    """Patients by number of relapses (0, 1, 2, 3 or more)."""
+    n = rec.groupby("patient_id")["event"].sum()
+    band = pd.cut(n, [-1, 0, 1, 2, np.inf], labels=["0", "1", "2", "3 or more"])
+    return pd.DataFrame({"relapses": list(band.cat.categories),
+                         "patients": [int((band == b).sum()) for b in band.cat.categories]})
+
+
+def mean_cumulative_relapses(study: StudyData, rec: pd.DataFrame):
+    """Mean cumulative number of relapses per patient (Nelson-Aalen type) at the horizons, and its figure."""
+    import matplotlib.pyplot as plt
+    from iop_research.survival.km import fit_km
+
+    at_risk = fit_km(rec, duration_col="stop", entry_col="start", event_col="event")
+    t = at_risk.tidy
+    mcf = (t["n_events"] / t["n_at_risk"]).cumsum().to_numpy()
+    times = t["time"].to_numpy()
+    rows = []
+    for h in study.horizons:
+        i = np.searchsorted(times, h, side="right") - 1
+        rows.append({"day": h, "mean cumulative relapses": round(float(mcf[i]) if i >= 0 else 0.0, 3),
+                     "patients at risk": int(t["n_at_risk"].to_numpy()[min(max(i + 1, 0), len(t) - 1)]) if len(t) else 0})
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.8))
+    ok = t["n_at_risk"].to_numpy() >= study.min_cell_count
+    last = times[ok].max() if ok.any() else 0
+    ax.step(times[times <= last], mcf[times <= last], where="post")
+    ax.set_xlim(0, last)
+    ax.set_xlabel("Days since first admission")
+    ax.set_ylabel("Mean cumulative relapses")
+    fig.tight_layout()
+    table = pd.DataFrame(rows, columns=["day", "mean cumulative relapses"])
+    return table, fig
+
+
+def save_prepared(study: StudyData, path: str | os.PathLike) -> str:
+    """Pickle a prepared study for :func:`prepare_study` (``prepared=``); returns the path.
+
+    The pickle holds patient-level data: it is written inside the build's
+    private staging folder and deleted with it.
+    """
+    import pickle
+
+    with open(path, "wb") as fh:
+        pickle.dump(study, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return str(path)
+
+
+def record_summary(pub, *, question: str, n: str, result: str) -> None:
+    """Write the index line of a report: question, N and key estimate, as published strings.
+
+    ``n`` and ``result`` must come from the publishing channel (``pub.count``,
+    ``pub.estimate``, ``pub.percent``) or be plain words; they are written to
+    ``<out_dir>/summaries/<report>.json`` for the study's ``index.html``.
+    """
+    import json
+
+    if pub.out_dir is None:
+        return
+    d = pub.out_dir / "summaries"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{pub.report}.json").write_text(json.dumps({"question": question, "n": str(n), "result": str(result)}),
+                                          encoding="utf-8")
+
+
+def hr_headline(pub, fit: AdjustedFit, term_prefix: str) -> str:
+    """``"HR 0.58 (0.36 to 0.94) for Exposure: any"``: the first term of a model starting with ``term_prefix``."""
+    t = fit.result.tidy
+    row = t[t["term"].map(lambda x: x == term_prefix or x.startswith(term_prefix + "["))].iloc[0]
+    label = term_labels([row["term"]])[row["term"]]
+    return f"HR {pub.estimate(float(row['hazard_ratio']), float(row['hr_conf_low']), float(row['hr_conf_high']))} for {label}"
+
+
+def km_headline(pub, study: StudyData, km) -> str:
+    """Relapse-free probability at the first horizon (all groups pooled are not re-estimated; first group shown)."""
+    at = km.at_times
+    if at is None or not len(at):
+        return "see the report"
+    parts = []
+    for _, r in at[at["time"] == at["time"].min()].iterrows():
+        parts.append(f"{r['group']}: {pub.estimate(100 * float(r['survival']), 100 * float(r['conf_low']), 100 * float(r['conf_high']), fmt='{:.0f}')}%")
+    return f"relapse-free at day {int(at['time'].min())}: " + "; ".join(parts)
