@@ -20,7 +20,7 @@ from iop_research.exceptions import DataValidationError, PrivacyViolationError
 from iop_research.privacy import suppress_small_cells
 from iop_research.privacy.audit import Ledger, Relation, audit_cells, audit_ledger, audit_ledgers, audit_table
 from iop_research.privacy.secondary import protect_cells
-from iop_research.privacy.suppression import _protect
+from iop_research.privacy.suppression import protect_greedy
 
 K = 11
 
@@ -76,7 +76,7 @@ def test_issue_3x5_with_margins_old_pattern_gives_back_primary_cells_new_pattern
     is_total = np.zeros((rr, cc), bool)
     is_total[:, -1] = True
     is_total[-1, :] = True
-    hidden, primary = _protect(full.ravel().astype(float), lines, k=K, is_total=is_total.ravel())
+    hidden, primary = protect_greedy(full.ravel().astype(float), lines, k=K, is_total=is_total.ravel())
     led = Ledger(min_cell_count=K)
     for i in range(rr):
         for j in range(cc):

@@ -286,7 +286,9 @@ def test_los_summary_by_hand():
     assert comp["q1"] == pytest.approx(np.quantile(x, 0.25))
     assert comp["whislo"] == 1 and comp["whishi"] == 30
     assert pd.isna(s.iloc[2]["n"]) and pd.isna(s.iloc[2]["median"])  # 2 ongoing: hidden
-    assert pd.isna(s.iloc[1]["n"])  # complementary: total known
+    # complementary cell with the total known: the audited choice hides 30, not 15 (hiding 15
+    # would leave 15 + 2 = 17 minus a 15 shown as "*" (0 or >= 11), narrowing the 2 to 1-6)
+    assert pd.isna(comp["n"]) and s.iloc[1]["n"] == 15
     assert s.iloc[1]["median"] == pytest.approx(17.0)  # stats of 15 episodes stay
 
 

@@ -452,5 +452,15 @@ def deidentify(
         out["patients"] = pats
 
     from iop_research.data.io import IOPData
+    from iop_research.data.schema import TEXT_DTYPE, column_kinds
 
+    if TEXT_DTYPE is not object:  # pandas 3: text columns in the canonical str dtype, as read_data gives
+        for name, df in out.items():
+            text = [c for c, kind in column_kinds(name).items()
+                    if kind in ("id", "str", "category") and c in df.columns and df[c].dtype == object]
+            if text:
+                attrs = df.attrs
+                df = df.astype({c: TEXT_DTYPE for c in text})
+                df.attrs = attrs
+                out[name] = df
     return IOPData(**out, truth=None)

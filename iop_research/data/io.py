@@ -560,8 +560,8 @@ def read_data(path: str | os.PathLike, *, validate: bool = True, tolerance_days:
     ...     data = read_data(tmp)
     >>> data
     IOPData(patients=1, admissions=0, sessions=1, medications=0, events=0, observation=1)
-    >>> data.sessions.dtypes.astype(str).tolist()
-    ['object', 'object', 'datetime64[ns]', 'object', 'int64', 'bool']
+    >>> data.sessions[["session_date", "minutes", "attended"]].dtypes.astype(str).tolist()
+    ['datetime64[ns]', 'int64', 'bool']
     """
     directory = Path(path)
     if not directory.is_dir():

@@ -427,7 +427,7 @@ def _parse_dates(s: pd.Series, formats: list[str]) -> tuple[pd.Series, np.ndarra
         out = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
         return out.astype("datetime64[ns]").dt.normalize(), np.array([], dtype=np.int64)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
-    todo = s.notna().to_numpy()
+    todo = s.notna().to_numpy(copy=True)
     for fmt in formats:
         if not todo.any():
             break

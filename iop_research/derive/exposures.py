@@ -398,8 +398,9 @@ def medication_eras(
         _check_nonneg_int(retention_max_gap_days, "retention_max_gap_days")
     if medications is None or (isinstance(medications, pd.DataFrame) and len(medications) == 0):
         # no dispensings (e.g. a programme without MAT): no eras, same columns and dtypes
-        if medications is not None:
-            _medications_table(None, medications, register=False)  # the columns must still be there
+        if medications is not None and len(medications.columns):
+            # the columns must still be there (a frame with no columns at all is an absent table)
+            _medications_table(None, medications, register=False)
         empty = _empty_eras()
         if lazy:
             import ibis

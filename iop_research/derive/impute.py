@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from iop_research._design import term_label
 from iop_research.exceptions import ConvergenceError, ModelSpecificationError, format_ids
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 
@@ -783,8 +784,9 @@ def pool_rubin(
     stat = qbar / std
     riv = (1 + 1 / m) * b / ubar
     lam = (1 + 1 / m) * b / t
+    labels = (list(tidies[0]["label"]) if "label" in tidies[0].columns else [term_label(str(x)) for x in terms])
     tidy = pd.DataFrame({
-        "term": terms, "estimate": qbar, "std_error": std, "conf_low": qbar - q * std, "conf_high": qbar + q * std,
+        "term": terms, "label": labels, "estimate": qbar, "std_error": std, "conf_low": qbar - q * std, "conf_high": qbar + q * std,
         "p_value": 2 * stats.t.sf(np.abs(stat), np.maximum(df, 0.001)), "statistic": stat, "df": df,
         "ubar": ubar, "b": b, "t": t, "riv": riv, "lambda_": lam, "fmi": (riv + 2 / (df + 3)) / (riv + 1),
     })

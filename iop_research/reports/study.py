@@ -705,7 +705,7 @@ def weekly_modality_dose(study: StudyData, modality: str) -> pd.DataFrame:
     eid = f["episode_id"].to_numpy()[idx]
     prev_week = np.where(is_tail, -1, k - 1)
     lookup = pd.MultiIndex.from_arrays([eid, prev_week])
-    dose = counts.reindex(lookup).fillna(0).to_numpy(dtype=float)
+    dose = counts.reindex(lookup).fillna(0).to_numpy(dtype=float, copy=True)
     dose[prev_week < 0] = 0.0
     return pd.DataFrame({"episode_id": eid, "patient_id": f["patient_id"].to_numpy()[idx], "start": start, "stop": stop,
                          "event": event.astype(int), "dose_per_week": dose,
