@@ -419,8 +419,9 @@ def test_text_round_trips(tmp_path_factory, races, programs, fmt):
     t["patients"] = t["patients"].assign(race=races)
     data = IOPData(**t)
     back = read_data(data.write(tmp_path_factory.mktemp("text"), format=fmt))
-    pd.testing.assert_frame_equal(back.admissions, data.admissions)
-    pd.testing.assert_frame_equal(back.patients, data.patients)
+    want = data.coerce()  # an all-None column built in memory is object on pandas 3; read_data gives str
+    pd.testing.assert_frame_equal(back.admissions, want.admissions)
+    pd.testing.assert_frame_equal(back.patients, want.patients)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)
