@@ -7,6 +7,8 @@ where (table, column, first offending ids) and how to fix it.
 from __future__ import annotations
 
 __all__ = [
+    "UnknownNameError",
+    "ArgumentTypeError",
     "IopError",
     "DataValidationError",
     "DataReadError",
@@ -125,3 +127,14 @@ def format_ids(values, limit: int = 5) -> str:
     if len(vals) > limit:
         return f"{head}, ... ({len(vals)} in all)"
     return head
+
+
+class UnknownNameError(IopError, KeyError):
+    """An unknown table, column or vocabulary name (``except KeyError`` still works)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class ArgumentTypeError(IopError, TypeError):
+    """An argument of the wrong type (``except TypeError`` still works)."""

@@ -44,7 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from iop_research.exceptions import ReadOnlyResultError
+from iop_research.exceptions import ArgumentTypeError, ReadOnlyResultError
 
 __all__ = [
     "Result",
@@ -196,7 +196,7 @@ def freeze_frame(df: pd.DataFrame) -> ReadOnlyFrame:
     if isinstance(df, ReadOnlyFrame):
         return df
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"result tables must be pandas DataFrames, got {type(df).__name__}")
+        raise ArgumentTypeError(f"result tables must be pandas DataFrames, got {type(df).__name__}")
     out = ReadOnlyFrame(pd.DataFrame(df).copy(deep=True))
     _lock_arrays(out)
     object.__setattr__(out, "_iop_frozen", True)

@@ -221,7 +221,7 @@ CASES = {
     "calibrate_survival": Case(
         lambda **k: calibrate_survival(DR, **{"duration_col": "days", "event_col": "event", "predicted_col": "p40",
                                              "time": 40, "n_groups": 4, **k}),
-        ("group", "n", "predicted", "observed", "conf_low", "conf_high"), ("time", "ici", "e50", "e90"),
+        ("group", "n", "predicted", "observed", "conf_low", "conf_high"), ("time", "ici", "error_p50", "error_p90"),
         [{}, {"n_groups": 3}], counts_events=False),
     "bootstrap_optimism": Case(
         lambda **k: bootstrap_optimism(D, **{"fit_fn": lambda df: fit_cox(df, duration_col="days", event_col="event",

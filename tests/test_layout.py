@@ -175,3 +175,35 @@ def test_rules_catch_a_planted_violation(tmp_path, monkeypatch):
         test_imports_flow_one_way(fake)
     with pytest.raises(AssertionError, match="from iop_research.designs.causal import _x"):
         test_no_private_names_across_modules(fake)
+
+
+#: builtin exceptions the package never raises itself: it raises IopError subclasses that also
+#: subclass these, so ``except ValueError`` keeps working (AttributeError stays: it is the
+#: attribute protocol of the lazy re-exports)
+BUILTIN_EXCEPTIONS = {"Exception", "ValueError", "KeyError", "TypeError", "RuntimeError", "IndexError", "OSError",
+                      "IOError", "LookupError", "ArithmeticError", "ZeroDivisionError", "FileNotFoundError",
+                      "PermissionError", "NotImplementedError", "AssertionError"}
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_every_exception_raised_is_an_iop_error(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(target, ast.Name) and target.id in BUILTIN_EXCEPTIONS:
+                bad.append(f"line {node.lineno}: raise {target.id}")
+    assert not bad, f"{path.relative_to(PACKAGE.parent)} raises builtin exceptions (use an IopError subclass):\n" + \
+        "\n".join(bad)
+
+
+def test_package_exceptions_subclass_iop_error():
+    import inspect
+
+    from iop_research import exceptions
+
+    classes = [c for _, c in inspect.getmembers(exceptions, inspect.isclass)
+               if issubclass(c, Exception) and not issubclass(c, Warning) and c.__module__ == exceptions.__name__]
+    assert len(classes) >= 8
+    assert all(issubclass(c, exceptions.IopError) for c in classes)

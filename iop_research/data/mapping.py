@@ -82,7 +82,7 @@ from iop_research.data.schema import (
     empty_table,
     find_problems,
 )
-from iop_research.exceptions import DataReadError, IopError
+from iop_research.exceptions import DataReadError, IopError, UnknownNameError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -574,7 +574,7 @@ def _vocab_name(table: str, col: str) -> str:
     for c, kind, *_ in TABLE_COLUMNS[table]:
         if c == col:
             return kind.split(":", 1)[1]
-    raise KeyError(col)  # pragma: no cover
+    raise UnknownNameError(f"{table}: no column {col!r} in the contract")  # pragma: no cover
 
 
 def _map_values(s: pd.Series, vmap: dict | None, *, valid: set | None) -> tuple[pd.Series, np.ndarray]:

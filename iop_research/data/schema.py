@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from iop_research.exceptions import DataValidationError
+from iop_research.exceptions import DataValidationError, UnknownNameError
 
 __all__ = [
     "TEXT_DTYPE",
@@ -466,7 +466,7 @@ def empty_table(table: str) -> pd.DataFrame:
     ['patient_id', 'medication', 'dispense_date', 'days_supply', 'dose_mg']
     """
     if table not in TABLE_COLUMNS:
-        raise KeyError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+        raise UnknownNameError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
     return pd.DataFrame(
         {spec.name: pd.Series([], dtype=_CANONICAL_DTYPE[spec.kind]) for spec in _column_specs(table)}
     )
@@ -1088,7 +1088,7 @@ def _coerce_series(s: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
         if out.isna().any():
             return out.astype("boolean"), failed
         return out.astype(bool), failed
-    raise ValueError(f"unknown column kind {kind!r}")  # pragma: no cover - TABLE_COLUMNS is fixed
+    raise UnknownNameError(f"unknown column kind {kind!r}")  # pragma: no cover - TABLE_COLUMNS is fixed
 
 
 _PARSE_TEXT = {

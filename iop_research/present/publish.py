@@ -48,7 +48,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from iop_research.exceptions import DataValidationError, PrivacyViolationError, format_ids
+from iop_research.exceptions import DataValidationError, ModelSpecificationError, PrivacyViolationError, format_ids
 from iop_research.privacy.audit import Ledger, audit_cells, audit_ledger, connected_primaries
 from iop_research.privacy.secondary import protect_cells
 
@@ -524,7 +524,7 @@ class Publisher:
             Unknown columns, non-count values in count columns.
         """
         if kind not in ("counts", "estimates"):
-            raise ValueError(f"kind must be 'counts' or 'estimates', got {kind!r}.")
+            raise ModelSpecificationError(f"kind must be 'counts' or 'estimates', got {kind!r}.")
         if not isinstance(df, pd.DataFrame):
             raise DataValidationError(f"table() takes a DataFrame, got {type(df).__name__}.")
         name, number = self._name(name, "table")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iop_research.designs.balance import standardized_mean_difference
-from iop_research.exceptions import DataValidationError, format_ids
+from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 from iop_research.privacy.suppression import (
     COMPLEMENTARY_MARKER,
     DEFAULT_MIN_CELL_COUNT,
@@ -187,7 +187,7 @@ def table_one(
     """
     k = check_min_cell_count(min_cell_count)
     if percent_of not in ("all", "non_missing"):
-        raise ValueError(f"table_one: percent_of must be 'all' or 'non_missing', got {percent_of!r}.")
+        raise ModelSpecificationError(f"table_one: percent_of must be 'all' or 'non_missing', got {percent_of!r}.")
     continuous = list(dict.fromkeys(list(continuous) + [v for v in nonnormal if v not in categorical]))
     categorical = list(categorical)
     nonnormal = set(nonnormal)
@@ -812,7 +812,7 @@ def smooth_curve(x, y, *, frac: float = 2.0 / 3.0, it: int = 3, n_points: int | 
     xa = np.asarray(x, dtype=float)
     ya = np.asarray(y, dtype=float)
     if xa.shape != ya.shape:
-        raise ValueError(f"smooth_curve: x and y differ in length ({xa.size} vs {ya.size}).")
+        raise ModelSpecificationError(f"smooth_curve: x and y differ in length ({xa.size} vs {ya.size}).")
     ok = ~(np.isnan(xa) | np.isnan(ya))
     xa, ya = xa[ok], ya[ok]
     if xa.size < 2:
@@ -946,7 +946,7 @@ def export_table(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".html", ".htm", ".tex"):
-        raise ValueError(f"export_table: unknown suffix {suffix!r} of {path}; use .csv, .html or .tex.")
+        raise ModelSpecificationError(f"export_table: unknown suffix {suffix!r} of {path}; use .csv, .html or .tex.")
     display = _display_frame(df)
     if check_cols is None:
         check_cols = [

@@ -55,7 +55,7 @@ import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
-from iop_research.exceptions import DataValidationError, IopError, PrivacyViolationError, format_ids
+from iop_research.exceptions import DataValidationError, IopError, ModelSpecificationError, PrivacyViolationError, format_ids
 
 __all__ = [
     "STATUSES",
@@ -110,7 +110,7 @@ class Relation:
 
 def _check_k(min_cell_count) -> int:
     if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, (int, np.integer)) or min_cell_count < 1:
-        raise ValueError(f"min_cell_count must be a positive integer, got {min_cell_count!r}.")
+        raise ModelSpecificationError(f"min_cell_count must be a positive integer, got {min_cell_count!r}.")
     return int(min_cell_count)
 
 
@@ -163,10 +163,10 @@ class Ledger:
             Where it was published (for messages).
         """
         if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}.")
+            raise ModelSpecificationError(f"status must be one of {STATUSES}, got {status!r}.")
         if status == "shown":
             if value is None or (isinstance(value, float) and math.isnan(value)):
-                raise ValueError(f"count {key!r} is shown but has no value.")
+                raise ModelSpecificationError(f"count {key!r} is shown but has no value.")
             value = int(value)
         else:
             value = None

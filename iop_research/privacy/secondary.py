@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-from iop_research.exceptions import PrivacyViolationError
+from iop_research.exceptions import ModelSpecificationError, PrivacyViolationError
 from iop_research.privacy.audit import Reader, Relation
 
 __all__ = ["protect_cells"]
@@ -135,7 +135,7 @@ def protect_cells(
             neighbours.setdefault(key, set()).update(keys)
 
     if on_unprotectable not in ("raise", "hide"):
-        raise ValueError(f"on_unprotectable must be 'raise' or 'hide', got {on_unprotectable!r}.")
+        raise ModelSpecificationError(f"on_unprotectable must be 'raise' or 'hide', got {on_unprotectable!r}.")
     reader = Reader(view, relations, k)
     added: list[str] = []
     gave_up: set[str] = set()

@@ -47,7 +47,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from iop_research.exceptions import DataValidationError, PrivacyViolationError, format_ids
+from iop_research.exceptions import DataValidationError, ModelSpecificationError, PrivacyViolationError, format_ids
 
 __all__ = [
     "check_min_cell_count",
@@ -154,7 +154,7 @@ class SuppressionMask:
 def check_min_cell_count(min_cell_count: int) -> int:
     """``min_cell_count`` as an int, or a ValueError saying what is allowed."""
     if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, (int, np.integer)) or min_cell_count < 1:
-        raise ValueError(
+        raise ModelSpecificationError(
             f"min_cell_count must be a positive integer, got {min_cell_count!r}. "
             f"Use the default {DEFAULT_MIN_CELL_COUNT} (CMS policy) unless your data use agreement says otherwise."
         )
@@ -411,7 +411,7 @@ def suppress_small_cells(
     """
     k = check_min_cell_count(min_cell_count)
     if known_totals not in ("both", "rows", "columns", "none"):
-        raise ValueError(f"known_totals must be 'both', 'rows', 'columns' or 'none', got {known_totals!r}.")
+        raise ModelSpecificationError(f"known_totals must be 'both', 'rows', 'columns' or 'none', got {known_totals!r}.")
     if count_cols is None:
         count_cols = [c for c in table.columns if pd.api.types.is_integer_dtype(table[c].dtype)]
     count_cols = list(count_cols)
@@ -768,7 +768,7 @@ def suppress_risk_table(
         )
     allowed = {"n_at_risk", "n_events", "n_censored"}
     if not set(include) <= allowed or not include:
-        raise ValueError(f"include must be a non-empty subset of {sorted(allowed)}, got {list(include)!r}.")
+        raise ModelSpecificationError(f"include must be a non-empty subset of {sorted(allowed)}, got {list(include)!r}.")
     times = [float(t) for t in times]
     rows = []
     for g, d in km_tidy.groupby(group_col, sort=False, dropna=False):

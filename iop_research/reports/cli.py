@@ -17,6 +17,8 @@ import inspect
 import sys
 from pathlib import Path
 
+from iop_research.exceptions import IopError
+
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "EXIT_UNREADABLE"]
 
 EXIT_OK = 0
@@ -203,7 +205,7 @@ def _resolve_notebooks(values: list[str], study: bool) -> list[Path]:
     return out
 
 
-class _UsageError(Exception):
+class _UsageError(IopError):
     pass
 
 

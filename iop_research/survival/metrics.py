@@ -559,11 +559,11 @@ def calibrate_survival(
     Returns
     -------
     Result
-        ``tidy`` one row per group: ``group`` (1 = lowest predicted survival), ``n``,
+        ``tidy`` one row per group: ``group`` (``"Q1"`` = the group with the lowest predicted survival; a label, not a count), ``n``,
         ``predicted`` (mean), ``observed`` (KM at ``time``), ``conf_low``, ``conf_high``.
         ``glance``: ``time``, ``ici`` (integrated calibration index: mean absolute
-        difference between the smoothed observed and the predicted survival), ``e50``,
-        ``e90`` (median and 90th percentile of that difference). ``extra["smooth"]``:
+        difference between the smoothed observed and the predicted survival), ``error_p50``,
+        ``error_p90`` (median and 90th percentile of that difference; E50 and E90 of Austin & Steyerberg 2020). ``extra["smooth"]``:
         ``predicted``, ``observed`` (lowess of the Kaplan-Meier pseudo-observations on the
         predicted survival, one row per distinct predicted value).
 
@@ -601,7 +601,7 @@ def calibrate_survival(
         sel = group == g
         rows.append(
             {
-                "group": int(g),
+                "group": f"Q{int(g)}",
                 "n": int(sel.sum()),
                 "predicted": float(pred[sel].mean()),
                 "observed": float(at.loc[g, "survival"]),
@@ -615,8 +615,8 @@ def calibrate_survival(
     fitted = np.interp(pred, smooth["predicted"].to_numpy(), smooth["observed"].to_numpy())
     diff = np.abs(fitted - pred)
     glance = pd.DataFrame(
-        {"time": [float(time)], "ici": [float(diff.mean())], "e50": [float(np.median(diff))],
-         "e90": [float(np.quantile(diff, 0.9))]}
+        {"time": [float(time)], "ici": [float(diff.mean())], "error_p50": [float(np.median(diff))],
+         "error_p90": [float(np.quantile(diff, 0.9))]}
     )
     return Result(
         method="Calibration at a time point",
