@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
+from uis_cox import UIS_COV, read_uis, split_at_los
 from iop_research.survival.cox import COX_GLANCE_COLUMNS, COX_TIDY_COLUMNS, fit_cox, ph_test
 from iop_research.exceptions import ConvergenceError, IopError, ModelSpecificationError
 
 RTOL_EST = 1e-6
 RTOL_SE = 1e-4
-UIS_COV = ["TREAT", "SITE", "AGE", "NDT", "IVf", "RACE", "BECK"]
 HELP_COV = ["treat", "substance", "age", "female"]
 TV_FORMULA = "TREAT * intreat + SITE + AGE + NDT + C(IVf) + RACE + BECK"
 AG_COV = ["x1", "x2", "grp", "mat"]
@@ -31,30 +31,13 @@ AG_COV = ["x1", "x2", "grp", "mat"]
 
 @pytest.fixture(scope="module")
 def uis(uis_path) -> pd.DataFrame:
-    df = pd.read_csv(uis_path)
-    df["IVf"] = df["IV"].astype(str)  # IV as a factor, reference level "1" as R's factor(IV)
-    df["w_int"] = 1 + (df["ID"] % 3)
-    df["w_frac"] = 0.5 + (df["ID"] % 4) / 4
-    df["cl"] = df["ID"] % 40
-    return df
+    return read_uis(uis_path)
 
 
-def split_at_los(uis: pd.DataFrame) -> pd.DataFrame:
-    """Split each UIS subject at LEN.T into in-treatment / after-treatment rows, as in cox_real.R.
-
-    Rows are ordered by (ID, start) as ``tv[order(tv$ID, tv$start), ]`` in R, so that
-    ph_test's residual rows can be compared with R's ``zph$y`` row by row.
-    """
-    a = uis[uis["LEN.T"] < uis["TIME"]]
-    b = uis[uis["LEN.T"] >= uis["TIME"]]
-    return pd.concat(
-        [
-            a.assign(start=0, stop=a["LEN.T"], event=0, intreat=1),
-            a.assign(start=a["LEN.T"], stop=a["TIME"], event=a["CENSOR"], intreat=0),
-            b.assign(start=0, stop=b["TIME"], event=b["CENSOR"], intreat=1),
-        ],
-        ignore_index=True,
-    ).sort_values(["ID", "start"], kind="stable", ignore_index=True)
+def split_at_los_by_id(uis: pd.DataFrame) -> pd.DataFrame:
+    """UIS split at LEN.T, rows ordered by (ID, start) as ``tv[order(tv$ID, tv$start), ]`` in
+    cox_real.R, so that ph_test's residual rows can be compared with R's ``zph$y`` row by row."""
+    return split_at_los(uis).sort_values(["ID", "start"], kind="stable", ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +138,7 @@ def test_uis_matches_r(uis, real_golden, case):
 def test_uis_time_varying_in_treatment_matches_r(uis, real_golden):
     """R: coxph(Surv(start, stop, event) ~ TREAT * intreat + SITE + AGE + NDT + IVf + RACE + BECK,
     data = tv, cluster = ID) with tv the UIS split at LEN.T (cox_real.R)."""
-    tv = split_at_los(uis)
+    tv = split_at_los_by_id(uis)
     res = fit_cox(tv, start_col="start", stop_col="stop", event_col="event", formula=TV_FORMULA, cluster_col="ID")
     r = real_golden["uis_tv"]
     # formulaic orders the interaction last, as R does; C(IVf) is named IVf[T.level] like a categorical column
@@ -208,7 +191,7 @@ def test_ph_test_uis_breslow_and_strata(uis, real_golden, case, kw):
 @pytest.mark.parametrize("transform", ["km", "rank"])
 def test_ph_test_counting_process_matches_r(uis, real_golden, transform):
     """R: cox.zph(coxph(Surv(start, stop, event) ~ TREAT * intreat + ..., data = tv), transform)."""
-    tv = split_at_los(uis)
+    tv = split_at_los_by_id(uis)
     res = fit_cox(tv, start_col="start", stop_col="stop", event_col="event", formula=TV_FORMULA)
     zph = ph_test(res, transform=transform)
     r = real_golden[f"uis_tv_zph_{transform}"]
@@ -342,7 +325,7 @@ def test_right_censored_equals_counting_process_from_zero(uis):
 
 def test_row_splitting_without_covariate_change_is_invariant(uis):
     """Splitting (0, T] at LEN.T with the same covariates gives the same fit (risk sets unchanged)."""
-    tv = split_at_los(uis)
+    tv = split_at_los_by_id(uis)
     a = _uis_fit(uis)
     b = fit_cox(tv, start_col="start", stop_col="stop", event_col="event", covariates=UIS_COV)
     np.testing.assert_allclose(a.tidy["estimate"], b.tidy["estimate"], rtol=1e-9)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
+from uis_cox import UIS_COV, read_uis, split_at_los
 from iop_research.exceptions import IopError, ModelSpecificationError
 from iop_research.survival.competing import fit_fine_gray
 from iop_research.survival.cox import fit_cox
@@ -20,17 +21,12 @@ from iop_research.survival.predict import baseline_hazard, predict_cif, predict_
 
 RTOL_EST = 1e-6
 RTOL_SE = 1e-4
-UIS_COV = ["TREAT", "SITE", "AGE", "NDT", "IVf", "RACE", "BECK"]
 ND_ROWS = [0, 1, 4, 99, 299]  # R: uis[c(1, 2, 5, 100, 300), ]
 
 
 @pytest.fixture(scope="module")
 def uis(uis_path) -> pd.DataFrame:
-    df = pd.read_csv(uis_path)
-    df["IVf"] = df["IV"].astype(str)
-    df["w_frac"] = 0.5 + (df["ID"] % 4) / 4
-    df["cl"] = df["ID"] % 40
-    return df
+    return read_uis(uis_path)
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +34,6 @@ def golden() -> dict:
     return load_golden("predict_cox")
 
 
-def split_at_los(uis: pd.DataFrame) -> pd.DataFrame:
-    a = uis[uis["LEN.T"] < uis["TIME"]]
-    b = uis[uis["LEN.T"] >= uis["TIME"]]
-    return pd.concat(
-        [
-            a.assign(start=0, stop=a["LEN.T"], event=0, intreat=1),
-            a.assign(start=a["LEN.T"], stop=a["TIME"], event=a["CENSOR"], intreat=0),
-            b.assign(start=0, stop=b["TIME"], event=b["CENSOR"], intreat=1),
-        ],
-        ignore_index=True,
-    )
 
 
 def uis_fit(uis, case):

@@ -12,23 +12,19 @@ import pandas as pd
 import pytest
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
+from uis_cox import UIS_COV, read_uis, split_at_los
 from iop_research.exceptions import ModelSpecificationError
 from iop_research.survival.cox import fit_cox
 from iop_research.survival.residuals import cox_residuals
 
 RTOL = 1e-6
 ATOL = 1e-9
-UIS_COV = ["TREAT", "SITE", "AGE", "NDT", "IVf", "RACE", "BECK"]
 MATRIX_TYPES = ("score", "dfbeta", "dfbetas", "schoenfeld", "scaledsch")
 
 
 @pytest.fixture(scope="module")
 def uis(uis_path) -> pd.DataFrame:
-    df = pd.read_csv(uis_path)
-    df["IVf"] = df["IV"].astype(str)
-    df["w_frac"] = 0.5 + (df["ID"] % 4) / 4
-    df["cl"] = df["ID"] % 40
-    return df
+    return read_uis(uis_path)
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +32,6 @@ def golden() -> dict:
     return load_golden("resid_cox")
 
 
-def split_at_los(uis: pd.DataFrame) -> pd.DataFrame:
-    a = uis[uis["LEN.T"] < uis["TIME"]]
-    b = uis[uis["LEN.T"] >= uis["TIME"]]
-    return pd.concat(
-        [
-            a.assign(start=0, stop=a["LEN.T"], event=0, intreat=1),
-            a.assign(start=a["LEN.T"], stop=a["TIME"], event=a["CENSOR"], intreat=0),
-            b.assign(start=0, stop=b["TIME"], event=b["CENSOR"], intreat=1),
-        ],
-        ignore_index=True,
-    )
 
 
 def fits(uis, help_path):
