@@ -111,7 +111,6 @@ def term_name(name: str) -> str:
     return out.replace("`", "")
 
 
-_normalise = term_name
 
 
 def _humanise_variable(var: str) -> str:
@@ -302,11 +301,11 @@ def build_design(
     raw_names = [str(c) for c in mm.model_spec.column_names]
     keep = [i for i, nm in enumerate(raw_names) if nm != "Intercept"]
     x = np.asarray(mm, dtype=float)[:, keep]
-    names = [_normalise(raw_names[i]) for i in keep]
+    names = [term_name(raw_names[i]) for i in keep]
     remap = {old: new for new, old in enumerate(keep)}
     assign: dict[str, tuple] = {}
     for term, idx in mm.model_spec.term_indices.items():
-        tname = _normalise(str(term))
+        tname = term_name(str(term))
         if tname == "1":
             continue
         cols = tuple(remap[i] for i in idx if i in remap)

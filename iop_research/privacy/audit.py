@@ -56,6 +56,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from iop_research.exceptions import DataValidationError, IopError, ModelSpecificationError, PrivacyViolationError, format_ids
+from iop_research.privacy.suppression import check_min_cell_count
 
 __all__ = [
     "STATUSES",
@@ -108,12 +109,6 @@ class Relation:
                    str(d.get("source", "")))
 
 
-def _check_k(min_cell_count) -> int:
-    if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, (int, np.integer)) or min_cell_count < 1:
-        raise ModelSpecificationError(f"min_cell_count must be a positive integer, got {min_cell_count!r}.")
-    return int(min_cell_count)
-
-
 class Ledger:
     """Every count a report published, and the relations between them.
 
@@ -143,7 +138,7 @@ class Ledger:
     """
 
     def __init__(self, *, min_cell_count: int = 11):
-        self.min_cell_count = _check_k(min_cell_count)
+        self.min_cell_count = check_min_cell_count(min_cell_count)
         self._entries: list[dict] = []
         self._relations: list[Relation] = []
 
@@ -451,7 +446,7 @@ class Reader:
 
     def __init__(self, view: Mapping[str, tuple[str, int | None]], relations: Sequence[Relation],
                  min_cell_count: int):
-        self.k = _check_k(min_cell_count)
+        self.k = check_min_cell_count(min_cell_count)
         self.view = dict(view)
         for r in relations:
             for key, _ in r.coefs:
@@ -587,7 +582,7 @@ def audit_cells(view: Mapping[str, tuple[str, int | None]], relations: Sequence[
     pandas.DataFrame
         ``key, lower, upper, required_lower, required_upper, is_protected``.
     """
-    k = _check_k(min_cell_count)
+    k = check_min_cell_count(min_cell_count)
     if targets is None:
         targets = [key for key, (st, _) in view.items() if st == "primary"]
     targets = list(targets)

@@ -152,7 +152,7 @@ class SuppressionMask:
 
 
 def check_min_cell_count(min_cell_count: int) -> int:
-    """``min_cell_count`` as an int, or a ValueError saying what is allowed."""
+    """``min_cell_count`` as an int, or a ModelSpecificationError (a ValueError) saying what is allowed."""
     if isinstance(min_cell_count, bool) or not isinstance(min_cell_count, (int, np.integer)) or min_cell_count < 1:
         raise ModelSpecificationError(
             f"min_cell_count must be a positive integer, got {min_cell_count!r}. "
