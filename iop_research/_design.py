@@ -111,8 +111,6 @@ def term_name(name: str) -> str:
     return out.replace("`", "")
 
 
-
-
 def _humanise_variable(var: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][\w ]*", var):
         return var  # an expression such as I(age ** 2) or np.log(days): keep as written
