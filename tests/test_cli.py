@@ -395,3 +395,19 @@ def test_study_on_a_mapped_ehr_extract_end_to_end(extract, tmp_path):
     assert "3,000" not in html and "simulator" not in html.lower()
     record = json.loads((out / "provenance.json").read_text())
     assert record["data_fingerprint"] == data_fingerprint(data_dir)
+
+
+@pytest.mark.slow
+def test_study_reading_a_mapping_file_names_the_extract_in_provenance(extract, tmp_path):
+    """``[data] mapping = ...`` maps the extract inside the build: the provenance names the mapping
+    file and fingerprints the mapped tables, never the bundled demo cohort."""
+    study = tmp_path / "study.toml"
+    study.write_text(f'[data]\nmapping = "{(extract / "mapping.toml").as_posix()}"\n\n[report]\nquestions = ["cohort"]\n',
+                     encoding="utf-8")
+    out = tmp_path / "reports"
+    res = _cli("report", "--params", str(study), "--out", str(out), "--quiet", "--jobs", "1")
+    assert res.returncode == 0, res.stderr
+    record = json.loads((out / "provenance.json").read_text())
+    assert "mapping.toml" in record["data"] and "demo" not in record["data"]
+    assert record["data_fingerprint"] != data_fingerprint(None)
+    assert "demo" not in (out / "01_cohort.html").read_text(encoding="utf-8").split("data_fingerprint")[0].lower()

@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterable, Mapping
 from iop_research.exceptions import IopError, ReportError
 
 __all__ = [
-    "build_reports", "data_fingerprint", "provenance", "notebook_fingerprints", "DEFAULT_NOTEBOOKS_DIR",
+    "build_reports", "data_fingerprint", "tables_fingerprint", "provenance", "notebook_fingerprints", "DEFAULT_NOTEBOOKS_DIR",
     "TEMPLATES_DIR", "ReportOutcome", "list_reports",
 ]
 
@@ -171,12 +171,30 @@ def _r_versions() -> str:
         return f"R check failed: {exc}"
 
 
-def provenance(*, data: str | os.PathLike | None, parameters: Mapping[str, Any]) -> dict[str, Any]:
+def tables_fingerprint(data) -> str:
+    """SHA-256 over the contract tables of an in-memory ``IOPData`` (names, columns and values).
+
+    For data that exist only in memory, such as an extract mapped by a mapping file; a data
+    directory is fingerprinted by its files (:func:`data_fingerprint`).
+    """
+    import pandas as pd
+
+    h = hashlib.sha256()
+    for name, df in data.tables().items():
+        h.update(name.encode() + b"\0" + "\0".join(map(str, df.columns)).encode() + b"\0")
+        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def provenance(*, data: str | os.PathLike | None, parameters: Mapping[str, Any],
+               data_label: str | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     """The provenance record shown at the top of every report.
 
     Contains the package version, git commit, data fingerprint, parameters and
     the versions of Python, the numerical libraries the estimators use and R/survival
-    (when ``Rscript`` is installed).
+    (when ``Rscript`` is installed). ``data_label`` and ``fingerprint`` describe data that
+    did not come from a directory (a study's mapped extract); by default they are derived
+    from ``data``.
     """
     import numpy
     import pandas
@@ -188,8 +206,8 @@ def provenance(*, data: str | os.PathLike | None, parameters: Mapping[str, Any])
     return {
         "iop_research": __version__,
         "git_commit": _git_commit(Path(__file__).resolve().parents[2]),
-        "data": "bundled demo cohort (iop_research/datasets/demo)" if data is None else str(data),
-        "data_fingerprint": data_fingerprint(data),
+        "data": data_label or ("bundled demo cohort (iop_research/datasets/demo)" if data is None else str(data)),
+        "data_fingerprint": fingerprint or data_fingerprint(data),
         "parameters": dict(parameters),
         "python": platform.python_version(),
         "pandas": pandas.__version__,
@@ -839,7 +857,13 @@ def build_reports(
     helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="iop-report-prep")
     pool = ThreadPoolExecutor(max_workers=min(max_workers, len(paths)), thread_name_prefix="iop-report")
     try:
-        prov_future = helpers.submit(provenance, data=data, parameters=params)
+        prov_kw = {}
+        if study_mode and data is None and prepared_study.config.get("data.mapping") is not None:
+            # the data are the extract as mapped, not a directory: say so, and fingerprint what was analysed
+            prov_kw = {"data_label": f"{prepared_study.data_label} "
+                                     f"({Path(prepared_study.config.get('data.mapping')).name})",
+                       "fingerprint": tables_fingerprint(prepared_study.data)}
+        prov_future = helpers.submit(provenance, data=data, parameters=params, **prov_kw)
         if (gate is None or gate is True) and study_mode:
             from iop_research.reports.gate import make_privacy_gate
 
