@@ -575,3 +575,14 @@ def test_published_figure_passes_the_pattern_gate(monkeypatch):
     f = pub.figure(fig, caption="Time to relapse")
     assert "22-rdf-syntax" not in f.html
     assert scan_report_html(_cell(f.html), notebook="n") == []
+
+
+def test_digit_runs_inside_hashes_are_not_dates():
+    """A channel signature or hash (hex) can hold a run of 13 or 8 digits: not an epoch or a date;
+    the same digits standing alone are still caught. (Found on a study build whose random
+    signature held '1508410955967'.)"""
+    sig = "b7269711affa4021a05d764df3563a1508410955967a8520eb87ef1cb806754"
+    assert scan_report_html(_cell(f'<div data-iop-sig="{sig}">x</div>'), notebook="n") == []
+    assert scan_report_html(_cell("<p>token f20210314e</p>"), notebook="n") == []
+    assert [v.rule for v in scan_report_html(_cell("<p>at 1508410955967</p>"), notebook="n")] == ["full_date"]
+    assert [v.rule for v in scan_report_html(_cell("<p>on 20210314</p>"), notebook="n")] == ["full_date"]

@@ -600,8 +600,16 @@ def _finish_study(stage: Path, sd, results) -> dict[str, Any]:
     from iop_research.exceptions import PrivacyViolationError
 
     (stage / ".prepared.pkl").unlink(missing_ok=True)
+    from iop_research.reports.config import QUESTIONS
+
     audit = "no ledgers written"
     ledgers = sorted((stage / "ledgers").glob("*.json")) if (stage / "ledgers").is_dir() else []
+    written = {p.stem for p in ledgers}
+    missing = [Path(b.html_name).stem for b in results
+               if Path(b.html_name).stem in QUESTIONS.values() and Path(b.html_name).stem not in written]
+    if missing:  # the joint audit covers every template report, or the build fails
+        raise ReportError(f"Study report(s) {', '.join(missing)} wrote no ledger to {stage / 'ledgers'}, so the "
+                          "study's published counts cannot be audited together. No report was written.")
     if ledgers:
         from iop_research.privacy.audit import audit_ledgers
 
@@ -825,7 +833,8 @@ def build_reports(
     params.update(parameters)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".iop-report-", dir=out.parent))
+    # absolute: the kernels run in the notebooks' folder and write tables, figures and ledgers here
+    stage = Path(tempfile.mkdtemp(prefix=".iop-report-", dir=out.parent.resolve()))
     kernel_params = dict(params)
     channel_key = None
     saved_key = None

@@ -128,12 +128,13 @@ _N_EQUALS = re.compile(r"(?<![\w.])[nN]\s*[=:]\s*(\d+)(?![\d.])")
 # "5.3% of 94": the count it implies; "5/45": a count out of a total
 _PCT_OF = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)\s*%\s*of\s+(\d[\d,]*)(?![\d.])", re.I)
 _FRACTION = re.compile(r"(?<![\d./])(\d{1,4})\s*/\s*(\d[\d,]*)(?![\d/.])")
-# more date forms: 20210314, 14-Mar-2021, 2021-073 (ordinal), epoch milliseconds / seconds
-_COMPACT_DATE = re.compile(r"(?<![\d.])((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?![\d.])")
+# more date forms: 20210314, 14-Mar-2021, 2021-073 (ordinal), epoch milliseconds / seconds; a digit run
+# inside a longer word (a hex signature or hash such as 'b72...a1508410955967a85') is not a date
+_COMPACT_DATE = re.compile(r"(?<![\w.])((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?![\w.])")
 _DMY_WORD = re.compile(rf"(?<![\w])\d{{1,2}}[-/]{_MONTHS}[-/](?:(?:1[89]|2\d)\d\d|\d\d)\b", re.I)
 _ORDINAL_DATE = re.compile(r"(?<![\d.\-])((?:19|20)\d\d)-(\d{3})(?![\d\-])")
-_EPOCH_MS = re.compile(r"(?<![\d.])(1\d{12}|2[0-4]\d{11})(?![\d.])")
-_EPOCH_S = re.compile(r"(?<![\d.])(1\d{9})(?![\d.])")
+_EPOCH_MS = re.compile(r"(?<![\w.])(1\d{12}|2[0-4]\d{11})(?![\w.])")
+_EPOCH_S = re.compile(r"(?<![\w.])(1\d{9})(?![\w.])")
 _EXCEL_CONTEXT = re.compile(r"(?:date|admit|admission|discharg|dob|birth|dispens|visit|event|serial|on)\W{0,3}\s*"
                             r"(?:[:=]\s*)?(\d{5})(?:\.\d+)?(?![\d])", re.I)
 _NOT_COUNT_LABEL = re.compile(r"(day|days|time|year|age|_id$|^id$|week|month|dose|mg|minute|hour|rank|seed|"
