@@ -411,3 +411,15 @@ def test_study_reading_a_mapping_file_names_the_extract_in_provenance(extract, t
     assert "mapping.toml" in record["data"] and "demo" not in record["data"]
     assert record["data_fingerprint"] != data_fingerprint(None)
     assert "demo" not in (out / "01_cohort.html").read_text(encoding="utf-8").split("data_fingerprint")[0].lower()
+
+
+def test_listing_into_a_closed_pipe_is_not_an_error():
+    """``iop-research report --list | head -0``: the reader has gone before the listing is written;
+    no message about paths and permissions, exit 0 (found running the wheel as a user)."""
+    exe = Path(sys.executable).with_name("iop-research")
+    proc = subprocess.Popen([str(exe), "report", "--list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command (a second or so to start) writes anything
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "permission" not in err and "Broken pipe" not in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -395,6 +396,12 @@ def main(argv=None) -> int:
     except IopError as exc:  # e.g. DataWriteError: --out holds tables of another format
         _err(f"iop-research {args.command} failed: {exc}")
         return EXIT_PROBLEMS
+    except BrokenPipeError:  # the reader of stdout went away (`iop-research report --list | head`): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush cannot fail again
+        except OSError:  # pragma: no cover
+            pass
+        return EXIT_OK
     except OSError as exc:  # e.g. permission denied writing --out
         where = f" ({exc.filename})" if exc.filename else ""
         _err(f"iop-research {args.command}: {exc.strerror or exc}{where}. Check the path and its permissions.")
