@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,9 @@ class Design:
         Data columns the design uses.
     formula : str
         The right-hand side that was evaluated.
+    model_spec : formulaic.ModelSpec or None
+        How formulaic built the matrix (levels of each categorical, transforms), to build the
+        same columns for new data; None for numeric-only covariate lists (the columns are the data).
     """
 
     matrix: np.ndarray
@@ -76,6 +79,7 @@ class Design:
     assign: Mapping[str, tuple] = field(default_factory=dict)
     variables: tuple = ()
     formula: str = ""
+    model_spec: Any = None
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -331,6 +335,7 @@ def build_design(
         assign=assign,
         variables=tuple(str(v) for v in variables),
         formula=rhs,
+        model_spec=mm.model_spec,
     )
 
 

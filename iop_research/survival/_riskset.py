@@ -199,7 +199,7 @@ def design_for_newdata(spec: dict, columns: Sequence[str], newdata: pd.DataFrame
                 f"(rows: {format_ids(newdata.index[rows])}). Fill or drop them first."
             )
         try:
-            mm = ms.get_model_matrix(newdata, na_action="ignore")
+            mm = ms.get_model_matrix(newdata, na_action="ignore", output="pandas")
         except Exception as exc:
             raise ModelSpecificationError(
                 f"{where}: the formula {spec['formula']!r} could not be evaluated on newdata "

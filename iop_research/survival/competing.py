@@ -630,16 +630,6 @@ class _FGData:
         return u.T @ u, u
 
 
-def _formula_spec(df: pd.DataFrame, formula: str | None):
-    """formulaic model spec of a formula fit (to build the same columns for new data), else None."""
-    if formula is None:
-        return None
-    from formulaic import model_matrix
-
-    rhs = formula.split("~", 1)[1] if "~" in formula else formula
-    return model_matrix(rhs, df, na_action="ignore").model_spec
-
-
 def fit_fine_gray(
     df: pd.DataFrame,
     *,
@@ -822,7 +812,7 @@ def fit_fine_gray(
             "terms": list(terms),
             "covariates": None if covariates is None else list(covariates),
             "formula": formula,
-            "model_spec": _formula_spec(df, formula),
+            "model_spec": design.model_spec if formula is not None else None,
             "levels": {} if covariates is None else {
                 c: (
                     [lv for lv in df[c].cat.categories if (df[c] == lv).any()]

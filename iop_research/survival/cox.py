@@ -976,7 +976,7 @@ def fit_cox(
             row_index=df.index[idx],
         ),
         spec=_prediction_spec(
-            df, covariates=covariates, formula=formula, strata_col=strata_col, duration_col=duration_col,
+            df, covariates=covariates, formula=formula, model_spec=design.model_spec, strata_col=strata_col, duration_col=duration_col,
             start_col=start_col, stop_col=stop_col, event_col=event_col, weights_col=weights_col,
             cluster_col=cluster_col,
         ),
@@ -985,16 +985,11 @@ def fit_cox(
     return Result(method=method, tidy=tidy, glance=glance, model=model, conventions=_CONVENTIONS)
 
 
-def _prediction_spec(df, *, covariates, formula, strata_col, **cols) -> dict:
+def _prediction_spec(df, *, covariates, formula, model_spec, strata_col, **cols) -> dict:
     """What prediction for new data needs: covariate coding, formula spec, strata labels."""
     levels: dict[str, list] = {}
-    model_spec = None
-    if formula is not None:
-        from formulaic import model_matrix
-
-        rhs = formula.split("~", 1)[1] if "~" in formula else formula
-        model_spec = model_matrix(rhs, df, na_action="ignore").model_spec
-    else:
+    if formula is None:
+        model_spec = None  # covariate lists: coded from ``levels`` below
         covs = [covariates] if isinstance(covariates, str) else list(covariates)
         for cov in covs:
             s = df[cov]
