@@ -25,7 +25,6 @@ References
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -46,10 +45,11 @@ from iop_research._validate import (
     row_labels,
     weights_column,
 )
+from iop_research.designs._logistic import fit_logistic
 from iop_research.designs.balance import standardized_difference
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.survival.cox import fit_cox
-from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError
+from iop_research.exceptions import EstimatorInputError, ModelSpecificationError
 
 __all__ = ["iptw", "IptwResult", "landmark_analysis", "evalue", "BALANCE_COLUMNS", "POSITIVITY_COLUMNS"]
 
@@ -267,7 +267,6 @@ def iptw(
     >>> bool(res.weights.notna().all()), bool(res.glance["ess_treated"].iloc[0] < 100)
     (True, True)
     """
-    import statsmodels.api as sm  # noqa: PLC0415 - heavy import kept out of module import
 
     where = "iptw"
     if (covariates is None) == (formula is None):
@@ -285,26 +284,8 @@ def iptw(
     check_identifiable(design.matrix, design.terms, func=where)
     terms = ["(Intercept)", *design.terms]
     fml = f"{treatment_col} ~ {design.formula}"
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model = sm.GLM(a, np.column_stack([np.ones(len(df)), design.matrix]), family=sm.families.Binomial(),
-                           missing="raise")
-            fit = model.fit()
-    except Exception as exc:  # statsmodels errors, e.g. perfect separation in old versions
-        raise ModelSpecificationError(
-            f"{where}: the propensity model {fml!r} could not be fitted ({exc}). Check for covariates that "
-            "predict treatment exactly."
-        ) from exc
-    for wrn in caught:
-        name = type(wrn.message).__name__
-        if "Separation" in name:
-            raise ModelSpecificationError(
-                f"{where}: perfect separation in the propensity model {fml!r}: some covariate pattern predicts "
-                "treatment exactly (positivity violation). Coarsen or drop that covariate, or restrict the cohort."
-            )
-        if "Convergence" in name:
-            raise ConvergenceError(f"{where}: the propensity model {fml!r} did not converge ({wrn.message}).")
+    fit = fit_logistic(a, np.column_stack([np.ones(len(df)), design.matrix]), func=where,
+                       what=f"propensity model {fml!r}", predicts="treatment")
     ps = np.asarray(fit.fittedvalues, dtype=float)
     treated = a == 1
 

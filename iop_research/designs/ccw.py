@@ -82,7 +82,6 @@ References
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -99,6 +98,7 @@ from iop_research._validate import (
     require_frame,
     row_labels,
 )
+from iop_research.designs._logistic import fit_logistic, newton_logistic
 from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError, format_ids
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.survival.km import fit_km
@@ -247,57 +247,6 @@ def _deviation_rows(time: np.ndarray, ta: np.ndarray, grace: int) -> tuple[np.nd
     return person, day, started
 
 
-def _fit_logistic(y, x, *, what: str, weights=None, func: str = _FUNC):
-    import statsmodels.api as sm  # noqa: PLC0415 - heavy import kept out of module import
-
-    family = sm.families.Binomial()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fit = sm.GLM(y, x, family=family, var_weights=weights, missing="raise").fit(tol=1e-12, maxiter=100)
-    except Exception as exc:
-        raise ModelSpecificationError(
-            f"{func}: the {what} could not be fitted ({type(exc).__name__}: {exc}). Check that some people start "
-            "and some do not start treatment on the days at risk, and for covariates that predict starting exactly."
-        ) from exc
-    for wrn in caught:
-        name = type(wrn.message).__name__
-        if "Separation" in name:
-            raise ModelSpecificationError(
-                f"{func}: perfect separation in the {what}: some covariate pattern predicts starting treatment "
-                "exactly (positivity violation). Coarsen or drop that covariate, or restrict the cohort."
-            )
-        if "Convergence" in name:
-            raise ConvergenceError(f"{func}: the {what} did not converge ({wrn.message}).")
-    if not np.all(np.isfinite(fit.params)):
-        raise ModelSpecificationError(f"{func}: the {what} has non-finite coefficients; check the covariates.")
-    return fit
-
-
-def _newton_logistic(y, x, start, weights=None, *, what: str, func: str = _FUNC) -> np.ndarray:
-    """Logistic regression by Newton-Raphson (the maximum-likelihood estimate R's glm finds).
-
-    Used in bootstrap replicates, started from the full-sample estimate (2-4 steps), where
-    statsmodels' per-iteration results objects would dominate the run time; the test suite
-    checks it against statsmodels and R.
-    """
-    beta = np.array(start, dtype=float)
-    w = np.ones(len(y)) if weights is None else weights
-    for _ in range(50):
-        eta = x @ beta
-        mu = 1.0 / (1.0 + np.exp(-eta))
-        score = x.T @ (w * (y - mu))
-        info = (x * (w * mu * (1.0 - mu))[:, None]).T @ x
-        try:
-            step = np.linalg.solve(info, score)
-        except np.linalg.LinAlgError as exc:
-            raise ModelSpecificationError(f"{func}: the {what} is singular in this sample ({exc}).") from exc
-        beta = beta + step
-        if np.max(np.abs(step)) < 1e-10 * (1.0 + np.max(np.abs(beta))):
-            return beta
-    raise ConvergenceError(f"{func}: the {what} did not converge in 50 Newton steps.")
-
-
 def _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon):
     """Counting-process rows of both arms: dict of arrays (person, arm, start, stop, event, weight).
 
@@ -400,7 +349,8 @@ def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, 
             f"{func}: nobody's treatment changes within {g_event} days; the strategy {labels[0]!r} is not observed. "
             "Check the treatment-time column or lengthen the grace period."
         )
-    dev_fit = _fit_logistic(changed, _deviation_design(x, day, person, degree), what="deviation model", func=func)
+    dev_fit = fit_logistic(changed, _deviation_design(x, day, person, degree), what="deviation model",
+                           predicts="starting treatment", func=func, tol=1e-12)
     surv_dev = _weights_matrix(np.asarray(dev_fit.params), x, window, degree)
     rows = _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon)
     frame = pd.DataFrame({
@@ -414,7 +364,8 @@ def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, 
     if surv.shape[1] != len(grid):
         raise ModelSpecificationError(f"{func}: one arm has no clone person-time; check the cohort.")
     y_hr, w_hr, x_hr = _hr_cells(rows, horizon)
-    hr_fit = _fit_logistic(y_hr, x_hr, what="weighted pooled logistic outcome model", weights=w_hr, func=func)
+    hr_fit = fit_logistic(y_hr, x_hr, what="weighted pooled logistic outcome model", predicts="the outcome",
+                          weights=w_hr, func=func, tol=1e-12)
     return {"dev_fit": dev_fit, "hr_fit": hr_fit, "rows": rows, "surv": surv, "risk": 1.0 - surv[:, -1],
             "log_hr": float(hr_fit.params[1]), "km": km}
 
@@ -425,12 +376,12 @@ def _replicate(time, event, ta, x, g_event, g_free, horizon, degree, dev_start, 
     person, day, changed = _deviation_rows(time, ta, window)
     if not (ta <= g_event).any():
         raise ModelSpecificationError(f"{func}: nobody's treatment changes within {g_event} days in this resample.")
-    params = _newton_logistic(changed, _deviation_design(x, day, person, degree), dev_start,
+    params = newton_logistic(changed, _deviation_design(x, day, person, degree), dev_start,
                               what="deviation model", func=func)
     rows = _clone_rows(time, event, ta, _weights_matrix(params, x, window, degree), g_event, g_free, horizon)
     surv = _survival_from_cells(rows, horizon)
     y_hr, w_hr, x_hr = _hr_cells(rows, horizon)
-    log_hr = _newton_logistic(y_hr, x_hr, hr_start, w_hr, what="weighted pooled logistic outcome model", func=func)[1]
+    log_hr = newton_logistic(y_hr, x_hr, hr_start, w_hr, what="weighted pooled logistic outcome model", func=func)[1]
     return surv, 1.0 - surv[:, -1], float(log_hr)
 
 
