@@ -25,6 +25,7 @@ import iop_research.designs as designs
 import iop_research.survival as survival
 from iop_research.designs.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, iptw, landmark_analysis, evalue
 from iop_research.designs.adjusted import adjusted_survival
+from iop_research.designs.iptw_cox import iptw_cox
 from iop_research.survival.metrics import (
     bootstrap_optimism,
     brier_score,
@@ -233,6 +234,11 @@ CASES = {
                                            "event_col": "event", "times": [20, 40], "n_boot": 5, "seed": 1, **k}),
         ("exposure", "time", "survival", "std_error", "conf_low", "conf_high"),
         ("method", "n", "n_events", "n_boot", "n_boot_failed", "tau"), [{}, {"method": "iptw"}]),
+    "iptw_cox": Case(
+        lambda **k: iptw_cox(D, **{"treatment_col": "treat", "duration_col": "days", "event_col": "event",
+                                  "covariates": ["x"], **k}),
+        COX_TIDY_COLUMNS, ("n", "n_events", "estimand", "stabilized", "se_ratio"),
+        [{}, {"estimand": "ATT"}, {"cluster_col": "id"}]),
     "clone_censor_weight": Case(
         lambda **k: _ccw(D, **k), CCW_TIDY_COLUMNS, CCW_GLANCE_COLUMNS,
         [{}, {"n_bootstrap": 0, "deviation_time": "quadratic", "covariates": []}], headline=("risk_difference",)),

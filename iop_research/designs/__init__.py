@@ -1,6 +1,6 @@
 """Designs for fair comparisons: inverse probability of treatment weighting with
 balance diagnostics, landmark analysis, E-values, target trial emulation by
-clone-censor-weight, adjusted (counterfactual) survival curves by g-computation or IPTW.
+clone-censor-weight, IPTW Cox with the M-estimation variance, adjusted (counterfactual) survival curves by g-computation or IPTW.
 """
 from __future__ import annotations
 
@@ -18,4 +18,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'standardized_difference': 'balance',
     'standardized_mean_difference': 'balance',
     'adjusted_survival': 'adjusted',
+    'iptw_cox': 'iptw_cox',
 })

@@ -243,8 +243,10 @@ def iptw(
     variables and the n-1 sample variance otherwise (cobalt's default; tableone's
     ``svyCreateTableOne`` uses weighted SDs in the weighted SMD). Effective sample size is
     :math:`(\\sum w)^2/\\sum w^2` per group (Kish). Weighted Cox models need
-    ``robust=True`` (R's ``coxph(weights = w, robust = TRUE)``); the sandwich SE ignores
+    ``robust=True`` (R's ``coxph(weights = w, robust = TRUE)``); that sandwich SE ignores
     the estimation of the propensity score and is conservative for the ATE.
+    :func:`~iop_research.designs.iptw_cox` fits the weighted Cox model with the
+    M-estimation variance that accounts for it.
 
     References
     ----------
