@@ -26,6 +26,7 @@ import iop_research.survival as survival
 from iop_research.designs.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, iptw, landmark_analysis, evalue
 from iop_research.designs.adjusted import adjusted_survival
 from iop_research.designs.iptw_cox import iptw_cox
+from iop_research.designs.matching import MATCH_BALANCE_COLUMNS, MATCH_GLANCE_COLUMNS, ps_match
 from iop_research.survival.metrics import (
     bootstrap_optimism,
     brier_score,
@@ -239,6 +240,9 @@ CASES = {
                                   "covariates": ["x"], **k}),
         COX_TIDY_COLUMNS, ("n", "n_events", "estimand", "stabilized", "se_ratio"),
         [{}, {"estimand": "ATT"}, {"cluster_col": "id"}]),
+    "ps_match": Case(
+        lambda **k: ps_match(D, **{"treatment_col": "treat", "covariates": ["x", "sex"], **k}),
+        MATCH_BALANCE_COLUMNS, MATCH_GLANCE_COLUMNS, [{}, {"ratio": 2, "replace": True}], counts_events=False),
     "clone_censor_weight": Case(
         lambda **k: _ccw(D, **k), CCW_TIDY_COLUMNS, CCW_GLANCE_COLUMNS,
         [{}, {"n_bootstrap": 0, "deviation_time": "quadratic", "covariates": []}], headline=("risk_difference",)),

@@ -1,6 +1,6 @@
 """Designs for fair comparisons: inverse probability of treatment weighting with
 balance diagnostics, landmark analysis, E-values, target trial emulation by
-clone-censor-weight, IPTW Cox with the M-estimation variance, adjusted (counterfactual) survival curves by g-computation or IPTW.
+clone-censor-weight, IPTW Cox with the M-estimation variance, propensity-score matching, adjusted (counterfactual) survival curves by g-computation or IPTW.
 """
 from __future__ import annotations
 
@@ -19,4 +19,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'standardized_mean_difference': 'balance',
     'adjusted_survival': 'adjusted',
     'iptw_cox': 'iptw_cox',
+    'ps_match': 'matching',
 })
