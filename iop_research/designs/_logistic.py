@@ -29,11 +29,24 @@ def fit_logistic(y, x, *, func: str, what: str, predicts: str, weights=None, tol
     """
     import statsmodels.api as sm  # noqa: PLC0415 - heavy import kept out of module import
 
+    # Newton steps are cheap; statsmodels' IRLS builds a results object per iteration. Start IRLS at the
+    # Newton solution (it then stops after a step or two) and let it judge separation and convergence.
+    start = None
+    if np.all(np.isfinite(np.asarray(x, dtype=float))) and np.all(np.isfinite(np.asarray(y, dtype=float))):
+        try:
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                start = newton_logistic(np.asarray(y, dtype=float), np.asarray(x, dtype=float), np.zeros(np.shape(x)[1]),
+                                        None if weights is None else np.asarray(weights, dtype=float),
+                                        func=func, what=what)
+            if not np.all(np.isfinite(start)):
+                start = None
+        except (ConvergenceError, ModelSpecificationError, FloatingPointError):
+            start = None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fit = sm.GLM(y, x, family=sm.families.Binomial(), var_weights=weights, missing="raise").fit(
-                tol=tol, maxiter=100)
+                start_params=start, tol=tol, maxiter=100)
     except Exception as exc:  # statsmodels' own errors (singular design, separation in old versions)
         raise ModelSpecificationError(
             f"{func}: the {what} could not be fitted ({type(exc).__name__}: {exc}). Check that both outcomes "

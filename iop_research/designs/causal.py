@@ -47,6 +47,7 @@ from iop_research._validate import (
 )
 from iop_research.designs._logistic import fit_logistic
 from iop_research.designs.balance import standardized_difference
+from iop_research.designs.ipcw import ipcw_landmark
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.survival.cox import fit_cox
 from iop_research.exceptions import EstimatorInputError, ModelSpecificationError
@@ -413,6 +414,10 @@ def landmark_analysis(
     weights_col: str | None = None,
     cluster_col: str | None = None,
     clock_reset: bool = False,
+    switch_col: str | None = None,
+    censoring_covariates: Sequence[str] | None = None,
+    censoring_time: str = "linear",
+    stabilized: bool = True,
 ) -> Result:
     """Landmark analysis: exposure fixed at day L, Cox model from L among those at risk at L.
 
@@ -440,14 +445,30 @@ def landmark_analysis(
         False: keep rows with duration > L and use duration - L. True: the frame is already a
         landmark frame (e.g. from ``frames.landmark_frame``): durations count from L, rows with
         duration <= 0 are an error.
+    switch_col : str, optional
+        Per-protocol analysis with inverse probability of censoring weights: the day (on the
+        duration's clock, whole days) the exposure changed after L, NaN if it did not.
+        Follow-up is censored at the switch and the people who have not switched are
+        weighted by their inverse probability of not having switched (see
+        :mod:`iop_research.designs.ipcw`). Not with ``clock_reset=True`` or ``weights_col``.
+    censoring_covariates : sequence of str, optional
+        Covariates of the switching model (default: ``covariates``); include what predicts
+        both switching and the outcome.
+    censoring_time : {"constant", "linear", "quadratic"}, default "linear"
+        Day terms of the switching model.
+    stabilized : bool, default True
+        Stabilised censoring weights (numerator model with the day terms only).
 
     Returns
     -------
     Result
         ``tidy``: Cox columns ``term, estimate, std_error, conf_low, conf_high, p_value,
         hazard_ratio, hr_conf_low, hr_conf_high`` (plus what ``fit_cox`` adds, e.g.
-        ``naive_std_error``); ``glance``: ``landmark_days, n_at_risk, n_events, n_excluded``;
-        ``extra['excluded']``: ``reason, n`` (event by L, censored by L).
+        ``naive_std_error``); ``glance``: ``landmark_days, n_at_risk, n_events, n_excluded,
+        n_censored_at_switch, max_weight`` (the last two 0 and NaN without ``switch_col``);
+        ``extra['excluded']``: ``reason, n`` (event by L, censored by L);
+        ``extra['censoring']``: ``arm, model, term, estimate, std_error`` of the switching
+        models (empty without ``switch_col``).
 
     Raises
     ------
@@ -518,36 +539,59 @@ def landmark_analysis(
     )
     if not at_risk.any():
         raise ModelSpecificationError(f"{where}: nobody is at risk after day {landmark_days:g}. Choose an earlier landmark.")
-    tcol = "__days_since_landmark__"
-    work = df.loc[at_risk].assign(**{tcol: new_time[at_risk]})
-    robust = weights_col is not None or cluster_col is not None
-    fit = fit_cox(
-        work,
-        duration_col=tcol,
-        event_col=event_col,
-        covariates=[exposure_col, *covariates],
-        weights_col=weights_col,
-        cluster_col=cluster_col,
-        robust=robust,
-    )
+    censoring = pd.DataFrame(columns=["arm", "model", "term", "estimate", "std_error"])
+    n_switch, max_w = 0, np.nan
+    conventions = {"landmark": "at risk: duration > L; clock reset to duration - L; exposure as known at L"}
+    if switch_col is not None:
+        if clock_reset or weights_col is not None:
+            raise ModelSpecificationError(
+                f"{where}: switch_col (per-protocol IPCW) needs durations from the origin (clock_reset=False) and "
+                "makes its own weights (no weights_col). Fit baseline IPTW inside the landmark sample separately.")
+        require_frame(df, where, {"switch_col": switch_col, "censoring_covariates": censoring_covariates},
+                      multi=("censoring_covariates",))
+        pp = ipcw_landmark(df, landmark_days=landmark_days, time=time, event=event,
+                           exposure=binary_column(df, exposure_col, func=where, role="exposure"),
+                           switch_col=switch_col, duration_col=duration_col, event_col=event_col,
+                           exposure_col=exposure_col, covariates=list(covariates),
+                           censoring_covariates=censoring_covariates, censoring_time=censoring_time,
+                           stabilized=stabilized, cluster_col=cluster_col, func=where)
+        fit, censoring = pp["fit"], pp["censoring"]
+        n_switch, max_w, n_ev = pp["n_switched"], pp["weight_summary"]["max"], pp["n_events"]
+        conventions["per-protocol"] = (
+            "censored on the switch day (an event that day counts); stabilised IPCW from pooled logistic switching "
+            "models per arm" if stabilized else "censored on the switch day; IPCW from pooled logistic switching models")
+        conventions["variance"] = "robust (cluster = person), weights treated as known: conservative"
+    else:
+        tcol = "__days_since_landmark__"
+        work = df.loc[at_risk].assign(**{tcol: new_time[at_risk]})
+        robust = weights_col is not None or cluster_col is not None
+        fit = fit_cox(
+            work,
+            duration_col=tcol,
+            event_col=event_col,
+            covariates=[exposure_col, *covariates],
+            weights_col=weights_col,
+            cluster_col=cluster_col,
+            robust=robust,
+        )
+        n_ev = int((event[at_risk] == 1).sum())
     glance = pd.DataFrame(
         {
             "landmark_days": [float(landmark_days)],
             "n_at_risk": [int(at_risk.sum())],
-            "n_events": [int((event[at_risk] == 1).sum())],
+            "n_events": [n_ev],
             "n_excluded": [int((~at_risk).sum())],
+            "n_censored_at_switch": [n_switch],
+            "max_weight": [max_w],
         }
     )
     return Result(
-        method=f"Landmark Cox (L = {landmark_days:g} days)",
+        method=f"Landmark Cox (L = {landmark_days:g} days)" + (", per-protocol IPCW" if switch_col else ""),
         tidy=fit.tidy,
         glance=glance,
         model=fit,
-        extra={"excluded": excluded},
-        conventions={
-            **dict(fit.conventions),
-            "landmark": "at risk: duration > L; clock reset to duration - L; exposure as known at L",
-        },
+        extra={"excluded": excluded, "censoring": censoring},
+        conventions={**dict(fit.conventions), **conventions},
     )
 
 
