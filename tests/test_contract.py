@@ -26,6 +26,7 @@ import iop_research.survival as survival
 from iop_research.designs.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, iptw, landmark_analysis, evalue
 from iop_research.designs.adjusted import adjusted_survival
 from iop_research.designs.iptw_cox import iptw_cox
+from iop_research.designs.msm import MSM_GLANCE_COLUMNS, msm_cox
 from iop_research.designs.matching import MATCH_BALANCE_COLUMNS, MATCH_GLANCE_COLUMNS, ps_match
 from iop_research.survival.metrics import (
     bootstrap_optimism,
@@ -62,6 +63,8 @@ from iop_research.survival.cox import COX_GLANCE_COLUMNS, COX_TIDY_COLUMNS, PH_T
 from iop_research.survival.interval import TURNBULL_COLUMNS, fit_interval_aft, fit_turnbull
 from iop_research.survival.km import fit_km, logrank_test, rmst
 
+from msm_sim import simulate_msm
+
 
 def _frame() -> pd.DataFrame:
     rng = np.random.default_rng(11)
@@ -78,10 +81,13 @@ def _frame() -> pd.DataFrame:
         "id": np.arange(n) // 2, "strat": rng.choice(["s1", "s2"], n), "treat": rng.binomial(1, 0.5, n),
         "start": 0.0, "entry": np.where(rng.random(n) < 0.2, 1.0, 0.0),
         "lo": np.floor(days / 7) * 7, "hi": np.where(e == 1, np.floor(days / 7) * 7 + 7, np.inf),
+        # day the exposure changed after day 10 (landmark_analysis's per-protocol IPCW), NaN = never
+        "switch": np.where((days > 15) & (rng.random(n) < 0.4), np.minimum(days, 11 + rng.integers(0, 30, n)), np.nan),
     })
 
 
 D = _frame()
+_MSM = simulate_msm(np.random.default_rng(5), 150)
 COVS = ["x", "sex"]
 
 
@@ -199,8 +205,10 @@ CASES = {
     "landmark_analysis": Case(
         lambda **k: landmark_analysis(D, **{"landmark_days": 10, "duration_col": "days", "event_col": "event",
                                            "exposure_col": "treat", "covariates": ["x"], **k}),
-        COX_TIDY_COLUMNS, ("landmark_days", "n_at_risk", "n_events", "n_excluded"),
-        [{}, {"weights_col": "w", "cluster_col": "id"}], headline=("hazard_ratio",)),
+        COX_TIDY_COLUMNS, ("landmark_days", "n_at_risk", "n_events", "n_excluded", "n_censored_at_switch",
+                           "max_weight"),
+        [{}, {"weights_col": "w", "cluster_col": "id"}, {"switch_col": "switch", "cluster_col": "id"}],
+        headline=("hazard_ratio",)),
     "evalue": Case(
         lambda **k: evalue(**{"hazard_ratio": 0.6, "conf_low": 0.4, "conf_high": 0.9, **k}),
         ("quantity", "hazard_ratio", "risk_ratio", "evalue"), ("evalue_estimate", "evalue_ci"),
@@ -240,6 +248,12 @@ CASES = {
                                   "covariates": ["x"], **k}),
         COX_TIDY_COLUMNS, ("n", "n_events", "estimand", "stabilized", "se_ratio"),
         [{}, {"estimand": "ATT"}, {"cluster_col": "id"}]),
+    "msm_cox": Case(
+        lambda **k: msm_cox(_MSM, **{"id_col": "pid", "start_col": "start", "stop_col": "stop", "event_col": "event",
+                                    "treatment_col": "on_mat", "treatment_covariates": ["mat_last_week",
+                                                                                          "positive_screen"],
+                                    "stabilizing_covariates": ["mat_last_week"], **k}),
+        COX_TIDY_COLUMNS, MSM_GLANCE_COLUMNS, [{}, {"truncate": 0.01}], headline=("hazard_ratio",)),
     "ps_match": Case(
         lambda **k: ps_match(D, **{"treatment_col": "treat", "covariates": ["x", "sex"], **k}),
         MATCH_BALANCE_COLUMNS, MATCH_GLANCE_COLUMNS, [{}, {"ratio": 2, "replace": True}], counts_events=False),

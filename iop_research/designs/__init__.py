@@ -1,6 +1,8 @@
 """Designs for fair comparisons: inverse probability of treatment weighting with
-balance diagnostics, landmark analysis, E-values, target trial emulation by
-clone-censor-weight, IPTW Cox with the M-estimation variance, propensity-score matching, adjusted (counterfactual) survival curves by g-computation or IPTW.
+balance diagnostics, IPTW Cox with the M-estimation variance, propensity-score
+matching, landmark analysis (per-protocol with censoring weights), marginal structural
+Cox models, E-values, target trial emulation by clone-censor-weight, adjusted
+(counterfactual) survival curves by g-computation or IPTW.
 """
 from __future__ import annotations
 
@@ -20,4 +22,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'adjusted_survival': 'adjusted',
     'iptw_cox': 'iptw_cox',
     'ps_match': 'matching',
+    'msm_cox': 'msm',
 })

@@ -101,11 +101,46 @@ _CIF_CONVENTIONS = {
 # --------------------------------------------------------------------------- Aalen-Johansen
 
 
+def _aj_ij_variance(inv, order, ww, is_cause, is_event, n, dall, d1, s_before, cif, cluster=None):
+    """Infinitesimal-jackknife variance of a weighted Aalen-Johansen CIF at each distinct time.
+
+    ``U_i(t) = dF_k(t)/dw_i`` written out (the derivative through the cause-specific hazard
+    and through the all-cause survival), ``V(t) = sum_i (w_i U_i(t))^2`` (summed within
+    ``cluster`` first), as R's ``survfit`` reports for weighted multi-state data.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(n > 0, dall / n, 0.0)
+        lamk = np.where(n > 0, d1 / n, 0.0)
+        a = np.where((n > 0) & (lam < 1.0), 1.0 / (n * (1.0 - lam)), 0.0)
+        h = np.where(n > 0, s_before * lamk / n, 0.0)
+    cc = np.cumsum(lam * a)
+    c_before = np.concatenate(([0.0], cc[:-1]))
+    hc = np.cumsum(h)
+    ec = np.cumsum(lamk * s_before * c_before)
+    idx = inv  # position of each (sorted) row's time among the distinct times
+    wi = ww
+    ev = is_event[order]
+    ck = is_cause[order]
+    g = ev * a[idx] - cc[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.where(n[idx] > 0, s_before[idx] / n[idx], 0.0)
+    var = np.empty(len(n))
+    codes = None if cluster is None else cluster[order]
+    for p in range(len(n)):
+        m = np.minimum(idx, p)
+        u = (ck * (idx <= p) * own - hc[m]) + (ec[m] - g * np.where(idx < p, cif[p] - cif[idx], 0.0))
+        infl = wi * u
+        if codes is not None:
+            infl = np.bincount(codes, weights=infl)
+        var[p] = float(infl @ infl)
+    return var
+
+
 def _aj_curve(time: np.ndarray, is_cause: np.ndarray, is_event: np.ndarray, w: np.ndarray | None):
     """Aalen-Johansen CIF of one cause in one group, at the distinct observed times.
 
     Returns distinct times, number at risk, cause events, CIF, and the cuminc
-    delta-method variance (NaN when weighted).
+    delta-method variance (the infinitesimal-jackknife variance when weighted).
     """
     order = np.argsort(time, kind="stable")
     t = time[order]
@@ -123,7 +158,7 @@ def _aj_curve(time: np.ndarray, is_cause: np.ndarray, is_event: np.ndarray, w: n
         jump = np.where(n > 0, s_before * d1 / n, 0.0)
     cif = np.cumsum(jump)
     if w is not None:
-        return ut, n, d1, cif, np.full(len(ut), np.nan)
+        return ut, n, d1, cif, _aj_ij_variance(inv, order, ww, is_cause, is_event, n, dall, d1, s_before, cif)
 
     # cuminc's variance: V(t) = sum_j t6_j (a_j - F(t) b_j)^2 over event contributions j <= t,
     # evaluated at event times of the cause of interest and carried forward.
@@ -190,8 +225,9 @@ def cumulative_incidence(
     group_col : str, optional
         Estimate separately within each level (sorted; groups labelled ``"all"`` when None).
     weights_col : str, optional
-        Non-negative case weights (e.g. IPTW from :func:`iop_research.designs.causal.iptw`). Point
-        estimates only: ``std_error``, ``conf_low`` and ``conf_high`` are NaN.
+        Non-negative case weights (e.g. IPTW from :func:`iop_research.designs.causal.iptw`). The
+        standard error is then the infinitesimal jackknife, as R's weighted multi-state
+        ``survfit``; it treats the weights as known.
     conf_level : float, default 0.95
         Confidence level of the pointwise log(-log) interval.
     times : sequence of float, optional
@@ -220,7 +256,7 @@ def cumulative_incidence(
     ``cmprsk::cuminc`` and to the multi-state ``survival::survfit``. The variance is
     ``cuminc``'s delta-method variance (evaluated at the cause's own event times and carried
     forward, as ``timepoints()`` reports it); ``survfit`` reports an infinitesimal-jackknife
-    standard error instead, which differs slightly. The interval is
+    standard error instead, which differs slightly, and that is the one given for weighted data. The interval is
     :math:`\\hat F^{\\exp(\\pm z\\,se/|\\hat F\\log\\hat F|)}` (log(-log) transform).
 
     References
