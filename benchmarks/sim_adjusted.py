@@ -7,14 +7,15 @@ proportional-hazards time to relapse (shape 0.8, scale 150 days, log-HR -0.5 for
 survival ``S_a(t) = E[exp(-(t/150)^0.8 exp(-0.5 a + 0.4 age + 0.7 severe))]`` is computed by
 Gauss-Hermite quadrature over age and the exact mixture over severe, so the truth is exact.
 
-Each replicate draws a cohort, runs ``adjusted_survival`` (percentile bootstrap) and records
+Each replicate draws a cohort, runs ``adjusted_survival`` (influence-function intervals by
+default, ``--ci bootstrap`` for the percentile bootstrap) and records
 whether each 95% interval covers the truth, for S_0, S_1 and S_1 - S_0 at 90 and 180 days and
 the RMST difference at 180 days.
 
 Usage (repository root)::
 
-    PYTHONPATH=. python benchmarks/sim_adjusted.py [--reps 200] [--n 400] [--boot 200]
-        [--methods g-computation iptw] [--seed S] [--log benchmarks/_work/run.csv]
+    PYTHONPATH=. python benchmarks/sim_adjusted.py [--reps 200] [--n 400] [--ci analytic|bootstrap]
+        [--boot 200] [--methods g-computation iptw] [--seed S] [--log benchmarks/_work/run.csv]
     PYTHONPATH=. python benchmarks/sim_adjusted.py --summarize benchmarks/_work/run.csv
 
 ``--log`` appends each finished replicate to a CSV, so a long run can be summarised (and
@@ -95,7 +96,8 @@ def summarize(res: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(
-    *, n_reps: int, n: int, n_boot: int, seed: int, methods=("g-computation", "iptw"), progress=None
+    *, n_reps: int, n: int, n_boot: int = 0, seed: int, methods=("g-computation", "iptw"), ci: str = "analytic",
+    progress=None,
 ) -> pd.DataFrame:
     """One row per replicate x method x quantity: estimate, conf_low, conf_high, truth, covered.
 
@@ -109,7 +111,7 @@ def run(
         for method in methods:
             res = adjusted_survival(
                 d, exposure_col="mat", covariates=["age", "severe"], duration_col="days", event_col="relapse",
-                times=list(TIMES), tau=TAU, method=method, n_boot=n_boot, seed=rng,
+                times=list(TIMES), tau=TAU, method=method, ci=ci, n_boot=n_boot, seed=rng,
             )
             tid = res.tidy
             for a in (0, 1):
@@ -134,7 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--boot", type=int, default=200)
+    ap.add_argument("--ci", choices=["analytic", "bootstrap"], default="analytic")
+    ap.add_argument("--boot", type=int, default=200, help="bootstrap samples (--ci bootstrap only)")
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--methods", nargs="+", default=["g-computation", "iptw"])
     ap.add_argument("--log", default=None, help="CSV to which each replicate's rows are appended")
@@ -151,8 +154,10 @@ def main() -> None:
         if args.log:
             pd.DataFrame(rows).to_csv(args.log, mode="a", header=False, index=False)
 
-    res = run(n_reps=args.reps, n=args.n, n_boot=args.boot, seed=args.seed, methods=tuple(args.methods), progress=log)
-    print(f"{args.reps} replicates, n={args.n}, {args.boot} bootstrap samples, {time.time() - t0:.0f} s")
+    res = run(n_reps=args.reps, n=args.n, n_boot=args.boot, seed=args.seed, methods=tuple(args.methods), ci=args.ci,
+              progress=log)
+    how = f"{args.boot} bootstrap samples" if args.ci == "bootstrap" else "influence-function intervals"
+    print(f"{args.reps} replicates, n={args.n}, {how}, {time.time() - t0:.0f} s")
     print(summarize(res).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 if __name__ == "__main__":

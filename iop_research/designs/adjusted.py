@@ -200,6 +200,33 @@ def _gcomp_influence(fit, data, exposure_col, levels, grid, where):
     return out
 
 
+def _weighted_km_influence(ts: np.ndarray, es: np.ndarray, ws: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Influence (rows x grid) of each row on a weighted Kaplan-Meier curve, weights held fixed.
+
+    D_j(t) = -S(t) w_j sum_{t_k <= t} (dN_j(t_k) - Y_j(t_k) dL_k) / (Y^w_k (1 - dL_k)): the
+    derivative of the product-limit estimate in row j's weight, times that weight (R:
+    ``survfit(..., weights = w, influence = TRUE)$influence.surv``; the sum of squares over
+    rows is R's robust variance).
+    """
+    out = np.zeros((len(ts), len(grid)))
+    tk = np.unique(ts[es])
+    if tk.size == 0:
+        return out
+    order = np.argsort(ts, kind="stable")
+    rev_w = np.cumsum(ws[order][::-1])[::-1]
+    yw = rev_w[np.searchsorted(ts[order], tk, side="left")]
+    nw = np.bincount(np.searchsorted(tk, ts[es]), weights=ws[es], minlength=tk.size)
+    dlam = nw / yw
+    denom = np.where(dlam < 1, yw * (1 - dlam), np.inf)
+    surv = _at_or_before(tk, np.cumprod(1 - dlam), grid) + (grid < tk[0])
+    acc = np.cumsum(dlam / denom)
+    own = np.searchsorted(tk, ts)
+    own_d = np.where(es, denom[np.minimum(own, tk.size - 1)], np.inf)
+    q = (es[:, None] & (ts[:, None] <= grid[None, :])) / own_d[:, None]
+    q = q - _at_or_before(tk, acc, np.minimum.outer(ts, grid))
+    return -surv[None, :] * ws[:, None] * q
+
+
 def _iptw_influence(data, exposure_col, covariates, duration_col, event_col, grid):
     """Influence functions (n x len(grid), per level) of the IPTW Kaplan-Meier curves.
 
@@ -222,24 +249,8 @@ def _iptw_influence(data, exposure_col, covariates, duration_col, event_col, gri
     out = {}
     for a in (0, 1):
         rows = np.flatnonzero(A == a)
-        ts, es, ws = time[rows], event[rows], w[rows]
         d_km = np.zeros((n, G))
-        tk = np.unique(ts[es])
-        if tk.size:
-            order = np.argsort(ts, kind="stable")
-            rev_w = np.cumsum(ws[order][::-1])[::-1]
-            yw = rev_w[np.searchsorted(ts[order], tk, side="left")]
-            nw = np.bincount(np.searchsorted(tk, ts[es]), weights=ws[es], minlength=tk.size)
-            dlam = nw / yw
-            keep = dlam < 1
-            denom = np.where(keep, yw * (1 - dlam), np.inf)
-            surv = _at_or_before(tk, np.cumprod(1 - dlam), grid) + (grid < tk[0])
-            acc = np.cumsum(dlam / denom)
-            own = np.searchsorted(tk, ts)
-            own_d = np.where(es, denom[np.minimum(own, tk.size - 1)], np.inf)
-            q = (es[:, None] & (ts[:, None] <= grid[None, :])) / own_d[:, None]
-            q = q - _at_or_before(tk, acc, np.minimum.outer(ts, grid))
-            d_km[rows] = -surv[None, :] * ws[:, None] * q
+        d_km[rows] = _weighted_km_influence(time[rows], event[rows], w[rows], grid)
         m = np.where(A == 1, -(1 - e), e)
         ds_dgamma = d_km.T @ (m[:, None] * X)  # G x q
         out[a] = d_km + d_gamma @ ds_dgamma.T
