@@ -11,9 +11,13 @@ exposure level (e.g. on MAT vs not):
   from a logistic propensity model (Cole & Hernan 2004; R: ``survfit(Surv ~ exposure,
   weights = w)``).
 
-Confidence intervals are percentile intervals of a nonparametric bootstrap (rows resampled
-with replacement, the whole procedure, including the outcome or propensity model, refitted in
-each replicate); the seed is an argument.
+Confidence intervals (``ci=``): ``"analytic"`` (default) from influence functions that carry
+every estimated part (g-computation: the average over the cohort's covariates, the Cox
+coefficients and the Breslow baseline hazard, jointly; IPTW: the weighted Kaplan-Meier and the
+logistic propensity model, stacked as M-estimators); their standard errors equal R's
+infinitesimal jackknife of the same procedure (``tests/r/adjusted_if.R``). ``"bootstrap"``:
+percentile intervals of a nonparametric bootstrap (rows, or clusters, resampled with
+replacement, the whole procedure refitted in each replicate); the seed is an argument.
 """
 from __future__ import annotations
 
@@ -268,6 +272,7 @@ def adjusted_survival(
     method: str = "g-computation",
     fit: Result | None = None,
     strata_col: str | None = None,
+    cluster_col: str | None = None,
     tau: float | None = None,
     ci: str = "analytic",
     n_boot: int = 200,
@@ -299,18 +304,26 @@ def adjusted_survival(
         Stratum of the outcome model (g-computation), a separate baseline hazard per stratum.
     tau : float, optional
         Horizon of the restricted mean survival time; default ``max(times)``.
+    cluster_col : str, optional
+        Cluster (e.g. ``patient_id`` when a patient has several episodes): analytic intervals
+        sum the influence functions within a cluster (robust, clustered variance); the
+        bootstrap resamples whole clusters. The outcome/propensity model is unchanged.
+    ci : {"analytic", "bootstrap"}, default "analytic"
+        How intervals are made (see Notes); stated in ``result.method`` and
+        ``conventions["intervals"]``.
     n_boot : int, default 200
-        Bootstrap replicates for the intervals (0: point estimates only, NaN intervals).
-    seed : int or numpy.random.Generator
-        Randomness of the bootstrap.
+        Bootstrap replicates (``ci="bootstrap"`` only; 0: point estimates, NaN intervals).
+    seed : int or numpy.random.Generator, optional
+        Randomness of the bootstrap (required with ``ci="bootstrap"``; unused otherwise).
     conf_level : float, default 0.95
-        Level of the percentile intervals.
+        Level of the intervals.
 
     Returns
     -------
     Result
-        ``tidy``: ``exposure, time, survival, std_error, conf_low, conf_high`` (bootstrap SD
-        and percentile interval). ``extra["contrasts"]``: ``measure`` ("difference" =
+        ``tidy``: ``exposure, time, survival, std_error, conf_low, conf_high`` (analytic:
+        influence-function SE, interval on the log(-log) scale; bootstrap: bootstrap SD and
+        percentile interval). ``extra["contrasts"]``: ``measure`` ("difference" =
         S_a(t) - S_ref(t), "ratio" = S_a(t) / S_ref(t), "rmst_difference" at ``tau``; per
         non-reference level, with ``exposure`` naming it), ``time``, ``estimate``,
         ``std_error``, ``conf_low``, ``conf_high``. ``extra["rmst"]``: ``exposure, tau, rmst,
@@ -321,17 +334,39 @@ def adjusted_survival(
     Raises
     ------
     ModelSpecificationError
-        Unknown method; missing columns; exposure with one level (or not 0/1 for IPTW);
-        neither ``covariates`` nor ``fit`` for g-computation; bad ``times``/``tau``.
+        Unknown method or ci; missing columns; exposure with one level (or not 0/1 for IPTW);
+        neither ``covariates`` nor ``fit`` for g-computation; bad ``times``/``tau``;
+        ``ci="bootstrap"`` without ``seed``; analytic intervals for a weighted ``fit`` or a
+        ``fit`` not made on ``data``.
 
     Notes
     -----
     Conventions: outcome model Cox with Efron ties (R ``coxph``), curves ``exp(-H0(t)
     exp(lp))`` averaged over all rows of ``data`` (R ``survfit(fit, newdata)`` then
     ``rowMeans``); IPTW uses ATE weights stabilised by the marginal exposure prevalence
-    (:func:`~iop_research.designs.causal.iptw`). Intervals: percentile bootstrap, which
-    accounts for estimating the outcome/propensity model; bootstrap samples in which a
-    model cannot be fitted are skipped and counted in ``glance['n_boot_failed']``.
+    (:func:`~iop_research.designs.causal.iptw`).
+
+    Analytic intervals. g-computation: with ``r_i^a`` the relative risk of row i with the
+    exposure set to ``a`` and ``L_s`` the Breslow cumulative hazard of its stratum, the
+    influence of row j on ``S_a(t) = mean_i exp(-L_s(i)(t) r_i^a)`` is ``(S_j^a(t) -
+    S_a(t)) / n`` (sampling of the covariates) ``- g_s(j)(t) M_j(t)`` (``M_j``: row j's
+    martingale integral ``int dM_j / S0`` of the baseline hazard) ``- [g_beta(t) - sum_s
+    g_s(t) H_s(t)]' dfbeta_j`` (coefficients, with the baseline hazard's dependence on them;
+    dfbeta = score residual x inverse information, R ``residuals(fit, "dfbeta")``); the
+    variance is the sum of squares. This is the Breslow form; with tied event times R's Efron
+    hazard (used for the estimate) differs slightly. IPTW: the weighted-KM influence (R
+    ``survfit(..., influence = TRUE)$influence.surv``) plus the propensity model's influence
+    ``(X'WX)^-1 x_j (A_j - e_j)`` times the curve's derivative in its coefficients. Survival
+    intervals use the log(-log) transform (R ``conf.type = "log-log"``), the ratio the log,
+    differences and RMST are Wald intervals. The analytic SEs equal R's infinitesimal
+    jackknife (derivative of the whole procedure in each row's case weight) to 1e-6.
+
+    Bootstrap intervals: percentile bootstrap, which also accounts for estimating the
+    outcome/propensity model; bootstrap samples in which a model cannot be fitted are
+    skipped and counted in ``glance['n_boot_failed']``. In the simulation of
+    ``benchmarks/sim_adjusted.py`` (n = 400) the analytic intervals covered the true
+    counterfactual survival in 93-97% of 200 replicates in every column; see
+    ``benchmarks/README.md``.
 
     References
     ----------
@@ -341,6 +376,12 @@ def adjusted_survival(
        probability weights. Comput. Methods Programs Biomed. 75(1), 45-49.
     .. [3] Denz, R., Klaassen-Mielke, R. & Timmesfeld, N. (2023). A comparison of different
        methods to adjust survival curves for confounders. Stat. Med. 42(10), 1461-1479.
+    .. [4] Ozenne, B. M. H., Scheike, T. H., Staerk, L. & Gerds, T. A. (2020). On the
+       estimation of average treatment effects with right-censored time to event outcome and
+       competing risks. Biom. J. 62(3), 751-763 (influence functions of Cox g-formula).
+    .. [5] Lunceford, J. K. & Davidian, M. (2004). Stratification and weighting via the
+       propensity score in estimation of causal treatment effects. Stat. Med. 23(19),
+       2937-2960 (stacked M-estimation with an estimated propensity score).
 
     Examples
     --------
@@ -353,9 +394,13 @@ def adjusted_survival(
     >>> d = pd.DataFrame({"age": age, "mat": mat, "days": np.ceil(np.minimum(t, 365)),
     ...                   "relapse": (t < 365).astype(int)})
     >>> res = adjusted_survival(d, exposure_col="mat", covariates=["age"], duration_col="days",
-    ...                         event_col="relapse", times=[90, 180], n_boot=20, seed=1)
+    ...                         event_col="relapse", times=[90, 180])
     >>> res.extra["contrasts"]["measure"].tolist()
     ['difference', 'difference', 'ratio', 'ratio', 'rmst_difference']
+    >>> boot = adjusted_survival(d, exposure_col="mat", covariates=["age"], duration_col="days",
+    ...                          event_col="relapse", times=[90, 180], ci="bootstrap", n_boot=20, seed=1)
+    >>> boot.method
+    'Adjusted survival curves (g-computation; percentile bootstrap, 20 replicates)'
     """
     where = "adjusted_survival"
     if method not in _METHODS:
@@ -363,6 +408,7 @@ def adjusted_survival(
     if not isinstance(data, pd.DataFrame):
         raise ModelSpecificationError(f"{where}: data must be a pandas DataFrame.")
     need = [exposure_col, duration_col, event_col] + list(covariates or []) + ([strata_col] if strata_col else [])
+    need += [cluster_col] if cluster_col else []
     missing = [c for c in need if c not in data.columns]
     if missing:
         raise ModelSpecificationError(f"{where}: column(s) {format_ids(missing)} not found in data.")
@@ -449,15 +495,28 @@ def adjusted_survival(
         else:
             est = curves_of(data)
             infl = _iptw_influence(data, exposure_col, covariates, duration_col, event_col, grid)
-        # influence of S_a(times) (n x len(times)) and of RMST_a (n)
+        if cluster_col is not None:  # rows of one cluster are not independent: sum their influence
+            codes, uniq = pd.factorize(data[cluster_col])
+            for a in levels:
+                agg = np.zeros((len(uniq), len(grid)))
+                np.add.at(agg, codes, infl[a])
+                infl[a] = agg
+        # influence of S_a(times) (rows or clusters x len(times)) and of RMST_a
         inf_s = {a: infl[a][:, at_tt] for a in levels}
         inf_r = {a: infl[a][:, below_tau] @ rmst_w for a in levels}
     else:
         est = curves_of(data) if not (method == "g-computation" and fit is not None) else _gcomp_curves(
             data, fit_kwargs, exposure_col, levels, grid, fit=fit)
         rng = np.random.default_rng(seed)
+        if cluster_col is not None:
+            codes, uniq = pd.factorize(data[cluster_col])
+            members = [np.flatnonzero(codes == k) for k in range(len(uniq))]
         for _ in range(n_boot):
-            b = data.iloc[rng.integers(0, n, n)].reset_index(drop=True)
+            if cluster_col is None:
+                take = rng.integers(0, n, n)
+            else:  # resample whole clusters
+                take = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+            b = data.iloc[take].reset_index(drop=True)
             if b[exposure_col].nunique() < len(levels):
                 failed += 1
                 continue
@@ -529,7 +588,7 @@ def adjusted_survival(
                     e = s_a / s_r if s_r > 0 else np.nan
                     if ci == "analytic":
                         sd, lo, hi = log_ratio(e, inf_s[a][:, k] / s_a - inf_s[ref][:, k] / s_r if s_a > 0 and s_r > 0
-                                               else np.full(n, np.nan))
+                                               else np.nan)
                     else:
                         sd, lo, hi = percentile([bt[("surv", a)][k] / bt[("surv", ref)][k] for bt in boots])
                 crow.append({"exposure": a, "measure": measure, "time": t, "estimate": e, "std_error": sd,
