@@ -117,7 +117,7 @@ def test_errors(uis):
                       weights_col="w")
         adjusted_survival(uis, fit=fit, times=[90], **KW)
     with pytest.raises(ModelSpecificationError, match="rows"):
-        fit = fit_cox(uis.iloc[:300], duration_col="TIME", event_col="CENSOR", covariates=["TREAT"] + COV)
+        fit = fit_cox(uis.iloc[::2], duration_col="TIME", event_col="CENSOR", covariates=["TREAT"] + COV)
         adjusted_survival(uis, fit=fit, times=[90], **KW)
 
 
@@ -171,16 +171,24 @@ def test_r_infinitesimal_jackknife_reproduces_live(tmp_path, golden_if):
         np.testing.assert_allclose(live[key]["se"], golden_if[key]["se"], rtol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["g-computation", "iptw"])
-def test_analytic_intervals_agree_with_a_sizeable_bootstrap(cohort_if, method):
-    """Analytic SEs within 15% of 1000-sample bootstrap SDs (Monte Carlo error of those about 2%)."""
-    kw = dict(exposure_col="mat", covariates=["age", "severe", "site"], duration_col="days", event_col="relapse",
-              times=[30, 90, 180], tau=180, method=method)
-    a = adjusted_survival(cohort_if, **kw)
-    b = adjusted_survival(cohort_if, ci="bootstrap", n_boot=1000, seed=11, **kw)
-    np.testing.assert_allclose(a.tidy["std_error"], b.tidy["std_error"], rtol=0.15)
+def test_analytic_intervals_agree_with_a_sizeable_bootstrap(method):
+    """On a simulated cohort of 400 (benchmarks/sim_adjusted.py), analytic SEs of S_a(t), S_1 - S_0 and the
+    RMST difference within 12% of 600-sample bootstrap SDs (Monte Carlo error of those about 3%); the
+    ratio is left out (its bootstrap SD is dominated by its skewed tail)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sim_adjusted  # noqa: PLC0415
+
+    d = sim_adjusted.simulate(400, np.random.default_rng(5))
+    kw = dict(exposure_col="mat", covariates=["age", "severe"], duration_col="days", event_col="relapse",
+              times=[90, 180], tau=180, method=method)
+    a = adjusted_survival(d, **kw)
+    b = adjusted_survival(d, ci="bootstrap", n_boot=600, seed=11, **kw)
+    np.testing.assert_allclose(a.tidy["std_error"], b.tidy["std_error"], rtol=0.12)
     ca, cb = a.extra["contrasts"], b.extra["contrasts"]
-    np.testing.assert_allclose(ca["std_error"], cb["std_error"], rtol=0.15)
+    keep = (ca["measure"] != "ratio").to_numpy()
+    np.testing.assert_allclose(ca["std_error"][keep], cb["std_error"][keep], rtol=0.12)
     # intervals on the log(-log) scale stay inside (0, 1) and contain the estimate
     t = a.tidy
     assert ((0 < t["conf_low"]) & (t["conf_low"] < t["survival"]) & (t["survival"] < t["conf_high"])
