@@ -36,6 +36,8 @@ SHAPE, SCALE = 0.8, 150.0
 B_MAT, B_AGE, B_SEV = -0.5, 0.4, 0.7
 TIMES = (90.0, 180.0)
 TAU = 180.0
+#: Columns of run()'s rows and of the --log CSV (no header).
+LOG_COLUMNS = ("replicate", "method", "quantity", "time", "estimate", "std_error", "conf_low", "conf_high")
 
 
 def simulate(n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -79,7 +81,8 @@ def truths() -> dict:
 
 
 def summarize(res: pd.DataFrame) -> pd.DataFrame:
-    """Coverage, mean estimate, bias, empirical SD and mean CI width per method x quantity x time."""
+    """Coverage (and its Monte Carlo SE), bias, empirical SD of the estimates, mean reported SE and mean CI
+    width per method x quantity x time."""
     res = res.copy()
     truth = truths()
     res["truth"] = [truth[(q, t)] for q, t in zip(res["quantity"], res["time"])]
@@ -88,10 +91,12 @@ def summarize(res: pd.DataFrame) -> pd.DataFrame:
     out = (
         res.groupby(["method", "quantity", "time"])
         .agg(replicates=("covered", "size"), coverage=("covered", "mean"), truth=("truth", "first"),
-             mean_estimate=("estimate", "mean"), empirical_sd=("estimate", "std"), mean_ci_width=("width", "mean"))
+             mean_estimate=("estimate", "mean"), empirical_sd=("estimate", "std"), mean_se=("std_error", "mean"),
+             mean_ci_width=("width", "mean"))
         .reset_index()
     )
     out["bias"] = out["mean_estimate"] - out["truth"]
+    out["coverage_mc_se"] = np.sqrt(out["coverage"] * (1 - out["coverage"]) / out["replicates"])
     return out
 
 
@@ -117,16 +122,17 @@ def run(
             for a in (0, 1):
                 for t in TIMES:
                     row = tid[(tid["exposure"] == a) & (tid["time"] == t)].iloc[0]
-                    rows.append((r, method, f"S{a}", t, row["survival"], row["conf_low"], row["conf_high"]))
+                    rows.append((r, method, f"S{a}", t, row["survival"], row["std_error"], row["conf_low"],
+                                 row["conf_high"]))
             con = res.extra["contrasts"]
             for t in TIMES:
                 row = con[(con["measure"] == "difference") & (con["time"] == t)].iloc[0]
-                rows.append((r, method, "diff", t, row["estimate"], row["conf_low"], row["conf_high"]))
+                rows.append((r, method, "diff", t, row["estimate"], row["std_error"], row["conf_low"], row["conf_high"]))
             row = con[con["measure"] == "rmst_difference"].iloc[0]
-            rows.append((r, method, "rmst_diff", TAU, row["estimate"], row["conf_low"], row["conf_high"]))
+            rows.append((r, method, "rmst_diff", TAU, row["estimate"], row["std_error"], row["conf_low"], row["conf_high"]))
         if progress is not None:
             progress([x for x in rows if x[0] == r])
-    out = pd.DataFrame(rows, columns=["replicate", "method", "quantity", "time", "estimate", "conf_low", "conf_high"])
+    out = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
     out["truth"] = [truth[(q, t)] for q, t in zip(out["quantity"], out["time"])]
     out["covered"] = (out["conf_low"] <= out["truth"]) & (out["truth"] <= out["conf_high"])
     return out
@@ -143,7 +149,7 @@ def main() -> None:
     ap.add_argument("--log", default=None, help="CSV to which each replicate's rows are appended")
     ap.add_argument("--summarize", nargs="+", default=None, help="only summarise these --log CSVs")
     args = ap.parse_args()
-    cols = ["replicate", "method", "quantity", "time", "estimate", "conf_low", "conf_high"]
+    cols = list(LOG_COLUMNS)
     if args.summarize:
         logs = pd.concat([pd.read_csv(f, header=None, names=cols) for f in args.summarize], ignore_index=True)
         print(summarize(logs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
