@@ -1496,6 +1496,11 @@ def mat_adjusted_curves(study: StudyData, *, landmark_day: int | None = None) ->
             if kept["mat_by_landmark"].nunique() < 2 or kept["event"].sum() == 0:
                 return MatAdjustedCurves(None, L, horizons, reason="after leaving out episodes with missing covariates "
                                          "no comparison is possible.", n_dropped=n_dropped, covariates=covs, **base)
+            flat = [c for c in covs if kept[c].nunique() < 2]
+            if flat:
+                notes.append("Not adjusted for (one value among the complete cases): "
+                             + ", ".join(VARIABLE_LABELS.get(c, c) for c in flat) + ".")
+                covs = [c for c in covs if c not in flat]
             res = adjusted_survival(kept.reset_index(drop=True), covariates=covs, **kw)
             notes.append("Complete-case analysis: episodes with a missing adjustment covariate were left out.")
         elif policy == "indicator":
