@@ -12,7 +12,6 @@ from __future__ import annotations
 import matplotlib
 import nbformat
 import numpy as np
-import pandas as pd
 import pytest
 
 matplotlib.use("Agg")
@@ -179,3 +178,21 @@ def test_reasons_for_no_curves(data300):
     sd = st.prepare_study({"horizons": {"days": [30, 60]}, "landmarks": {"days": [90]}}, data=data300)
     adj = st.mat_adjusted_curves(sd)
     assert adj.result is None and "no study horizon lies after" in adj.reason
+
+
+def test_small_mat_group_is_suppressed_consistently(tmp_path, data300):
+    """Few episodes on MAT by the landmark: their count is "<11" in the adjusted-curves table and in the
+    landmark table (the same ledger cell), and the no-MAT count, which would reveal it from the shown total,
+    is suppressed too; the figure's numbers at risk are suppressed as well."""
+    meds = data300.medications
+    few = sorted(meds["patient_id"].unique())[:6]
+    path = _with(data300, medications=meds[meds["patient_id"].isin(few)]).write(tmp_path / "d", format="parquet")
+    out = run_mat_template({"landmarks": {"days": [30]}}, path)
+    assert "table:mat_adjusted_groups" in out, [p.plain for p in out.values() if p.kind == "text"]
+    g = out["table:mat_adjusted_groups"].table.set_index("group")
+    lmk = out["table:mat_landmarks"].table.iloc[0]
+    assert g.loc["MAT started by day 30", "episodes"] == "<11" == lmk["started MAT"]
+    assert g.loc["all episodes at risk", "episodes"] == lmk["episodes at risk"] != "*"
+    assert g.loc["no MAT by day 30", "episodes"] == "*"
+    svg = out["figure:mat_adjusted_curves"].html
+    assert "&lt;11" in svg or "<11" in svg
