@@ -220,20 +220,20 @@ def test_clustered_intervals_of_duplicated_rows_equal_the_original(cohort_if, me
     np.testing.assert_allclose(unclustered.tidy["std_error"] * np.sqrt(2), one.tidy["std_error"], rtol=1e-6)
 
 
-@pytest.mark.slow
 def test_small_coverage_simulation_analytic():
     """80 replicates of benchmarks/sim_adjusted.py (n=300, influence-function intervals, fixed seed), both
     methods: the 95% intervals of S_a(90), S_a(180), S_1 - S_0 at both and the RMST difference cover the
-    counterfactual truth in 91-98.5% of each method's 560 interval checks, and in at least 85% for each
-    quantity (intervals that left out the uncertainty of the outcome or propensity model, or that ignored
-    the sampling of the covariates, cover clearly less). The 200-replicate study is in benchmarks/README.md."""
+    counterfactual truth in 92.5-98.5% of each method's 560 interval checks, and in at least 85% for each
+    quantity. (With these seeds the code covers 95.5% and 94.5%; SEs 15% too small, as when a part of the
+    uncertainty is left out, gave 91.4% and 89.1% and fail.) The 1000-replicate study is in
+    benchmarks/README.md. About 20 s."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import sim_adjusted  # noqa: PLC0415
 
     cov = sim_adjusted.run(n_reps=80, n=300, seed=8, methods=("g-computation", "iptw"), ci="analytic")
     assert len(cov) == 80 * 7 * 2
     by_method = cov.groupby("method")["covered"].mean()
-    assert ((by_method >= 0.91) & (by_method <= 0.985)).all(), by_method
+    assert ((by_method >= 0.925) & (by_method <= 0.985)).all(), by_method
     by_quantity = cov.groupby(["method", "quantity", "time"])["covered"].mean()
     assert (by_quantity >= 0.85).all(), by_quantity
     assert (cov.groupby(["method", "quantity"]).apply(lambda g: (g["estimate"] - g["truth"]).mean()).abs()
