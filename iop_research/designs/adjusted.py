@@ -11,16 +11,22 @@ exposure level (e.g. on MAT vs not):
   from a logistic propensity model (Cole & Hernan 2004; R: ``survfit(Surv ~ exposure,
   weights = w)``).
 
-Confidence intervals are percentile intervals of a nonparametric bootstrap (rows resampled
-with replacement, the whole procedure, including the outcome or propensity model, refitted in
-each replicate); the seed is an argument.
+Confidence intervals (``ci=``): ``"analytic"`` (default) from influence functions that carry
+every estimated part (g-computation: the average over the cohort's covariates, the Cox
+coefficients and the Breslow baseline hazard, jointly; IPTW: the weighted Kaplan-Meier and the
+logistic propensity model, stacked as M-estimators); their standard errors equal R's
+infinitesimal jackknife of the same procedure (``tests/r/adjusted_if.R``). ``"bootstrap"``:
+percentile intervals of a nonparametric bootstrap (rows, or clusters, resampled with
+replacement, the whole procedure refitted in each replicate); the seed is an argument.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from iop_research.designs.causal import iptw
 from iop_research.exceptions import ModelSpecificationError, format_ids
@@ -28,10 +34,12 @@ from iop_research.results import Result
 from iop_research.survival.cox import fit_cox
 from iop_research.survival.km import fit_km
 from iop_research.survival.predict import baseline_hazard, predict_risk
+from iop_research.survival.residuals import cox_residuals
 
 __all__ = ["adjusted_survival"]
 
 _METHODS = ("g-computation", "iptw")
+_CIS = ("analytic", "bootstrap")
 #: Columns of ``adjusted_survival(...).tidy``.
 ADJUSTED_TIDY_COLUMNS = ("exposure", "time", "survival", "std_error", "conf_low", "conf_high")
 #: Columns of ``adjusted_survival(...).extra["contrasts"]``.
@@ -50,9 +58,10 @@ def _rmst(grid: np.ndarray, surv: np.ndarray, tau: float) -> float:
     return float(np.sum(np.diff(t) * s))
 
 
-def _gcomp_curves(data, fit_kwargs, exposure_col, levels, grid):
+def _gcomp_curves(data, fit_kwargs, exposure_col, levels, grid, fit=None):
     """Average predicted survival on grid for each exposure level (rows x grid vectorised)."""
-    fit = fit_cox(data, **fit_kwargs)
+    if fit is None:
+        fit = fit_cox(data, **fit_kwargs)
     bh = baseline_hazard(fit, centered=True)
     strata_cols = fit.model.spec.get("strata_cols") or []
     curves = {}
@@ -87,6 +96,171 @@ def _iptw_curves(data, exposure_col, covariates, duration_col, event_col, levels
     return curves
 
 
+
+# --------------------------------------------------------------------------- analytic intervals
+
+
+def _counterfactual_design(model, nd: pd.DataFrame) -> np.ndarray:
+    """Uncentred design matrix of ``nd`` under the fit's own coding (formula or covariate list).
+
+    Column k is the linear predictor (``reference="zero"``) of a copy of the model whose
+    coefficients are the k-th unit vector: the public prediction path builds the design, so
+    categorical exposures, interactions and formula terms are coded exactly as in the fit.
+    """
+    p = len(model.columns)
+    cols = []
+    for k in range(p):
+        unit = pd.Series(np.eye(p)[k], index=model.coefficients.index)
+        probe = dataclasses.replace(model, coefficients=unit)
+        cols.append(predict_risk(probe, nd, type="lp", reference="zero")["estimate"].to_numpy(dtype=float))
+    return np.column_stack(cols) if cols else np.zeros((len(nd), 0))
+
+
+def _at_or_before(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Step function (value 0 before the first time) of a 1-d or (k, p) ``values`` at ``at``."""
+    pos = np.searchsorted(times, at, side="right") - 1
+    out = values[np.maximum(pos, 0)]
+    mask = pos >= 0
+    return out * (mask if out.ndim == mask.ndim else mask[..., None])
+
+
+def _gcomp_influence(fit, data, exposure_col, levels, grid, where):
+    """Influence functions (n x len(grid), per level) of the g-computation curves.
+
+    theta_a(t) = mean_i exp(-L0_s(i)(t) r_i^a). Linearised in the sample average over the
+    cohort, in beta (dfbeta = score residual x inverse information) and in the Breslow
+    cumulative hazard L0_s(t) of each stratum (its martingale integral minus the beta term
+    H_s(t)' dfbeta): D_j(t) = (S_j^a(t) - theta_a(t)) / n - g_s(j)(t) M_j(t)
+    - [g_beta(t) - sum_s g_s(t) H_s(t)]' dfbeta_j, so var = sum_j D_j(t)^2.
+    """
+    model = fit.model
+    d = model.data
+    w = np.asarray(d["weights"], dtype=float)
+    if not np.allclose(w, 1.0):
+        raise ModelSpecificationError(
+            f"{where}: analytic intervals need an unweighted outcome model; use ci='bootstrap' for a weighted fit."
+        )
+    n = len(w)
+    if n != len(data):
+        raise ModelSpecificationError(
+            f"{where}: the fit has {n} rows but data has {len(data)}; pass the data the model was fitted on."
+        )
+    time = np.asarray(d["stop"], dtype=float)
+    event = np.asarray(d["event"], dtype=bool)
+    strata = np.asarray(d["strata"], dtype=np.int64)
+    x = np.asarray(d["x"], dtype=float)
+    beta = model.coefficients.to_numpy(dtype=float)
+    centre = x.mean(axis=0)
+    xc = x - centre
+    r = np.exp(xc @ beta)
+    score = cox_residuals(fit, type="score").drop(columns="row").to_numpy(dtype=float)
+    dfbeta = score @ np.asarray(model.naive_var, dtype=float)
+    G, p = len(grid), x.shape[1]
+    codes = np.unique(strata)
+    cumhaz = np.zeros((n, G))  # L0 of each row's stratum on the grid
+    mart = np.zeros((n, G))  # int_0^t dM_j / S0 (own stratum)
+    H = {}
+    for s in codes:
+        rows = np.flatnonzero(strata == s)
+        ts, es, rs, xs = time[rows], event[rows], r[rows], xc[rows]
+        tk, dk = np.unique(ts[es], return_counts=True)
+        if tk.size == 0:
+            H[s] = np.zeros((G, p))
+            continue
+        order = np.argsort(ts, kind="stable")
+        t_sorted = ts[order]
+        rev_r = np.cumsum(rs[order][::-1])[::-1]
+        rev_rx = np.cumsum((rs[:, None] * xs)[order][::-1], axis=0)[::-1]
+        first = np.searchsorted(t_sorted, tk, side="left")
+        s0 = rev_r[first]
+        xbar = rev_rx[first] / s0[:, None]
+        dlam = dk / s0
+        lam = np.cumsum(dlam)
+        H[s] = _at_or_before(tk, np.cumsum(xbar * dlam[:, None], axis=0), grid)
+        acc = np.cumsum(dlam / s0)
+        cumhaz[rows] = _at_or_before(tk, lam, grid)[None, :]
+        own = np.searchsorted(tk, ts)
+        own_s0 = np.where(es, s0[np.minimum(own, tk.size - 1)], np.inf)
+        term1 = (es[:, None] & (ts[:, None] <= grid[None, :])) / own_s0[:, None]
+        term2 = rs[:, None] * _at_or_before(tk, acc, np.minimum.outer(ts, grid))
+        mart[rows] = term1 - term2
+    out = {}
+    for a in levels:
+        nd = data.copy()
+        nd[exposure_col] = a
+        xa = _counterfactual_design(model, nd) - centre
+        ra = np.exp(xa @ beta)
+        surv = np.exp(-ra[:, None] * cumhaz)
+        theta = surv.mean(axis=0)
+        sr = surv * ra[:, None]
+        g_beta = (sr * cumhaz).T @ xa / n  # G x p
+        g_rows = np.zeros((n, G))
+        for s in codes:
+            rows = strata == s
+            g_s = sr[rows].sum(axis=0) / n
+            g_rows[rows] = g_s
+            g_beta = g_beta - g_s[:, None] * H[s]
+        out[a] = (surv - theta) / n - g_rows * mart - dfbeta @ g_beta.T
+    return out
+
+
+def _weighted_km_influence(ts: np.ndarray, es: np.ndarray, ws: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Influence (rows x grid) of each row on a weighted Kaplan-Meier curve, weights held fixed.
+
+    D_j(t) = -S(t) w_j sum_{t_k <= t} (dN_j(t_k) - Y_j(t_k) dL_k) / (Y^w_k (1 - dL_k)): the
+    derivative of the product-limit estimate in row j's weight, times that weight (R:
+    ``survfit(..., weights = w, influence = TRUE)$influence.surv``; the sum of squares over
+    rows is R's robust variance).
+    """
+    out = np.zeros((len(ts), len(grid)))
+    tk = np.unique(ts[es])
+    if tk.size == 0:
+        return out
+    order = np.argsort(ts, kind="stable")
+    rev_w = np.cumsum(ws[order][::-1])[::-1]
+    yw = rev_w[np.searchsorted(ts[order], tk, side="left")]
+    nw = np.bincount(np.searchsorted(tk, ts[es]), weights=ws[es], minlength=tk.size)
+    dlam = nw / yw
+    denom = np.where(dlam < 1, yw * (1 - dlam), np.inf)
+    surv = _at_or_before(tk, np.cumprod(1 - dlam), grid) + (grid < tk[0])
+    acc = np.cumsum(dlam / denom)
+    own = np.searchsorted(tk, ts)
+    own_d = np.where(es, denom[np.minimum(own, tk.size - 1)], np.inf)
+    q = (es[:, None] & (ts[:, None] <= grid[None, :])) / own_d[:, None]
+    q = q - _at_or_before(tk, acc, np.minimum.outer(ts, grid))
+    return -surv[None, :] * ws[:, None] * q
+
+
+def _iptw_influence(data, exposure_col, covariates, duration_col, event_col, grid):
+    """Influence functions (n x len(grid), per level) of the IPTW Kaplan-Meier curves.
+
+    M-estimation stacking the weighted KM of each group with the logistic propensity model:
+    D_j(t) = -S(t) w_j q_j(t) (own group; q_j = dN_j / (Y^w (1 - dL)) minus the at-risk
+    compensator) + [dS(t)/dgamma]' (X'WX)^-1 x_j (A_j - e_j), where dS/dgamma follows from
+    dw_i/dgamma = -w_i (1 - e_i) x_i (treated) or w_i e_i x_i (untreated). Stabilising
+    constants cancel within a group.
+    """
+    res = iptw(data, treatment_col=exposure_col, covariates=list(covariates), estimand="ATE", stabilized=True)
+    glm = res.model
+    X = np.asarray(glm.model.exog, dtype=float)
+    e = res.propensity.to_numpy(dtype=float)
+    A = data[exposure_col].to_numpy(dtype=float)
+    w = res.weights.to_numpy(dtype=float)
+    d_gamma = (X * (A - e)[:, None]) @ np.asarray(glm.cov_params(), dtype=float)
+    time = data[duration_col].to_numpy(dtype=float)
+    event = data[event_col].to_numpy(dtype=float) == 1
+    n, G = len(data), len(grid)
+    out = {}
+    for a in (0, 1):
+        rows = np.flatnonzero(A == a)
+        d_km = np.zeros((n, G))
+        d_km[rows] = _weighted_km_influence(time[rows], event[rows], w[rows], grid)
+        m = np.where(A == 1, -(1 - e), e)
+        ds_dgamma = d_km.T @ (m[:, None] * X)  # G x q
+        out[a] = d_km + d_gamma @ ds_dgamma.T
+    return out
+
+
 def adjusted_survival(
     data: pd.DataFrame,
     *,
@@ -98,9 +272,11 @@ def adjusted_survival(
     method: str = "g-computation",
     fit: Result | None = None,
     strata_col: str | None = None,
+    cluster_col: str | None = None,
     tau: float | None = None,
+    ci: str = "analytic",
     n_boot: int = 200,
-    seed: int | np.random.Generator,
+    seed: int | np.random.Generator | None = None,
     conf_level: float = 0.95,
 ) -> Result:
     """Adjusted survival curves by exposure, their difference, ratio and RMST difference.
@@ -128,18 +304,26 @@ def adjusted_survival(
         Stratum of the outcome model (g-computation), a separate baseline hazard per stratum.
     tau : float, optional
         Horizon of the restricted mean survival time; default ``max(times)``.
+    cluster_col : str, optional
+        Cluster (e.g. ``patient_id`` when a patient has several episodes): analytic intervals
+        sum the influence functions within a cluster (robust, clustered variance); the
+        bootstrap resamples whole clusters. The outcome/propensity model is unchanged.
+    ci : {"analytic", "bootstrap"}, default "analytic"
+        How intervals are made (see Notes); stated in ``result.method`` and
+        ``conventions["intervals"]``.
     n_boot : int, default 200
-        Bootstrap replicates for the intervals (0: point estimates only, NaN intervals).
-    seed : int or numpy.random.Generator
-        Randomness of the bootstrap.
+        Bootstrap replicates (``ci="bootstrap"`` only; 0: point estimates, NaN intervals).
+    seed : int or numpy.random.Generator, optional
+        Randomness of the bootstrap (required with ``ci="bootstrap"``; unused otherwise).
     conf_level : float, default 0.95
-        Level of the percentile intervals.
+        Level of the intervals.
 
     Returns
     -------
     Result
-        ``tidy``: ``exposure, time, survival, std_error, conf_low, conf_high`` (bootstrap SD
-        and percentile interval). ``extra["contrasts"]``: ``measure`` ("difference" =
+        ``tidy``: ``exposure, time, survival, std_error, conf_low, conf_high`` (analytic:
+        influence-function SE, interval on the log(-log) scale; bootstrap: bootstrap SD and
+        percentile interval). ``extra["contrasts"]``: ``measure`` ("difference" =
         S_a(t) - S_ref(t), "ratio" = S_a(t) / S_ref(t), "rmst_difference" at ``tau``; per
         non-reference level, with ``exposure`` naming it), ``time``, ``estimate``,
         ``std_error``, ``conf_low``, ``conf_high``. ``extra["rmst"]``: ``exposure, tau, rmst,
@@ -150,17 +334,39 @@ def adjusted_survival(
     Raises
     ------
     ModelSpecificationError
-        Unknown method; missing columns; exposure with one level (or not 0/1 for IPTW);
-        neither ``covariates`` nor ``fit`` for g-computation; bad ``times``/``tau``.
+        Unknown method or ci; missing columns; exposure with one level (or not 0/1 for IPTW);
+        neither ``covariates`` nor ``fit`` for g-computation; bad ``times``/``tau``;
+        ``ci="bootstrap"`` without ``seed``; analytic intervals for a weighted ``fit`` or a
+        ``fit`` not made on ``data``.
 
     Notes
     -----
     Conventions: outcome model Cox with Efron ties (R ``coxph``), curves ``exp(-H0(t)
     exp(lp))`` averaged over all rows of ``data`` (R ``survfit(fit, newdata)`` then
     ``rowMeans``); IPTW uses ATE weights stabilised by the marginal exposure prevalence
-    (:func:`~iop_research.designs.causal.iptw`). Intervals: percentile bootstrap, which
-    accounts for estimating the outcome/propensity model; bootstrap samples in which a
-    model cannot be fitted are skipped and counted in ``glance['n_boot_failed']``.
+    (:func:`~iop_research.designs.causal.iptw`).
+
+    Analytic intervals. g-computation: with ``r_i^a`` the relative risk of row i with the
+    exposure set to ``a`` and ``L_s`` the Breslow cumulative hazard of its stratum, the
+    influence of row j on ``S_a(t) = mean_i exp(-L_s(i)(t) r_i^a)`` is ``(S_j^a(t) -
+    S_a(t)) / n`` (sampling of the covariates) ``- g_s(j)(t) M_j(t)`` (``M_j``: row j's
+    martingale integral ``int dM_j / S0`` of the baseline hazard) ``- [g_beta(t) - sum_s
+    g_s(t) H_s(t)]' dfbeta_j`` (coefficients, with the baseline hazard's dependence on them;
+    dfbeta = score residual x inverse information, R ``residuals(fit, "dfbeta")``); the
+    variance is the sum of squares. This is the Breslow form; with tied event times R's Efron
+    hazard (used for the estimate) differs slightly. IPTW: the weighted-KM influence (R
+    ``survfit(..., influence = TRUE)$influence.surv``) plus the propensity model's influence
+    ``(X'WX)^-1 x_j (A_j - e_j)`` times the curve's derivative in its coefficients. Survival
+    intervals use the log(-log) transform (R ``conf.type = "log-log"``), the ratio the log,
+    differences and RMST are Wald intervals. The analytic SEs equal R's infinitesimal
+    jackknife (derivative of the whole procedure in each row's case weight) to 1e-6.
+
+    Bootstrap intervals: percentile bootstrap, which also accounts for estimating the
+    outcome/propensity model; bootstrap samples in which a model cannot be fitted are
+    skipped and counted in ``glance['n_boot_failed']``. In the simulation of
+    ``benchmarks/sim_adjusted.py`` (n = 400) the analytic intervals covered the true
+    counterfactual survival in 93-97% of 200 replicates in every column; see
+    ``benchmarks/README.md``.
 
     References
     ----------
@@ -170,6 +376,12 @@ def adjusted_survival(
        probability weights. Comput. Methods Programs Biomed. 75(1), 45-49.
     .. [3] Denz, R., Klaassen-Mielke, R. & Timmesfeld, N. (2023). A comparison of different
        methods to adjust survival curves for confounders. Stat. Med. 42(10), 1461-1479.
+    .. [4] Ozenne, B. M. H., Scheike, T. H., Staerk, L. & Gerds, T. A. (2020). On the
+       estimation of average treatment effects with right-censored time to event outcome and
+       competing risks. Biom. J. 62(3), 751-763 (influence functions of Cox g-formula).
+    .. [5] Lunceford, J. K. & Davidian, M. (2004). Stratification and weighting via the
+       propensity score in estimation of causal treatment effects. Stat. Med. 23(19),
+       2937-2960 (stacked M-estimation with an estimated propensity score).
 
     Examples
     --------
@@ -182,9 +394,13 @@ def adjusted_survival(
     >>> d = pd.DataFrame({"age": age, "mat": mat, "days": np.ceil(np.minimum(t, 365)),
     ...                   "relapse": (t < 365).astype(int)})
     >>> res = adjusted_survival(d, exposure_col="mat", covariates=["age"], duration_col="days",
-    ...                         event_col="relapse", times=[90, 180], n_boot=20, seed=1)
+    ...                         event_col="relapse", times=[90, 180])
     >>> res.extra["contrasts"]["measure"].tolist()
     ['difference', 'difference', 'ratio', 'ratio', 'rmst_difference']
+    >>> boot = adjusted_survival(d, exposure_col="mat", covariates=["age"], duration_col="days",
+    ...                          event_col="relapse", times=[90, 180], ci="bootstrap", n_boot=20, seed=1)
+    >>> boot.method
+    'Adjusted survival curves (g-computation; percentile bootstrap, 20 replicates)'
     """
     where = "adjusted_survival"
     if method not in _METHODS:
@@ -192,6 +408,7 @@ def adjusted_survival(
     if not isinstance(data, pd.DataFrame):
         raise ModelSpecificationError(f"{where}: data must be a pandas DataFrame.")
     need = [exposure_col, duration_col, event_col] + list(covariates or []) + ([strata_col] if strata_col else [])
+    need += [cluster_col] if cluster_col else []
     missing = [c for c in need if c not in data.columns]
     if missing:
         raise ModelSpecificationError(f"{where}: column(s) {format_ids(missing)} not found in data.")
@@ -208,8 +425,12 @@ def adjusted_survival(
     levels = sorted(pd.unique(data[exposure_col]))
     if len(levels) < 2:
         raise ModelSpecificationError(f"{where}: exposure {exposure_col!r} has a single level {format_ids(levels)}.")
+    if ci not in _CIS:
+        raise ModelSpecificationError(f"{where}: ci={ci!r} is not supported; use one of {', '.join(_CIS)}.")
     if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 0):
         raise ModelSpecificationError(f"{where}: n_boot must be an integer >= 0.")
+    if ci == "bootstrap" and n_boot > 0 and seed is None:
+        raise ModelSpecificationError(f"{where}: ci='bootstrap' needs seed= (an int or numpy.random.Generator).")
 
     if method == "g-computation":
         if fit is not None:
@@ -251,7 +472,11 @@ def adjusted_survival(
     time_all = data[duration_col].to_numpy(dtype=float)
     ev_all = data[event_col].to_numpy(dtype=float) == 1
     grid = np.unique(np.concatenate([time_all[ev_all & (time_all <= max(tau, tt.max()))], tt, [tau]]))
-    est = curves_of(data)
+    at_tt = np.searchsorted(grid, tt, side="right") - 1
+    below_tau = grid < tau
+    rmst_w = np.diff(np.concatenate([[0.0], grid[below_tau], [tau]]))[1:]
+    n = len(data)
+    z = float(stats.norm.ppf(1 - (1 - conf_level) / 2))
 
     def summarise(curves):
         out = {}
@@ -260,58 +485,121 @@ def adjusted_survival(
             out[("rmst", a)] = _rmst(grid, curves[a], tau)
         return out
 
-    point = summarise(est)
-    rng = np.random.default_rng(seed)
     boots = []
     failed = 0
-    n = len(data)
-    for _ in range(n_boot):
-        b = data.iloc[rng.integers(0, n, n)].reset_index(drop=True)
-        if b[exposure_col].nunique() < len(levels):
-            failed += 1
-            continue
-        try:
-            boots.append(summarise(curves_of(b)))
-        except (ModelSpecificationError, RuntimeError):
-            failed += 1
+    if ci == "analytic":
+        if method == "g-computation":
+            outcome_fit = fit if fit is not None else fit_cox(data, **fit_kwargs)
+            est = _gcomp_curves(data, fit_kwargs, exposure_col, levels, grid, fit=outcome_fit)
+            infl = _gcomp_influence(outcome_fit, data, exposure_col, levels, grid, where)
+        else:
+            est = curves_of(data)
+            infl = _iptw_influence(data, exposure_col, covariates, duration_col, event_col, grid)
+        if cluster_col is not None:  # rows of one cluster are not independent: sum their influence
+            codes, uniq = pd.factorize(data[cluster_col])
+            for a in levels:
+                agg = np.zeros((len(uniq), len(grid)))
+                np.add.at(agg, codes, infl[a])
+                infl[a] = agg
+        # influence of S_a(times) (rows or clusters x len(times)) and of RMST_a
+        inf_s = {a: infl[a][:, at_tt] for a in levels}
+        inf_r = {a: infl[a][:, below_tau] @ rmst_w for a in levels}
+    else:
+        est = curves_of(data) if not (method == "g-computation" and fit is not None) else _gcomp_curves(
+            data, fit_kwargs, exposure_col, levels, grid, fit=fit)
+        rng = np.random.default_rng(seed)
+        if cluster_col is not None:
+            codes, uniq = pd.factorize(data[cluster_col])
+            members = [np.flatnonzero(codes == k) for k in range(len(uniq))]
+        for _ in range(n_boot):
+            if cluster_col is None:
+                take = rng.integers(0, n, n)
+            else:  # resample whole clusters
+                take = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+            b = data.iloc[take].reset_index(drop=True)
+            if b[exposure_col].nunique() < len(levels):
+                failed += 1
+                continue
+            try:
+                boots.append(summarise(curves_of(b)))
+            except (ModelSpecificationError, RuntimeError):
+                failed += 1
+    point = summarise(est)
     alpha = 1 - conf_level
 
-    def interval(samples):
+    def percentile(samples):
         if len(samples) < 2:
             return np.nan, np.nan, np.nan
         s = np.asarray(samples, dtype=float)
         return float(np.std(s, ddof=1)), float(np.quantile(s, alpha / 2)), float(np.quantile(s, 1 - alpha / 2))
 
+    def sd_of(inf):
+        return float(np.sqrt(np.sum(np.square(inf))))
+
+    def wald(e, se):
+        return se, e - z * se, e + z * se
+
+    def cloglog(s, se):
+        """Interval for a survival probability on the log(-log S) scale (R conf.type='log-log')."""
+        if not (0 < s < 1) or se == 0:
+            return se, s, s
+        se_eta = se / (s * -np.log(s))
+        eta = np.log(-np.log(s))
+        return se, float(np.exp(-np.exp(eta + z * se_eta))), float(np.exp(-np.exp(eta - z * se_eta)))
+
+    def log_ratio(r, inf_log):
+        se_log = sd_of(inf_log)
+        if not np.isfinite(r) or r <= 0:
+            return np.nan, np.nan, np.nan
+        return r * se_log, float(r * np.exp(-z * se_log)), float(r * np.exp(z * se_log))
+
     rows = []
     for a in levels:
         for k, t in enumerate(tt):
-            sd, lo, hi = interval([bt[("surv", a)][k] for bt in boots])
-            rows.append({"exposure": a, "time": t, "survival": point[("surv", a)][k], "std_error": sd,
-                         "conf_low": lo, "conf_high": hi})
+            s_hat = point[("surv", a)][k]
+            if ci == "analytic":
+                sd, lo, hi = cloglog(s_hat, sd_of(inf_s[a][:, k]))
+            else:
+                sd, lo, hi = percentile([bt[("surv", a)][k] for bt in boots])
+            rows.append({"exposure": a, "time": t, "survival": s_hat, "std_error": sd, "conf_low": lo,
+                         "conf_high": hi})
     tidy = pd.DataFrame(rows, columns=list(ADJUSTED_TIDY_COLUMNS))
     ref = levels[0]
     crow = []
     rrow = []
     for a in levels:
-        sd, lo, hi = interval([bt[("rmst", a)] for bt in boots])
-        rrow.append({"exposure": a, "tau": tau, "rmst": point[("rmst", a)], "std_error": sd, "conf_low": lo,
-                     "conf_high": hi})
+        e = point[("rmst", a)]
+        if ci == "analytic":
+            sd, lo, hi = wald(e, sd_of(inf_r[a]))
+        else:
+            sd, lo, hi = percentile([bt[("rmst", a)] for bt in boots])
+        rrow.append({"exposure": a, "tau": tau, "rmst": e, "std_error": sd, "conf_low": lo, "conf_high": hi})
     for a in levels[1:]:
         for measure in ("difference", "ratio"):
             for k, t in enumerate(tt):
+                s_a, s_r = point[("surv", a)][k], point[("surv", ref)][k]
                 if measure == "difference":
-                    e = point[("surv", a)][k] - point[("surv", ref)][k]
-                    samples = [bt[("surv", a)][k] - bt[("surv", ref)][k] for bt in boots]
+                    e = s_a - s_r
+                    if ci == "analytic":
+                        sd, lo, hi = wald(e, sd_of(inf_s[a][:, k] - inf_s[ref][:, k]))
+                    else:
+                        sd, lo, hi = percentile([bt[("surv", a)][k] - bt[("surv", ref)][k] for bt in boots])
                 else:
-                    e = point[("surv", a)][k] / point[("surv", ref)][k]
-                    samples = [bt[("surv", a)][k] / bt[("surv", ref)][k] for bt in boots]
-                sd, lo, hi = interval(samples)
+                    e = s_a / s_r if s_r > 0 else np.nan
+                    if ci == "analytic":
+                        sd, lo, hi = log_ratio(e, inf_s[a][:, k] / s_a - inf_s[ref][:, k] / s_r if s_a > 0 and s_r > 0
+                                               else np.nan)
+                    else:
+                        sd, lo, hi = percentile([bt[("surv", a)][k] / bt[("surv", ref)][k] for bt in boots])
                 crow.append({"exposure": a, "measure": measure, "time": t, "estimate": e, "std_error": sd,
                              "conf_low": lo, "conf_high": hi})
-        sd, lo, hi = interval([bt[("rmst", a)] - bt[("rmst", ref)] for bt in boots])
-        crow.append({"exposure": a, "measure": "rmst_difference", "time": tau,
-                     "estimate": point[("rmst", a)] - point[("rmst", ref)], "std_error": sd, "conf_low": lo,
-                     "conf_high": hi})
+        e = point[("rmst", a)] - point[("rmst", ref)]
+        if ci == "analytic":
+            sd, lo, hi = wald(e, sd_of(inf_r[a] - inf_r[ref]))
+        else:
+            sd, lo, hi = percentile([bt[("rmst", a)] - bt[("rmst", ref)] for bt in boots])
+        crow.append({"exposure": a, "measure": "rmst_difference", "time": tau, "estimate": e, "std_error": sd,
+                     "conf_low": lo, "conf_high": hi})
     contrasts = pd.DataFrame(crow, columns=["exposure"] + list(CONTRAST_COLUMNS))
     km = fit_km(data, duration_col=duration_col, event_col=event_col, group_col=exposure_col)
     glance = pd.DataFrame(
@@ -321,8 +609,18 @@ def adjusted_survival(
     curve = pd.DataFrame(
         [{"exposure": a, "time": g, "survival": s} for a in levels for g, s in zip(grid, est[a])]
     )
+    if ci == "analytic":
+        intervals = (
+            "influence functions (g-computation: sample average over the cohort + Cox dfbeta + Breslow cumulative "
+            "hazard, jointly; IPTW: weighted Kaplan-Meier stacked with the logistic propensity model); survival "
+            "on the log(-log) scale (R conf.type='log-log'), ratio on the log scale, differences and RMST Wald"
+        )
+        label = "influence-function intervals"
+    else:
+        intervals = f"percentile bootstrap, {n_boot} replicates, whole procedure refitted; std_error = bootstrap SD"
+        label = f"percentile bootstrap, {n_boot} replicates"
     return Result(
-        method=f"Adjusted survival curves ({method})",
+        method=f"Adjusted survival curves ({method}; {label})",
         tidy=tidy,
         glance=glance,
         model=None,
@@ -336,7 +634,7 @@ def adjusted_survival(
             "g-computation": "Cox (Efron) outcome model; each row's exp(-H0(t) exp(lp)) with exposure set to a "
             "level, averaged over data (R: rowMeans(survfit(fit, newdata)$surv))",
             "iptw": "stabilised ATE weights (logistic propensity, R glm) and weighted Kaplan-Meier (R survfit weights=)",
-            "intervals": f"percentile bootstrap, {n_boot} replicates, whole procedure refitted; std_error = bootstrap SD",
+            "intervals": intervals,
             "rmst": "area under the adjusted step curve up to tau",
         },
     )

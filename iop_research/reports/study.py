@@ -1304,3 +1304,297 @@ def km_headline(pub, study: StudyData, km) -> str:
     for _, r in at[at["time"] == at["time"].min()].iterrows():
         parts.append(f"{r['group']}: {pub.estimate(100 * float(r['survival']), 100 * float(r['conf_low']), 100 * float(r['conf_high']), fmt='{:.0f}')}%")
     return f"relapse-free at day {int(at['time'].min())}: " + "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- adjusted MAT curves
+# (helpers of the MAT report's "Adjusted relapse-free curves" section; kept together at the end of the module)
+__all__ += ["MatAdjustedCurves", "mat_adjusted_curves", "mat_adjusted_counts", "mat_adjusted_contrasts",
+            "mat_adjusted_figure"]
+
+
+@dataclass(frozen=True)
+class MatAdjustedCurves:
+    """Covariate-adjusted relapse-free curves by MAT started by a landmark day.
+
+    Attributes
+    ----------
+    result : Result or None
+        :func:`~iop_research.designs.adjusted.adjusted_survival` (g-computation, influence-function
+        intervals clustered by patient) on the episodes at risk on the landmark day; pooled over
+        imputations (Rubin's rules) under multiple imputation. None when no comparison is possible.
+    landmark_day : int or None
+        Day L (from ``[landmarks] days``): MAT started by day L versus not; follow-up from L.
+    horizons : list of int
+        Study horizons (days since admission) after L, at which the contrasts are reported.
+    reason : str or None
+        Why there are no curves (a sentence for the report), else None.
+    n_episodes, n_mat, n_relapses, n_relapses_mat : int
+        Episodes at risk on day L, of them with MAT started by L, and their relapses.
+    n_dropped : int
+        Episodes left out for missing covariates (complete case).
+    covariates : list of str
+        Adjustment covariates of the outcome model.
+    notes : list of str
+        Method sentences for the table footnotes.
+    """
+
+    result: Any
+    landmark_day: int | None
+    horizons: list
+    reason: str | None = None
+    n_episodes: int = 0
+    n_mat: int = 0
+    n_relapses: int = 0
+    n_relapses_mat: int = 0
+    n_dropped: int = 0
+    covariates: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def _rubin_pool(estimates: np.ndarray, ses: np.ndarray) -> tuple[float, float]:
+    """Rubin's rules for one scalar: pooled estimate and total SE (within + (1 + 1/m) between)."""
+    m = len(estimates)
+    qbar = float(np.mean(estimates))
+    between = float(np.var(estimates, ddof=1)) if m > 1 else 0.0
+    return qbar, float(np.sqrt(np.mean(np.square(ses)) + (1 + 1 / m) * between))
+
+
+def _pool_adjusted(results: list) -> Any:
+    """One adjusted_survival-like Result from fits on m imputed data sets (Rubin's rules).
+
+    Survival is pooled on the log(-log) scale, ratios on the log scale, differences and RMST as
+    they are; intervals are normal (``1.96`` SE) on those scales.
+    """
+    from scipy import stats as _st
+
+    from iop_research.results import Result
+
+    z = float(_st.norm.ppf(0.975))
+    first = results[0]
+    tidy = first.tidy.copy()
+    for i in range(len(tidy)):
+        s = np.array([r.tidy["survival"].iloc[i] for r in results], dtype=float)
+        se = np.array([r.tidy["std_error"].iloc[i] for r in results], dtype=float)
+        if np.all((s > 0) & (s < 1)):
+            eta = np.log(-np.log(s))
+            q, t = _rubin_pool(eta, se / (s * -np.log(s)))
+            est = float(np.exp(-np.exp(q)))
+            tidy.loc[tidy.index[i], ["survival", "std_error", "conf_low", "conf_high"]] = [
+                est, t * est * -np.log(est), float(np.exp(-np.exp(q + z * t))), float(np.exp(-np.exp(q - z * t)))]
+        else:
+            tidy.loc[tidy.index[i], ["survival", "std_error", "conf_low", "conf_high"]] = [float(s.mean()), 0.0,
+                                                                                         float(s.mean()),
+                                                                                         float(s.mean())]
+
+    def pool_table(name, est_col):
+        out = first.extra[name].copy()
+        for i in range(len(out)):
+            e = np.array([r.extra[name][est_col].iloc[i] for r in results], dtype=float)
+            se = np.array([r.extra[name]["std_error"].iloc[i] for r in results], dtype=float)
+            if name == "contrasts" and out["measure"].iloc[i] == "ratio":
+                q, t = _rubin_pool(np.log(e), se / e)
+                vals = [float(np.exp(q)), float(np.exp(q)) * t, float(np.exp(q - z * t)), float(np.exp(q + z * t))]
+            else:
+                q, t = _rubin_pool(e, se)
+                vals = [q, t, q - z * t, q + z * t]
+            out.loc[out.index[i], [est_col, "std_error", "conf_low", "conf_high"]] = vals
+        return out
+
+    curve = first.extra["curve"].copy()
+    curve["survival"] = np.mean([r.extra["curve"]["survival"].to_numpy(dtype=float) for r in results], axis=0)
+    return Result(
+        method=first.method + f", pooled over {len(results)} imputations (Rubin's rules)",
+        tidy=tidy, glance=first.glance, model=None,
+        extra={"contrasts": pool_table("contrasts", "estimate"), "rmst": pool_table("rmst", "rmst"), "curve": curve,
+               "risk_table": first.extra["risk_table"]},
+        conventions={**dict(first.conventions), "imputation": "Rubin's rules; survival on the log(-log) scale, "
+                     "ratios on the log scale"},
+    )
+
+
+def mat_adjusted_curves(study: StudyData, *, landmark_day: int | None = None) -> MatAdjustedCurves:
+    """Adjusted relapse-free curves for MAT started by a landmark day versus not (g-computation).
+
+    Parameters
+    ----------
+    study : StudyData
+    landmark_day : int, optional
+        Day L. Default: the first day of ``[landmarks] days`` at which some but not all episodes
+        at risk had started MAT and some relapsed.
+
+    Returns
+    -------
+    MatAdjustedCurves
+        ``result`` None with a ``reason`` when no comparison is possible (no episode at risk,
+        no or only MAT-exposed episodes, no relapse, no horizon after L, a model that cannot be
+        fitted): the report prints the sentence instead of the section.
+
+    Notes
+    -----
+    Cohort: episodes still at risk on day L (:func:`~iop_research.derive.frames.landmark_frame`),
+    follow-up from L, exposure ``mat_by_landmark``. Outcome model: Cox on the exposure and the
+    study's covariates (constant ones dropped, sparse categorical levels pooled as in
+    :func:`fit_adjusted`), averaged over these episodes with the exposure set to each level
+    (:func:`~iop_research.designs.adjusted.adjusted_survival`, influence-function intervals summed
+    within patients). Missing covariates follow ``[missing] policy``: complete case, missing
+    indicator, or multiple imputation pooled with Rubin's rules.
+    """
+    from iop_research.derive.frames import landmark_frame
+    from iop_research.designs.adjusted import adjusted_survival
+    from iop_research.exceptions import IopError
+
+    days = [int(landmark_day)] if landmark_day is not None else [int(d) for d in study.config.get("landmarks.days")]
+    if not days:
+        return MatAdjustedCurves(None, None, [], reason="no landmark day is set in the study file ([landmarks] days).")
+    chosen, lm, why = None, None, None
+    for L in days:
+        frame = study.with_baseline(landmark_frame(study.data, landmark_days=L, definition=study.definition,
+                                                   episodes=study.cohort_episodes, covariates=None,
+                                                   engine=quiet_engine()))
+        n_mat = int(frame["mat_by_landmark"].sum()) if len(frame) else 0
+        if len(frame) == 0:
+            why = why or f"no episode was still at risk of relapse on day {L}."
+        elif n_mat == 0:
+            why = why or f"no episode at risk on day {L} had started MAT, so there is no MAT group to compare."
+        elif n_mat == len(frame):
+            why = why or f"every episode at risk on day {L} had started MAT, so there is no comparison group."
+        elif int(frame["event"].sum()) == 0:
+            why = why or f"no episode at risk on day {L} relapsed afterwards."
+        else:
+            chosen, lm = L, frame
+            break
+    if chosen is None:
+        return MatAdjustedCurves(None, days[0], [], reason=why)
+    L = chosen
+    horizons = [int(h) for h in study.horizons if h > L]
+    base = dict(n_episodes=len(lm), n_mat=int(lm["mat_by_landmark"].sum()), n_relapses=int(lm["event"].sum()),
+                n_relapses_mat=int(lm.loc[lm["mat_by_landmark"] == 1, "event"].sum()))
+    if not horizons:
+        return MatAdjustedCurves(None, L, [], reason=f"no study horizon lies after the landmark day {L}.", **base)
+    notes = []
+    covs = [c for c in study.covariates if c in lm.columns and c != "mat_by_landmark"]
+    lm, covs, pooled_notes = _pool_sparse_levels(lm, covs, {"event_col": "event"}, study.min_cell_count)
+    notes += pooled_notes
+    constant = [c for c in covs if lm[c].dropna().nunique() < 2]
+    if constant:
+        notes.append("Not adjusted for (one value among these episodes): "
+                     + ", ".join(VARIABLE_LABELS.get(c, c) for c in constant) + ".")
+        covs = [c for c in covs if c not in constant]
+    tau = max(horizons) - L
+    times = sorted(set(np.linspace(0, tau, 25).round().astype(int).tolist()) | {h - L for h in horizons})
+    kw = dict(exposure_col="mat_by_landmark", duration_col="time", event_col="event", times=times, tau=tau,
+              cluster_col="patient_id", method="g-computation")
+    policy = study.config.get("missing.policy")
+    n_dropped = 0
+    try:
+        if not covs or not lm[covs].isna().any().any():
+            res = adjusted_survival(lm, covariates=covs, **kw)
+            notes.append("No adjustment covariate had missing values.")
+        elif policy == "complete_case":
+            kept = lm.dropna(subset=covs)
+            n_dropped = len(lm) - len(kept)
+            if kept["mat_by_landmark"].nunique() < 2 or kept["event"].sum() == 0:
+                return MatAdjustedCurves(None, L, horizons, reason="after leaving out episodes with missing covariates "
+                                         "no comparison is possible.", n_dropped=n_dropped, covariates=covs, **base)
+            flat = [c for c in covs if kept[c].nunique() < 2]
+            if flat:
+                notes.append("Not adjusted for (one value among the complete cases): "
+                             + ", ".join(VARIABLE_LABELS.get(c, c) for c in flat) + ".")
+                covs = [c for c in covs if c not in flat]
+            res = adjusted_survival(kept.reset_index(drop=True), covariates=covs, **kw)
+            notes.append("Complete-case analysis: episodes with a missing adjustment covariate were left out.")
+        elif policy == "indicator":
+            from iop_research.derive import impute
+
+            filled, covs = impute.missing_indicator(lm, covs)
+            res = adjusted_survival(filled, covariates=list(covs), **kw)
+            notes.append("Missing covariate values entered the model as their own category (missing indicator).")
+        else:
+            from iop_research.derive import impute
+
+            m, seed = int(study.config.get("missing.m")), int(study.config.get("missing.seed"))
+            completed = impute.impute_chained(lm[["episode_id"] + covs].reset_index(drop=True), covs, m=m, seed=seed)
+            rest = lm.drop(columns=covs).reset_index(drop=True)
+            fits = [adjusted_survival(rest.assign(**{c: done[c].to_numpy() for c in covs}), covariates=covs, **kw)
+                    for done in completed]
+            res = _pool_adjusted(fits)
+            notes.append(f"Missing covariate values were multiply imputed by chained equations (m = {m}, seed {seed}); "
+                         "curves and contrasts pooled with Rubin's rules.")
+    except IopError as exc:
+        return MatAdjustedCurves(None, L, horizons, reason="the adjusted outcome model could not be fitted on these "
+                                 f"episodes ({type(exc).__name__}).", n_dropped=n_dropped, covariates=covs, **base)
+    notes.insert(0, f"G-computation: Cox model of relapse after day {L} on MAT started by day {L} and "
+                 + (", ".join(VARIABLE_LABELS.get(c, c) for c in covs) if covs else "no covariate")
+                 + "; each episode's predicted curve with MAT set to yes and to no, averaged over the episodes at risk "
+                 "on day " + f"{L}. 95% intervals from influence functions (outcome model, baseline hazard and the "
+                 "averaging, clustered by patient); survival on the log(-log) scale.")
+    return MatAdjustedCurves(res, L, horizons, None, n_dropped=n_dropped, covariates=list(covs), notes=notes, **base)
+
+
+def mat_adjusted_counts(adj: MatAdjustedCurves, pub=None, landmarks: pd.DataFrame | None = None
+                        ) -> tuple[pd.DataFrame, dict]:
+    """Episodes at risk on the landmark day and their relapses, by MAT started by then (with a total row).
+
+    Returns the table and the ``keys`` for :meth:`Publisher.table`: when ``landmarks`` (the
+    landmark table of :func:`mat_landmarks`, published as ``mat_landmarks``) has the same day,
+    the MAT and total episode cells are that table's cells, so suppression is consistent across
+    the two tables.
+    """
+    L = adj.landmark_day
+    rows = [f"MAT started by day {L}", f"no MAT by day {L}", "all episodes at risk"]
+    df = pd.DataFrame({"group": rows,
+                       "episodes": [adj.n_mat, adj.n_episodes - adj.n_mat, adj.n_episodes],
+                       "relapses": [adj.n_relapses_mat, adj.n_relapses - adj.n_relapses_mat, adj.n_relapses]})
+    keys: dict = {}
+    if pub is not None and landmarks is not None and len(landmarks):
+        hit = np.flatnonzero(landmarks["landmark day"].to_numpy() == L)
+        if hit.size:
+            i = int(hit[0])
+            stem = f"{pub.report}/mat_landmarks/{i}:{landmarks['landmark day'].iloc[i]}"
+            keys = {(rows[0], "episodes"): f"{stem}/started MAT", (rows[2], "episodes"): f"{stem}/episodes at risk"}
+    return df, keys
+
+
+def mat_adjusted_contrasts(adj: MatAdjustedCurves) -> pd.DataFrame:
+    """Adjusted relapse-free % with MAT and without at each horizon, their difference (percentage points,
+    95% CI), and the difference in restricted mean relapse-free days from L to the last horizon."""
+    res, L = adj.result, adj.landmark_day
+    t, con, rm = res.tidy, res.extra["contrasts"], res.extra["rmst"].set_index("exposure")
+    rows = []
+    for h in adj.horizons:
+        s = {a: float(t.loc[(t["exposure"] == a) & (t["time"] == h - L), "survival"].iloc[0]) for a in (0, 1)}
+        c = con[(con["measure"] == "difference") & (con["time"] == h - L)].iloc[0]
+        rows.append({"measure": f"relapse-free to day {h} (%)", "MAT": 100 * s[1], "no MAT": 100 * s[0],
+                     "difference": 100 * float(c["estimate"]), "95% CI low": 100 * float(c["conf_low"]),
+                     "95% CI high": 100 * float(c["conf_high"])})
+    c = con[con["measure"] == "rmst_difference"].iloc[0]
+    rows.append({"measure": f"mean relapse-free days, day {L} to {max(adj.horizons)}", "MAT": float(rm.loc[1, "rmst"]),
+                 "no MAT": float(rm.loc[0, "rmst"]), "difference": float(c["estimate"]),
+                 "95% CI low": float(c["conf_low"]), "95% CI high": float(c["conf_high"])})
+    return pd.DataFrame(rows, columns=["measure", "MAT", "no MAT", "difference", "95% CI low", "95% CI high"])
+
+
+def mat_adjusted_figure(study: StudyData, adj: MatAdjustedCurves):
+    """Adjusted relapse-free curves with 95% bands and a suppressed risk table (days after the landmark)."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from iop_research.present.diagnostics import plot_adjusted_survival
+
+    L = adj.landmark_day
+    tau = max(adj.horizons) - L
+    ticks = sorted({0} | {h - L for h in adj.horizons})
+    res = adj.result
+    # the plot notes where a curve stops for small numbers at risk: only within the plotted range
+    # (each group's rows to the first time after tau, which gives the number at risk at tau)
+    rt = res.extra["risk_table"]
+    after = rt[rt["time"] > tau].groupby("group")["time"].min()
+    limit = rt["group"].map(after).fillna(tau).to_numpy(dtype=float)
+    shown = SimpleNamespace(tidy=res.tidy, extra={**dict(res.extra), "risk_table": rt[rt["time"].to_numpy() <= limit]})
+    fig, ax = plt.subplots(figsize=(DOUBLE_WIDTH_IN, 3.6))
+    plot_adjusted_survival(shown, ax=ax, times=ticks, min_cell_count=study.min_cell_count,
+                           labels={1: f"MAT started by day {L}", 0: f"no MAT by day {L}"},
+                           xlabel=f"Days after day {L}", ylabel="Adjusted probability without relapse")
+    ax.set_xlim(0, tau)
+    fig.tight_layout()
+    return fig
