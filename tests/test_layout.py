@@ -2,7 +2,8 @@
 
 Layers, lowest first (imports flow downwards only)::
 
-    exceptions, results, _validate, _design, _lazy      shared at the top level
+    exceptions, results, _validate, _design, _lazy,     shared at the top level
+    _logistic
     data/                                                contract: schema, io, synth, deidentify
     derive/                                              engine, episodes, exposures, outcomes, frames, ...
     survival/, longitudinal/                             domain-free estimators
@@ -26,7 +27,7 @@ NOTEBOOKS = sorted(PACKAGE.rglob("*.ipynb"))
 
 SUBPACKAGES = ("data", "datasets", "derive", "survival", "longitudinal", "designs", "present", "privacy", "reports")
 #: Top-level private modules shared by every layer.
-SHARED_PRIVATE = {"_validate", "_design", "_lazy"}
+SHARED_PRIVATE = {"_validate", "_design", "_lazy", "_logistic"}
 
 #: subpackage -> subpackages it must never import
 FORBIDDEN = {
@@ -92,7 +93,8 @@ def test_layout_exists():
     for shared in ("exceptions.py", "results.py"):
         assert (PACKAGE / shared).is_file()
     flat = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in {
-        "__init__.py", "__main__.py", "exceptions.py", "results.py", "_validate.py", "_design.py", "_lazy.py"})
+        "__init__.py", "__main__.py", "exceptions.py", "results.py", "_validate.py", "_design.py", "_lazy.py",
+        "_logistic.py"})
     assert flat == [], f"modules left flat at the top of the package: {flat}"
 
 
@@ -119,7 +121,7 @@ def test_no_private_names_across_modules(path):
 
     A private name is private to its subpackage (``../shared/style.md``): ``survival/competing.py``
     may use a helper of ``survival/cox.py``; ``designs/`` may not. The shared top-level private
-    modules (``_validate``, ``_design``, ``_lazy``) are for every layer.
+    modules (``_validate``, ``_design``, ``_lazy``, ``_logistic``) are for every layer.
     """
     own = _dotted(path)
     own_pkg = own if path.name == "__init__.py" else own.rpartition(".")[0]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from iop_research.designs._logistic import fit_logistic, newton_logistic
+from iop_research._logistic import fit_logistic, newton_logistic
 from iop_research.exceptions import ModelSpecificationError
 
 

@@ -45,7 +45,7 @@ from iop_research._validate import (
     row_labels,
     weights_column,
 )
-from iop_research.designs._logistic import fit_logistic
+from iop_research._logistic import fit_logistic
 from iop_research.designs.balance import standardized_difference
 from iop_research.designs.ipcw import ipcw_landmark
 from iop_research.results import TIDY_TERM_COLUMNS, Result

@@ -98,7 +98,7 @@ from iop_research._validate import (
     require_frame,
     row_labels,
 )
-from iop_research.designs._logistic import fit_logistic, newton_logistic
+from iop_research._logistic import fit_logistic, newton_logistic
 from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError, format_ids
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 from iop_research.survival.km import fit_km

@@ -34,7 +34,7 @@ import pandas as pd
 
 from iop_research._design import build_design
 from iop_research._validate import binary_column, require_frame
-from iop_research.designs._logistic import fit_logistic
+from iop_research._logistic import fit_logistic
 from iop_research.exceptions import EstimatorInputError, ModelSpecificationError
 from iop_research._validate import row_labels
 from iop_research.results import Result

@@ -1,4 +1,4 @@
-"""One logistic-regression fitter for the designs' nuisance models.
+"""One logistic-regression fitter, shared by every layer (designs' nuisance models, programme rates).
 
 The propensity model of :func:`~iop_research.designs.iptw` and the deviation and pooled
 outcome models of :func:`~iop_research.designs.clone_censor_weight` are all
