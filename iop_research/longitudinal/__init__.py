@@ -9,6 +9,8 @@ function                    method                                         R ref
 ==========================  =============================================  ==========================
 ``fit_gee``                 GEE, exchangeable / AR(1) / independence       ``geepack::geeglm``
                             working correlation, robust (sandwich) SEs
+``programme_rates``         risk-standardised rates per programme          ``glm`` + exact Poisson
+                            (indirect standardisation), funnel limits      limits, written out
 ==========================  =============================================  ==========================
 """
 from __future__ import annotations
@@ -17,4 +19,6 @@ from iop_research._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fit_gee": "gee",
+    "programme_rates": "programmes",
+    "funnel_limits": "programmes",
 })

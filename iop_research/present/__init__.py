@@ -31,6 +31,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'style': 'plots',
     'apply_style': 'plots',
     'plot_km': 'plots',
+    'plot_funnel': 'programmes',
+    'plot_caterpillar': 'programmes',
     'plot_cif': 'plots',
     'plot_forest': 'plots',
     'plot_love': 'plots',
