@@ -164,10 +164,11 @@ class EventType(_Vocab):
 
 
 class UdsResult(_Vocab):
-    """Result of an event that has one (urine drug screens)."""
+    """Result of an event that has one (urine drug screens); ``missed``: scheduled but not done."""
 
     positive = "positive"
     negative = "negative"
+    missed = "missed"
 
 
 class Sex(_Vocab):
@@ -289,7 +290,7 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str, bool, str]]] = {
         (Col.patient_id, "id", False, "Person; must exist in patients."),
         (Col.event_date, "date", False, "Date of the event."),
         (Col.event_type, "category:EventType", False, "What happened."),
-        (Col.result, "category:UdsResult", True, "positive/negative for uds; empty otherwise."),
+        (Col.result, "category:UdsResult", True, "positive/negative for uds, missed for a scheduled screen not done; empty otherwise."),
         (Col.substance, "str", True, "Substance detected or reported, if known."),
     ],
     "observation": [

@@ -1,0 +1,237 @@
+"""Repeated urine screens: a patient-week frame with an explicit missed-screen rule, and abstinence endpoints.
+
+Trials and programme evaluations report the weekly screen series, not only the time to the
+first positive: the proportion of negative screens, the longest run of negative weeks,
+abstinence in the last weeks, and trial relapse definitions such as "four consecutive weeks
+of use" (X:BOT's secondary analyses). What happens to a week without a screen changes all of
+them, so the rule is an argument, never a default hidden in the code.
+
+Conventions
+-----------
+* Week ``k`` of an episode covers days ``[7k, 7k + 7)`` after admission; weeks
+  ``0 .. weeks - 1`` are built (``weeks`` = 12 by default), but only while the patient is
+  observed (the whole week before ``observation_end`` and before death).
+* A week is **positive** when any screen that week is positive, **negative** when it has a
+  screen and none is positive.
+* A week without a screen is **scheduled** while the patient is in treatment (the week starts
+  on or before the discharge date; open episodes are in treatment), or always with
+  ``scheduled="all"`` (trial follow-up visits). A scheduled week without a screen is
+  **missed**; an unscheduled week without one is simply not observed.
+* ``missing="positive"`` counts a missed week as positive (the usual trial rule);
+  ``missing="missing"`` leaves it missing (NaN), for analyses that model missingness (GEE
+  under MAR is then not the same analysis: say which one was used).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iop_research.data.schema import Col, EventType, UdsResult
+from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
+
+__all__ = ["uds_weeks", "abstinence_endpoints", "consecutive_use_relapse", "UDS_WEEK_COLUMNS",
+           "ABSTINENCE_COLUMNS"]
+
+#: Columns of :func:`uds_weeks`.
+UDS_WEEK_COLUMNS = ("episode_id", "patient_id", "week", "n_screens", "scheduled", "missed", "positive")
+#: Columns of :func:`abstinence_endpoints`.
+ABSTINENCE_COLUMNS = ("episode_id", "patient_id", "weeks_observed", "weeks_screened", "weeks_missed",
+                      "share_negative", "longest_negative_run", "abstinent_last_weeks")
+_MISSING = ("positive", "missing")
+_SCHEDULED = ("in_treatment", "all")
+
+
+def _days(s: pd.Series) -> np.ndarray:
+    """Epoch days as float, NaN for a missing date (never NaT's integer)."""
+    d = pd.to_datetime(s)
+    out = d.to_numpy().astype("datetime64[D]").astype("int64").astype(float)
+    out[d.isna().to_numpy()] = np.nan
+    return out
+
+
+def uds_weeks(data: Any, episodes: pd.DataFrame, *, weeks: int = 12, missing: str = "positive",
+              scheduled: str = "in_treatment") -> pd.DataFrame:
+    """One row per episode and week since admission: screens, missed screen, positive (0/1/NaN).
+
+    Parameters
+    ----------
+    data : IOPData
+        Needs ``events`` (``uds`` rows with ``result``) and ``observation``.
+    episodes : pandas.DataFrame
+        From :func:`~iop_research.derive.build_episodes` (``episode_id, patient_id,
+        admit_date, discharge_date``).
+    weeks : int, default 12
+        Weeks from admission to build.
+    missing : {"positive", "missing"}, default "positive"
+        A missed scheduled week counts as positive, or stays missing (NaN).
+    scheduled : {"in_treatment", "all"}, default "in_treatment"
+        Which weeks expect a screen (see the module conventions).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``UDS_WEEK_COLUMNS``, sorted by episode and week; ``attrs["missing"]`` and
+        ``attrs["scheduled"]`` record the rules; ``attrs["attrition"]`` counts the
+        episode-weeks not built because the patient was no longer observed.
+
+    Raises
+    ------
+    ModelSpecificationError
+        Bad ``weeks``, ``missing`` or ``scheduled``.
+    DataValidationError
+        Missing tables or columns, a ``uds`` row without a result.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from types import SimpleNamespace
+    >>> ep = pd.DataFrame({"episode_id": ["E1"], "patient_id": ["P1"], "admit_date": [pd.Timestamp("2024-01-01")],
+    ...                    "discharge_date": [pd.Timestamp("2024-01-20")]})
+    >>> ev = pd.DataFrame({"patient_id": ["P1", "P1"], "event_date": pd.to_datetime(["2024-01-02", "2024-01-16"]),
+    ...                    "event_type": ["uds", "uds"], "result": ["positive", "negative"], "substance": [None, None]})
+    >>> obs = pd.DataFrame({"patient_id": ["P1"], "observation_end": [pd.Timestamp("2024-06-30")]})
+    >>> w = uds_weeks(SimpleNamespace(events=ev, observation=obs), ep, weeks=4)
+    >>> w[["week", "missed", "positive"]].to_dict("list")
+    {'week': [0, 1, 2, 3], 'missed': [False, True, False, False], 'positive': [1.0, 1.0, 0.0, nan]}
+    """
+    func = "uds_weeks"
+    if isinstance(weeks, bool) or not isinstance(weeks, (int, np.integer)) or weeks < 1:
+        raise ModelSpecificationError(f"{func}: weeks must be a whole number >= 1 (e.g. 12), got {weeks!r}.")
+    if missing not in _MISSING:
+        raise ModelSpecificationError(f"{func}: missing must be one of {', '.join(_MISSING)}; got {missing!r}.")
+    if scheduled not in _SCHEDULED:
+        raise ModelSpecificationError(f"{func}: scheduled must be one of {', '.join(_SCHEDULED)}; got {scheduled!r}.")
+    for table, cols in (("events", (Col.patient_id, Col.event_date, Col.event_type, Col.result)),
+                        ("observation", (Col.patient_id, Col.observation_end))):
+        df = getattr(data, table, None)
+        if df is None:
+            raise DataValidationError(f"{func}: the data have no {table!r} table; it is needed for the weekly screens.")
+        lack = [c for c in cols if c not in df.columns]
+        if lack:
+            raise DataValidationError(f"{func}: table {table!r} lacks columns {format_ids(lack)}.")
+    lack = [c for c in (Col.episode_id, Col.patient_id, Col.admit_date, Col.discharge_date) if c not in episodes.columns]
+    if lack:
+        raise DataValidationError(f"{func}: table 'episodes' lacks columns {format_ids(lack)}; pass build_episodes(...).")
+    ev = data.events
+    uds = ev[ev[Col.event_type].astype(str) == EventType.uds.value]
+    res = uds[Col.result].astype("string")
+    bad = res.isna()
+    if bad.any():
+        raise DataValidationError(
+            f"{func}: table 'events' has {int(bad.sum())} uds row(s) without a result (first rows: "
+            f"{format_ids(uds.index[bad.to_numpy()][:5])}). Record positive, negative or missed.")
+    known = {UdsResult.positive.value, UdsResult.negative.value, UdsResult.missed.value}
+    odd = ~res.isin(known)
+    if odd.any():
+        raise DataValidationError(
+            f"{func}: table 'events', column 'result' has uds values {format_ids(sorted(set(res[odd])))}; "
+            "use positive, negative or missed.")
+    ep = episodes[[Col.episode_id, Col.patient_id, Col.admit_date, Col.discharge_date]].reset_index(drop=True)
+    obs = data.observation[[Col.patient_id, Col.observation_end]].drop_duplicates(Col.patient_id)
+    deaths = ev[ev[Col.event_type].astype(str) == EventType.death.value].groupby(Col.patient_id)[Col.event_date].min()
+    ep = ep.merge(obs, on=Col.patient_id, how="left")
+    admit = _days(ep[Col.admit_date])
+    dis = _days(ep[Col.discharge_date])
+    end = _days(ep[Col.observation_end])
+    death = _days(ep[Col.patient_id].map(deaths)) if len(deaths) else np.full(len(ep), np.nan)
+    last_day = np.fmin(end, np.where(np.isnan(death), np.inf, death))
+    # a week is built when all of it is observed: its last day on or before the last observed day
+    k = np.arange(weeks)
+    starts = admit[:, None] + 7 * k[None, :]
+    built = (starts + 6) <= last_day[:, None]
+    ei, wk = np.nonzero(built)
+    frame = pd.DataFrame({"episode_id": ep[Col.episode_id].to_numpy()[ei], "patient_id": ep[Col.patient_id].to_numpy()[ei],
+                          "week": wk.astype(int)})
+    w_start = starts[ei, wk]
+    # screens per episode-week: join on patient, then keep screens inside the week
+    u = pd.DataFrame({"patient_id": uds[Col.patient_id].to_numpy(), "day": _days(uds[Col.event_date]),
+                      "pos": (res == UdsResult.positive.value).to_numpy(), "done": (res != UdsResult.missed.value).to_numpy()})
+    key = pd.DataFrame({"row": np.arange(len(frame)), "patient_id": frame["patient_id"].to_numpy(), "w0": w_start})
+    j = key.merge(u, on="patient_id", how="inner")
+    j = j[(j["day"] >= j["w0"]) & (j["day"] < j["w0"] + 7)]
+    n_screens = np.bincount(j.loc[j["done"], "row"], minlength=len(frame))
+    any_pos = np.bincount(j.loc[j["done"] & j["pos"], "row"], minlength=len(frame)) > 0
+    recorded_missed = np.bincount(j.loc[~j["done"], "row"], minlength=len(frame)) > 0
+    in_treatment = np.isnan(dis[ei]) | (w_start <= dis[ei])
+    sched = recorded_missed | (in_treatment if scheduled == "in_treatment" else np.ones(len(frame), dtype=bool))
+    missed = sched & (n_screens == 0)
+    positive = np.where(n_screens > 0, any_pos.astype(float), np.where(missed & (missing == "positive"), 1.0, np.nan))
+    frame["n_screens"] = n_screens.astype(int)
+    frame["scheduled"] = sched
+    frame["missed"] = missed
+    frame["positive"] = positive
+    frame = frame[list(UDS_WEEK_COLUMNS)].sort_values(["episode_id", "week"], ignore_index=True)
+    frame.attrs["missing"] = missing
+    frame.attrs["scheduled"] = scheduled
+    frame.attrs["attrition"] = pd.DataFrame({
+        "reason": ["episode-week not fully observed (after observation_end or death)"],
+        "n": [int(len(ep) * weeks - built.sum())]})
+    return frame
+
+
+def _runs(x: np.ndarray) -> int:
+    """Longest run of 1s."""
+    best = cur = 0
+    for v in x:
+        cur = cur + 1 if v else 0
+        best = max(best, cur)
+    return best
+
+
+def abstinence_endpoints(weeks_frame: pd.DataFrame, *, last_weeks: int = 4) -> pd.DataFrame:
+    """Abstinence endpoints per episode from :func:`uds_weeks`.
+
+    ``share_negative``: negative weeks over weeks with a result (a missed week counts as
+    positive under ``missing="positive"``, and is left out under ``"missing"``);
+    ``longest_negative_run``: most consecutive negative weeks (a week without a result ends
+    a run); ``abstinent_last_weeks``: every one of the last ``last_weeks`` built weeks
+    negative (NaN when fewer weeks were built, or one of them has no result).
+    """
+    if isinstance(last_weeks, bool) or not isinstance(last_weeks, (int, np.integer)) or last_weeks < 1:
+        raise ModelSpecificationError(f"abstinence_endpoints: last_weeks must be a whole number >= 1, got {last_weeks!r}.")
+    lack = [c for c in UDS_WEEK_COLUMNS if c not in weeks_frame.columns]
+    if lack:
+        raise DataValidationError(f"abstinence_endpoints: the frame lacks {format_ids(lack)}; pass uds_weeks(...).")
+    rows = []
+    for (eid, pid), g in weeks_frame.sort_values("week").groupby(["episode_id", "patient_id"], sort=True):
+        pos = g["positive"].to_numpy(dtype=float)
+        has = ~np.isnan(pos)
+        neg = has & (pos == 0)
+        tail = pos[-last_weeks:]
+        last = (float(np.all(tail == 0)) if len(pos) >= last_weeks and not np.isnan(tail).any() else np.nan)
+        rows.append((eid, pid, len(pos), int((g["n_screens"] > 0).sum()), int(g["missed"].sum()),
+                     float(neg.sum() / has.sum()) if has.any() else np.nan, _runs(neg), last))
+    return pd.DataFrame(rows, columns=list(ABSTINENCE_COLUMNS))
+
+
+def consecutive_use_relapse(weeks_frame: pd.DataFrame, *, weeks: int = 4) -> pd.DataFrame:
+    """Trial-style relapse: ``weeks`` consecutive positive weeks (X:BOT: four, missed = positive).
+
+    Returns one row per episode: ``episode_id, patient_id, relapse, week`` where ``week`` is
+    the week at which the run began (the relapse week, as X:BOT dates it) or, without
+    relapse, the last built week (censored). A week without a result breaks a run (use
+    ``uds_weeks(missing="positive")`` for the trial rule).
+    """
+    if isinstance(weeks, bool) or not isinstance(weeks, (int, np.integer)) or weeks < 1:
+        raise ModelSpecificationError(f"consecutive_use_relapse: weeks must be a whole number >= 1, got {weeks!r}.")
+    out = []
+    for (eid, pid), g in weeks_frame.sort_values("week").groupby(["episode_id", "patient_id"], sort=True):
+        pos = (g["positive"].to_numpy(dtype=float) == 1)
+        wk = g["week"].to_numpy()
+        cur, start, hit = 0, None, None
+        for i, v in enumerate(pos):
+            if v and (i == 0 or wk[i] == wk[i - 1] + 1):
+                cur = cur + 1 if cur else 1
+            elif v:
+                cur = 1
+            else:
+                cur = 0
+            if cur == 1:
+                start = wk[i]
+            if cur >= weeks:
+                hit = start
+                break
+        out.append((eid, pid, int(hit is not None), int(hit if hit is not None else wk[-1])))
+    return pd.DataFrame(out, columns=["episode_id", "patient_id", "relapse", "week"])
