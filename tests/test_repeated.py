@@ -128,3 +128,31 @@ def test_on_the_demo_cohort_every_scheduled_week_is_screened():
     assert pos.loc[pos["week"] == 0, "scheduled"].all()
     assert not pos["missed"].any()
     pd.testing.assert_series_equal(pos["positive"], mis["positive"])
+
+
+def test_simulated_missed_screens_depend_on_use_so_the_rules_differ_as_the_truth_says():
+    """simulate_cohort(missed_screen_share=0.15): missed screens are likelier after relapse, so the share of
+    positive weeks with missed = missing is below the truth (what the missed screens would have shown) and
+    with missed = positive above it."""
+    from iop_research.data.synth import simulate_cohort
+    import iop_research as iop
+
+    sim = simulate_cohort(800, seed=5, effects={"missed_screen_share": 0.15})
+    ms = sim.truth.missed_screens
+    assert len(ms) > 100 and (sim.events["result"] == "missed").sum() == len(ms)
+    eps = iop.build_episodes(sim)
+    pos = uds_weeks(sim, eps, weeks=12)
+    mis = uds_weeks(sim, eps, weeks=12, missing="missing")
+    # the truth: each missed week filled with what its screen would have shown
+    ms = ms.assign(week=ms["day"] // 7)
+    fill = ms.groupby(["episode_id", "week"])["would_be_positive"].max().astype(float)
+    key = pd.MultiIndex.from_frame(mis[["episode_id", "week"]])
+    true_pos = mis["positive"].to_numpy().copy()
+    filled = fill.reindex(key).to_numpy()
+    gap = np.isnan(true_pos) & ~np.isnan(filled)
+    true_pos[gap] = filled[gap]
+    sel = (mis["week"] > 0).to_numpy() & ~np.isnan(true_pos) & mis["scheduled"].to_numpy()
+    truth_share = np.nanmean(true_pos[sel])
+    assert np.nanmean(mis["positive"].to_numpy()[sel]) < truth_share < np.nanmean(pos["positive"].to_numpy()[sel])
+    # with the default effects nothing is missed and nothing is drawn
+    assert len(simulate_cohort(50, seed=5).truth.missed_screens) == 0

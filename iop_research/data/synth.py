@@ -175,6 +175,15 @@ class SimulationEffects:
         Share of intake (day 0) urine screens that are positive.
     positive_after_relapse_share : float, default 0.5
         Share of later weekly screens in treatment that are positive after a relapse.
+    missed_screen_share : float, default 0.0
+        Share of scheduled weekly screens in treatment (after the intake screen) that are
+        missed (``result = "missed"``). 0 (the demo cohort) draws nothing, so the cohort is
+        unchanged.
+    missed_screen_odds_after_relapse : float, default 3.0
+        Odds ratio of missing a screen after the episode's relapse (missed screens depend on
+        use, so "missed = positive" and "missed = missing" differ); used only when
+        ``missed_screen_share > 0``. ``truth.missed_screens`` holds what each missed screen
+        would have shown.
     """
 
     baseline_scale_days: float = 550.0
@@ -224,6 +233,8 @@ class SimulationEffects:
     loss_to_followup_mean_days: float = 730.0
     intake_positive_share: float = 0.45
     positive_after_relapse_share: float = 0.5
+    missed_screen_share: float = 0.0
+    missed_screen_odds_after_relapse: float = 3.0
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a plain dict (for provenance records and JSON)."""
@@ -273,6 +284,10 @@ class SimulationTruth:
     patients : pandas.DataFrame
         One row per person: ``patient_id, entry_day, death_day,
         observation_end_day, is_lost_to_followup`` (days from the window start).
+    missed_screens : pandas.DataFrame
+        One row per missed weekly screen (``effects.missed_screen_share > 0``):
+        ``episode_id, patient_id, day`` (days from admission) and
+        ``would_be_positive``, what the screen would have shown; empty otherwise.
     """
 
     effects: SimulationEffects
@@ -280,6 +295,7 @@ class SimulationTruth:
     episodes: pd.DataFrame = field(repr=False)
     mat_intervals: pd.DataFrame = field(repr=False)
     patients: pd.DataFrame = field(repr=False)
+    missed_screens: pd.DataFrame = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -435,11 +451,11 @@ def _group_first(group: np.ndarray) -> np.ndarray:
 _PROBABILITY_FIELDS = (
     "mat_share_opioid", "mat_share_alcohol", "mat_immediate_share", "mat_gap_probability",
     "aftercare_share_completed", "aftercare_share_other", "readmission_share", "loss_to_followup_share",
-    "intake_positive_share", "positive_after_relapse_share",
+    "intake_positive_share", "positive_after_relapse_share", "missed_screen_share",
 )
 _POSITIVE_FIELDS = (
     "baseline_scale_days", "baseline_shape", "mat_duration_shape", "mat_duration_scale_days",
-    "aftercare_mean_days", "loss_to_followup_mean_days", "after_mat_stop_days",
+    "aftercare_mean_days", "loss_to_followup_mean_days", "after_mat_stop_days", "missed_screen_odds_after_relapse",
 )
 _TUPLE_LENGTHS = {"mat_opioid_medication_shares": 3, "discharge_shares": 6, "los_median_days": 6, "los_sdlog": 6}
 
@@ -1038,7 +1054,8 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     bar.step("medications")
 
     # ---- events ------------------------------------------------------------------------
-    events = _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, death_day, dead_obs, to_dates, eff)
+    events, (m_ep, m_off, m_pos) = _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, death_day,
+                                                 dead_obs, to_dates, eff)
     bar.step("events")
 
     # ---- truth ---------------------------------------------------------------------------
@@ -1082,8 +1099,10 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
                      for name, tpl in zip(program_names, templates)},
         "time_origin": "admission; latent time t is recorded on day admit_date + ceil(t)",
     }
+    missed_screens = pd.DataFrame({Col.episode_id: eid_str[m_ep], Col.patient_id: pid_str[ep["pidx"][m_ep]],
+                                   "day": m_off.astype(np.int64), "would_be_positive": m_pos.astype(bool)})
     truth = SimulationTruth(effects=eff, params=params, episodes=truth_eps, mat_intervals=mat_intervals,
-                            patients=truth_pat)
+                            patients=truth_pat, missed_screens=missed_screens)
     bar.step("truth")
     return IOPData(patients=patients, admissions=admissions, sessions=sessions, medications=medications,
                    events=events, observation=observation, truth=truth)
@@ -1271,10 +1290,17 @@ def _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, dea
                                  after & (u < eff.positive_after_relapse_share)))
     keep = ~(rel_tx[u_ep] & (u_off == rel_day[u_ep]))  # the relapse-day screen is added below
     u_ep, u_off, positive = u_ep[keep], u_off[keep], positive[keep]
+    missed = np.zeros(u_ep.size, dtype=bool)
+    if eff.missed_screen_share > 0:  # opt-in: no draws otherwise, so default cohorts are unchanged
+        base = eff.missed_screen_share / (1.0 - eff.missed_screen_share) if eff.missed_screen_share < 1 else np.inf
+        odds = np.where(rel_tx[u_ep] & (u_off > rel_day[u_ep]), base * eff.missed_screen_odds_after_relapse, base)
+        missed = (u_off > 0) & (rng.random(u_ep.size) < odds / (1.0 + odds))
+    missed_truth = (u_ep[missed], u_off[missed], positive[missed])
     r_ep = np.flatnonzero(rel_tx)
     uds_ep = np.concatenate([u_ep, r_ep])
     uds_off = np.concatenate([u_off, rel_day[r_ep]])
     uds_pos = np.concatenate([positive, np.ones(r_ep.size, dtype=bool)])
+    uds_missed = np.concatenate([missed, np.zeros(r_ep.size, dtype=bool)])
     # relapse after discharge: 0 self-report, 1 ED visit, 2 overdose, 3 readmission
     post = np.flatnonzero(ep["relapse_observed"] & ~ep["relapse_in_tx"])
     # aftercare contacts: about every 14 days during engagement
@@ -1297,8 +1323,9 @@ def _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, dea
     parts = [
         # (person, calendar day, type code, result, substance)
         (ep["pidx"][uds_ep], ep["admit"][uds_ep] + uds_off, np.full(uds_ep.size, t_uds),
-         np.where(uds_pos, UdsResult.positive.value, UdsResult.negative.value).astype(object),
-         np.where(uds_pos, subst[ep["substance"][uds_ep]], None)),
+         np.where(uds_missed, UdsResult.missed.value,
+                  np.where(uds_pos, UdsResult.positive.value, UdsResult.negative.value)).astype(object),
+         np.where(uds_pos & ~uds_missed, subst[ep["substance"][uds_ep]], None)),
         (ep["pidx"][post], ep["admit"][post] + rel_day[post], manifest_type[ep["manifest"][post]],
          np.repeat(none, post.size), subst[ep["substance"][post]]),
         (ep["pidx"][c_ep], ep["admit"][c_ep] + c_off, np.full(c_ep.size, t_aft),
@@ -1308,13 +1335,15 @@ def _build_events(rng, ep, ep_obs_end_off, next_admit_off, pid_str, obs_end, dea
     ]
     pidx, day, etype, result, substance = (np.concatenate([p[i] for p in parts]) for i in range(5))
     order = np.lexsort((etype, day, pidx))
-    return _frame("events", {
+    events = _frame("events", {
         Col.patient_id: pid_str[pidx[order]],
         Col.event_date: to_dates(day[order]),
         Col.event_type: np.array(EventType.values(), dtype=object)[etype[order]],
         Col.result: result[order],
         Col.substance: substance[order],
     })
+    m_ep, m_off, m_pos = missed_truth
+    return events, (m_ep, m_off, m_pos)
 
 
 _KIND_DTYPE = {"id": object, "str": object, "int": np.int64, "float": np.float64, "bool": bool,
