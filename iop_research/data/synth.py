@@ -184,6 +184,12 @@ class SimulationEffects:
         use, so "missed = positive" and "missed = missing" differ); used only when
         ``missed_screen_share > 0``. ``truth.missed_screens`` holds what each missed screen
         would have shown.
+    programme_completion_sd : float, default 0.0
+        SD of programme effects on the log-odds of completing treatment: one draw per
+        programme from N(0, sd^2), added to the "completed" logit, so the logit of
+        P(completed) moves by exactly that effect (a random-intercept truth);
+        ``truth.params["programme_completion_effects"]`` records them. 0 (the demo) draws
+        nothing.
     """
 
     baseline_scale_days: float = 550.0
@@ -235,6 +241,7 @@ class SimulationEffects:
     positive_after_relapse_share: float = 0.5
     missed_screen_share: float = 0.0
     missed_screen_odds_after_relapse: float = 3.0
+    programme_completion_sd: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a plain dict (for provenance records and JSON)."""
@@ -457,6 +464,7 @@ _POSITIVE_FIELDS = (
     "baseline_scale_days", "baseline_shape", "mat_duration_shape", "mat_duration_scale_days",
     "aftercare_mean_days", "loss_to_followup_mean_days", "after_mat_stop_days", "missed_screen_odds_after_relapse",
 )
+_NONNEGATIVE_FIELDS = ("programme_completion_sd",)
 _TUPLE_LENGTHS = {"mat_opioid_medication_shares": 3, "discharge_shares": 6, "los_median_days": 6, "los_sdlog": 6}
 
 
@@ -471,6 +479,10 @@ def _check_effects(eff: SimulationEffects) -> SimulationEffects:
         v = getattr(eff, name)
         if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
             bad.append(f"{name}={v!r} (a finite number > 0)")
+    for name in _NONNEGATIVE_FIELDS:
+        v = getattr(eff, name)
+        if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
+            bad.append(f"{name}={v!r} (a finite number >= 0)")
     for name, length in _TUPLE_LENGTHS.items():
         v = getattr(eff, name)
         ok = len(v) == length and all(isinstance(x, (int, float)) and x >= 0 for x in v)
@@ -582,7 +594,7 @@ def _draw_episode_covariates(rng, pat, pidx, prev, program_p):
                 comorbid=pat["comorbid"][pidx])
 
 
-def _draw_discharge(rng, cov, eff):
+def _draw_discharge(rng, cov, eff, prog_u=None):
     """Latent discharge reason code (0-5) and LOS in whole days (>= 1)."""
     m = cov["sev"].size
     base = np.log(np.asarray(eff.discharge_shares, dtype=float))
@@ -599,6 +611,8 @@ def _draw_discharge(rng, cov, eff):
     logits[:, 2] += 0.10 * sev_c + 0.3 * homeless_c - 0.3 * step_c
     logits[:, 3] += 0.08 * sev_c + 0.2 * cj_c
     logits[:, 4] += 1.0 * cj_c - 0.1
+    if prog_u is not None:
+        logits[:, 0] += prog_u[cov["program"]]
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     reason = _choice(rng, p, m)
     med = np.asarray(eff.los_median_days, dtype=float)[reason]
@@ -951,10 +965,12 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     admit = pat["entry"].astype(np.int64)
     prev = None
     carry = None
+    # opt-in programme effects on completion: no draw at the default 0, so default cohorts are unchanged
+    prog_u = rng.normal(0.0, eff.programme_completion_sd, n_programs) if eff.programme_completion_sd > 0 else None
     for _ in range(_MAX_READMISSION_ROUNDS):
         if pidx.size == 0:
             break
-        ep = _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff)
+        ep = _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u)
         rounds.append(ep)
         nxt = ep["readmit"]
         prev = {k: ep[k][nxt] for k in ("substance", "prior", "program")}
@@ -1099,6 +1115,8 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
                      for name, tpl in zip(program_names, templates)},
         "time_origin": "admission; latent time t is recorded on day admit_date + ceil(t)",
     }
+    if prog_u is not None:
+        params["programme_completion_effects"] = dict(zip(program_names, prog_u.tolist()))
     missed_screens = pd.DataFrame({Col.episode_id: eid_str[m_ep], Col.patient_id: pid_str[ep["pidx"][m_ep]],
                                    "day": m_off.astype(np.int64), "would_be_positive": m_pos.astype(bool)})
     truth = SimulationTruth(effects=eff, params=params, episodes=truth_eps, mat_intervals=mat_intervals,
@@ -1132,7 +1150,7 @@ def _carry_over(ep, nxt, rday):
     return new_pos[ep_idx[first]], med[first], left[first].astype(np.int64)
 
 
-def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff):
+def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u=None):
     """One round of episodes (first episodes, or readmissions) for persons ``pidx``.
 
     ``carry``: (episode position, medication code, days) of supplies dispensed in
@@ -1155,7 +1173,7 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
           + eff.log_hr_unemployed * (cov["employment"] == 1)
           + eff.log_hr_residential_step_down * (cov["referral"] == _REF_STEP_DOWN)
           + sub_beta[sub])
-    reason, los = _draw_discharge(rng, cov, eff)
+    reason, los = _draw_discharge(rng, cov, eff, prog_u)
     t_death = death_cont[pidx] - admit  # continuous, > 0
     died_in_tx = t_death < los
     los_obs = np.where(died_in_tx, np.maximum(1, np.ceil(t_death)), los).astype(np.int64)
