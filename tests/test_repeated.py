@@ -156,3 +156,47 @@ def test_simulated_missed_screens_depend_on_use_so_the_rules_differ_as_the_truth
     assert np.nanmean(mis["positive"].to_numpy()[sel]) < truth_share < np.nanmean(pos["positive"].to_numpy()[sel])
     # with the default effects nothing is missed and nothing is drawn
     assert len(simulate_cohort(50, seed=5).truth.missed_screens) == 0
+
+
+def _tlfb():
+    ep = pd.DataFrame({"episode_id": ["E1", "E2", "E3"], "patient_id": ["P1", "P2", "P3"],
+                       "admit_date": [D0, D0, D0]})
+    rows = []
+    # P1 (female): days 0-9 recorded; used on days 2, 5 (3 drinks), 7 (4 drinks: heavy for a woman)
+    for k in range(10):
+        rows.append(("P1", _day(k), k in (2, 5, 7), {2: 1.0, 5: 3.0, 7: 4.0}.get(k, 0.0)))
+    # P2 (male): days 0-4 recorded, 4 drinks on day 1 (not heavy for a man); day 120 is outside a 90-day window
+    for k in range(5):
+        rows.append(("P2", _day(k), k == 1, 4.0 if k == 1 else 0.0))
+    rows.append(("P2", _day(120), True, 9.0))
+    use = pd.DataFrame(rows, columns=["patient_id", "use_date", "used", "drinks"])
+    sex = pd.DataFrame({"patient_id": ["P1", "P2", "P3"], "sex": ["female", "male", "male"]})
+    return use, ep, sex
+
+
+def test_tlfb_endpoints_count_recorded_days_only():
+    from iop_research.derive.repeated import TLFB_COLUMNS, tlfb_endpoints
+
+    use, ep, sex = _tlfb()
+    t = tlfb_endpoints(use, ep, days=90, sex=sex).set_index("episode_id")
+    assert tuple(t.reset_index().columns) == TLFB_COLUMNS
+    assert t.loc["E1", "days_recorded"] == 10 and t.loc["E1", "days_abstinent"] == 7
+    assert t.loc["E1", "percent_days_abstinent"] == pytest.approx(70.0)
+    assert t.loc["E1", "heavy_days"] == 1 and t.loc["E1", "first_heavy_day"] == 7 and t.loc["E1", "heavy_event"] == 1
+    assert t.loc["E2", "days_recorded"] == 5 and t.loc["E2", "heavy_days"] == 0  # day 120 outside; 4 drinks: not heavy
+    assert t.loc["E2", "heavy_event"] == 0 and t.loc["E2", "first_heavy_day"] == 4  # censored at the last recorded day
+    assert t.loc["E3", "days_recorded"] == 0 and np.isnan(t.loc["E3", "percent_days_abstinent"])
+    # without sex the threshold is 5 drinks: P1's day 7 is no longer heavy
+    assert tlfb_endpoints(use, ep).set_index("episode_id").loc["E1", "heavy_days"] == 0
+
+
+def test_tlfb_bad_rows_are_named():
+    from iop_research.derive.repeated import tlfb_endpoints
+
+    use, ep, _ = _tlfb()
+    with pytest.raises(DataValidationError, match="repeats a patient-day"):
+        tlfb_endpoints(pd.concat([use, use.iloc[:1]], ignore_index=True), ep)
+    with pytest.raises(DataValidationError, match="not used"):
+        tlfb_endpoints(use.assign(drinks=2.0), ep)
+    with pytest.raises(DataValidationError, match="lacks columns"):
+        tlfb_endpoints(use.drop(columns="used"), ep)

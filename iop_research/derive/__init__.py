@@ -26,6 +26,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'uds_weeks': 'repeated',
     'abstinence_endpoints': 'repeated',
     'consecutive_use_relapse': 'repeated',
+    'tlfb_endpoints': 'repeated',
     'recurrent_relapses': 'outcomes',
     'retention_outcomes': 'outcomes',
     'OUTCOME_COLUMNS': 'outcomes',

@@ -31,8 +31,8 @@ import pandas as pd
 from iop_research.data.schema import Col, EventType, UdsResult
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 
-__all__ = ["uds_weeks", "abstinence_endpoints", "consecutive_use_relapse", "UDS_WEEK_COLUMNS",
-           "ABSTINENCE_COLUMNS"]
+__all__ = ["uds_weeks", "abstinence_endpoints", "consecutive_use_relapse", "tlfb_endpoints", "UDS_WEEK_COLUMNS",
+           "ABSTINENCE_COLUMNS", "TLFB_COLUMNS"]
 
 #: Columns of :func:`uds_weeks`.
 UDS_WEEK_COLUMNS = ("episode_id", "patient_id", "week", "n_screens", "scheduled", "missed", "positive")
@@ -235,3 +235,109 @@ def consecutive_use_relapse(weeks_frame: pd.DataFrame, *, weeks: int = 4) -> pd.
                 break
         out.append((eid, pid, int(hit is not None), int(hit if hit is not None else wk[-1])))
     return pd.DataFrame(out, columns=["episode_id", "patient_id", "relapse", "week"])
+
+
+#: Columns of :func:`tlfb_endpoints`.
+TLFB_COLUMNS = ("episode_id", "patient_id", "days_recorded", "days_abstinent", "percent_days_abstinent",
+                "heavy_days", "percent_heavy_days", "first_heavy_day", "heavy_event")
+#: Drinks in a day that make it a heavy-drinking day (NIAAA: 4 or more for women, 5 or more for men).
+HEAVY_DRINKS = {"female": 4.0, "male": 5.0}
+
+
+def tlfb_endpoints(use_days: pd.DataFrame, episodes: pd.DataFrame, *, days: int = 90,
+                   sex: pd.DataFrame | None = None, substance: str | None = None) -> pd.DataFrame:
+    """Timeline Followback endpoints per episode over ``days`` days from admission.
+
+    Parameters
+    ----------
+    use_days : pandas.DataFrame
+        One row per patient and recorded day (Timeline Followback): ``patient_id``,
+        ``use_date``, ``used`` (bool), optional ``drinks`` (standard drinks that day) and
+        ``substance``. Days without a row are not recorded (left out of every percentage,
+        never counted as abstinent).
+    episodes : pandas.DataFrame
+        ``episode_id, patient_id, admit_date`` (e.g. :func:`~iop_research.derive.build_episodes`).
+    days : int, default 90
+        Window: days ``0 .. days - 1`` from admission.
+    sex : pandas.DataFrame, optional
+        ``patient_id, sex`` (the patients table) for the heavy-day threshold (4 drinks for
+        women, 5 for men, NIAAA); without it, or for other values, 5 is used.
+    substance : str, optional
+        Keep only rows of this substance (e.g. "alcohol").
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``TLFB_COLUMNS``: ``percent_days_abstinent`` = days not used / days recorded x 100;
+        ``heavy_days`` needs ``drinks``; ``first_heavy_day`` is the first heavy day (days
+        from admission) with ``heavy_event = 1``, else the last recorded day with
+        ``heavy_event = 0`` (censored), for time-to-first-heavy-day analyses.
+
+    Raises
+    ------
+    DataValidationError
+        Missing columns, duplicate patient-days, ``used`` missing, negative drinks, drinks
+        on a day marked not used.
+    """
+    func = "tlfb_endpoints"
+    if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or days < 1:
+        raise ModelSpecificationError(f"{func}: days must be a whole number >= 1 (e.g. 90), got {days!r}.")
+    lack = [c for c in ("patient_id", "use_date", "used") if c not in use_days.columns]
+    if lack:
+        raise DataValidationError(
+            f"{func}: table 'use_days' lacks columns {format_ids(lack)}; it needs patient_id, use_date, used "
+            "(and optionally drinks, substance).")
+    lack = [c for c in (Col.episode_id, Col.patient_id, Col.admit_date) if c not in episodes.columns]
+    if lack:
+        raise DataValidationError(f"{func}: table 'episodes' lacks columns {format_ids(lack)}.")
+    u = use_days if substance is None else use_days[use_days.get("substance", pd.Series(index=use_days.index,
+                                                                                       dtype=object)) == substance]
+    problems = []
+    if u["used"].isna().any():
+        problems.append(("used", u["used"].isna(), "is missing; record True/False for every recorded day"))
+    dup = u.duplicated(["patient_id", "use_date"], keep=False)
+    if dup.any():
+        problems.append(("use_date", dup, "repeats a patient-day; keep one row per patient and day"))
+    drinks = u["drinks"] if "drinks" in u.columns else None
+    if drinks is not None:
+        dn = pd.to_numeric(drinks, errors="coerce")
+        neg = dn < 0
+        if neg.any():
+            problems.append(("drinks", neg, "is negative"))
+        contradict = (dn > 0) & (u["used"] == False)  # noqa: E712 - pandas element-wise
+        if contradict.any():
+            problems.append(("drinks", contradict, "is above 0 on a day marked not used"))
+    if problems:
+        col, mask, what = problems[0]
+        raise DataValidationError(
+            f"{func}: table 'use_days', column {col!r} {what} ({int(mask.sum())} row(s), first rows "
+            f"{format_ids(u.index[mask.to_numpy()][:5])}).")
+    ep = episodes[[Col.episode_id, Col.patient_id, Col.admit_date]]
+    j = ep.merge(u.assign(_day=_days(u["use_date"])), on=Col.patient_id, how="left")
+    j["_off"] = j["_day"] - _days(j[Col.admit_date])
+    j = j[(j["_off"] >= 0) & (j["_off"] < days)]
+    thr = 5.0
+    if sex is not None and "sex" in sex.columns:
+        j = j.merge(sex[["patient_id", "sex"]].drop_duplicates("patient_id"), on="patient_id", how="left")
+        j["_thr"] = j["sex"].map(HEAVY_DRINKS).fillna(thr)
+    else:
+        j["_thr"] = thr
+    j["_used"] = j["used"].astype(bool)
+    j["_heavy"] = (pd.to_numeric(j["drinks"], errors="coerce") >= j["_thr"]) if drinks is not None else False
+    rows = []
+    by = j.groupby([Col.episode_id, Col.patient_id], sort=True)
+    for (eid, pid), g in by:
+        n = len(g)
+        abst = int((~g["_used"]).sum())
+        heavy = g.loc[g["_heavy"].astype(bool), "_off"]
+        rows.append((eid, pid, n, abst, 100.0 * abst / n, int(len(heavy)) if drinks is not None else np.nan,
+                     100.0 * len(heavy) / n if drinks is not None else np.nan,
+                     float(heavy.min()) if len(heavy) else float(g["_off"].max()), int(len(heavy) > 0)))
+    out = pd.DataFrame(rows, columns=list(TLFB_COLUMNS))
+    # episodes without any recorded day: present, with nothing recorded (never silently dropped)
+    none = ep[~ep[Col.episode_id].isin(out["episode_id"])]
+    if len(none):
+        out = pd.concat([out, pd.DataFrame({"episode_id": none[Col.episode_id].to_numpy(),
+                                            "patient_id": none[Col.patient_id].to_numpy(), "days_recorded": 0})],
+                        ignore_index=True)
+    return out[list(TLFB_COLUMNS)].sort_values("episode_id", ignore_index=True)
