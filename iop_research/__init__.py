@@ -56,6 +56,7 @@ _EXPORTS = {
     "evalue": "designs.causal",
     "clone_censor_weight": "designs.ccw",
     "fit_gee": "longitudinal.gee",
+    "fit_glmm": "longitudinal.glmm",
     "read_teds_a": "datasets",
     "suppress_small_cells": "privacy.suppression",
     "deidentify": "data.deidentify",

@@ -9,6 +9,9 @@ function                    method                                         R ref
 ==========================  =============================================  ==========================
 ``fit_gee``                 GEE, exchangeable / AR(1) / independence       ``geepack::geeglm``
                             working correlation, robust (sandwich) SEs
+``fit_glmm``                random-intercept GLMM (binomial, poisson) by   ``lme4::glmer``,
+                            Laplace / adaptive Gauss-Hermite; LMM by       ``lme4::lmer``
+                            REML / ML
 ==========================  =============================================  ==========================
 """
 from __future__ import annotations
@@ -17,4 +20,5 @@ from iop_research._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fit_gee": "gee",
+    "fit_glmm": "glmm",
 })

@@ -250,13 +250,14 @@ def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter):
     if par[0] < 1e-6:
         par[0] = 0.0
         free[0] = False
+    hess = None
     for _ in range(20):
-        hh = 1e-4 * np.maximum(1.0, np.abs(par))
         grad = jac(par)
         if np.max(np.abs(grad[free])) < 1e-8:
             converged = True
             break
-        hess = _num_hess(fun, par, hh)[np.ix_(free, free)]
+        if hess is None:  # one Hessian, reused: near the optimum the fixed-Hessian Newton steps converge fast
+            hess = _num_hess(fun, par, 1e-4 * np.maximum(1.0, np.abs(par)))[np.ix_(free, free)]
         try:
             step = np.linalg.solve(hess, grad[free])
         except np.linalg.LinAlgError:
@@ -407,15 +408,16 @@ def fit_glmm(
     >>> res = fit_glmm(weeks, formula="positive ~ mat + week", group_col="patient_id", nagq=7)
     >>> res.tidy[["term", "estimate", "std_error"]].round(3)
               term  estimate  std_error
-    0  (Intercept)     0.292      0.165
-    1          mat    -0.911      0.181
-    2         week    -0.082      0.022
+    0  (Intercept)     0.242      0.155
+    1          mat    -0.830      0.160
+    2         week    -0.075      0.024
     >>> res.glance[["n_groups", "method", "re_variance"]].round(3)
        n_groups method  re_variance
-    0       200    AGQ        0.882
+    0       200    AGQ         0.64
 
     The R call it equals: ``lme4::glmer(positive ~ mat + week + (1 | patient_id), data = weeks,
-    family = binomial, nAGQ = 7)``.
+    family = binomial, nAGQ = 7)`` (R: 0.24183, -0.83008, -0.07454; SEs 0.15505, 0.16040, 0.02431;
+    variance 0.6397).
     """
     if family not in _FAMILIES:
         raise ModelSpecificationError(f"{_FUNC}: family must be one of {_FAMILIES}, got {family!r}.")
