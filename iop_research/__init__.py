@@ -42,6 +42,7 @@ _EXPORTS = {
     "rmst": "survival",
     "fit_cox": "survival",
     "ph_test": "survival",
+    "fit_frailty": "survival",
     "cumulative_incidence": "survival",
     "gray_test": "survival",
     "fit_fine_gray": "survival",

@@ -115,6 +115,11 @@ class _FrailtyFit:
             step = np.zeros(p + G)
             if len(free):
                 step[free] = np.linalg.solve(hess[np.ix_(free, free)], grad[free])
+            # Newton decrement grad' H^-1 grad: scale-free (a tiny theta makes the penalty, and the rounding
+            # of its gradient, huge), so the test works for every theta
+            if not len(free) or float(grad[free] @ step[free]) < 1e-16 * max(1.0, abs(f)):
+                converged = True
+                break
             t = 1.0
             while True:
                 new = par + t * step
@@ -127,11 +132,7 @@ class _FrailtyFit:
                         f"{_FUNC}: the penalised partial likelihood could not be increased at theta = {theta:.4g} "
                         "(extreme covariate values?); rescale the covariates."
                     )
-            change = abs(fn - f)
             par, f, grad, hess, pl = new, fn, gn, hn, pln
-            if change <= 1e-12 * max(1.0, abs(f)) and (not len(free) or np.max(np.abs(grad[free])) < 1e-7):
-                converged = True
-                break
         if not converged:
             raise ConvergenceError(
                 f"{_FUNC}: the inner Newton-Raphson did not converge in {max_iter} iterations at theta = {theta:.4g}; "
