@@ -183,3 +183,31 @@ def test_bad_values(data):
     neg.loc[neg.index[0], "days"] = -3
     with pytest.raises(EstimatorInputError, match="negative"):
         fit_frailty(neg, cluster_col="program", **args)
+
+
+@pytest.mark.parametrize("efron", [True, False])
+def test_structured_information_equals_generic_cox_engine(data, efron):
+    """The E x G risk-set tables give the partial likelihood, score and full information of the Cox engine
+    of fit_cox run on the covariates plus one indicator column per cluster (at an arbitrary point)."""
+    from iop_research._validate import label_codes
+    from iop_research.survival.cox import _Engine
+    from iop_research.survival.frailty import _ClusteredCox
+
+    g, levels = label_codes(data, "program", func="test")
+    x = np.column_stack([data["mat"], data["age"], (data["sex"] == "m").astype(float)])
+    stop, event = data["days"].to_numpy(float), data["relapse"].to_numpy() == 1
+    rng = np.random.default_rng(0)
+    par = np.r_[0.3, -0.01, 0.2, rng.normal(0, 0.4, len(levels))]
+    pl, u, info = _ClusteredCox(stop, event, x, g, len(levels), efron).evaluate(par, full=True)
+    z = np.eye(len(levels))[g]
+    eng = _Engine(np.full(len(stop), -np.inf), stop, event, np.column_stack([x - x.mean(axis=0), z]),
+                  np.ones(len(stop)), np.zeros(len(stop), dtype=np.int64), efron)
+    pl_e, u_e, info_e, _ = eng.evaluate(par)
+    assert pl == pytest.approx(pl_e, abs=1e-9)
+    np.testing.assert_allclose(u, u_e, atol=1e-9)
+    np.testing.assert_allclose(info, info_e, atol=1e-9)
+    _, _, sparse_info = _ClusteredCox(stop, event, x, g, len(levels), efron).evaluate(par, full=False)
+    p = x.shape[1]
+    np.testing.assert_allclose(np.diag(sparse_info), np.diag(info_e), atol=1e-9)
+    np.testing.assert_allclose(sparse_info[:p], info_e[:p], atol=1e-9)
+    assert np.count_nonzero(sparse_info[p:, p:] - np.diag(np.diag(sparse_info[p:, p:]))) == 0

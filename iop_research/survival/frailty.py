@@ -47,12 +47,12 @@ from iop_research._validate import (
 )
 from iop_research.exceptions import ConvergenceError, ModelSpecificationError
 from iop_research.results import Result
-from iop_research.survival.cox import _Engine
 
 __all__ = ["fit_frailty", "FRAILTY_GLANCE_COLUMNS", "FRAILTY_COLUMNS"]
 
 _FUNC = "fit_frailty"
 _TIES = ("efron", "breslow")
+_FULL_MAX = 1000  # clusters up to which the inner Newton uses the full frailty-by-frailty information
 #: glance columns.
 FRAILTY_GLANCE_COLUMNS = ("n_obs", "n_events", "n_clusters", "theta", "frailty_df", "loglik_integrated",
                           "loglik", "loglik_null", "ties", "sparse", "n_iter", "converged")
@@ -68,21 +68,114 @@ def _gamma_correction(d: np.ndarray, nu: float) -> float:
                         - d * np.log(nu + d)))
 
 
+class _ClusteredCox:
+    """Partial likelihood of ``eta = x beta + w[cluster]`` with its score and information, using the cluster
+    structure: risk-set sums per (event time, cluster) are ``E x G`` tables, so nothing is ``n x G``.
+
+    Right-censored rows, unit weights; Efron slots ``k = 0..d-1`` of a tie group of ``d`` events with
+    ``D_s = R_m - (k / d) E_m`` (Breslow: ``k / d`` replaced by 0), as survival's coxfit5.
+    With ``full=False`` only the diagonal of the frailty-by-frailty information block is formed (R's
+    sparse computation, and the cheap one for many clusters).
+    """
+
+    def __init__(self, stop, event, x, g, n_groups, efron):
+        self.n, self.p = x.shape
+        self.G = n_groups
+        self.x = x - x.mean(axis=0) if self.p else x
+        self.g = g
+        ev = np.flatnonzero(event)
+        et = np.unique(stop[ev])
+        self.E = len(et)
+        self.a = np.searchsorted(et, stop, side="right")  # row j is at risk at event times m < a_j
+        self.ev = ev
+        self.evm = np.searchsorted(et, stop[ev])
+        dcount = np.bincount(self.evm, minlength=self.E)
+        slot_m = np.repeat(np.arange(self.E), dcount)
+        first = np.r_[0, np.cumsum(dcount)[:-1]]
+        self.slot_m = slot_m
+        self.slot_f = (np.arange(len(slot_m)) - first[slot_m]) / dcount[slot_m] if efron else np.zeros(len(slot_m))
+        self.xev = self.x[ev].sum(axis=0)
+        self.d = np.bincount(g[ev], minlength=n_groups).astype(float)
+
+    def _risk(self, v):
+        """R[m] = sum of v over rows at risk at event time m, and the event sums (length E)."""
+        c = np.bincount(self.a, weights=v, minlength=self.E + 1)
+        rc = np.cumsum(c[::-1])[::-1]
+        return rc[1:], np.bincount(self.evm, weights=v[self.ev], minlength=self.E)
+
+    def _risk_g(self, v):
+        """Per cluster: E x G tables of the risk-set and event sums of v."""
+        G, E = self.G, self.E
+        c = np.bincount(self.a * G + self.g, weights=v, minlength=(E + 1) * G).reshape(E + 1, G)
+        rc = np.cumsum(c[::-1], axis=0)[::-1]
+        e = np.bincount(self.evm * G + self.g[self.ev], weights=v[self.ev], minlength=E * G).reshape(E, G)
+        return rc[1:], e
+
+    def evaluate(self, par, full: bool):
+        p, G, E = self.p, self.G, self.E
+        beta, w = par[:p], par[p:]
+        eta = (self.x @ beta if p else 0.0) + w[self.g]
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = np.exp(eta)
+        if not np.all(np.isfinite(r)):
+            return -np.inf, None, None
+        m, f = self.slot_m, self.slot_f
+        R, Ev = self._risk(r)
+        D = R[m] - f * Ev[m]
+        if not np.all(D > 0):
+            return -np.inf, None, None
+        pl = float(np.sum(eta[self.ev]) - np.sum(np.log(D)))
+        # per event time: sums over its slots of 1/D, f/D, 1/D^2, f/D^2, f^2/D^2
+        c1 = np.bincount(m, 1.0 / D, minlength=E)
+        cf = np.bincount(m, f / D, minlength=E)
+        c2 = np.bincount(m, 1.0 / D**2, minlength=E)
+        c2f = np.bincount(m, f / D**2, minlength=E)
+        c2ff = np.bincount(m, f * f / D**2, minlength=E)
+        Rg, Eg = self._risk_g(r)
+        u = np.empty(p + G)
+        info = np.zeros((p + G, p + G))
+        u[p:] = self.d - (c1 @ Rg - cf @ Eg)
+        diag_w = (c1 @ Rg - cf @ Eg) - (c2 @ Rg**2 - 2 * c2f @ (Rg * Eg) + c2ff @ Eg**2)
+        if full:
+            ww = -((Rg * c2[:, None]).T @ Rg - (Rg * c2f[:, None]).T @ Eg - (Eg * c2f[:, None]).T @ Rg
+                   + (Eg * c2ff[:, None]).T @ Eg)
+            ww[np.diag_indices(G)] = diag_w
+            info[p:, p:] = ww
+        else:
+            info[p + np.arange(G), p + np.arange(G)] = diag_w
+        if p:
+            Rx = np.empty((E, p))
+            Ex = np.empty((E, p))
+            for k in range(p):
+                Rx[:, k], Ex[:, k] = self._risk(r * self.x[:, k])
+            xbar = (Rx[m] - f[:, None] * Ex[m]) / D[:, None]
+            u[:p] = self.xev - xbar.sum(axis=0)
+            for k in range(p):
+                for l in range(k + 1):
+                    Rkl, Ekl = self._risk(r * self.x[:, k] * self.x[:, l])
+                    v = c1 @ Rkl - cf @ Ekl - xbar[:, k] @ xbar[:, l]
+                    info[k, l] = info[l, k] = v
+                Rgx, Egx = self._risk_g(r * self.x[:, k])
+                cross = (c1 @ Rgx - cf @ Egx) - (
+                    (Rx[:, k] * c2) @ Rg - (Rx[:, k] * c2f) @ Eg - (Ex[:, k] * c2f) @ Rg + (Ex[:, k] * c2ff) @ Eg)
+                info[k, p:] = info[p:, k] = cross
+        return pl, u, info
+
+
 class _FrailtyFit:
     """Penalised partial likelihood of (beta, w) for a given theta, and its maximiser."""
 
     def __init__(self, stop, event, x, g, n_groups, efron):
-        n, self.p = x.shape
+        self.p = x.shape[1]
         self.G = n_groups
-        z = np.zeros((n, n_groups))
-        z[np.arange(n), g] = 1.0
-        xc = x - x.mean(axis=0) if self.p else x
-        self.engine = _Engine(np.full(n, -np.inf), stop, event, np.column_stack([xc, z]), np.ones(n),
-                              np.zeros(n, dtype=np.int64), efron)
+        # Newton steps use the exact information (quadratic convergence) up to _FULL_MAX clusters; beyond, the
+        # frailty block is taken as diagonal (R's sparse iteration: cheaper, converges linearly)
+        self.full = n_groups <= _FULL_MAX
+        self.cox = _ClusteredCox(stop, event, x, g, n_groups, efron)
         self.start = np.zeros(self.p + n_groups)
 
     def penalised(self, par, nu):
-        pl, u, info, _ = self.engine.evaluate(par)
+        pl, u, info = self.cox.evaluate(par, self.full)
         if u is None:
             return -np.inf, None, None, None
         w = par[self.p:]
@@ -90,8 +183,8 @@ class _FrailtyFit:
         ppl = pl - nu * float(np.sum(ew - w))
         grad = u.copy()
         grad[self.p:] -= nu * (ew - 1.0)
-        hess = info.copy()  # negative Hessian of the PPL
-        hess[self.p:, self.p:] += np.diag(nu * ew)
+        hess = info  # negative Hessian of the PPL
+        hess[self.p + np.arange(self.G), self.p + np.arange(self.G)] += nu * ew
         return ppl, grad, hess, pl
 
     def fit(self, theta: float, max_iter: int):
@@ -111,7 +204,7 @@ class _FrailtyFit:
             f, grad, hess, pl = self.penalised(par, nu)
         it = 0
         converged = False
-        for it in range(1, max_iter + 1):
+        for it in range(1, (max_iter if self.full else 20 * max_iter) + 1):
             step = np.zeros(p + G)
             if len(free):
                 step[free] = np.linalg.solve(hess[np.ix_(free, free)], grad[free])
@@ -253,7 +346,7 @@ def fit_frailty(
         fit = solve(th)
         return fit["loglik"] + (_gamma_correction(d, fit["nu"]) if th > 0 else 0.0)
 
-    null_fit = model.engine.evaluate(np.zeros(p + n_groups))[0]
+    null_fit = model.cox.evaluate(np.zeros(p + n_groups), False)[0]
     if theta is None:
         grid = np.array([0.0, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
         vals = np.array([integrated(t) for t in grid])
