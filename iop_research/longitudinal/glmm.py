@@ -174,30 +174,71 @@ class _GlmmDeviance:
             loglik = special.logsumexp(terms, axis=1) - 0.5 * np.log(h)
         return float(-2.0 * np.sum(loglik))
 
+    def value_grad(self, params):
+        """Deviance and its gradient in (theta, beta), differentiating through the conditional modes and the
+        curvature (implicit function theorem: ``du/dphi = (d h'(u) / d phi) / H``)."""
+        theta, beta = abs(float(params[0])), np.asarray(params[1:], dtype=float)
+        u, h, eta0 = self.modes(theta, beta)
+        if not np.all(np.isfinite(u)):
+            return np.inf, np.full(len(params), np.nan)
+        g, G, x, y = self.g, self.G, self.x, self.y
+        p = x.shape[1]
+        _, mu, w = self._obs(eta0 + theta * u[g])
+        dw = w * (1.0 - 2.0 * mu) if self.family == "binomial" else w  # d w / d eta
+        sw = np.bincount(g, w, minlength=G)
+        sdw = np.bincount(g, dw, minlength=G)
+        resid = np.bincount(g, y - mu, minlength=G)
+        swx = np.column_stack([np.bincount(g, w * x[:, k], minlength=G) for k in range(p)])
+        sdwx = np.column_stack([np.bincount(g, dw * x[:, k], minlength=G) for k in range(p)])
+        # d u / d phi (G x (1 + p)), columns theta then beta
+        du = np.empty((G, 1 + p))
+        du[:, 0] = (resid - theta * sw * u) / h
+        du[:, 1:] = -theta * swx / h[:, None]
+        # total d H / d phi
+        dh = np.empty((G, 1 + p))
+        dh[:, 0] = 2 * theta * sw + theta**2 * sdw * u
+        dh[:, 1:] = theta**2 * sdwx
+        dh += (theta**3 * sdw)[:, None] * du
+        sd = 1.0 / np.sqrt(h)
+        dsd = -0.5 * sd[:, None] ** 3 * dh
+        grad = -0.5 * dh / h[:, None]
+        nodes = self.nodes
+        terms = np.empty((G, len(nodes)))
+        parts = []
+        for k, z in enumerate(nodes):
+            uk = u + z * sd
+            ll, mu_k, _ = self._obs(eta0 + theta * uk[g])
+            terms[:, k] = self.logw[k] + np.bincount(g, ll, minlength=G) - 0.5 * uk * uk - _LOG_SQRT_2PI
+            r = y - mu_k
+            rk = np.bincount(g, r, minlength=G)
+            dphi = np.empty((G, 1 + p))
+            dphi[:, 0] = rk * uk
+            dphi[:, 1:] = np.column_stack([np.bincount(g, r * x[:, j], minlength=G) for j in range(p)])
+            hprime = theta * rk - uk
+            dphi += hprime[:, None] * (du + z * dsd)
+            parts.append(dphi)
+        loglik = special.logsumexp(terms, axis=1)
+        wts = np.exp(terms - loglik[:, None])
+        for k in range(len(nodes)):
+            grad += wts[:, k:k + 1] * parts[k]
+        loglik = loglik - 0.5 * np.log(h)
+        gsum = grad.sum(axis=0)
+        if params[0] < 0:
+            gsum[0] = -gsum[0]
+        return float(-2.0 * np.sum(loglik)), -2.0 * gsum
 
-def _num_grad(f, x, h):
-    g = np.empty(len(x))
-    for j in range(len(x)):
-        e = np.zeros(len(x))
-        e[j] = h[j]
-        g[j] = (f(x + e) - f(x - e)) / (2 * h[j])
-    return g
 
-
-def _num_hess(f, x, h):
-    k = len(x)
-    f0 = f(x)
+def _grad_hess(grad, x, free):
+    """Symmetric Hessian of the free parameters by central differences of the analytic gradient."""
+    idx = np.flatnonzero(free)
+    k = len(idx)
     hess = np.empty((k, k))
-    for i in range(k):
-        ei = np.zeros(k)
-        ei[i] = h[i]
-        hess[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / (h[i] * h[i])
-        for j in range(i):
-            ej = np.zeros(k)
-            ej[j] = h[j]
-            hess[i, j] = hess[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (
-                4 * h[i] * h[j])
-    return hess
+    for c, j in enumerate(idx):
+        h = 1e-5 * max(1.0, abs(x[j]))
+        e = np.zeros(len(x))
+        e[j] = h
+        hess[:, c] = (grad(x + e)[idx] - grad(x - e)[idx]) / (2 * h)
+    return 0.5 * (hess + hess.T)
 
 
 def _glm_start(x, y, family):
@@ -224,70 +265,55 @@ def _glm_start(x, y, family):
 
 
 def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter):
+    """Damped Newton on the deviance in (theta, beta) with the analytic gradient and its finite-difference
+    Hessian. The deviance is even in theta (b = theta u with u symmetric), so theta runs over the real line and
+    its absolute value is reported; theta = 0 (no between-group variance) is then an interior point."""
     dev = _GlmmDeviance(x, y, g, n_groups, family, nagq)
-    beta0 = _glm_start(x, y, family)
-    x0 = np.r_[1.0, beta0]
-    p = len(x0)
-    bounds = [(0.0, None)] + [(None, None)] * (p - 1)
+    par = np.r_[1.0, _glm_start(x, y, family)]
+    k = len(par)
+    free = np.ones(k, dtype=bool)
 
-    def fun(par):
-        return dev(par)
+    def grad(q):
+        return dev.value_grad(q)[1]
 
-    def jac(par):
-        h = 1e-6 * np.maximum(1.0, np.abs(par))
-        q = par.copy()
-        if q[0] < h[0]:
-            q[0] = h[0]  # one-sided region near the boundary: evaluate the symmetric difference just inside
-        return _num_grad(fun, q, h)
-
-    opt = optimize.minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds,
-                            options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-9})
-    par = opt.x.copy()
-    n_iter = int(opt.nit)
-    converged = bool(opt.success) or np.max(np.abs(jac(par))) < 1e-5
-    # Newton polish (the boundary theta = 0 stays fixed)
-    free = np.ones(p, dtype=bool)
-    if par[0] < 1e-6:
-        par[0] = 0.0
-        free[0] = False
-    hess = None
-    for _ in range(20):
-        grad = jac(par)
-        if np.max(np.abs(grad[free])) < 1e-8:
+    converged = False
+    n_iter = 0
+    f0, gr = dev.value_grad(par)
+    for n_iter in range(1, max_iter + 1):
+        hess = _grad_hess(grad, par, free)
+        ridge = 0.0
+        while True:
+            try:
+                chol = np.linalg.cholesky(hess + ridge * np.eye(k))
+                break
+            except np.linalg.LinAlgError:
+                ridge = max(2 * ridge, 1e-6 * max(1.0, float(np.max(np.abs(np.diag(hess))))))
+        step = np.linalg.solve(chol.T, np.linalg.solve(chol, gr))
+        decrement = float(gr @ step)
+        if ridge == 0.0 and decrement < 1e-12:
             converged = True
             break
-        if hess is None:  # one Hessian, reused: near the optimum the fixed-Hessian Newton steps converge fast
-            hess = _num_hess(fun, par, 1e-4 * np.maximum(1.0, np.abs(par)))[np.ix_(free, free)]
-        try:
-            step = np.linalg.solve(hess, grad[free])
-        except np.linalg.LinAlgError:
-            break
         t = 1.0
-        f0 = fun(par)
-        while t > 1e-6:
-            trial = par.copy()
-            trial[free] -= t * step
-            if trial[0] >= 0 and fun(trial) <= f0 + 1e-10:
+        while t > 1e-8:
+            trial = par - t * step
+            f1, g1 = dev.value_grad(trial)
+            if np.isfinite(f1) and f1 <= f0 + 1e-12 * abs(f0):
                 break
             t *= 0.5
         else:
             break
-        par = trial
-        n_iter += 1
+        par, f0, gr = trial, f1, g1
     if not converged:
         raise ConvergenceError(
-            f"{_FUNC}: the {family} mixed model did not converge ({opt.message}). Check for separation (a term "
-            "that predicts the outcome perfectly) or rescale covariates (e.g. age in decades)."
+            f"{_FUNC}: the {family} mixed model did not converge in {max_iter} Newton iterations. Check for "
+            "separation (a term that predicts the outcome perfectly) or rescale covariates (e.g. age in decades)."
         )
-    hess = _num_hess(fun, par, 1e-4 * np.maximum(1.0, np.abs(par)))
-    if not free[0]:
-        hb = hess[1:, 1:]
-        vcov = np.linalg.inv(hb / 2.0)
-    else:
-        vcov = np.linalg.inv(hess / 2.0)[1:, 1:]
+    par[0] = abs(par[0])
+    hess = _grad_hess(grad, par, free)
+    vcov = np.linalg.inv(hess / 2.0)[1:, 1:]  # lme4: solve(Hessian of the deviance / 2), beta block
     u, h, _ = dev.modes(par[0], par[1:])
     theta = par[0]
-    return dict(beta=par[1:], vcov=vcov, theta=theta, loglik=-0.5 * fun(par), b=theta * u,
+    return dict(beta=par[1:], vcov=vcov, theta=theta, loglik=-0.5 * dev(par), b=theta * u,
                 b_sd=theta / np.sqrt(h), n_iter=n_iter, converged=converged)
 
 
