@@ -12,11 +12,17 @@ Walker 2015, "Fitting linear mixed-effects models using lme4", JSS 67(1)), so th
   ``nagq = 1`` is the Laplace approximation ``log L_i = log p(y_i | u_i) - u_i^2 / 2 - log(H_i) / 2``;
   ``nagq = K > 1`` is adaptive Gauss-Hermite quadrature with ``K`` nodes centred at ``u_i`` and scaled
   by ``H_i^(-1/2)`` (lme4's ``nAGQ``; as in lme4 only for a single scalar random effect).
-  The deviance is minimised jointly over ``(theta, beta)`` (lme4's second stage), here by L-BFGS-B then
-  Newton steps to a gradient below ``1e-8``. Standard errors are lme4's default ``vcov()``: the ``beta``
-  block of the inverse of half the Hessian of the deviance in ``(theta, beta)`` (``use.hessian =
-  TRUE``; so the uncertainty of ``theta`` is propagated), the Hessian taken by central differences.
-  The log-likelihood includes the family's constants (``-log y!`` for Poisson), as ``logLik()`` does.
+  The deviance is minimised jointly over ``(theta, beta)`` (lme4's second stage; lme4 uses derivative-free
+  bobyqa), here by damped Newton: the gradient is analytic (differentiated through the conditional modes
+  and the curvature by the implicit function theorem), the Hessian central differences of that gradient,
+  iterated until the Newton decrement is below ``1e-12``. Standard errors are lme4's default ``vcov()``:
+  the ``beta`` block of the inverse of half the Hessian of the deviance in ``(theta, beta)``
+  (``use.hessian = TRUE``; so the uncertainty of ``theta`` is propagated; lme4 takes its Hessian by
+  finite differences of the deviance, so the two agree to about 1e-4 relative, not to rounding).
+  The log-likelihood includes the family's constants (``-log y!`` for Poisson), as ``logLik()`` does for
+  ``nAGQ = 1``; for ``nAGQ > 1`` lme4's ``logLik()`` leaves out the saturated model's log-likelihood
+  (lme4 issues #161 and #567), which is zero for 0/1 responses but not for counts, so for Poisson AGQ fits
+  the value here is lme4's plus ``sum(y log y - y - log y!)`` (comparable across ``nagq``).
 * **gaussian** (``lmer``): the profiled REML criterion (default) or ML deviance of
   ``V_i = sigma^2 (I + theta^2 J)``, minimised over the relative sd ``theta`` on one dimension; the
   fixed effects are generalised least squares at ``theta``, and their covariance is lmer's
