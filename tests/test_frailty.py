@@ -3,7 +3,8 @@
 Golden values: ``tests/golden/frailty.json`` from ``tests/r/frailty.R`` on ``tests/golden/data/frailty_programmes.csv``
 (``tests/r/make_frailty_data.py``: 708 patients in 40 programmes, gamma frailty of variance 0.5, whole-day times
 with ties). Cases: 40 programmes (R's sparse computation), Efron and Breslow ties; 4 regions (non-sparse); theta
-fixed at 0.8; and R's default fit.
+fixed at 0.8; R's default fit; and repeated relapses as ``(start, stop]`` rows with a patient frailty
+(``tests/golden/data/frailty_recurrent.csv``, 250 patients, R ``Surv(start, stop, relapse) ~ ... + frailty(id)``).
 
 Tolerances. theta: R's ``method = "em"`` search stops when the integrated log-likelihood changes by less than a
 relative ``eps``; with ``eps = 1e-10`` its theta is within ~5e-5 (relative) of the maximiser, and ours has the
@@ -31,6 +32,7 @@ CASES = {
     "program_breslow": dict(cluster_col="program", ties="breslow"),
     "region_efron": dict(cluster_col="region"),
     "program_fixed_theta": dict(cluster_col="program", theta=0.8),
+    "recurrent_efron": dict(cluster_col="id", start_col="start", stop_col="stop", covariates=["mat", "age"]),
 }
 
 
@@ -40,9 +42,20 @@ def data() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def fits(data) -> dict:
-    return {case: fit_frailty(data, duration_col="days", event_col="relapse", covariates=COVS, **kw)
-            for case, kw in CASES.items()}
+def recurrent() -> pd.DataFrame:
+    return pd.read_csv(GOLDEN_DIR / "data" / "frailty_recurrent.csv")
+
+
+def _fit(case, data, recurrent):
+    kw = CASES[case]
+    if "start_col" in kw:
+        return fit_frailty(recurrent, event_col="relapse", **kw)
+    return fit_frailty(data, duration_col="days", event_col="relapse", covariates=COVS, **kw)
+
+
+@pytest.fixture(scope="module")
+def fits(data, recurrent) -> dict:
+    return {case: _fit(case, data, recurrent) for case in CASES}
 
 
 def _compare(res, r, case):
@@ -160,6 +173,7 @@ def test_row_order_does_not_matter(data, fits):
         (dict(duration_col="time"), EstimatorInputError, "not found"),
         (dict(covariates=["mat", "nope"]), EstimatorInputError, "not found"),
         (dict(conf_level=0), ModelSpecificationError, "conf_level"),
+        (dict(start_col="days"), ModelSpecificationError, "either duration_col"),
     ],
 )
 def test_bad_input(data, kw, exc, match):
@@ -198,7 +212,7 @@ def test_structured_information_equals_generic_cox_engine(data, efron):
     stop, event = data["days"].to_numpy(float), data["relapse"].to_numpy() == 1
     rng = np.random.default_rng(0)
     par = np.r_[0.3, -0.01, 0.2, rng.normal(0, 0.4, len(levels))]
-    pl, u, info = _ClusteredCox(stop, event, x, g, len(levels), efron).evaluate(par, full=True)
+    pl, u, info = _ClusteredCox(None, stop, event, x, g, len(levels), efron).evaluate(par, full=True)
     z = np.eye(len(levels))[g]
     eng = _Engine(np.full(len(stop), -np.inf), stop, event, np.column_stack([x - x.mean(axis=0), z]),
                   np.ones(len(stop)), np.zeros(len(stop), dtype=np.int64), efron)
@@ -206,7 +220,7 @@ def test_structured_information_equals_generic_cox_engine(data, efron):
     assert pl == pytest.approx(pl_e, abs=1e-9)
     np.testing.assert_allclose(u, u_e, atol=1e-9)
     np.testing.assert_allclose(info, info_e, atol=1e-9)
-    _, _, sparse_info = _ClusteredCox(stop, event, x, g, len(levels), efron).evaluate(par, full=False)
+    _, _, sparse_info = _ClusteredCox(None, stop, event, x, g, len(levels), efron).evaluate(par, full=False)
     p = x.shape[1]
     np.testing.assert_allclose(np.diag(sparse_info), np.diag(info_e), atol=1e-9)
     np.testing.assert_allclose(sparse_info[:p], info_e[:p], atol=1e-9)

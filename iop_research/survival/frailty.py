@@ -45,6 +45,7 @@ from iop_research._validate import (
     event_indicator,
     label_codes,
     require_frame,
+    start_stop,
 )
 from iop_research.exceptions import ConvergenceError, ModelSpecificationError
 from iop_research.results import Result
@@ -79,7 +80,7 @@ class _ClusteredCox:
     sparse computation, and the cheap one for many clusters).
     """
 
-    def __init__(self, stop, event, x, g, n_groups, efron):
+    def __init__(self, start, stop, event, x, g, n_groups, efron):
         self.n, self.p = x.shape
         self.G = n_groups
         self.x = x - x.mean(axis=0) if self.p else x
@@ -87,7 +88,8 @@ class _ClusteredCox:
         ev = np.flatnonzero(event)
         et = np.unique(stop[ev])
         self.E = len(et)
-        self.a = np.searchsorted(et, stop, side="right")  # row j is at risk at event times m < a_j
+        self.a = np.searchsorted(et, stop, side="right")  # row j is at risk at event times b_j <= m < a_j
+        self.b = None if start is None else np.searchsorted(et, start, side="right")
         self.ev = ev
         self.evm = np.searchsorted(et, stop[ev])
         dcount = np.bincount(self.evm, minlength=self.E)
@@ -101,6 +103,8 @@ class _ClusteredCox:
     def _risk(self, v):
         """R[m] = sum of v over rows at risk at event time m, and the event sums (length E)."""
         c = np.bincount(self.a, weights=v, minlength=self.E + 1)
+        if self.b is not None:
+            c -= np.bincount(self.b, weights=v, minlength=self.E + 1)
         rc = np.cumsum(c[::-1])[::-1]
         return rc[1:], np.bincount(self.evm, weights=v[self.ev], minlength=self.E)
 
@@ -108,6 +112,8 @@ class _ClusteredCox:
         """Per cluster: E x G tables of the risk-set and event sums of v."""
         G, E = self.G, self.E
         c = np.bincount(self.a * G + self.g, weights=v, minlength=(E + 1) * G).reshape(E + 1, G)
+        if self.b is not None:
+            c -= np.bincount(self.b * G + self.g, weights=v, minlength=(E + 1) * G).reshape(E + 1, G)
         rc = np.cumsum(c[::-1], axis=0)[::-1]
         e = np.bincount(self.evm * G + self.g[self.ev], weights=v[self.ev], minlength=E * G).reshape(E, G)
         return rc[1:], e
@@ -166,13 +172,13 @@ class _ClusteredCox:
 class _FrailtyFit:
     """Penalised partial likelihood of (beta, w) for a given theta, and its maximiser."""
 
-    def __init__(self, stop, event, x, g, n_groups, efron):
+    def __init__(self, start, stop, event, x, g, n_groups, efron):
         self.p = x.shape[1]
         self.G = n_groups
         # Newton steps use the exact information (quadratic convergence) up to _FULL_MAX clusters; beyond, the
         # frailty block is taken as diagonal (R's sparse iteration: cheaper, converges linearly)
         self.full = n_groups <= _FULL_MAX
-        self.cox = _ClusteredCox(stop, event, x, g, n_groups, efron)
+        self.cox = _ClusteredCox(start, stop, event, x, g, n_groups, efron)
         self.start = np.zeros(self.p + n_groups)
 
     def penalised(self, par, nu):
@@ -247,9 +253,11 @@ class _FrailtyFit:
 def fit_frailty(
     df: pd.DataFrame,
     *,
-    duration_col: str,
+    duration_col: str | None = None,
     event_col: str,
     cluster_col: str,
+    start_col: str | None = None,
+    stop_col: str | None = None,
     covariates: Sequence[str] | None = None,
     formula: str | None = None,
     ties: str = "efron",
@@ -263,11 +271,17 @@ def fit_frailty(
     Parameters
     ----------
     df : pandas.DataFrame
-        One row per patient (right-censored follow-up). Not modified.
-    duration_col, event_col : str
-        Follow-up time (>= 0) and event indicator (1/True = event).
+        One row per patient (right-censored follow-up), or per ``(start, stop]`` interval (counting process,
+        e.g. repeated relapses of a patient). Not modified.
+    duration_col : str, optional
+        Follow-up time (>= 0) for right-censored data; or give ``start_col`` and ``stop_col``.
+    event_col : str
+        Event indicator (1/True = event at the end of the row).
     cluster_col : str
         Cluster sharing the frailty (programme, site, or patient for repeated episodes).
+    start_col, stop_col : str, optional
+        ``(start, stop]`` bounds of counting-process rows (R ``Surv(start, stop, event)``; Andersen-Gill with a
+        shared frailty when ``cluster_col`` is the patient).
     covariates, formula : optional
         Fixed effects, as :func:`~iop_research.survival.cox.fit_cox` (one of the two).
     ties : {"efron", "breslow"}, default "efron"
@@ -333,8 +347,18 @@ def fit_frailty(
             f"{_FUNC}: theta (the frailty variance) must be a number >= 0 or None (estimated), got {theta!r}."
         )
     level = check_conf_level(conf_level, _FUNC)
-    require_frame(df, _FUNC, {"duration_col": duration_col, "event_col": event_col, "cluster_col": cluster_col})
-    stop = duration_column(df, duration_col, func=_FUNC)
+    counting = start_col is not None or stop_col is not None
+    if counting == (duration_col is not None) or (counting and (start_col is None or stop_col is None)):
+        raise ModelSpecificationError(
+            f"{_FUNC}: give either duration_col= (right-censored data) or both start_col= and stop_col= "
+            "(counting-process rows)."
+        )
+    require_frame(df, _FUNC, {"duration_col": duration_col, "event_col": event_col, "cluster_col": cluster_col,
+                              "start_col": start_col, "stop_col": stop_col})
+    if counting:
+        start, stop = start_stop(df, start_col, stop_col, func=_FUNC)
+    else:
+        start, stop = None, duration_column(df, duration_col, func=_FUNC)
     event = event_indicator(df, event_col, func=_FUNC) == 1.0
     g, levels = label_codes(df, cluster_col, func=_FUNC, role="cluster")
     n_groups = len(levels)
@@ -350,7 +374,7 @@ def fit_frailty(
     if sparse is None:
         sparse = n_groups > 5
     p = x.shape[1]
-    model = _FrailtyFit(stop, event, x, g, n_groups, ties == "efron")
+    model = _FrailtyFit(start, stop, event, x, g, n_groups, ties == "efron")
     d = np.bincount(g, weights=event.astype(float), minlength=n_groups)
 
     cache: dict[float, dict] = {}

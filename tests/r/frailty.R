@@ -1,6 +1,7 @@
 # Golden values for iop_research.survival.frailty.fit_frailty (survival::coxph with a shared gamma frailty).
 # Data: tests/golden/data/frailty_programmes.csv (written by tests/r/make_frailty_data.py): patients in 40
-# programmes (sparse frailty computation, > 5 groups) and the same patients grouped by 4 regions (non-sparse).
+# programmes (sparse frailty computation, > 5 groups) and the same patients grouped by 4 regions (non-sparse);
+# tests/golden/data/frailty_recurrent.csv: repeated relapses as (start, stop] rows with a patient frailty.
 # Usage (repository root): Rscript --vanilla tests/r/frailty.R <datasets_dir (unused)> <out_json>
 # theta: R's default method = "em" maximises the integrated (marginal) log-likelihood over theta by a
 # bracketing search that stops when it changes by less than eps (1e-5, relative); here eps = 1e-10 and the
@@ -41,6 +42,10 @@ res$region_efron <- dump_frail(coxph(Surv(days, relapse) ~ mat + age + sex +
 res$program_fixed_theta <- dump_frail(coxph(Surv(days, relapse) ~ mat + age + sex +
                                               frailty(program, distribution = "gamma", theta = 0.8),
                                             data = d, control = ctl))
+rec <- read.csv("tests/golden/data/frailty_recurrent.csv")
+res$recurrent_efron <- dump_frail(coxph(Surv(start, stop, relapse) ~ mat + age +
+                                          frailty(id, distribution = "gamma", eps = 1e-10),
+                                        data = rec, control = ctl))
 res$default_program_efron <- dump_frail(coxph(Surv(days, relapse) ~ mat + age + sex +
                                                 frailty(program, distribution = "gamma"), data = d))
 writeLines(to_json(res), out)

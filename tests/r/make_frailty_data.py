@@ -10,6 +10,12 @@ frailty_programmes.csv
     365 and random loss to follow-up; times in whole days, so there are tied event times (Efron vs Breslow
     differ). ``region`` (4 levels, a coarsening of the programme) gives a clustering with few groups
     (R's non-sparse frailty computation).
+
+frailty_recurrent.csv
+    Repeated relapses: 250 patients followed for up to a year after discharge, relapses from a Poisson process
+    whose rate is multiplied by a patient gamma frailty (variance TRUE_THETA); counting-process rows
+    ``(start, stop]`` between relapses (``relapse`` = 1 at a relapse, 0 for the censored last row), whole
+    days, with ``mat`` and ``age`` covariates.
 """
 from __future__ import annotations
 
@@ -44,9 +50,34 @@ def make_programmes(n_programs: int = 40, seed: int = 20261207, theta: float = T
     return pd.DataFrame(rows, columns=["program", "region", "mat", "age", "sex", "days", "relapse"])
 
 
+def make_recurrent(n_patients: int = 250, seed: int = 20261208, theta: float = TRUE_THETA) -> pd.DataFrame:
+    """Counting-process rows (start, stop] of repeated relapses per patient."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid in range(1, n_patients + 1):
+        z = rng.gamma(1.0 / theta, theta)
+        mat = int(rng.random() < 0.5)
+        age = int(rng.integers(18, 65))
+        rate = 0.004 * z * np.exp(-0.6 * mat + 0.01 * (age - 40))
+        end = int(rng.integers(90, 366))
+        start, t = 0, 0.0
+        while True:
+            t += rng.exponential(1.0 / rate)
+            day = int(np.ceil(t))
+            if day >= end:
+                rows.append((pid, mat, age, start, end, 0))
+                break
+            if day <= start:  # two relapses on one day count once
+                continue
+            rows.append((pid, mat, age, start, day, 1))
+            start = day
+    return pd.DataFrame(rows, columns=["id", "mat", "age", "start", "stop", "relapse"])
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     make_programmes().to_csv(OUT / "frailty_programmes.csv", index=False)
+    make_recurrent().to_csv(OUT / "frailty_recurrent.csv", index=False)
 
 
 if __name__ == "__main__":
