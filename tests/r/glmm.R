@@ -48,6 +48,10 @@ res$uds_gaussian_reml <- dump_mm(lmer(craving ~ mat + week + age + (1 | id), dat
                                       control = lctl))
 res$uds_gaussian_ml <- dump_mm(lmer(craving ~ mat + week + age + (1 | id), data = uds, REML = FALSE,
                                     control = lctl))
+# rows dealt to 30 groups regardless of patient: no between-group variance, lme4 reports a singular fit (theta = 0)
+uds$rg <- (seq_len(nrow(uds)) - 1) %% 30
+res$uds_binomial_singular <- dump_mm(glmer(positive ~ mat + week + age + (1 | rg), data = uds, family = binomial,
+                                           nAGQ = 1, control = gctl))
 hb <- homeless01 ~ age + female + treat + cesd + (1 | substance)
 res$help_binomial_laplace <- dump_mm(glmer(hb, data = help, family = binomial, nAGQ = 1, control = gctl))
 res$help_binomial_agq9 <- dump_mm(glmer(hb, data = help, family = binomial, nAGQ = 9, control = gctl))
