@@ -225,3 +225,19 @@ def test_structured_information_equals_generic_cox_engine(data, efron):
     np.testing.assert_allclose(np.diag(sparse_info), np.diag(info_e), atol=1e-9)
     np.testing.assert_allclose(sparse_info[:p], info_e[:p], atol=1e-9)
     assert np.count_nonzero(sparse_info[p:, p:] - np.diag(np.diag(sparse_info[p:, p:]))) == 0
+
+
+def test_many_cluster_iteration_gives_the_same_fit(data, fits, monkeypatch):
+    """Beyond _FULL_MAX clusters the inner Newton uses the diagonal frailty block (R's sparse iteration); it
+    converges to the same solution, and sparse=False still gets the full-information standard errors."""
+    import iop_research.survival.frailty as frailty
+
+    full = fit_frailty(data, duration_col="days", event_col="relapse", covariates=COVS, cluster_col="program",
+                       theta=0.8, sparse=False)
+    monkeypatch.setattr(frailty, "_FULL_MAX", 3)
+    for sparse, ref in ((True, fits["program_fixed_theta"]), (False, full)):
+        res = fit_frailty(data, duration_col="days", event_col="relapse", covariates=COVS, cluster_col="program",
+                          theta=0.8, sparse=sparse)
+        np.testing.assert_allclose(res.tidy["estimate"], ref.tidy["estimate"], rtol=1e-7)
+        np.testing.assert_allclose(res.tidy["std_error"], ref.tidy["std_error"], rtol=1e-7)
+        assert res.glance["frailty_df"].iloc[0] == pytest.approx(ref.glance["frailty_df"].iloc[0], rel=1e-7)

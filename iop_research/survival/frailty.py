@@ -397,11 +397,7 @@ def fit_frailty(
             grid = np.r_[grid, grid[-1] * 3]
             vals = np.r_[vals, integrated(grid[-1])]
         k = int(np.argmax(vals))
-        if k == 0:
-            th_hat = 0.0
-            lo, hi = 0.0, grid[1]
-        else:
-            lo, hi = grid[k - 1], grid[min(k + 1, len(grid) - 1)]
+        lo, hi = (0.0, grid[1]) if k == 0 else (grid[k - 1], grid[min(k + 1, len(grid) - 1)])
         # maximise on sqrt(theta) (R's frailty.brent works on sqrt(theta) too)
         opt = optimize.minimize_scalar(lambda s: -integrated(s * s), bounds=(np.sqrt(lo), np.sqrt(hi)),
                                        method="bounded", options={"xatol": 1e-10, "maxiter": 200})
@@ -417,6 +413,10 @@ def fit_frailty(
     par, nu = fit["par"], fit["nu"]
     beta, w = par[:p], par[p:]
     if th_hat > 0:
+        if not sparse and not model.full:  # many clusters iterated with the diagonal block: form the full one
+            _, _, full_info = model.cox.evaluate(par, True)
+            full_info[p + np.arange(n_groups), p + np.arange(n_groups)] += nu * np.exp(w)
+            fit = dict(fit, hess=full_info)
         h = fit["hess"].copy()
         info = h.copy()
         info[p:, p:] -= np.diag(nu * np.exp(w))
