@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 import iop_research.designs as designs
+import iop_research.longitudinal as longitudinal
 import iop_research.survival as survival
 from iop_research.designs.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, iptw, landmark_analysis, evalue
 from iop_research.designs.adjusted import adjusted_survival
@@ -59,7 +60,10 @@ from iop_research.survival.competing import (
     fit_fine_gray,
     gray_test,
 )
+from iop_research.longitudinal.gee import GLANCE_GEE_COLUMNS, TIDY_GEE_COLUMNS, fit_gee
+from iop_research.longitudinal.glmm import GLANCE_GLMM_COLUMNS, RANEF_COLUMNS, TIDY_GLMM_COLUMNS, fit_glmm
 from iop_research.survival.cox import COX_GLANCE_COLUMNS, COX_TIDY_COLUMNS, PH_TIDY_COLUMNS, fit_cox, ph_test
+from iop_research.survival.frailty import FRAILTY_COLUMNS, FRAILTY_GLANCE_COLUMNS, fit_frailty
 from iop_research.survival.interval import TURNBULL_COLUMNS, fit_interval_aft, fit_turnbull
 from iop_research.survival.km import fit_km, logrank_test, rmst
 
@@ -162,6 +166,19 @@ CASES = {
         [{}, {"robust": True, "ties": "breslow"}, {"strata_col": "strat", "weights_col": "w", "cluster_col": "id"},
          {"covariates": None, "formula": "x * sex"}],
         headline=("hazard_ratio", "hr_conf_low")),
+    "fit_frailty": Case(
+        lambda **k: fit_frailty(D, **{"duration_col": "days", "event_col": "event", "covariates": COVS,
+                                      "cluster_col": "id", **k}),
+        TIDY_COX_COLUMNS, FRAILTY_GLANCE_COLUMNS, [{}, {"ties": "breslow", "theta": 0.5}, {"cluster_col": "strat"}],
+        headline=("hazard_ratio", "hr_conf_low")),
+    "fit_gee": Case(
+        lambda **k: fit_gee(D, **{"formula": "event ~ x + sex", "id_col": "id", **k}), TIDY_GEE_COLUMNS,
+        GLANCE_GEE_COLUMNS, [{}, {"corstr": "ar1"}, {"corstr": "independence", "weights_col": "w"}],
+        counts_events=False, headline=("estimate",)),
+    "fit_glmm": Case(
+        lambda **k: fit_glmm(D, **{"formula": "event ~ x + sex", "group_col": "strat", **k}),
+        TIDY_GLMM_COLUMNS["binomial"], GLANCE_GLMM_COLUMNS, [{}, {"nagq": 5}, {"group_col": "id"}],
+        counts_events=False, headline=("estimate",)),
     "ph_test": Case(
         lambda **k: ph_test(_cox(), **k), PH_TIDY_COLUMNS, GLANCE_TEST_COLUMNS,
         [{}, {"transform": "rank"}], counts_events=False, headline=GLANCE_TEST_COLUMNS),
@@ -271,6 +288,8 @@ EXTRA_COLUMNS = {
     ("iptw", "balance"): BALANCE_COLUMNS,
     ("iptw", "positivity"): POSITIVITY_COLUMNS,
     ("cumulative_incidence", "events"): ("group", "cause", "n", "n_events"),
+    ("fit_frailty", "frailties"): FRAILTY_COLUMNS,
+    ("fit_glmm", "random_effects"): RANEF_COLUMNS,
 }
 
 
@@ -282,7 +301,8 @@ NOT_ESTIMATORS = {"standardized_difference", "standardized_mean_difference", "ba
 
 
 def test_every_public_estimator_is_covered():
-    public = (set(survival.__all__) | {n for n in designs.__all__ if n[0].islower()}) - NOT_ESTIMATORS
+    public = (set(survival.__all__) | set(longitudinal.__all__) | {n for n in designs.__all__ if n[0].islower()}
+              ) - NOT_ESTIMATORS
     assert public == set(CASES)
 
 
@@ -409,6 +429,10 @@ S = {
                                             "weights_col": "w", "cluster_col": "id", **k}),
                 {"duration": "days", "event": "event", "covariate": "x", "weights": "w", "cluster": "id",
                  "first": "duration_col"}),
+    "fit_frailty": (lambda d, **k: fit_frailty(d, **{"duration_col": "days", "event_col": "event", "covariates": COVS,
+                                                    "cluster_col": "id", "theta": 0.5, **k}),
+                    {"duration": "days", "event": "event", "covariate": "x", "cluster": "id",
+                     "first": "duration_col"}),
     "cumulative_incidence": (lambda d, **k: cumulative_incidence(d, **{"duration_col": "days", "event_col": "cause",
                                                                       "group_col": "group", "weights_col": "w", **k}),
                              {"duration": "days", "codes": "cause", "group": "group", "weights": "w",

@@ -9,6 +9,9 @@ function                    method                                         R ref
 ==========================  =============================================  ==========================
 ``fit_gee``                 GEE, exchangeable / AR(1) / independence       ``geepack::geeglm``
                             working correlation, robust (sandwich) SEs
+``fit_glmm``                random-intercept GLMM (binomial, poisson) by   ``lme4::glmer``,
+                            Laplace / adaptive Gauss-Hermite; LMM by       ``lme4::lmer``
+                            REML / ML
 ``programme_rates``         risk-standardised rates per programme          ``glm`` + exact Poisson
                             (indirect standardisation), funnel limits      limits, written out
 ==========================  =============================================  ==========================
@@ -19,6 +22,7 @@ from iop_research._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fit_gee": "gee",
+    "fit_glmm": "glmm",
     "programme_rates": "programmes",
     "funnel_limits": "programmes",
 })

@@ -2,7 +2,7 @@
 
 Kaplan-Meier, log-rank and RMST (:mod:`.km`), the Cox model with its
 counting-process engine and the proportional-hazards test
-(:mod:`.cox`), and competing risks (:mod:`.competing`)
+(:mod:`.cox`), the shared gamma frailty Cox model (:mod:`.frailty`), and competing risks (:mod:`.competing`)
 are implemented in one module each and published here. Every function takes a
 DataFrame plus column names and returns a frozen :class:`~iop_research.results.Result`
 with fixed-name ``tidy`` and ``glance`` tables.
@@ -15,6 +15,8 @@ function                    method                                         R ref
 ``rmst``                    restricted mean survival time                  ``survRM2::rmst2``
 ``fit_cox``                 Cox PH, Efron/Breslow, strata, weights,        ``survival::coxph``
                             cluster-robust, ``(start, stop]`` data
+``fit_frailty``             Cox PH with a shared gamma frailty per         ``coxph(+ frailty(id))``
+                            cluster (penalised partial likelihood)
 ``ph_test``                 scaled Schoenfeld residual test                ``survival::cox.zph``
 ``cumulative_incidence``    Aalen-Johansen                                 ``cmprsk::cuminc``
 ``gray_test``               Gray's K-sample test                           ``cmprsk::cuminc``
@@ -52,6 +54,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "rmst": "km",
     "fit_cox": "cox",
     "ph_test": "cox",
+    "fit_frailty": "frailty",
     "cumulative_incidence": "competing",
     "gray_test": "competing",
     "fit_fine_gray": "competing",
