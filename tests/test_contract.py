@@ -28,6 +28,7 @@ from iop_research.designs.causal import BALANCE_COLUMNS, POSITIVITY_COLUMNS, ipt
 from iop_research.designs.adjusted import adjusted_survival
 from iop_research.designs.iptw_cox import iptw_cox
 from iop_research.designs.msm import MSM_GLANCE_COLUMNS, msm_cox
+from iop_research.longitudinal.programmes import PROGRAMME_RATE_COLUMNS, programme_rates
 from iop_research.designs.matching import MATCH_BALANCE_COLUMNS, MATCH_GLANCE_COLUMNS, ps_match
 from iop_research.survival.metrics import (
     bootstrap_optimism,
@@ -271,6 +272,10 @@ CASES = {
                                                                                           "positive_screen"],
                                     "stabilizing_covariates": ["mat_last_week"], **k}),
         COX_TIDY_COLUMNS, MSM_GLANCE_COLUMNS, [{}, {"truncate": 0.01}], headline=("hazard_ratio",)),
+    "programme_rates": Case(
+        lambda **k: programme_rates(D, **{"programme_col": "strat", "outcome_col": "treat", "covariates": ["x"], **k}),
+        PROGRAMME_RATE_COLUMNS, ("n", "n_programmes", "n_events", "overall_rate"),
+        [{}, {"covariates": (), "conf_level": 0.9}], counts_events=False),
     "ps_match": Case(
         lambda **k: ps_match(D, **{"treatment_col": "treat", "covariates": ["x", "sex"], **k}),
         MATCH_BALANCE_COLUMNS, MATCH_GLANCE_COLUMNS, [{}, {"ratio": 2, "replace": True}], counts_events=False),
@@ -297,7 +302,7 @@ EXTRA_COLUMNS = {
 #: residuals and data splitting after a fit (tested against R in test_predict / test_residuals /
 #: test_metrics)
 NOT_ESTIMATORS = {"standardized_difference", "standardized_mean_difference", "baseline_hazard", "predict_survival",
-                  "predict_risk", "predict_cif", "cox_residuals", "split_train_test"}
+                  "predict_risk", "predict_cif", "cox_residuals", "split_train_test", "funnel_limits"}
 
 
 def test_every_public_estimator_is_covered():
