@@ -1,10 +1,13 @@
 """fit_glmm against R lme4::glmer (Laplace and nAGQ > 1) and lmer (REML and ML), bad input.
 
 Golden values: ``tests/golden/glmm.json`` from ``tests/r/glmm.R`` on the simulated patient-week screens
-``tests/golden/data/gee_uds.csv`` (random intercept per patient, 300 patients) and on the HELP trial
+``tests/golden/data/gee_uds.csv`` (random intercept per patient, 300 patients), on the demo cohort's weekly
+screens (``tests/golden/data/glmm_demo_weeks.csv``: ``derive.repeated.uds_weeks`` of 800 demo episodes, written
+by ``tests/r/make_glmm_demo_data.py``; a random intercept per episode, and per programme) and on the HELP trial
 (``../shared/datasets/helprct.csv``, random intercept per substance or race group), and a singular fit (rows
 dealt to 30 groups, no between-group variance: lme4's boundary theta = 0). R's optimiser is run to
-``rhoend = 1e-12`` so both sides are converged. Tolerances (the issue's): estimates 1e-4 relative, standard
+``rhoend = 1e-12`` so both sides are converged. Tolerances (the issue's): estimates 1e-4 relative (or 2e-4 of their standard
+error, for a flat direction where R stops short; our log-likelihood is then the higher), standard
 errors 1e-3 relative (glmer's SEs come from its finite-difference Hessian, step 1e-4, so they carry an error
 of order 1e-5..1e-4 of their own), random-effect variance 1e-4 relative, log-likelihood 1e-4 absolute,
 conditional modes 1e-4 absolute.
@@ -27,6 +30,7 @@ from iop_research.longitudinal.glmm import GLANCE_GLMM_COLUMNS, RANEF_COLUMNS, T
 
 UDS_BIN = "positive ~ mat + week + female + age + site"
 UDS_GAU = "craving ~ mat + week + age"
+DEMO = "positive ~ week + has_mat + age + sex + substance"
 HELP_BIN = "homeless01 ~ age + female + treat + cesd"
 HELP_POI = "d1 ~ age + female + treat + cesd"
 HELP_GAU = "cesd ~ age + female + treat + substance"
@@ -38,6 +42,9 @@ CASES = {
     "uds_gaussian_reml": ("uds", dict(formula=UDS_GAU, group_col="id", family="gaussian")),
     "uds_gaussian_ml": ("uds", dict(formula=UDS_GAU, group_col="id", family="gaussian", reml=False)),
     "uds_binomial_singular": ("uds", dict(formula="positive ~ mat + week + age", group_col="rg")),
+    "demo_episode_laplace": ("demo", dict(formula=DEMO, group_col="episode_id")),
+    "demo_episode_agq9": ("demo", dict(formula=DEMO, group_col="episode_id", nagq=9)),
+    "demo_program_laplace": ("demo", dict(formula=DEMO, group_col="program")),
     "help_binomial_laplace": ("help", dict(formula=HELP_BIN, group_col="substance")),
     "help_binomial_agq9": ("help", dict(formula=HELP_BIN, group_col="substance", nagq=9)),
     "help_poisson_laplace": ("help", dict(formula=HELP_POI, group_col="racegrp", family="poisson")),
@@ -46,7 +53,10 @@ CASES = {
     "help_gaussian_ml": ("help", dict(formula=HELP_GAU, group_col="racegrp", family="gaussian", reml=False)),
 }
 R_TERMS = {"site[T.south]": "sitesouth", "site[T.west]": "sitewest", "treat[T.yes]": "treatyes",
-           "substance[T.cocaine]": "substancecocaine", "substance[T.heroin]": "substanceheroin"}
+           "substance[T.cocaine]": "substancecocaine", "substance[T.heroin]": "substanceheroin",
+           "sex[T.male]": "sexmale", "sex[T.unknown]": "sexunknown"}
+R_TERMS.update({f"substance[T.{s}]": f"substance{s}" for s in ("cannabis", "opioids", "other", "sedatives",
+                                                                "stimulants")})
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +65,8 @@ def frames(help_path) -> dict:
     uds["rg"] = np.arange(len(uds)) % 30  # rows dealt to 30 groups: no between-group variance
     hlp = pd.read_csv(help_path)
     hlp = hlp.assign(homeless01=(hlp["homeless"] == "homeless").astype(int))
-    return {"uds": uds, "help": hlp}
+    demo = pd.read_csv(GOLDEN_DIR / "data" / "glmm_demo_weeks.csv")
+    return {"uds": uds, "help": hlp, "demo": demo}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +81,11 @@ def _saturated_loglik(y: np.ndarray) -> float:
 def _compare(res, r, frames, case):
     data, kw = CASES[case]
     assert [R_TERMS.get(t, t) for t in res.tidy["term"]] == r["term"]
-    np.testing.assert_allclose(res.tidy["estimate"], r["estimate"], rtol=1e-4, atol=1e-8)
+    # 1e-4 relative, or within 2e-4 standard errors: in a flat direction (the demo's 42 rows of sex "unknown")
+    # R's optimiser stops 1e-4 short; the log-likelihood check below shows ours is not the less converged one
+    est, r_est = res.tidy["estimate"].to_numpy(), np.array(r["estimate"])
+    bad = np.abs(est - r_est) > np.maximum(1e-4 * np.abs(r_est), 2e-4 * res.tidy["std_error"].to_numpy())
+    assert not bad.any(), list(res.tidy["term"][bad])
     np.testing.assert_allclose(res.tidy["std_error"], r["std_error"], rtol=1e-3)
     if "p_value" in r:
         # compared as |z| = isf(p / 2): tiny p-values magnify the SEs' 1e-4 differences
@@ -86,6 +101,7 @@ def _compare(res, r, frames, case):
     if kw.get("family") == "poisson" and kw.get("nagq", 1) > 1:  # lme4 #161: AGQ logLik relative to saturated
         r_loglik += _saturated_loglik(frames[data]["d1"].to_numpy(float))
     assert g["loglik"] == pytest.approx(r_loglik, abs=1e-4)
+    assert g["loglik"] >= r_loglik - 1e-6
     assert g["n_obs"] == r["n_obs"] and g["n_groups"] == r["n_groups"]
     assert bool(g["converged"])
     re_ = res.extra["random_effects"]
@@ -101,7 +117,7 @@ def test_matches_lme4(fits, frames, case):
 @requires_r
 def test_matches_lme4_live(fits, frames, tmp_path):
     """Re-run tests/r/glmm.R and compare every case with the fresh output (not only the committed golden file)."""
-    live = run_r_script("glmm", tmp_path / "glmm.json")
+    live = run_r_script("glmm", tmp_path / "glmm.json")  # about 90 s of R CPU (the demo AGQ fit dominates)
     for case in CASES:
         _compare(fits[case], live[case], frames, case)
 

@@ -1,6 +1,7 @@
 # Golden values for iop_research.longitudinal.glmm.fit_glmm (lme4::glmer / lmer, random intercept).
 # Data: simulated patient-week screens tests/golden/data/gee_uds.csv (tests/r/make_gee_data.py; a patient
-# random intercept of sd 1 on the log odds) and the HELP trial (../shared/datasets/helprct.csv, random
+# random intercept of sd 1 on the log odds), the demo cohort's weekly screens
+# (tests/golden/data/glmm_demo_weeks.csv, tests/r/make_glmm_demo_data.py) and the HELP trial (../shared/datasets/helprct.csv, random
 # intercept per race group).
 # Usage (repository root): Rscript --vanilla tests/r/glmm.R <datasets_dir> <out_json>
 # The optimiser is run to tight tolerances (bobyqa rhoend 1e-12 after lme4's default Nelder-Mead stage) so
@@ -52,6 +53,15 @@ res$uds_gaussian_ml <- dump_mm(lmer(craving ~ mat + week + age + (1 | id), data 
 uds$rg <- (seq_len(nrow(uds)) - 1) %% 30
 res$uds_binomial_singular <- dump_mm(glmer(positive ~ mat + week + age + (1 | rg), data = uds, family = binomial,
                                            nAGQ = 1, control = gctl))
+# the demo cohort's weekly screens (tests/r/make_glmm_demo_data.py): per episode, and per programme
+demo <- read.csv("tests/golden/data/glmm_demo_weeks.csv")
+fd <- positive ~ week + has_mat + age + sex + substance
+res$demo_episode_laplace <- dump_mm(glmer(update(fd, . ~ . + (1 | episode_id)), data = demo, family = binomial,
+                                          nAGQ = 1, control = gctl))
+res$demo_episode_agq9 <- dump_mm(glmer(update(fd, . ~ . + (1 | episode_id)), data = demo, family = binomial,
+                                       nAGQ = 9, control = gctl))
+res$demo_program_laplace <- dump_mm(glmer(update(fd, . ~ . + (1 | program)), data = demo, family = binomial,
+                                          nAGQ = 1, control = gctl))
 hb <- homeless01 ~ age + female + treat + cesd + (1 | substance)
 res$help_binomial_laplace <- dump_mm(glmer(hb, data = help, family = binomial, nAGQ = 1, control = gctl))
 res$help_binomial_agq9 <- dump_mm(glmer(hb, data = help, family = binomial, nAGQ = 9, control = gctl))
