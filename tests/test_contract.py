@@ -178,7 +178,7 @@ CASES = {
         counts_events=False, headline=("estimate",)),
     "fit_glmm": Case(
         lambda **k: fit_glmm(D, **{"formula": "event ~ x + sex", "group_col": "strat", **k}),
-        TIDY_GLMM_COLUMNS["binomial"], GLANCE_GLMM_COLUMNS, [{}, {"nagq": 5}, {"group_col": "id"}],
+        TIDY_GLMM_COLUMNS["binomial"], GLANCE_GLMM_COLUMNS, [{}, {"nagq": 5}, {"group_col": "id"}, {"profile": True}],
         counts_events=False, headline=("estimate",)),
     "ph_test": Case(
         lambda **k: ph_test(_cox(), **k), PH_TIDY_COLUMNS, GLANCE_TEST_COLUMNS,

@@ -217,3 +217,34 @@ def test_bad_values(frames):
         fit_glmm(uds.assign(one=1), formula=UDS_BIN, group_col="one")
     with pytest.raises(ModelSpecificationError, match="linear combination|constant"):
         fit_glmm(uds.assign(mat2=2 * uds["mat"]), formula="positive ~ mat + mat2", group_col="id")
+
+
+def _check_profile(g):
+    uds = pd.read_csv(GOLDEN_DIR / "data" / "gee_uds.csv")
+    for q in (1, 7):
+        res = fit_glmm(uds, formula="positive ~ mat + week + female + age + site", group_col="id", nagq=q,
+                       profile=True).glance.iloc[0]
+        want = g[f"nagq{q}"]
+        assert res["re_sd"] == pytest.approx(want["sd"], rel=1e-4)
+        # lme4 interpolates its profile with a spline; we solve for the roots: agreement to about 1e-5
+        assert res["re_sd_conf_low"] == pytest.approx(want["low"], rel=1e-4)
+        assert res["re_sd_conf_high"] == pytest.approx(want["high"], rel=1e-4)
+
+
+def test_profile_interval_of_the_sd_matches_lme4():
+    """R: confint(glmer(...), parm = "theta_", method = "profile") (tests/r/glmm_profile.R)."""
+    _check_profile(load_golden("glmm_profile"))
+
+
+@requires_r
+@pytest.mark.slow
+def test_live_r_glmm_profile(tmp_path):
+    _check_profile(run_r_script("glmm_profile", tmp_path / "glmm_profile.json"))
+
+
+def test_profile_is_off_by_default_and_refused_for_gaussian():
+    uds = pd.read_csv(GOLDEN_DIR / "data" / "gee_uds.csv")
+    g = fit_glmm(uds, formula="positive ~ mat + week", group_col="id").glance.iloc[0]
+    assert np.isnan(g["re_sd_conf_low"]) and np.isnan(g["re_sd_conf_high"])
+    with pytest.raises(ModelSpecificationError, match="profile=True"):
+        fit_glmm(uds, formula="craving ~ mat + week", group_col="id", family="gaussian", profile=True)

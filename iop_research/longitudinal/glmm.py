@@ -60,7 +60,7 @@ TIDY_GLMM_COLUMNS = {"binomial": TIDY_TERM_COLUMNS + _RATIO["binomial"],
                      "gaussian": TIDY_TERM_COLUMNS}
 #: glance columns (every family).
 GLANCE_GLMM_COLUMNS = ("n_obs", "n_groups", "family", "method", "nagq", "re_variance", "re_sd",
-                       "residual_variance", "loglik", "aic", "bic", "n_iter", "converged")
+                       "re_sd_conf_low", "re_sd_conf_high", "residual_variance", "loglik", "aic", "bic", "n_iter", "converged")
 #: columns of ``extra["random_effects"]``.
 RANEF_COLUMNS = ("group", "n_obs", "estimate", "cond_sd")
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -323,6 +323,69 @@ def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter):
                 b_sd=theta / np.sqrt(h), n_iter=n_iter, converged=converged)
 
 
+def _profile_sd_ci(x, y, g, n_groups, family, nagq, theta_hat, beta_hat, level):
+    """Profile-likelihood interval of the random-effect SD theta (lme4 ``confint(method = "profile")``'s
+    ``.sig01``, found by root search on the profiled deviance instead of lme4's spline of the profile).
+
+    For each theta the deviance is minimised over beta (Newton with the analytic gradient); the limits are
+    where it exceeds its minimum by the chi-square(1) quantile of ``level``; the lower limit is 0 when the
+    deviance at theta = 0 is within that bound.
+    """
+    dev = _GlmmDeviance(x, y, g, n_groups, family, nagq)
+    p = len(beta_hat)
+    free = np.r_[False, np.ones(p, dtype=bool)]
+    state = {"beta": np.array(beta_hat, dtype=float)}
+
+    def prof(theta: float) -> float:
+        par = np.r_[theta, state["beta"]]
+
+        def grad(q):
+            return dev.value_grad(q)[1]
+
+        f0, gr = dev.value_grad(par)
+        for _ in range(50):
+            hess = _grad_hess(grad, par, free)
+            try:
+                step = np.linalg.solve(hess, gr[1:])
+            except np.linalg.LinAlgError:
+                break
+            t = 1.0
+            while t > 1e-8:
+                trial = par.copy()
+                trial[1:] -= t * step
+                f1, g1 = dev.value_grad(trial)
+                if np.isfinite(f1) and f1 <= f0 + 1e-12 * abs(f0):
+                    break
+                t *= 0.5
+            else:
+                break
+            done = f0 - f1 < 1e-10
+            par, f0, gr = trial, f1, g1
+            if done:
+                break
+        state["beta"] = par[1:]
+        return f0
+
+    crit = float(stats.chi2.ppf(level, 1))
+    d0 = prof(theta_hat)
+    target = d0 + crit
+    # upper limit: expand until the profile passes the target
+    hi = max(theta_hat, 0.05) * 1.5 + 0.05
+    while prof(hi) < target:
+        hi *= 1.6
+        if hi > 1e3:
+            return np.nan, np.nan
+    state["beta"] = np.array(beta_hat, dtype=float)
+    upper = optimize.brentq(lambda t: prof(t) - target, theta_hat, hi, xtol=1e-7)
+    state["beta"] = np.array(beta_hat, dtype=float)
+    if theta_hat <= 0 or prof(0.0) <= target:
+        lower = 0.0
+    else:
+        state["beta"] = np.array(beta_hat, dtype=float)
+        lower = optimize.brentq(lambda t: prof(t) - target, 0.0, theta_hat, xtol=1e-7)
+    return float(lower), float(upper)
+
+
 def _fit_lmer(x, y, g, n_groups, reml):
     """Profiled REML/ML of y = X beta + b_g + e, V = sigma^2 (I + theta^2 J) per group."""
     n, p = x.shape
@@ -379,6 +442,7 @@ def fit_glmm(
     reml: bool = True,
     conf_level: float = 0.95,
     max_iter: int = 500,
+    profile: bool = False,
 ) -> Result:
     """Fit a random-intercept mixed model (R ``lme4::glmer(y ~ x + (1 | group))``, or ``lmer``).
 
@@ -406,6 +470,10 @@ def fit_glmm(
         Wald interval level (normal quantile).
     max_iter : int, default 500
         Optimiser iterations before :class:`~iop_research.exceptions.ConvergenceError`.
+    profile : bool, default False
+        Binomial and Poisson: a profile-likelihood interval (at ``conf_level``) for the random-effect SD in
+        ``glance["re_sd_conf_low", "re_sd_conf_high"]`` (lme4 ``confint(method = "profile")``, ``.sig01``);
+        NaN without it; refused for gaussian fits. It refits the fixed effects at each trial SD, so it costs several fits.
 
     Returns
     -------
@@ -415,7 +483,8 @@ def fit_glmm(
         rr_conf_low, rr_conf_high`` (poisson). ``glance``: ``n_obs, n_groups, family, method``
         (``"Laplace"``, ``"AGQ"``, ``"REML"``, ``"ML"``), ``nagq, re_variance`` (``tau^2``), ``re_sd,
         residual_variance`` (gaussian ``sigma^2``; NaN otherwise), ``loglik`` (R ``logLik()``; the REML
-        criterion's for REML fits), ``aic, bic, n_iter, converged``. ``extra["random_effects"]``:
+        criterion's for REML fits), ``aic, bic, n_iter, converged``; ``re_sd_conf_low, re_sd_conf_high`` (with ``profile=True``).
+        ``extra["random_effects"]``:
         ``group, n_obs, estimate`` (conditional mode / BLUP of ``b``, R ``ranef()``), ``cond_sd``
         (conditional sd, R's ``postVar``); ``extra["vcov"]``: covariance of the fixed effects.
 
@@ -479,6 +548,11 @@ def fit_glmm(
     _check_response(family, y, df, yname)
 
     n_groups = len(levels)
+    sd_lo = sd_hi = np.nan
+    if profile and family == "gaussian":
+        raise ModelSpecificationError(
+            f"{_FUNC}: profile=True is for binomial and Poisson fits; for a gaussian (lmer) fit the interval of "
+            "the random-effect SD is not computed here. Drop profile=True.")
     if family == "gaussian":
         fit = _fit_lmer(x, y, g, n_groups, reml)
         method = "REML" if reml else "ML"
@@ -492,6 +566,9 @@ def fit_glmm(
         resid_var = np.nan
         re_var = fit["theta"] ** 2
         k = x.shape[1] + 1
+        if profile:
+            with np.errstate(over="ignore", invalid="ignore"):
+                sd_lo, sd_hi = _profile_sd_ci(x, y, g, n_groups, family, nagq, fit["theta"], fit["beta"], level)
     beta, vcov = fit["beta"], fit["vcov"]
     se = np.sqrt(np.diag(vcov))
     z = stats.norm.ppf(0.5 + level / 2)
@@ -519,6 +596,8 @@ def fit_glmm(
         "nagq": nagq,
         "re_variance": float(re_var),
         "re_sd": float(np.sqrt(re_var)),
+        "re_sd_conf_low": sd_lo,
+        "re_sd_conf_high": sd_hi,
         "residual_variance": float(resid_var),
         "loglik": float(loglik),
         "aic": float(-2 * loglik + 2 * k),
