@@ -436,11 +436,22 @@ class _Built:
 
 
 def _ipc_kernel_manager():
-    """A kernel manager whose kernels talk over IPC sockets in Jupyter's runtime folder.
+    """A kernel manager whose kernels talk over IPC sockets and are shut down without SIGINT.
 
     No TCP ports are opened, so ipykernel does not warn "Kernel is running over TCP
     without encryption" on stderr. The socket path is absolute because the kernel
     runs in the notebook's folder.
+
+    jupyter_client's ``shutdown_kernel`` first interrupts the kernel (SIGINT to its
+    process group, to stop a running cell), then asks it to shut down over the control
+    channel. nbclient shuts the kernel down only after the last cell has finished, so
+    the interrupt stops nothing; but if it lands while the kernel is still in a message
+    handler (under load the last reply and the shutdown overlap), ipykernel logs
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." on stderr of a build
+    that succeeded. Here the shutdown skips that interrupt: the kernel gets the
+    shutdown request, and is killed if it has not exited within ``shutdown_wait_time``
+    (so a kernel stuck in a cell still ends). An explicit ``interrupt_kernel`` call
+    (nbclient's ``interrupt_on_timeout``) still sends SIGINT.
     """
     import uuid
 
@@ -448,11 +459,27 @@ def _ipc_kernel_manager():
     from jupyter_core.paths import jupyter_runtime_dir
 
     class _IpcKernelManager(AsyncKernelManager):
+        _shutting_down_quietly = False
+
         def __init__(self, **kw):
             kw.setdefault("transport", "ipc")
             os.makedirs(jupyter_runtime_dir(), exist_ok=True)
             kw.setdefault("ip", os.path.join(jupyter_runtime_dir(), f"iop-kernel-{uuid.uuid4().hex[:12]}-ipc"))
             super().__init__(**kw)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self._shutting_down_quietly:
+                return
+            await super()._async_interrupt_kernel()
+
+        interrupt_kernel = _async_interrupt_kernel
+
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            self._shutting_down_quietly = True
+            try:
+                await super()._async_shutdown_kernel(now=now, restart=restart)
+            finally:
+                self._shutting_down_quietly = False
 
     return _IpcKernelManager
 
