@@ -691,20 +691,36 @@ def _exposure_labels(exposure: str, modality: str, window: int, design: str, cat
 
 
 def _attended_sessions(study: StudyData) -> pd.DataFrame:
-    """Attended sessions of cohort episodes with their day since admission (``episode_id, modality, day``)."""
+    """Attended sessions of cohort episodes with their day since admission (``episode_id, modality, day``).
+
+    A session belongs to every episode of its patient whose ``[admit_date, discharge_date]``
+    holds it (open episodes: no end); ``day`` is whole days since that admission. The join is
+    on integer patient codes and dates are compared as nanoseconds (one conversion per
+    column, not per joined row): millions of sessions join in seconds.
+    """
     s = study.data.sessions
-    ep = study.cohort_episodes[["episode_id", "patient_id", "admit_date", "discharge_date"]]
-    cols = ["patient_id", "session_date", "modality"] + (["attended"] if "attended" in s.columns else [])
-    s = s[cols]
+    ep = study.cohort_episodes
+    ep_pid, patients = pd.factorize(ep["patient_id"])
+    s_pid = pd.Index(patients).get_indexer(s["patient_id"])
+    mine = s_pid >= 0
     if "attended" in s.columns:
-        s = s[s["attended"].astype(bool)]
-    j = s.merge(ep, on="patient_id", how="inner")
-    sd = pd.to_datetime(j["session_date"])
-    end = pd.to_datetime(j["discharge_date"]).fillna(pd.Timestamp.max)
-    j = j[(sd >= pd.to_datetime(j["admit_date"])) & (sd <= end)]
-    day = (pd.to_datetime(j["session_date"]) - pd.to_datetime(j["admit_date"])).dt.days
-    return pd.DataFrame({"episode_id": j["episode_id"].to_numpy(), "modality": j["modality"].astype(str).to_numpy(),
-                         "day": day.to_numpy(dtype="int64")})
+        mine &= s["attended"].astype(bool).to_numpy()
+    left = pd.DataFrame({"pid": s_pid[mine], "row": np.flatnonzero(mine)})
+    j = left.merge(pd.DataFrame({"pid": ep_pid, "ep": np.arange(len(ep))}), on="pid", how="inner")
+    row, epi = j["row"].to_numpy(), j["ep"].to_numpy()
+
+    def _ns(col: pd.Series, missing: int) -> np.ndarray:
+        v = pd.to_datetime(col).to_numpy("datetime64[ns]")
+        return np.where(np.isnat(v), missing, v.view("int64"))
+
+    session_ns = _ns(s["session_date"], np.iinfo("int64").min)[row]
+    admit_ns = _ns(ep["admit_date"], np.iinfo("int64").max)[epi]
+    end_ns = _ns(ep["discharge_date"], np.iinfo("int64").max)[epi]
+    ok = (session_ns >= admit_ns) & (session_ns <= end_ns)
+    codes, modalities = pd.factorize(s["modality"])
+    return pd.DataFrame({"episode_id": ep["episode_id"].array.take(epi[ok]),
+                         "modality": pd.Categorical.from_codes(codes[row[ok]], [str(m) for m in modalities]),
+                         "day": (session_ns[ok] - admit_ns[ok]) // 86_400_000_000_000})
 
 
 def weekly_modality_dose(study: StudyData, modality: str) -> pd.DataFrame:
