@@ -801,15 +801,20 @@ def modality_exposure(study: StudyData) -> ModalityExposure:
     ModelSpecificationError
         A reference or group that does not occur, or an exposure with one group only.
     """
-    from iop_research.derive.frames import landmark_frame
+    from dataclasses import replace
+
+    from iop_research.derive.outcomes import relapse_outcomes
 
     cmp_ = dict(study.config.settings["comparison"])
     is_default = not any(k.startswith("comparison.") for k in study.config.given)
     exposure, modality, window, design = cmp_["exposure"], cmp_["modality"], cmp_["window_days"], cmp_["design"]
     sessions = _attended_sessions(study)
     if design == "landmark":
-        lm = landmark_frame(study.data, landmark_days=window, definition=study.definition,
-                            episodes=study.cohort_episodes, covariates=None, engine=quiet_engine())
+        # the outcome part of derive.frames.landmark_frame (at risk on day L, clock reset): its MAT-era and
+        # session columns are not used here, and deriving them from every session took most of this report
+        lm = relapse_outcomes(study.data, definition=replace(study.definition, origin="landmark",
+                                                             landmark_days=int(window)),
+                              episodes=study.cohort_episodes, engine=quiet_engine())
         n_not = len(study.frame) - len(lm)
         lm = study.with_baseline(lm)
         early = sessions[sessions["day"] < window]
