@@ -96,6 +96,7 @@ def run(data_dir: Path | None, out: Path, jobs: int, pattern_gate: bool = True) 
                                              - cpu0.children_user - cpu0.children_system, 1)},
             "reports": [p.name for p in outcome.reports],
             "per_report_seconds": {k: v["run_seconds"] for k, v in nb.items()},
+            "build_stage_seconds": outcome.provenance["study"].get("stage_seconds"),
             "ledger_audit": outcome.provenance["study"]["ledger_audit"],
             "load_average_start": load_start, "load_average_end": os.getloadavg()}
 

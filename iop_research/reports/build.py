@@ -827,7 +827,9 @@ def build_reports(
         if data is None and config.get("data.path") is not None:
             data = config.get("data.path")
         parameters["study"] = config.given_dict()
+        t_prepare = time.perf_counter()
         prepared_study = prepare_study(config, data_path=data)
+        stage_seconds = {"prepare_study": time.perf_counter() - t_prepare}
         nb_dir = Path(notebooks_dir) if notebooks_dir is not None else TEMPLATES_DIR
         if notebooks is None:
             notebooks = [nb_dir / f"{QUESTIONS[q]}.ipynb" for q in prepared_study.questions]
@@ -876,7 +878,9 @@ def build_reports(
         kernel_params.pop("min_cell_count", None)  # the templates read it from the study settings
         kernel_params["out_dir"] = str(stage)
         try:
+            t_save = time.perf_counter()
             kernel_params["prepared"] = save_prepared(prepared_study, stage / ".prepared.pkl")
+            stage_seconds["save_prepared"] = time.perf_counter() - t_save
         except OSError as exc:
             shutil.rmtree(stage, ignore_errors=True)
             raise ReportError(f"Could not write the prepared study to the staging folder {stage}: {exc}. "
@@ -953,7 +957,11 @@ def build_reports(
             for key in ("out_dir", "prepared"):
                 b.parameters.pop(key, None)
         if study_mode:
+            t_finish = time.perf_counter()
             record["study"] = _finish_study(stage, prepared_study, results)
+            stage_seconds["finish_study"] = time.perf_counter() - t_finish
+            # where the time went: preparing the study once, pickling it for the kernels, the joint audit
+            record["study"]["stage_seconds"] = {k: round(v, 1) for k, v in stage_seconds.items()}
             record["parameters"] = {k: v for k, v in params.items() if k != "min_cell_count"}
         record["notebooks"] = {
             b.name: {"report": b.html_name, "run_seconds": round(b.seconds, 1), "parameters": dict(b.parameters),
