@@ -707,7 +707,7 @@ def fit_fine_gray(
     ties = "breslow")`` gives the same point estimates up to its handling of censoring tied
     with events (differences below 1% of a standard error on UIS and the simulated test data)
     but a robust variance that ignores the estimation of G, hence different standard errors.
-    Risk-set sums are cumulative sums (O(n p^2) time and memory per iteration), so large
+    Risk-set sums are cumulative sums (O(n p^2) time and O(n p) memory per iteration), so large
     cohorts fit in seconds.
 
     References
