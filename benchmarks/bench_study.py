@@ -12,7 +12,9 @@ Two runs, each in its own process tree (the report build starts one kernel per r
 Timed: the whole ``build_reports`` call (reading and preparing the study once, the six
 notebooks two at a time, the publishing channel's suppression and audit, HTML export, the
 privacy gate, the joint audit of every report's ledger). Peak memory is the largest
-resident set of this process and its children (kernels), sampled every 0.5 s.
+resident set of this process and its children (kernels), sampled every 0.5 s. CPU seconds
+(user + system) of the build process and of the kernels it ran are recorded beside the wall
+time: on a shared machine they depend much less on the load than the wall time does.
 
 Usage: ``.venv/bin/python benchmarks/bench_study.py [--n-patients 100000] [--demo] [--jobs 2]``
 """
@@ -78,16 +80,25 @@ class PeakMemory:
 def run(data_dir: Path | None, out: Path, jobs: int, pattern_gate: bool = True) -> dict:
     from iop_research.reports.build import build_reports
 
+    load_start = os.getloadavg()
+    cpu0 = os.times()
     t0 = time.perf_counter()
     with PeakMemory() as mem:
         outcome = build_reports(out_dir=out, data=data_dir, parameters={"study": {}}, progress=False,
                                 max_workers=jobs, gate=None if pattern_gate else False)
     seconds = time.perf_counter() - t0
+    cpu1 = os.times()
     nb = outcome.provenance["notebooks"]
     return {"seconds": round(seconds, 1), "peak_rss_gib": round(mem.peak / 2**30, 2),
+            # CPU of this process (study preparation, export, gate, audit) and of its finished children (kernels)
+            "cpu_seconds": {"build_process": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
+                            "kernels": round(cpu1.children_user + cpu1.children_system
+                                             - cpu0.children_user - cpu0.children_system, 1)},
             "reports": [p.name for p in outcome.reports],
             "per_report_seconds": {k: v["run_seconds"] for k, v in nb.items()},
-            "ledger_audit": outcome.provenance["study"]["ledger_audit"], "load_average": os.getloadavg()}
+            "build_stage_seconds": outcome.provenance["study"].get("stage_seconds"),
+            "ledger_audit": outcome.provenance["study"]["ledger_audit"],
+            "load_average_start": load_start, "load_average_end": os.getloadavg()}
 
 
 def main(argv=None) -> int:

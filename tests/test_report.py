@@ -340,6 +340,7 @@ def study_built(tmp_path_factory):
     simulate_cohort(300, seed=3).write(root / "data", format="parquet")
     (root / "study.toml").write_text(
         '[data]\npath = "data"\n[outcome]\nmax_followup_days = 540\n'
+        '[comparison]\nexposure = "modality_dose"\nmodality = "group"\ndesign = "time_varying"\n'
         f'[report]\ntitle = "Family therapy and relapse"\nquestions = {json.dumps(STUDY_QUESTIONS)}\n',
         encoding="utf-8")
     params = read_study_config(root / "study.toml")
@@ -358,7 +359,8 @@ def test_study_build_writes_reports_tables_figures_and_provenance(study_built):
     study = record["study"]
     assert study["questions"] == STUDY_QUESTIONS
     assert study["settings_applied"]["outcome.max_followup_days"] == 540
-    assert study["settings_from_study_file"] == ["data.path", "outcome.max_followup_days", "report.questions",
+    assert study["settings_from_study_file"] == ["comparison.design", "comparison.exposure", "comparison.modality",
+                                                 "data.path", "outcome.max_followup_days", "report.questions",
                                                  "report.title"]
     assert study["ledger_audit"].endswith("all protected")
     assert (out / "fingerprints.json").is_file()
@@ -395,6 +397,8 @@ def test_study_report_renders_figures_captions_tables_and_links(study_built, bro
     assert len(rows) == len(STUDY_QUESTIONS)
     assert all(r[2] and r[3] for r in rows), rows  # N and key result for each question
     assert re.search(r"HR \d+\.\d\d \(\d+\.\d\d to \d+\.\d\d\)", rows[2][3]), rows[2]
+    # the key result names the exposure the study file defined, not the model's variable ("Exposure: any")
+    assert rows[2][3].endswith(" for Group therapy sessions per week (previous week)"), rows[2]
     problems = []
     for report in study_built.reports:
         browser.navigate(report.resolve().as_uri())
@@ -428,3 +432,68 @@ def test_study_report_renders_figures_captions_tables_and_links(study_built, bro
     notes = [n for t in browser.evaluate(PUBLISHED_JS)["tables"] for n in t["notes"]]
     assert any(n.startswith("Adjusted for:") for n in notes), notes
     assert browser.exceptions() == []
+
+
+def test_modality_labels_name_the_exposure_the_study_defined():
+    """Every [comparison] exposure's model terms get a label naming the modality and the window,
+    in the model table, the forest plot and the index line (they read "Exposure: any" before)."""
+    import iop_research as iop
+    from iop_research.data.synth import simulate_cohort
+    from iop_research.present.publish import Publisher
+    from iop_research.reports import study as st
+
+    data = simulate_cohort(300, seed=3)
+    cases = [
+        ({}, "Family therapy in the first 30 days"),
+        ({"reference": "any", "window_days": 45}, "No family therapy in the first 45 days"),
+        ({"design": "time_varying"}, "Family therapy (from the first session, if before day 30)"),
+        ({"exposure": "modality_dose", "modality": "group"}, "Group therapy sessions per week (previous week)"),
+        ({"exposure": "modality_dose", "design": "landmark", "window_days": 28},
+         "Family therapy sessions per week in the first 28 days"),
+        ({"exposure": "modality_mix"}, "Modalities, first 30 days: "),
+    ]
+    pub = Publisher(min_cell_count=11, out_dir=None, report="04_modalities")
+    for comparison, expected in cases:
+        sd = st.prepare_study({"comparison": comparison}, data=data)
+        me = st.modality_exposure(sd)
+        kw = dict(duration_col="time") if me.design == "landmark" else dict(start_col="start", stop_col="stop")
+        fit = st.fit_adjusted(sd, me.frame, fit=iop.fit_cox, exposure=me.exposure_cols, event_col="event",
+                              cluster_col="patient_id", **kw)
+        shown = st.model_frame(fit, terms=me.exposure_cols, labels=me.labels)["Term"].tolist()
+        assert shown and all(not t.startswith(("Exposure", "Sessions per week")) and "[T." not in t for t in shown), \
+            (comparison, shown)
+        assert shown[0].startswith(expected), (comparison, shown)
+        headline = st.hr_headline(pub, fit, me.exposure_cols[0], labels=me.labels)
+        assert headline.endswith(" for " + shown[0]), (comparison, headline)
+        fig = st.forest_figure(fit, title="t", terms=me.exposure_cols, labels=me.labels)  # no tight-layout warning
+        assert [t.get_text().replace("\n", " ") for t in fig.axes[0].get_yticklabels()][::-1] == shown, comparison
+        if comparison.get("exposure") == "modality_mix":
+            assert all(t.endswith(f"(vs. {me.reference})") for t in shown), shown
+    # other models keep their labels: labels= only overrides the terms it names
+    assert st.term_labels(["exposure[T.any]", "age"], extra={"exposure[T.any]": "X"}) == {"exposure[T.any]": "X",
+                                                                                         "age": "Age (years)"}
+
+
+def test_build_writes_nothing_but_progress_to_stderr(tmp_path, capfd):
+    """A successful build's stderr holds the progress bar only (issue 12, point 6).
+
+    jupyter_client's shutdown used to interrupt each kernel (SIGINT) before asking it to
+    stop; when the signal landed while the kernel was still in a message handler, ipykernel
+    logged "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." on stderr, depending on
+    timing. The planted notebook makes any SIGINT at shutdown visible every time (it installs
+    a handler that writes to the kernel's stderr, also as the handler ipykernel restores
+    after each cell), so the test does not depend on that race.
+    """
+    report_sigint = ("import os, signal\n"
+                     "on_sigint = lambda signum, frame: os.write(2, b'SIGINT reached the kernel\\n')\n"
+                     "signal.signal(signal.SIGINT, on_sigint)\n"
+                     "get_ipython().kernel.saved_sigint_handler = on_sigint")
+    paths = [_write(_notebook([("code", report_sigint), ("code", f"print({i})")], title=f"# Notebook {i}"),
+                    tmp_path / "nb" / f"{i:02d}_quiet.ipynb") for i in range(2)]
+    capfd.readouterr()
+    outcome = build_reports(out_dir=tmp_path / "out", notebooks=paths, progress=True, gate=False, max_workers=2)
+    assert [p.name for p in outcome.reports] == ["00_quiet.html", "01_quiet.html"]
+    err = capfd.readouterr().err
+    assert "notebooks:" in err  # the progress bar is captured here (the kernels write to the same stderr)
+    other = [line for line in re.split(r"[\r\n]+", err) if line.strip() and not line.startswith("notebooks:")]
+    assert other == []

@@ -761,9 +761,10 @@ def _codes_in(s: pd.Series, index: pd.Index) -> np.ndarray:
     if isinstance(s.dtype, pd.CategoricalDtype):
         where = index.get_indexer(s.cat.categories) if len(s.cat.categories) else np.array([], dtype=np.intp)
         return np.append(where, -1)[s.cat.codes.to_numpy()]
-    codes = index.get_indexer(s.astype(object))
-    codes[s.isna().to_numpy()] = -1
-    return codes
+    # look up each distinct value once (millions of session rows hold a few thousand ids)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    where = index.get_indexer(pd.Index(uniques).astype(object)) if len(uniques) else np.array([], dtype=np.intp)
+    return np.append(where, -1)[codes]
 
 
 def _take(values: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:

@@ -478,6 +478,15 @@ def relapse_outcomes(data, *, definition: RelapseDefinition | None = None,
     return out.loc[keep].reset_index(drop=True)
 
 
+def _blocks(keys: np.ndarray) -> dict:
+    """``{key: (first, end)}`` row slices of an array whose equal keys are contiguous."""
+    if len(keys) == 0:
+        return {}
+    starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1]
+    ends = np.r_[starts[1:], len(keys)]
+    return dict(zip(keys[starts].tolist(), zip(starts.tolist(), ends.tolist())))
+
+
 def recurrent_relapses(data, *, definition: RelapseDefinition | None = None,
                        episodes: pd.DataFrame | None = None, min_gap_days: int | None = None,
                        engine: Any = None) -> pd.DataFrame:
@@ -594,8 +603,12 @@ def recurrent_relapses(data, *, definition: RelapseDefinition | None = None,
     dd = days.loc[days["discharge_death_day"] < _NEVER].groupby(Col.patient_id)["discharge_death_day"].min()
     for pid, d in dd.items():
         death_map[pid] = min(int(d), death_map.get(pid, _NEVER))
-    q_by_pat = {pid: g for pid, g in qual.groupby(Col.patient_id, sort=False)}
-    adm_by_pat = {pid: g for pid, g in days.groupby(Col.patient_id, sort=False)}
+    # per-patient blocks as slices of sorted arrays (a groupby dict of 100,000 small frames was most of the time)
+    q_pid, q_day, q_src = qual[Col.patient_id].to_numpy(), qual["day"].to_numpy(), qual["key"].to_numpy() % 16
+    q_by_pat = _blocks(q_pid)
+    a_pid, a_days, a_ids = days[Col.patient_id].to_numpy(), days["admit_day"].to_numpy(), days[Col.episode_id].to_numpy()
+    adm_by_pat = _blocks(a_pid)
+    no_events = np.array([], dtype="int64")
     srcs = list(definition.sources)
     death_competes = EventType.death.value in definition.competing
     rows = []
@@ -608,12 +621,11 @@ def recurrent_relapses(data, *, definition: RelapseDefinition | None = None,
         end_src = "death" if death <= rec.end_day else rec.end_reason
         if end <= o:
             continue
-        a = adm_by_pat[pid]
-        adm_days = a["admit_day"].to_numpy()
-        adm_ids = a[Col.episode_id].to_numpy()
+        lo, hi = adm_by_pat[pid]
+        adm_days, adm_ids = a_days[lo:hi], a_ids[lo:hi]
         g = q_by_pat.get(pid)
-        ev_days = g["day"].to_numpy() if g is not None else np.array([], dtype="int64")
-        ev_src = (g["key"].to_numpy() % 16) if g is not None else np.array([], dtype="int64")
+        ev_days = q_day[g[0]:g[1]] if g is not None else no_events
+        ev_src = q_src[g[0]:g[1]] if g is not None else no_events
         start, k, n = o, 0, 0
         while start is not None and start < end:
             # first qualifying event strictly after start (and not after end)

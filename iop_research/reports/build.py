@@ -436,11 +436,22 @@ class _Built:
 
 
 def _ipc_kernel_manager():
-    """A kernel manager whose kernels talk over IPC sockets in Jupyter's runtime folder.
+    """A kernel manager whose kernels talk over IPC sockets and are shut down without SIGINT.
 
     No TCP ports are opened, so ipykernel does not warn "Kernel is running over TCP
     without encryption" on stderr. The socket path is absolute because the kernel
     runs in the notebook's folder.
+
+    jupyter_client's ``shutdown_kernel`` first interrupts the kernel (SIGINT to its
+    process group, to stop a running cell), then asks it to shut down over the control
+    channel. nbclient shuts the kernel down only after the last cell has finished, so
+    the interrupt stops nothing; but if it lands while the kernel is still in a message
+    handler (under load the last reply and the shutdown overlap), ipykernel logs
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." on stderr of a build
+    that succeeded. Here the shutdown skips that interrupt: the kernel gets the
+    shutdown request, and is killed if it has not exited within ``shutdown_wait_time``
+    (so a kernel stuck in a cell still ends). An explicit ``interrupt_kernel`` call
+    (nbclient's ``interrupt_on_timeout``) still sends SIGINT.
     """
     import uuid
 
@@ -448,11 +459,27 @@ def _ipc_kernel_manager():
     from jupyter_core.paths import jupyter_runtime_dir
 
     class _IpcKernelManager(AsyncKernelManager):
+        _shutting_down_quietly = False
+
         def __init__(self, **kw):
             kw.setdefault("transport", "ipc")
             os.makedirs(jupyter_runtime_dir(), exist_ok=True)
             kw.setdefault("ip", os.path.join(jupyter_runtime_dir(), f"iop-kernel-{uuid.uuid4().hex[:12]}-ipc"))
             super().__init__(**kw)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self._shutting_down_quietly:
+                return
+            await super()._async_interrupt_kernel()
+
+        interrupt_kernel = _async_interrupt_kernel
+
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            self._shutting_down_quietly = True
+            try:
+                await super()._async_shutdown_kernel(now=now, restart=restart)
+            finally:
+                self._shutting_down_quietly = False
 
     return _IpcKernelManager
 
@@ -800,7 +827,9 @@ def build_reports(
         if data is None and config.get("data.path") is not None:
             data = config.get("data.path")
         parameters["study"] = config.given_dict()
+        t_prepare = time.perf_counter()
         prepared_study = prepare_study(config, data_path=data)
+        stage_seconds = {"prepare_study": time.perf_counter() - t_prepare}
         nb_dir = Path(notebooks_dir) if notebooks_dir is not None else TEMPLATES_DIR
         if notebooks is None:
             notebooks = [nb_dir / f"{QUESTIONS[q]}.ipynb" for q in prepared_study.questions]
@@ -849,7 +878,9 @@ def build_reports(
         kernel_params.pop("min_cell_count", None)  # the templates read it from the study settings
         kernel_params["out_dir"] = str(stage)
         try:
+            t_save = time.perf_counter()
             kernel_params["prepared"] = save_prepared(prepared_study, stage / ".prepared.pkl")
+            stage_seconds["save_prepared"] = time.perf_counter() - t_save
         except OSError as exc:
             shutil.rmtree(stage, ignore_errors=True)
             raise ReportError(f"Could not write the prepared study to the staging folder {stage}: {exc}. "
@@ -926,7 +957,11 @@ def build_reports(
             for key in ("out_dir", "prepared"):
                 b.parameters.pop(key, None)
         if study_mode:
+            t_finish = time.perf_counter()
             record["study"] = _finish_study(stage, prepared_study, results)
+            stage_seconds["finish_study"] = time.perf_counter() - t_finish
+            # where the time went: preparing the study once, pickling it for the kernels, the joint audit
+            record["study"]["stage_seconds"] = {k: round(v, 1) for k, v in stage_seconds.items()}
             record["parameters"] = {k: v for k, v in params.items() if k != "min_cell_count"}
         record["notebooks"] = {
             b.name: {"report": b.html_name, "run_seconds": round(b.seconds, 1), "parameters": dict(b.parameters),

@@ -87,7 +87,8 @@ def term_labels(terms: Sequence[str], *, extra: Mapping[str, str] | None = None)
     terms : sequence of str
         Term names as in a result's ``tidy["term"]``.
     extra : mapping, optional
-        Variable labels that override :data:`VARIABLE_LABELS`.
+        Variable labels that override :data:`VARIABLE_LABELS`; a key equal to a whole term
+        (``"exposure[T.any]"``) labels that term as given.
 
     Returns
     -------
@@ -102,7 +103,9 @@ def term_labels(terms: Sequence[str], *, extra: Mapping[str, str] | None = None)
     names = {**VARIABLE_LABELS, **dict(extra or {})}
     out = {}
     for term in terms:
-        if "[T." in term and term.endswith("]"):
+        if extra and term in extra:
+            out[term] = extra[term]
+        elif "[T." in term and term.endswith("]"):
             var, level = term[:-1].split("[T.", 1)
             out[term] = f"{names.get(var, var.replace('_', ' '))}: {_label_level(level)}"
         else:
@@ -640,6 +643,10 @@ class ModalityExposure:
         Episodes excluded because follow-up ended on or before the landmark (landmark design).
     is_default : bool
         Whether the study file left the exposure to its default.
+    labels : dict
+        Readable labels of the exposure's model terms, naming the exposure the study file
+        defined (``{"exposure[T.any]": "Family therapy in the first 30 days"}``), for
+        :func:`term_labels` ``extra`` (tables, forest plot, index line).
     """
 
     frame: pd.DataFrame
@@ -649,23 +656,71 @@ class ModalityExposure:
     reference: str | None
     n_not_at_risk: int
     is_default: bool
+    labels: dict = field(default_factory=dict)
+
+
+#: How a modality is named in labels ("Family therapy in the first 30 days").
+_MODALITY_NAMES = {"individual": "individual therapy", "group": "group therapy", "family": "family therapy",
+                  "education": "education classes", "holistic": "holistic therapies"}
+
+
+def _modality_name(modality: str) -> str:
+    return _MODALITY_NAMES.get(modality, f"{modality} sessions")
+
+
+def _exposure_labels(exposure: str, modality: str, window: int, design: str, categories: Sequence[str] = ()
+                     ) -> dict[str, str]:
+    """Labels of the exposure terms of :func:`modality_exposure` (first category is the reference)."""
+    name = _modality_name(modality)
+    first = f"in the first {window} days"
+    if exposure == "modality_dose":
+        per_week = f"{name[:1].upper()}{name[1:]} sessions per week"
+        return {"dose_per_week": f"{per_week} {first}" if design == "landmark" else f"{per_week} (previous week)",
+                "in_treatment": VARIABLE_LABELS["in_treatment"]}
+    if exposure == "modality_any":
+        ref = categories[0] if categories else "none"
+        if design == "time_varying":
+            if ref == "none":
+                return {"exposure[T.any]": f"{name[:1].upper()}{name[1:]} (from the first session, if before day {window})"}
+            return {"exposure[T.none]": f"No {name} (before the first session, or none before day {window})"}
+        if ref == "none":
+            return {"exposure[T.any]": f"{name[:1].upper()}{name[1:]} {first}"}
+        return {"exposure[T.none]": f"No {name} {first}"}
+    ref = categories[0]
+    return {f"exposure[T.{c}]": f"Modalities, first {window} days: {c} (vs. {ref})" for c in categories[1:]}
 
 
 def _attended_sessions(study: StudyData) -> pd.DataFrame:
-    """Attended sessions of cohort episodes with their day since admission (``episode_id, modality, day``)."""
+    """Attended sessions of cohort episodes with their day since admission (``episode_id, modality, day``).
+
+    A session belongs to every episode of its patient whose ``[admit_date, discharge_date]``
+    holds it (open episodes: no end); ``day`` is whole days since that admission. The join is
+    on integer patient codes and dates are compared as nanoseconds (one conversion per
+    column, not per joined row): millions of sessions join in seconds.
+    """
     s = study.data.sessions
-    ep = study.cohort_episodes[["episode_id", "patient_id", "admit_date", "discharge_date"]]
-    cols = ["patient_id", "session_date", "modality"] + (["attended"] if "attended" in s.columns else [])
-    s = s[cols]
+    ep = study.cohort_episodes
+    ep_pid, patients = pd.factorize(ep["patient_id"])
+    s_pid = pd.Index(patients).get_indexer(s["patient_id"])
+    mine = s_pid >= 0
     if "attended" in s.columns:
-        s = s[s["attended"].astype(bool)]
-    j = s.merge(ep, on="patient_id", how="inner")
-    sd = pd.to_datetime(j["session_date"])
-    end = pd.to_datetime(j["discharge_date"]).fillna(pd.Timestamp.max)
-    j = j[(sd >= pd.to_datetime(j["admit_date"])) & (sd <= end)]
-    day = (pd.to_datetime(j["session_date"]) - pd.to_datetime(j["admit_date"])).dt.days
-    return pd.DataFrame({"episode_id": j["episode_id"].to_numpy(), "modality": j["modality"].astype(str).to_numpy(),
-                         "day": day.to_numpy(dtype="int64")})
+        mine &= s["attended"].astype(bool).to_numpy()
+    left = pd.DataFrame({"pid": s_pid[mine], "row": np.flatnonzero(mine)})
+    j = left.merge(pd.DataFrame({"pid": ep_pid, "ep": np.arange(len(ep))}), on="pid", how="inner")
+    row, epi = j["row"].to_numpy(), j["ep"].to_numpy()
+
+    def _ns(col: pd.Series, missing: int) -> np.ndarray:
+        v = pd.to_datetime(col).to_numpy("datetime64[ns]")
+        return np.where(np.isnat(v), missing, v.view("int64"))
+
+    session_ns = _ns(s["session_date"], np.iinfo("int64").min)[row]
+    admit_ns = _ns(ep["admit_date"], np.iinfo("int64").max)[epi]
+    end_ns = _ns(ep["discharge_date"], np.iinfo("int64").max)[epi]
+    ok = (session_ns >= admit_ns) & (session_ns <= end_ns)
+    codes, modalities = pd.factorize(s["modality"])
+    return pd.DataFrame({"episode_id": ep["episode_id"].array.take(epi[ok]),
+                         "modality": pd.Categorical.from_codes(codes[row[ok]], [str(m) for m in modalities]),
+                         "day": (session_ns[ok] - admit_ns[ok]) // 86_400_000_000_000})
 
 
 def weekly_modality_dose(study: StudyData, modality: str) -> pd.DataFrame:
@@ -746,15 +801,20 @@ def modality_exposure(study: StudyData) -> ModalityExposure:
     ModelSpecificationError
         A reference or group that does not occur, or an exposure with one group only.
     """
-    from iop_research.derive.frames import landmark_frame
+    from dataclasses import replace
+
+    from iop_research.derive.outcomes import relapse_outcomes
 
     cmp_ = dict(study.config.settings["comparison"])
     is_default = not any(k.startswith("comparison.") for k in study.config.given)
     exposure, modality, window, design = cmp_["exposure"], cmp_["modality"], cmp_["window_days"], cmp_["design"]
     sessions = _attended_sessions(study)
     if design == "landmark":
-        lm = landmark_frame(study.data, landmark_days=window, definition=study.definition,
-                            episodes=study.cohort_episodes, covariates=None, engine=quiet_engine())
+        # the outcome part of derive.frames.landmark_frame (at risk on day L, clock reset): its MAT-era and
+        # session columns are not used here, and deriving them from every session took most of this report
+        lm = relapse_outcomes(study.data, definition=replace(study.definition, origin="landmark",
+                                                             landmark_days=int(window)),
+                              episodes=study.cohort_episodes, engine=quiet_engine())
         n_not = len(study.frame) - len(lm)
         lm = study.with_baseline(lm)
         early = sessions[sessions["day"] < window]
@@ -763,7 +823,8 @@ def modality_exposure(study: StudyData) -> ModalityExposure:
             lm["dose_per_week"] = n.reindex(lm["episode_id"]).fillna(0).to_numpy(dtype=float) / (window / 7.0)
             desc = (f"Mean attended {modality} sessions per week over days 0-{window - 1} after admission, "
                     f"among episodes still at risk on day {window} (landmark design; follow-up from day {window}).")
-            return ModalityExposure(lm, ["dose_per_week"], design, desc, None, n_not, is_default)
+            return ModalityExposure(lm, ["dose_per_week"], design, desc, None, n_not, is_default,
+                                    _exposure_labels(exposure, modality, window, design))
         if exposure == "modality_any":
             has = early.loc[early["modality"] == modality, "episode_id"].unique()
             ref = cmp_["reference"] or "none"
@@ -800,13 +861,15 @@ def modality_exposure(study: StudyData) -> ModalityExposure:
                 f"The modality exposure has a single group among the {len(lm)} episodes at risk on day {window} "
                 f"({lm['exposure'].iloc[0] if len(lm) else 'none'}); nothing to compare. Choose another modality, "
                 "window or exposure in [comparison].")
-        return ModalityExposure(lm, ["exposure"], design, desc, ref, n_not, is_default)
+        return ModalityExposure(lm, ["exposure"], design, desc, ref, n_not, is_default,
+                                _exposure_labels(exposure, modality, window, design, list(lm["exposure"].cat.categories)))
     # time-varying
     if exposure == "modality_dose":
         long = study.with_baseline(weekly_modality_dose(study, modality))
         desc = (f"Attended {modality} sessions in the previous week (sessions per week), a time-varying exposure in "
                 "a counting-process Cox model adjusted for being in treatment; follow-up from admission.")
-        return ModalityExposure(long, ["dose_per_week", "in_treatment"], design, desc, None, 0, is_default)
+        return ModalityExposure(long, ["dose_per_week", "in_treatment"], design, desc, None, 0, is_default,
+                                _exposure_labels(exposure, modality, window, design))
     first = sessions[(sessions["modality"] == modality) & (sessions["day"] < window)].groupby("episode_id")["day"].min()
     long = _split_at_day(study.frame, first)
     ref = cmp_["reference"] or "none"
@@ -818,7 +881,8 @@ def modality_exposure(study: StudyData) -> ModalityExposure:
     if long["exposure"].nunique() < 2:
         raise ModelSpecificationError(f"No cohort episode had an attended {modality} session before day {window}; "
                                       "nothing to compare. Choose another modality or window in [comparison].")
-    return ModalityExposure(long, ["exposure"], design, desc, ref, 0, is_default)
+    return ModalityExposure(long, ["exposure"], design, desc, ref, 0, is_default,
+                            _exposure_labels(exposure, modality, window, design, [ref, other]))
 
 
 # ----------------------------------------------------------------------------- per-question helpers
@@ -1017,12 +1081,17 @@ def gray_tests(study: StudyData, ret: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def model_frame(fit: AdjustedFit, *, terms: Sequence[str] | None = None) -> pd.DataFrame:
-    """A model's hazard ratios as numbers with readable terms: ``Term, HR, 95% CI low, 95% CI high, p``."""
+def model_frame(fit: AdjustedFit, *, terms: Sequence[str] | None = None,
+                labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A model's hazard ratios as numbers with readable terms: ``Term, HR, 95% CI low, 95% CI high, p``.
+
+    ``labels``: labels of particular terms or variables (``term_labels`` ``extra``), e.g.
+    :attr:`ModalityExposure.labels`.
+    """
     t = fit.result.tidy
     if terms is not None:
         t = t[t["term"].map(lambda x: any(x == c or x.startswith(c + "[") for c in terms))]
-    labels = term_labels(t["term"].tolist())
+    labels = term_labels(t["term"].tolist(), extra=labels)
     return pd.DataFrame({"Term": t["term"].map(labels).to_numpy(), "HR": t["hazard_ratio"].round(2).to_numpy(),
                          "95% CI low": t["hr_conf_low"].round(2).to_numpy(),
                          "95% CI high": t["hr_conf_high"].round(2).to_numpy(), "p": t["p_value"].to_numpy()})
@@ -1053,16 +1122,21 @@ def model_notes(study: StudyData, fit: AdjustedFit, pub) -> list[str]:
     return notes + list(fit.pooled) + list(study.covariate_notes)
 
 
-def forest_figure(fit: AdjustedFit, *, title: str, terms: Sequence[str] | None = None):
-    """Forest plot of a model's hazard ratios with readable labels (single column)."""
+def forest_figure(fit: AdjustedFit, *, title: str, terms: Sequence[str] | None = None,
+                  labels: Mapping[str, str] | None = None):
+    """Forest plot of a model's hazard ratios with readable labels (``labels``: as :func:`model_frame`)."""
     import matplotlib.pyplot as plt
     from iop_research.present.plots import plot_forest
+
+    import textwrap
 
     t = fit.result.tidy
     if terms is not None:
         t = t[t["term"].map(lambda x: any(x == c or x.startswith(c + "[") for c in terms))]
-    fig, ax = plt.subplots(figsize=(DOUBLE_WIDTH_IN, 0.9 + 0.28 * len(t)))
-    plot_forest(t, ax=ax, labels=term_labels(t["term"].tolist()))
+    shown = {k: textwrap.fill(v, 48) for k, v in term_labels(t["term"].tolist(), extra=labels).items()}
+    n_lines = sum(v.count("\n") + 1 for v in shown.values())
+    fig, ax = plt.subplots(figsize=(DOUBLE_WIDTH_IN, 0.9 + 0.28 * max(len(t), 0.6 * n_lines)))
+    plot_forest(t, ax=ax, labels=shown)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -1287,11 +1361,12 @@ def record_summary(pub, *, question: str, n: str, result: str) -> None:
                                           encoding="utf-8")
 
 
-def hr_headline(pub, fit: AdjustedFit, term_prefix: str) -> str:
-    """``"HR 0.58 (0.36 to 0.94) for Exposure: any"``: the first term of a model starting with ``term_prefix``."""
+def hr_headline(pub, fit: AdjustedFit, term_prefix: str, labels: Mapping[str, str] | None = None) -> str:
+    """``"HR 0.58 (0.36 to 0.94) for Family therapy in the first 30 days"``: the first term of a model
+    starting with ``term_prefix``, labelled by ``labels`` (as :func:`model_frame`) or :func:`term_labels`."""
     t = fit.result.tidy
     row = t[t["term"].map(lambda x: x == term_prefix or x.startswith(term_prefix + "["))].iloc[0]
-    label = term_labels([row["term"]])[row["term"]]
+    label = term_labels([row["term"]], extra=labels)[row["term"]]
     return f"HR {pub.estimate(float(row['hazard_ratio']), float(row['hr_conf_low']), float(row['hr_conf_high']))} for {label}"
 
 
