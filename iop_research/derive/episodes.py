@@ -56,7 +56,7 @@ import pandas as pd
 
 from iop_research.derive import exposures as _exp
 from iop_research.derive.days import date_from_day, day_number
-from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend
+from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend, int_from_bool
 from iop_research.exceptions import DataValidationError, EpisodeOverlapError, ModelSpecificationError, format_ids
 from iop_research.data.io import IOPData
 from iop_research.data.schema import (
@@ -473,15 +473,15 @@ def _attrition_expr(assigned, mode: str):
     a = assigned
     per = a.group_by(Col.patient_id).aggregate(
         n=a.count(),
-        n1=(a.status == 1).cast("int64").sum(),
-        n2=(a.status == 2).cast("int64").sum(),
+        n1=int_from_bool(a.status == 1).sum(),
+        n2=int_from_bool(a.status == 2).sum(),
     )
     return per.aggregate(
         rows=per.n.sum(),
         r1=per.n1.sum(),
         r2=per.n2.sum(),
-        p1=((per.n1 == per.n) & (per.n > 0)).cast("int64").sum(),
-        p2=((per.n1 < per.n) & ((per.n1 + per.n2) == per.n)).cast("int64").sum(),
+        p1=int_from_bool((per.n1 == per.n) & (per.n > 0)).sum(),
+        p2=int_from_bool((per.n1 < per.n) & ((per.n1 + per.n2) == per.n)).sum(),
     )
 
 
@@ -535,7 +535,7 @@ def _session_measures(assigned, base):
     # (threads, Spark partitions, input order) adds the rows up
     mins = ibis.cases((a[Col.attended], a[Col.minutes]), else_=0.0)
     first = (rel >= 0) & (rel < _FIRST_DAYS)
-    a = a.mutate(rel=rel, mins=mins, first=first, att=a[Col.attended].cast("int64"))
+    a = a.mutate(rel=rel, mins=mins, first=first, att=int_from_bool(a[Col.attended]))
     aggs = {
         "n_sessions_scheduled": a.count(),
         "n_sessions_attended": a.att.sum(),
@@ -557,7 +557,7 @@ def _session_measures(assigned, base):
     att = att.mutate(week=ibis.greatest(week, 0))
     wk = att.group_by(["w_ep", "week", "e_thr"]).aggregate(h=att.mins.sum() / 60.0)
     weeks = wk.group_by("w_ep").aggregate(
-        n_weeks_asam21=(wk.h >= wk.e_thr - 1e-9).cast("int64").sum()
+        n_weeks_asam21=int_from_bool(wk.h >= wk.e_thr - 1e-9).sum()
     ).rename(w_ep2="w_ep")
     return per_ep, weeks
 
