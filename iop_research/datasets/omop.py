@@ -131,6 +131,7 @@ __all__ = [
     "OMOP_TABLES",
     "ConceptSetError",
     "load_concept_sets",
+    "omop_source",
     "read_omop",
     "resolve_concept_sets",
     "write_omop",
@@ -915,6 +916,44 @@ def read_omop(
     finally:
         if opened and not lazy:
             con.disconnect()
+
+
+def omop_source(url: str, *, cdm_schema: str | None = None, concept_sets: Any = None) -> str:
+    """One line naming an OMOP CDM source, for provenance (a password in the URL is masked).
+
+    Parameters
+    ----------
+    url : str
+        Database URL as given to :func:`read_omop`.
+    cdm_schema : str, optional
+        Schema of the CDM tables.
+    concept_sets : str or Path, optional
+        Concept-set file (its name is shown; ``None``: the shipped defaults).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> omop_source("postgresql://analyst:secret@db:5432/cdm", cdm_schema="cdm5")
+    'OMOP CDM postgresql://analyst:***@db:5432/cdm, schema cdm5, default concept sets'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(url))
+    try:
+        password = parts.password
+    except ValueError:
+        password = None
+    if password:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    sets = "default concept sets" if concept_sets is None else (
+        f"concept sets {Path(concept_sets).name}" if isinstance(concept_sets, (str, Path)) else "concept sets given")
+    schema = f", schema {cdm_schema}" if cdm_schema else ""
+    return f"OMOP CDM {url}{schema}, {sets}"
 
 
 def _read(con, *, cdm_schema, concept_sets, observation_end, vocabulary_schema, patient_id_col,
