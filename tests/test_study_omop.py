@@ -101,7 +101,7 @@ def test_concept_sets_file_changes_what_is_read(cdm_file, tmp_path):
 @pytest.mark.parametrize("text, fragment", [
     ('[data]\nomop = "postgresql://analyst:s3cret@db:5432/cdm"\n', "holds a password"),
     ('[data]\nomop = "cdm-host/cdm"\n', "is not a database URL"),
-    ('[data]\npath = "."\nomop = "postgresql://analyst@db/cdm"\n', "sets path and omop; give one"),
+    ('[data]\npath = "."\nomop = "postgresql://analyst@db/cdm"\n', "sets both path and omop; give one"),
     ('[data]\ncdm_schema = "cdm"\n', "cdm_schema applies only to an OMOP CDM"),
     ('[data]\nconcept_sets = "x.json"\n', "concept_sets applies only to an OMOP CDM"),
     ('[data]\nomop = "duckdb:///nowhere.duckdb"\n', "no DuckDB file at"),

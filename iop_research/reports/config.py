@@ -336,7 +336,7 @@ def _cross_checks(s: dict[str, dict[str, Any]]) -> list[str]:
     d = s["data"]
     sources = [k for k in ("path", "mapping", "omop") if d[k] is not None]
     if len(sources) > 1:
-        problems.append(f"[data] sets {' and '.join(sources)}; give one: path for contract tables, mapping for an "
+        problems.append(f"[data] sets {'both ' if len(sources) == 2 else ''}{' and '.join(sources)}; give one: path for contract tables, mapping for an "
                         "extract, omop for an OMOP CDM database")
     for key in ("cdm_schema", "concept_sets"):
         if d[key] is not None and d["omop"] is None:
