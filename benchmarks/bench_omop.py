@@ -65,6 +65,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads: DuckDB's too). On a shared
+    machine wall time grows with the load; CPU time does much less."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 # --------------------------------------------------------------------------- generation
 def vocabulary(folder: Path) -> dict[str, int]:
     """concept/concept_ancestor from write_omop on a tiny cohort; concept ids by code."""
@@ -276,8 +283,19 @@ def measure(config: str, target: str) -> dict:
     from iop_research.derive.frames import counting_process_frame
 
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     rows: dict[str, int] = {}
     t0 = time.perf_counter()
+    c0 = cpu_seconds()
+
+    def step(name, fn):
+        t, c = time.perf_counter(), cpu_seconds()
+        out = fn()
+        times[name], cpu[name] = time.perf_counter() - t, cpu_seconds() - c
+        print(f"{config}: {name} {times[name]:.1f} s (cpu {cpu[name]:.1f} s, peak {peak_rss_mb():,.0f} MiB, "
+              f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+        return out
+
     engine = None
     spark = None
     if config == "spark":
@@ -302,42 +320,37 @@ def measure(config: str, target: str) -> dict:
         times["connect"] = time.perf_counter() - t0
     else:
         con, schema = target, "cdm"
-    lazy_mode = config in ("duckdb-lazy", "spark")
-    t = time.perf_counter()
+    lazy_mode = config in ("duckdb-lazy", "spark", "postgres")
     if lazy_mode:
         import ibis
 
         if isinstance(con, str):
             con = ibis.connect(con)
-        lazy = read_omop(con, cdm_schema=schema, lazy=True)
-        small = {k: lazy[k].to_pandas() for k in ("patients", "events", "observation")}
-        # sessions and dispensings stay in the database (Ibis tables); the rest is small
-        data = IOPData(patients=small["patients"], admissions=empty_table("admissions"),
-                       sessions=lazy["sessions"], medications=lazy["medications"],
-                       events=small["events"], observation=small["observation"])
-        times["read_omop"] = time.perf_counter() - t
-        t = time.perf_counter()
-        episodes = build_episodes(data, mode="sessions", gap_days=30, engine=engine)
-        times["episodes"] = time.perf_counter() - t
-        t = time.perf_counter()
-        eras = medication_eras(lazy["medications"], engine=engine)
-        times["eras"] = time.perf_counter() - t
+        if config == "postgres":
+            engine = con  # derivation inside PostgreSQL
+
+        def read():
+            lazy = read_omop(con, cdm_schema=schema, lazy=True)
+            small = {k: lazy[k].to_pandas() for k in ("patients", "events", "observation")}
+            # sessions and dispensings stay in the database (Ibis tables); the rest is small
+            return lazy, IOPData(patients=small["patients"], admissions=empty_table("admissions"),
+                                 sessions=lazy["sessions"], medications=lazy["medications"],
+                                 events=small["events"], observation=small["observation"])
+
+        lazy, data = step("read_omop", read)
+        episodes = step("episodes", lambda: build_episodes(data, mode="sessions", gap_days=30, engine=engine))
+        eras = step("eras", lambda: medication_eras(lazy["medications"], engine=engine))
     else:
-        data = read_omop(con, cdm_schema=schema, validate=False)
-        times["read_omop"] = time.perf_counter() - t
+        data = step("read_omop", lambda: read_omop(con, cdm_schema=schema, validate=False))
         rows.update({k: len(getattr(data, k)) for k in ("sessions", "medications", "events")})
-        t = time.perf_counter()
-        episodes = build_episodes(data, mode="sessions", gap_days=30)
-        times["episodes"] = time.perf_counter() - t
-        t = time.perf_counter()
-        eras = medication_eras(data.medications)
-        times["eras"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cp = counting_process_frame(data, episodes=episodes, eras=eras, engine=engine)
-    times["counting_process"] = time.perf_counter() - t
+        episodes = step("episodes", lambda: build_episodes(data, mode="sessions", gap_days=30))
+        eras = step("eras", lambda: medication_eras(data.medications))
+    cp = step("counting_process", lambda: counting_process_frame(data, episodes=episodes, eras=eras, engine=engine))
     times["total"] = time.perf_counter() - t0
+    cpu["total"] = cpu_seconds() - c0
     rows.update(episodes=len(episodes), eras=len(eras), counting_process=len(cp))
-    out = {"config": config, "seconds": times, "rows": rows, "peak_rss_mb": peak_rss_mb(),
+    out = {"config": config, "seconds": times, "cpu_seconds": cpu, "rows": rows, "peak_rss_mb": peak_rss_mb(),
+           "load_avg": os.getloadavg()[0],
            "episodes_sha": pd.util.hash_pandas_object(episodes.drop(columns=[], errors="ignore"), index=False).sum()
            .item()}
     if spark is not None:

@@ -186,6 +186,21 @@ def test_person_id_as_patient_id(duck_con, cohort):
     assert len(back.sessions) == int(cohort.sessions["attended"].sum())
 
 
+def test_patient_id_prefix_in_every_table(duck_con, duck_back):
+    """patient_id_prefix: person 17 is ``person-17`` in every table, eager and lazy (plain-number
+    ids are refused by the report privacy gate)."""
+    back = read_omop(duck_con, cdm_schema="cdm", patient_id_prefix="person-")
+    plain = read_omop(duck_con, cdm_schema="cdm")
+    for name in _KEYS:
+        got, want = getattr(back, name), getattr(plain, name)
+        assert len(got) == len(want) > 0
+        assert (got["patient_id"] == "person-" + want["patient_id"]).all(), name
+    lazy = read_omop(duck_con, cdm_schema="cdm", patient_id_prefix="person-", lazy=True)
+    assert lazy["sessions"].patient_id.to_pandas().str.startswith("person-").all()
+    with pytest.raises(DataReadError, match="patient_id_prefix must be text"):
+        read_omop(duck_con, cdm_schema="cdm", patient_id_prefix=7)
+
+
 # --------------------------------------------------------------------------- hand-built CDM
 D = pd.Timestamp
 # concept ids of the hand-built vocabulary (resolved by vocabulary + code, as at a real site)

@@ -60,13 +60,16 @@ def study_file(folder: Path, text: str) -> Path:
 
 # --------------------------------------------------------------------------- each key acts
 def test_omop_study_reads_the_cdm(cdm_file):
-    """[data] omop (a DuckDB file named relative to the study file): the study reads the CDM and
-    builds its episodes from the sessions by the gap rule (OMOP has no admissions)."""
+    """[data] omop (a DuckDB file named relative to the study file): the study reads the CDM
+    (patient ids ``person-<person_id>``: plain numbers would stop the privacy gate) and builds its
+    episodes from the sessions by the gap rule (OMOP has no admissions)."""
     sd = st.prepare_study(load_study(study_file(cdm_file.parent, '[data]\nomop = "duckdb:///omop.duckdb"\n'
                                                 'cdm_schema = "site_a"\n')))
     assert sd.data_label.startswith(f"OMOP CDM duckdb:///{cdm_file}, schema site_a")
     assert sd.data.admissions.empty and sd.data.patients["patient_id"].nunique() == N_A
-    direct = build_episodes(read_omop(f"duckdb:///{cdm_file}", cdm_schema="site_a"), mode="sessions")
+    assert sd.data.patients["patient_id"].str.fullmatch(r"person-\d+").all()
+    direct = build_episodes(read_omop(f"duckdb:///{cdm_file}", cdm_schema="site_a", patient_id_prefix="person-"),
+                            mode="sessions")
     pd.testing.assert_frame_equal(sd.episodes, direct)
     assert len(sd.cohort_episodes) == len(direct) > N_A / 2
     demo = st.prepare_study({})
@@ -144,7 +147,8 @@ def test_study_report_on_postgres_end_to_end(pg_con, pg_url, tmp_path):  # noqa:
     assert {"01_cohort.html", "03_relapse.html", "provenance.json"} <= {p.name for p in out.iterdir()}
     record = json.loads((out / "provenance.json").read_text())
     assert record["data"] == f"OMOP CDM {pg_url}, schema study_cdm, concept sets concepts.json"
-    read = read_omop(pg_url, cdm_schema="study_cdm", concept_sets=tmp_path / "concepts.json")
+    read = read_omop(pg_url, cdm_schema="study_cdm", concept_sets=tmp_path / "concepts.json",
+                     patient_id_prefix="person-")
     assert record["data_fingerprint"] == tables_fingerprint(read) != data_fingerprint(None)
     assert "data.omop" in record["study"]["settings_from_study_file"]
     html = (out / "01_cohort.html").read_text(encoding="utf-8")

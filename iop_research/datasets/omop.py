@@ -821,6 +821,7 @@ def read_omop(
     observation_end: Any = None,
     vocabulary_schema: str | None = None,
     patient_id_col: str = "person_id",
+    patient_id_prefix: str = "",
     default_modality: str = Modality.group.value,
     default_session_minutes: int = 180,
     lazy: bool = False,
@@ -846,6 +847,11 @@ def read_omop(
         Schema of ``concept`` / ``concept_ancestor`` (default: ``cdm_schema``).
     patient_id_col : {"person_id", "person_source_value"}, default "person_id"
         ``person`` column whose text becomes ``patient_id``.
+    patient_id_prefix : str, default ""
+        Text put before every ``patient_id`` (e.g. ``"person-"``, so person 17 is
+        ``person-17``). ``person_id`` values are plain numbers, which the report privacy gate
+        (:func:`iop_research.reports.gate.make_privacy_gate`) refuses as identifiers because
+        they cannot be told apart from counts and days; the study reports read with a prefix.
     default_modality : str, default "group"
         Modality of sessions found only through ``iop_session`` (per-diem codes carry none).
     default_session_minutes : int, default 180
@@ -911,6 +917,7 @@ def read_omop(
     try:
         return _read(con, cdm_schema=cdm_schema, concept_sets=concept_sets, observation_end=observation_end,
                      vocabulary_schema=vocabulary_schema, patient_id_col=patient_id_col,
+                     patient_id_prefix=patient_id_prefix,
                      default_modality=default_modality, default_session_minutes=default_session_minutes,
                      lazy=lazy, validate=validate)
     finally:
@@ -957,7 +964,7 @@ def omop_source(url: str, *, cdm_schema: str | None = None, concept_sets: Any = 
 
 
 def _read(con, *, cdm_schema, concept_sets, observation_end, vocabulary_schema, patient_id_col,
-          default_modality, default_session_minutes, lazy, validate):
+          patient_id_prefix, default_modality, default_session_minutes, lazy, validate):
     import ibis
 
     con = _CachedTables(con)
@@ -984,6 +991,11 @@ def _read(con, *, cdm_schema, concept_sets, observation_end, vocabulary_schema, 
                           ("events", Col.event_date)):
             if exprs[name] is not None:
                 exprs[name] = exprs[name].filter(exprs[name][col] <= cut)
+    if not isinstance(patient_id_prefix, str):
+        raise DataReadError(f"patient_id_prefix must be text, got {patient_id_prefix!r}.")
+    if patient_id_prefix:
+        exprs = {k: None if e is None else e.mutate(**{Col.patient_id: patient_id_prefix + e[Col.patient_id]})
+                 for k, e in exprs.items()}
     if lazy:
         return {k: v for k, v in exprs.items() if v is not None}
     tables = {}

@@ -299,7 +299,8 @@ def _read(config: StudyConfig, data_path, data) -> tuple[Any, str]:
         from iop_research.datasets.omop import omop_source, read_omop
 
         schema, sets = config.get("data.cdm_schema"), config.get("data.concept_sets")
-        return (read_omop(omop, cdm_schema=schema, concept_sets=sets),
+        # person_id values are plain numbers, which the privacy gate cannot tell from counts
+        return (read_omop(omop, cdm_schema=schema, concept_sets=sets, patient_id_prefix="person-"),
                 omop_source(omop, cdm_schema=schema, concept_sets=sets))
     return load_demo(), "bundled demo cohort (simulated)"
 
