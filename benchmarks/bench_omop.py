@@ -326,6 +326,8 @@ def measure(config: str, target: str) -> dict:
 
         if isinstance(con, str):
             con = ibis.connect(con)
+        if os.environ.get("BENCH_DUCKDB_MEMORY") and con.name == "duckdb":
+            con.raw_sql(f"SET memory_limit = '{os.environ['BENCH_DUCKDB_MEMORY']}'")
         if config == "postgres":
             engine = con  # derivation inside PostgreSQL
 
