@@ -91,9 +91,10 @@ What OMOP cannot carry (lost on a round trip :func:`write_omop` -> :func:`read_o
 
 Scale
 -----
-``read_omop(..., lazy=True)`` keeps sessions and dispensings in the database (DuckDB, Spark);
-only one row per person (patients, observation) and the events come to pandas, and episodes,
-eras and the counting-process frame are built in the database. The estimators then run in
+``read_omop(..., lazy=True)`` keeps sessions and dispensings in the database (DuckDB,
+PostgreSQL, Spark); only one row per person (patients, observation) and the events come to
+pandas, and episodes, eras and the counting-process frame are built in the database (pass the
+CDM's connection as ``engine=`` to keep the steps that start from pandas frames there too). The estimators then run in
 process on the derived frames: about 1 million counting-process rows per GB of memory
 (``benchmarks/README.md``, section "OMOP CDM"), i.e. about 1 million persons per 5 GB.
 
@@ -862,8 +863,8 @@ def read_omop(
         :class:`IOPData`. The large tables can then stay in the database: an ``IOPData``
         whose ``sessions`` and ``medications`` are these expressions and whose other tables
         are their ``.to_pandas()`` runs ``build_episodes``, ``medication_eras`` and
-        ``counting_process_frame`` inside the CDM's engine (DuckDB, Spark; the derive
-        expressions do not yet compile on PostgreSQL). Nothing is validated.
+        ``counting_process_frame`` inside the CDM's engine (DuckDB, PostgreSQL, Spark).
+        Nothing is validated.
     validate : bool, default True
         Validate the result against the data contract (raises on problems).
 

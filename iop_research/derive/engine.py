@@ -11,7 +11,9 @@ Engines
 ``"spark"``
     A local-mode SparkSession (``local[2]``), created on first use and reused.
 an Ibis backend
-    Used as given (e.g. ``ibis.pyspark.connect(spark)`` on a cluster, PostgreSQL).
+    Used as given (e.g. ``ibis.pyspark.connect(spark)`` on a cluster, or
+    ``ibis.connect("postgresql://...")``: every step compiles and runs on PostgreSQL and
+    gives DuckDB's tables; frames handed in as pandas become temporary tables there).
 an :class:`EngineSession`
     One connection of any of the above, shared by several pipeline steps: each step that
     takes ``engine=`` accepts a session, runs on its connection, and registers a given

@@ -392,11 +392,13 @@ def _gap_episodes(tabs: _Tables, gap_days: int):
 
     One sorted window pass over the attended sessions gives each one's previous and next
     day; an episode starts where the previous day is more than ``gap_days`` away (or
-    missing) and ends where the next one is. The k-th start and the k-th end of a patient
-    are episode k, so only the (few) boundary days are numbered, not every session day.
-    Sessions on the same day need no DISTINCT first (at claims scale the costliest step):
-    between two of them the gap is 0, so of a day's sessions only the first in the window
-    order can start an episode and only the last can end one, and they carry the same day.
+    missing) and ends where the next one is. Only these boundary sessions (about two per
+    episode) go on: sorted by day, each start that is not also an end is followed by its
+    episode's end, so a second window over the boundaries pairs them, and the k-th start of
+    a patient is episode k. Sessions on the same day need no DISTINCT first (at claims scale
+    that was the costliest step): between two of them the gap is 0, so only the first of a
+    day's sessions can start an episode and only the last can end one (a start sorts before
+    an end of the same day).
     """
     import ibis
 
@@ -404,21 +406,18 @@ def _gap_episodes(tabs: _Tables, gap_days: int):
     att = s.filter(s[Col.attended]).select(Col.patient_id, "day")
     w = ibis.window(group_by=Col.patient_id, order_by=att.day)
     att = att.mutate(prev_day=att.day.lag().over(w), next_day=att.day.lead().over(w))
-    starts = att.filter(att.prev_day.isnull() | ((att.day - att.prev_day) > gap_days))
-    ends = att.filter(att.next_day.isnull() | ((att.next_day - att.day) > gap_days))
-    starts = starts.select(
-        Col.patient_id, admit_day=starts.day,
-        ep_n=(ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=starts.day)) + 1).cast("int64"))
-    ends = ends.select(
-        e_pid=ends[Col.patient_id], discharge_day=ends.day,
-        e_n=(ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=ends.day)) + 1).cast("int64"))
-    # null-safe: a missing patient_id forms one group, as in the window partitions
-    eps = starts.inner_join(ends, [starts[Col.patient_id].identical_to(ends.e_pid), starts.ep_n == ends.e_n])
-    return eps.select(
-        **{Col.episode_id: eps[Col.patient_id] + "-S" + eps.ep_n.cast("string")},
-        **{Col.patient_id: eps[Col.patient_id]},
-        admit_day=eps.admit_day.cast("int64"),
-        discharge_day=eps.discharge_day.cast("int64"),
+    is_start = att.prev_day.isnull() | ((att.day - att.prev_day) > gap_days)
+    is_end = att.next_day.isnull() | ((att.next_day - att.day) > gap_days)
+    bounds = att.filter(is_start | is_end).select(Col.patient_id, "day", is_start=is_start, is_end=is_end)
+    wb = ibis.window(group_by=Col.patient_id, order_by=[bounds.day, bounds.is_end])
+    bounds = bounds.mutate(next_bound=bounds.day.lead().over(wb))
+    starts = bounds.filter(bounds.is_start)
+    ep_n = (ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=starts.day)) + 1).cast("int64")
+    return starts.select(
+        **{Col.episode_id: starts[Col.patient_id] + "-S" + ep_n.cast("string")},
+        **{Col.patient_id: starts[Col.patient_id]},
+        admit_day=starts.day.cast("int64"),
+        discharge_day=ibis.ifelse(starts.is_end, starts.day, starts.next_bound).cast("int64"),
     )
 
 
@@ -538,29 +537,44 @@ def _session_measures(assigned, base):
     # (threads, Spark partitions, input order) adds the rows up
     mins = ibis.cases((a[Col.attended], a[Col.minutes]), else_=0.0)
     first = (rel >= 0) & (rel < _FIRST_DAYS)
-    a = a.mutate(rel=rel, mins=mins, first=first, att=int_from_bool(a[Col.attended]))
-    aggs = {
-        "n_sessions_scheduled": a.count(),
-        "n_sessions_attended": a.att.sum(),
-        "hours_attended": a.mins.sum() / 60.0,
-        # last attended day (from admission) for los_convention="teds"
-        "last_attended_rel": ibis.cases((a[Col.attended], a.rel), else_=ibis.null("int64")).max(),
+    # 7-day block from admission, clipped to the episode's weeks (a session on the discharge
+    # day of a stay of whole weeks counts in the last one)
+    week = (rel // 7).cast("int64")
+    week = ibis.greatest(ibis.cases((a.e_weeks.notnull(), ibis.least(week, a.e_weeks - 1)), else_=week), 0)
+    a = a.mutate(rel=rel, mins=mins, first=first, week=week, att=int_from_bool(a[Col.attended]))
+    # Two stages: the sessions are summed once per (episode, week, first 30 days or not); the
+    # per-episode measures and the weekly ASAM hours both come from these few rows, so the
+    # millions of session rows are read by one aggregation instead of being kept for two.
+    # Non-attended sessions add 0 minutes to their week, so they never make a week count.
+    stage = {
+        "n": a.count().cast("int64"),
+        "att": a.att.sum().cast("int64"),
+        "mins": a.mins.sum(),
+        "last_rel": ibis.cases((a[Col.attended], a.rel), else_=ibis.null("int64")).max(),
+        "thr": a.e_thr.max(),  # the episode's threshold (one value per w_ep)
     }
-    for m in _MODALITIES:
+    for i, m in enumerate(_MODALITIES):
         is_m = a[Col.modality] == m
-        aggs[f"sessions_{m}"] = ibis.cases((is_m, a.att), else_=0).sum()
-        aggs[f"hours_{m}"] = ibis.cases((is_m, a.mins), else_=0.0).sum() / 60.0
-        aggs[f"sessions_{m}_first30"] = ibis.cases((is_m & a.first, a.att), else_=0).sum()
-        aggs[f"hours_{m}_first30"] = ibis.cases((is_m & a.first, a.mins), else_=0.0).sum() / 60.0
-    per_ep = a.group_by("w_ep").aggregate(**aggs)
+        stage[f"s{i}"] = ibis.cases((is_m, a.att), else_=0).sum().cast("int64")
+        stage[f"h{i}"] = ibis.cases((is_m, a.mins), else_=0.0).sum()
+    g = a.group_by(["w_ep", "week", "first"]).aggregate(**stage)
+    aggs = {
+        "n_sessions_scheduled": g.n.sum(),
+        "n_sessions_attended": g.att.sum(),
+        "hours_attended": g.mins.sum() / 60.0,
+        # last attended day (from admission) for los_convention="teds"
+        "last_attended_rel": g.last_rel.max(),
+    }
+    for i, m in enumerate(_MODALITIES):
+        aggs[f"sessions_{m}"] = g[f"s{i}"].sum()
+        aggs[f"hours_{m}"] = g[f"h{i}"].sum() / 60.0
+        aggs[f"sessions_{m}_first30"] = ibis.cases((g.first, g[f"s{i}"]), else_=0).sum()
+        aggs[f"hours_{m}_first30"] = ibis.cases((g.first, g[f"h{i}"]), else_=0.0).sum() / 60.0
+    per_ep = g.group_by("w_ep").aggregate(**aggs)
 
-    att = a.filter(a[Col.attended])
-    week = (att.rel // 7).cast("int64")
-    week = ibis.cases((att.e_weeks.notnull(), ibis.least(week, att.e_weeks - 1)), else_=week)
-    att = att.mutate(week=ibis.greatest(week, 0))
-    wk = att.group_by(["w_ep", "week", "e_thr"]).aggregate(h=att.mins.sum() / 60.0)
+    wk = g.group_by(["w_ep", "week"]).aggregate(h=g.mins.sum() / 60.0, thr=g.thr.max())
     weeks = wk.group_by("w_ep").aggregate(
-        n_weeks_asam21=int_from_bool(wk.h >= wk.e_thr - 1e-9).sum()
+        n_weeks_asam21=int_from_bool(wk.h >= wk.thr - 1e-9).sum()
     ).rename(w_ep2="w_ep")
     return per_ep, weeks
 
