@@ -537,42 +537,28 @@ def _session_measures(assigned, base):
     # (threads, Spark partitions, input order) adds the rows up
     mins = ibis.cases((a[Col.attended], a[Col.minutes]), else_=0.0)
     first = (rel >= 0) & (rel < _FIRST_DAYS)
-    # 7-day block from admission, clipped to the episode's weeks (a session on the discharge
-    # day of a stay of whole weeks counts in the last one)
-    week = (rel // 7).cast("int64")
-    week = ibis.greatest(ibis.cases((a.e_weeks.notnull(), ibis.least(week, a.e_weeks - 1)), else_=week), 0)
-    a = a.mutate(rel=rel, mins=mins, first=first, week=week, att=int_from_bool(a[Col.attended]))
-    # Two stages: the sessions are summed once per (episode, week, first 30 days or not); the
-    # per-episode measures and the weekly ASAM hours both come from these few rows, so the
-    # millions of session rows are read by one aggregation instead of being kept for two.
-    # Non-attended sessions add 0 minutes to their week, so they never make a week count.
-    stage = {
-        "n": a.count().cast("int64"),
-        "att": a.att.sum().cast("int64"),
-        "mins": a.mins.sum(),
-        "last_rel": ibis.cases((a[Col.attended], a.rel), else_=ibis.null("int64")).max(),
-        "thr": a.e_thr.max(),  # the episode's threshold (one value per w_ep)
-    }
-    for i, m in enumerate(_MODALITIES):
-        is_m = a[Col.modality] == m
-        stage[f"s{i}"] = ibis.cases((is_m, a.att), else_=0).sum().cast("int64")
-        stage[f"h{i}"] = ibis.cases((is_m, a.mins), else_=0.0).sum()
-    g = a.group_by(["w_ep", "week", "first"]).aggregate(**stage)
+    a = a.mutate(rel=rel, mins=mins, first=first, att=int_from_bool(a[Col.attended]))
     aggs = {
-        "n_sessions_scheduled": g.n.sum(),
-        "n_sessions_attended": g.att.sum(),
-        "hours_attended": g.mins.sum() / 60.0,
+        "n_sessions_scheduled": a.count(),
+        "n_sessions_attended": a.att.sum(),
+        "hours_attended": a.mins.sum() / 60.0,
         # last attended day (from admission) for los_convention="teds"
-        "last_attended_rel": g.last_rel.max(),
+        "last_attended_rel": ibis.cases((a[Col.attended], a.rel), else_=ibis.null("int64")).max(),
     }
-    for i, m in enumerate(_MODALITIES):
-        aggs[f"sessions_{m}"] = g[f"s{i}"].sum()
-        aggs[f"hours_{m}"] = g[f"h{i}"].sum() / 60.0
-        aggs[f"sessions_{m}_first30"] = ibis.cases((g.first, g[f"s{i}"]), else_=0).sum()
-        aggs[f"hours_{m}_first30"] = ibis.cases((g.first, g[f"h{i}"]), else_=0.0).sum() / 60.0
-    per_ep = g.group_by("w_ep").aggregate(**aggs)
+    for m in _MODALITIES:
+        is_m = a[Col.modality] == m
+        aggs[f"sessions_{m}"] = ibis.cases((is_m, a.att), else_=0).sum()
+        aggs[f"hours_{m}"] = ibis.cases((is_m, a.mins), else_=0.0).sum() / 60.0
+        aggs[f"sessions_{m}_first30"] = ibis.cases((is_m & a.first, a.att), else_=0).sum()
+        aggs[f"hours_{m}_first30"] = ibis.cases((is_m & a.first, a.mins), else_=0.0).sum() / 60.0
+    per_ep = a.group_by("w_ep").aggregate(**aggs)
 
-    wk = g.group_by(["w_ep", "week"]).aggregate(h=g.mins.sum() / 60.0, thr=g.thr.max())
+    att = a.filter(a[Col.attended])
+    week = (att.rel // 7).cast("int64")
+    week = ibis.cases((att.e_weeks.notnull(), ibis.least(week, att.e_weeks - 1)), else_=week)
+    att = att.mutate(week=ibis.greatest(week, 0))
+    # the threshold is the episode's (one value per w_ep): carried by max(), not a grouping key
+    wk = att.group_by(["w_ep", "week"]).aggregate(h=att.mins.sum() / 60.0, thr=att.e_thr.max())
     weeks = wk.group_by("w_ep").aggregate(
         n_weeks_asam21=int_from_bool(wk.h >= wk.thr - 1e-9).sum()
     ).rename(w_ep2="w_ep")
