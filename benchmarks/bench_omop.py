@@ -18,8 +18,11 @@ resident memory, ``ru_maxrss``, is that configuration's alone):
     eras are built there; only patients, events and observation come to pandas for the
     counting-process frame.
 ``postgres``
-    ``read_omop(PostgreSQL URL)`` -> IOPData, then the same steps on in-process DuckDB (the
-    derive expressions do not compile on PostgreSQL yet: they cast booleans to integers).
+    ``read_omop(PostgreSQL URL, lazy=True)`` and every step with ``engine=`` the PostgreSQL
+    connection: the derivation runs inside PostgreSQL (pandas frames the steps hand in become
+    temporary tables there).
+``postgres-pandas`` (``--measure`` only)
+    ``read_omop(PostgreSQL URL)`` -> IOPData in pandas, then the steps on in-process DuckDB.
 ``spark``
     (``--spark``) a Spark standalone cluster on loopback (master + two workers of 1 core,
     1 GB), the CDM as Parquet views; ``read_omop(lazy=True)`` and the steps with
@@ -30,6 +33,14 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_omop.py --persons 100000
     .venv/bin/python benchmarks/bench_omop.py --persons 100000 --postgres "$(.ci/postgres.sh start)" --spark
 
+Generating and loading 1 M persons takes minutes: do it once (``--prepare-only``) and measure
+with ``--reuse``. ``BENCH_DUCKDB_MEMORY=5GB`` sets DuckDB's memory limit on the CDM connection
+(it then spills to ``omop.duckdb.tmp/``)::
+
+    .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --prepare-only
+    BENCH_DUCKDB_MEMORY=5GB .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --reuse --skip duckdb
+
+Each step prints its wall and CPU seconds, peak memory and the load average to stderr.
 Results are printed and written to ``benchmarks/_work/omop_results_<n>.json``.
 """
 from __future__ import annotations
