@@ -18,8 +18,11 @@ resident memory, ``ru_maxrss``, is that configuration's alone):
     eras are built there; only patients, events and observation come to pandas for the
     counting-process frame.
 ``postgres``
-    ``read_omop(PostgreSQL URL)`` -> IOPData, then the same steps on in-process DuckDB (the
-    derive expressions do not compile on PostgreSQL yet: they cast booleans to integers).
+    ``read_omop(PostgreSQL URL, lazy=True)`` and every step with ``engine=`` the PostgreSQL
+    connection: the derivation runs inside PostgreSQL (pandas frames the steps hand in become
+    temporary tables there).
+``postgres-pandas`` (``--measure`` only)
+    ``read_omop(PostgreSQL URL)`` -> IOPData in pandas, then the steps on in-process DuckDB.
 ``spark``
     (``--spark``) a Spark standalone cluster on loopback (master + two workers of 1 core,
     1 GB), the CDM as Parquet views; ``read_omop(lazy=True)`` and the steps with
@@ -30,6 +33,14 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_omop.py --persons 100000
     .venv/bin/python benchmarks/bench_omop.py --persons 100000 --postgres "$(.ci/postgres.sh start)" --spark
 
+Generating and loading 1 M persons takes minutes: do it once (``--prepare-only``) and measure
+with ``--reuse``. ``BENCH_DUCKDB_MEMORY=5GB`` sets DuckDB's memory limit on the CDM connection
+(it then spills to ``omop.duckdb.tmp/``)::
+
+    .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --prepare-only
+    BENCH_DUCKDB_MEMORY=5GB .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --reuse --skip duckdb
+
+Each step prints its wall and CPU seconds, peak memory and the load average to stderr.
 Results are printed and written to ``benchmarks/_work/omop_results_<n>.json``.
 """
 from __future__ import annotations
@@ -65,6 +76,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads: DuckDB's too). On a shared
+    machine wall time grows with the load; CPU time does much less."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 # --------------------------------------------------------------------------- generation
 def vocabulary(folder: Path) -> dict[str, int]:
     """concept/concept_ancestor from write_omop on a tiny cohort; concept ids by code."""
@@ -81,23 +99,46 @@ def vocabulary(folder: Path) -> dict[str, int]:
     return dict(zip(c["concept_code"], c["concept_id"].astype(int)))
 
 
-def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
-    """Write the CDM tables of ``n`` persons as Parquet; return row counts."""
-    import pyarrow as pa
+def generate(n: int, folder: Path, seed: int = 20261207, chunk: int = 200_000) -> dict[str, int]:
+    """Write the CDM tables of ``n`` persons as Parquet; return row counts.
+
+    Persons are generated in blocks of ``chunk`` (each block its own seeded generator), each
+    block appended to the Parquet files as row groups, so memory stays that of one block
+    (about 14 M session rows) whatever ``n`` is.
+    """
     import pyarrow.parquet as pq
 
-    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     ids = vocabulary(folder)
-    pid = np.arange(1, n + 1, dtype=np.int64)
-    counts = {}
+    writers: dict[str, pq.ParquetWriter] = {}
+    counts: dict[str, int] = {}
+    try:
+        for block, first in enumerate(range(0, n, chunk)):
+            rng = np.random.default_rng([seed, block])
+            tables = _generate_block(rng, first, min(chunk, n - first), ids, counts)
+            for name, table in tables.items():
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(folder / f"{name}.parquet", table.schema)
+                writers[name].write_table(table, row_group_size=1_000_000)
+                counts[name] = counts.get(name, 0) + table.num_rows
+    finally:
+        for w in writers.values():
+            w.close()
+    return counts
 
-    def write(name, cols):
-        table = pa.table(cols)
-        pq.write_table(table, folder / f"{name}.parquet", row_group_size=1_000_000)
-        counts[name] = table.num_rows
 
-    write("person", {
+def _generate_block(rng, first: int, n: int, ids: dict[str, int], counts: dict[str, int]) -> dict:
+    """CDM rows of persons ``first + 1 .. first + n``; row ids continue after ``counts``."""
+    import pyarrow as pa
+
+    pid = np.arange(first + 1, first + n + 1, dtype=np.int64)
+    out = {}
+
+    def row_ids(name, m):
+        base = counts.get(name, 0)
+        return np.arange(base + 1, base + m + 1, dtype=np.int64)
+
+    out["person"] = pa.table({
         "person_id": pid, "gender_concept_id": rng.choice([8507, 8532], n).astype(np.int64),
         "year_of_birth": rng.integers(1950, 2001, n).astype(np.int64),
         "race_concept_id": rng.choice([8527, 8516, 8515, 0], n, p=[0.6, 0.2, 0.05, 0.15]).astype(np.int64),
@@ -105,7 +146,7 @@ def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
         "person_source_value": pa.array([f"P{i:07d}" for i in pid]),
     })
     obs_end = LAST - rng.integers(0, 365, n) * (rng.random(n) < 0.3)
-    write("observation_period", {
+    out["observation_period"] = pa.table({
         "observation_period_id": pid, "person_id": pid,
         "observation_period_start_date": np.full(n, DAY0), "observation_period_end_date": obs_end,
         "period_type_concept_id": np.full(n, 32817, dtype=np.int64),
@@ -118,18 +159,22 @@ def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
     starts = np.cumsum(k) - k
     step[starts] = 0
     offset = np.cumsum(step) - np.repeat(np.cumsum(step)[starts], k)
+    del step
     span = np.repeat(offset[np.cumsum(k) - 1], k)
-    room = (obs_end - DAY0).astype(int)[owner] - span
+    obs_day = (obs_end - DAY0).astype(int)
+    room = obs_day[owner] - span
     first_day = (rng.random(n) * np.maximum(room[starts], 1)).astype(int)
-    day = np.minimum(np.repeat(first_day, k) + offset, (obs_end - DAY0).astype(int)[owner])
+    del span, room
+    day = np.minimum(np.repeat(first_day, k) + offset, obs_day[owner])
+    del offset
     kind = rng.choice(4, m, p=[0.5, 0.3, 0.15, 0.05])
     concept = np.array([ids["H0015"], ids["90853"], ids["90834"], ids["90847"]], dtype=np.int64)[kind]
     date = DAY0 + day.astype("timedelta64[D]")
     start_ts = date.astype("datetime64[s]") + np.timedelta64(9 * 3600, "s")
     minutes = np.array([0, 90, 50, 50])[kind]
     has_time = kind > 0
-    write("procedure_occurrence", {
-        "procedure_occurrence_id": np.arange(1, m + 1, dtype=np.int64), "person_id": pid[owner],
+    out["procedure_occurrence"] = pa.table({
+        "procedure_occurrence_id": row_ids("procedure_occurrence", m), "person_id": pid[owner],
         "procedure_concept_id": concept, "procedure_date": date,
         "procedure_datetime": pa.array(start_ts, mask=~has_time),
         "procedure_end_datetime": pa.array(start_ts + (minutes * 60).astype("timedelta64[s]"), mask=~has_time),
@@ -137,6 +182,7 @@ def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
         "procedure_source_concept_id": np.zeros(m, dtype=np.int64),
         "visit_occurrence_id": pa.nulls(m, pa.int64()),
     })
+    del owner, day, kind, concept, date, start_ts, minutes, has_time
     # dispensings: 40% of persons, ~10 each, 7-30 days apart
     treated = np.flatnonzero(rng.random(n) < 0.4)
     kd = rng.poisson(10, len(treated)) + 1
@@ -149,10 +195,10 @@ def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
     gap[dstart] = 0
     doff = np.cumsum(gap) - np.repeat(np.cumsum(gap)[dstart], kd)
     dday = np.minimum(rng.integers(0, SPAN_DAYS // 2, len(treated))[np.repeat(np.arange(len(treated)), kd)] + doff,
-                      (obs_end - DAY0).astype(int)[downer])
+                      obs_day[downer])
     ddate = DAY0 + dday.astype("timedelta64[D]")
-    write("drug_exposure", {
-        "drug_exposure_id": np.arange(1, md + 1, dtype=np.int64), "person_id": pid[downer],
+    out["drug_exposure"] = pa.table({
+        "drug_exposure_id": row_ids("drug_exposure", md), "person_id": pid[downer],
         "drug_concept_id": np.repeat(drug, kd).astype(np.int64), "drug_exposure_start_date": ddate,
         "drug_exposure_end_date": ddate + (supply - 1).astype("timedelta64[D]"),
         "drug_type_concept_id": np.full(md, 32817, dtype=np.int64), "days_supply": supply,
@@ -162,9 +208,9 @@ def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
     ku = rng.poisson(8, n)
     mu = int(ku.sum())
     uowner = np.repeat(np.arange(n), ku)
-    uday = (rng.random(mu) * (obs_end - DAY0).astype(int)[uowner]).astype(int)
-    write("measurement", {
-        "measurement_id": np.arange(1, mu + 1, dtype=np.int64), "person_id": pid[uowner],
+    uday = (rng.random(mu) * obs_day[uowner]).astype(int)
+    out["measurement"] = pa.table({
+        "measurement_id": row_ids("measurement", mu), "person_id": pid[uowner],
         "measurement_concept_id": np.full(mu, ids["19295-5"], dtype=np.int64),
         "measurement_date": DAY0 + uday.astype("timedelta64[D]"),
         "measurement_type_concept_id": np.full(mu, 32817, dtype=np.int64),
@@ -173,9 +219,9 @@ def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
         "range_high": np.full(mu, np.nan),
     })
     od = np.flatnonzero(rng.random(n) < 0.02)
-    oday = (rng.random(len(od)) * (obs_end - DAY0).astype(int)[od]).astype(int)
-    write("condition_occurrence", {
-        "condition_occurrence_id": np.arange(1, len(od) + 1, dtype=np.int64), "person_id": pid[od],
+    oday = (rng.random(len(od)) * obs_day[od]).astype(int)
+    out["condition_occurrence"] = pa.table({
+        "condition_occurrence_id": row_ids("condition_occurrence", len(od)), "person_id": pid[od],
         "condition_concept_id": np.zeros(len(od), dtype=np.int64),
         "condition_source_concept_id": np.full(len(od), ids["T40.2X1A"], dtype=np.int64),
         "condition_start_date": DAY0 + oday.astype("timedelta64[D]"),
@@ -183,9 +229,9 @@ def generate(n: int, folder: Path, seed: int = 20261207) -> dict[str, int]:
         "visit_occurrence_id": pa.nulls(len(od), pa.int64()),
     })
     dead = np.flatnonzero(rng.random(n) < 0.01)
-    write("death", {"person_id": pid[dead], "death_date": obs_end[dead],
-                    "death_type_concept_id": np.full(len(dead), 32817, dtype=np.int64)})
-    return counts
+    out["death"] = pa.table({"person_id": pid[dead], "death_date": obs_end[dead],
+                             "death_type_concept_id": np.full(len(dead), 32817, dtype=np.int64)})
+    return out
 
 
 # --------------------------------------------------------------------------- loading
@@ -248,8 +294,19 @@ def measure(config: str, target: str) -> dict:
     from iop_research.derive.frames import counting_process_frame
 
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     rows: dict[str, int] = {}
     t0 = time.perf_counter()
+    c0 = cpu_seconds()
+
+    def step(name, fn):
+        t, c = time.perf_counter(), cpu_seconds()
+        out = fn()
+        times[name], cpu[name] = time.perf_counter() - t, cpu_seconds() - c
+        print(f"{config}: {name} {times[name]:.1f} s (cpu {cpu[name]:.1f} s, peak {peak_rss_mb():,.0f} MiB, "
+              f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+        return out
+
     engine = None
     spark = None
     if config == "spark":
@@ -274,42 +331,39 @@ def measure(config: str, target: str) -> dict:
         times["connect"] = time.perf_counter() - t0
     else:
         con, schema = target, "cdm"
-    lazy_mode = config in ("duckdb-lazy", "spark")
-    t = time.perf_counter()
+    lazy_mode = config in ("duckdb-lazy", "spark", "postgres")
     if lazy_mode:
         import ibis
 
         if isinstance(con, str):
             con = ibis.connect(con)
-        lazy = read_omop(con, cdm_schema=schema, lazy=True)
-        small = {k: lazy[k].to_pandas() for k in ("patients", "events", "observation")}
-        # sessions and dispensings stay in the database (Ibis tables); the rest is small
-        data = IOPData(patients=small["patients"], admissions=empty_table("admissions"),
-                       sessions=lazy["sessions"], medications=lazy["medications"],
-                       events=small["events"], observation=small["observation"])
-        times["read_omop"] = time.perf_counter() - t
-        t = time.perf_counter()
-        episodes = build_episodes(data, mode="sessions", gap_days=30, engine=engine)
-        times["episodes"] = time.perf_counter() - t
-        t = time.perf_counter()
-        eras = medication_eras(lazy["medications"], engine=engine)
-        times["eras"] = time.perf_counter() - t
+        if os.environ.get("BENCH_DUCKDB_MEMORY") and con.name == "duckdb":
+            con.raw_sql(f"SET memory_limit = '{os.environ['BENCH_DUCKDB_MEMORY']}'")
+        if config == "postgres":
+            engine = con  # derivation inside PostgreSQL
+
+        def read():
+            lazy = read_omop(con, cdm_schema=schema, lazy=True)
+            small = {k: lazy[k].to_pandas() for k in ("patients", "events", "observation")}
+            # sessions and dispensings stay in the database (Ibis tables); the rest is small
+            return lazy, IOPData(patients=small["patients"], admissions=empty_table("admissions"),
+                                 sessions=lazy["sessions"], medications=lazy["medications"],
+                                 events=small["events"], observation=small["observation"])
+
+        lazy, data = step("read_omop", read)
+        episodes = step("episodes", lambda: build_episodes(data, mode="sessions", gap_days=30, engine=engine))
+        eras = step("eras", lambda: medication_eras(lazy["medications"], engine=engine))
     else:
-        data = read_omop(con, cdm_schema=schema, validate=False)
-        times["read_omop"] = time.perf_counter() - t
+        data = step("read_omop", lambda: read_omop(con, cdm_schema=schema, validate=False))
         rows.update({k: len(getattr(data, k)) for k in ("sessions", "medications", "events")})
-        t = time.perf_counter()
-        episodes = build_episodes(data, mode="sessions", gap_days=30)
-        times["episodes"] = time.perf_counter() - t
-        t = time.perf_counter()
-        eras = medication_eras(data.medications)
-        times["eras"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cp = counting_process_frame(data, episodes=episodes, eras=eras, engine=engine)
-    times["counting_process"] = time.perf_counter() - t
+        episodes = step("episodes", lambda: build_episodes(data, mode="sessions", gap_days=30))
+        eras = step("eras", lambda: medication_eras(data.medications))
+    cp = step("counting_process", lambda: counting_process_frame(data, episodes=episodes, eras=eras, engine=engine))
     times["total"] = time.perf_counter() - t0
+    cpu["total"] = cpu_seconds() - c0
     rows.update(episodes=len(episodes), eras=len(eras), counting_process=len(cp))
-    out = {"config": config, "seconds": times, "rows": rows, "peak_rss_mb": peak_rss_mb(),
+    out = {"config": config, "seconds": times, "cpu_seconds": cpu, "rows": rows, "peak_rss_mb": peak_rss_mb(),
+           "load_avg": os.getloadavg()[0],
            "episodes_sha": pd.util.hash_pandas_object(episodes.drop(columns=[], errors="ignore"), index=False).sum()
            .item()}
     if spark is not None:
@@ -406,6 +460,9 @@ def main() -> None:
     ap.add_argument("--postgres", help="PostgreSQL URL to load the CDM into and measure")
     ap.add_argument("--spark", action="store_true", help="also measure on a Spark standalone cluster")
     ap.add_argument("--skip", default="", help="comma-separated configurations to skip")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the CDM generated by an earlier run (benchmarks/_work/omop_<n>/)")
+    ap.add_argument("--prepare-only", action="store_true", help="generate and load the CDM, measure nothing")
     ap.add_argument("--estimation-rows", default="",
                     help="comma-separated counting-process sizes for the in-process estimation memory check")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
@@ -424,14 +481,23 @@ def main() -> None:
             return
     folder = WORK / f"omop_{args.persons}"
     load = {"load_avg_before": os.getloadavg()[0]}
-    t = time.perf_counter()
-    counts = generate(args.persons, folder)
-    load["generate_s"] = time.perf_counter() - t
-    print(f"generated {args.persons:,} persons: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
-          + f" in {load['generate_s']:.1f} s", flush=True)
     db = folder / "omop.duckdb"  # not cdm.duckdb: DuckDB would find catalog and schema "cdm" ambiguous
-    load["duckdb_load_s"] = load_duckdb(folder, db)
-    print(f"DuckDB file loaded in {load['duckdb_load_s']:.1f} s ({db.stat().st_size / 2**20:,.0f} MiB)", flush=True)
+    prepared = folder / "prepared.json"
+    if args.reuse and prepared.exists() and db.exists():
+        counts = json.loads(prepared.read_text())["rows"]
+        print(f"reusing {folder}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
+    else:
+        t = time.perf_counter()
+        counts = generate(args.persons, folder)
+        load["generate_s"] = time.perf_counter() - t
+        print(f"generated {args.persons:,} persons: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+              + f" in {load['generate_s']:.1f} s (peak {peak_rss_mb():,.0f} MiB)", flush=True)
+        load["duckdb_load_s"] = load_duckdb(folder, db)
+        print(f"DuckDB file loaded in {load['duckdb_load_s']:.1f} s ({db.stat().st_size / 2**20:,.0f} MiB)",
+              flush=True)
+        prepared.write_text(json.dumps({"rows": counts, "setup": load}, indent=1))
+    if args.prepare_only:
+        return
     skip = set(filter(None, args.skip.split(",")))
     results = []
     for config, target in (("duckdb", f"duckdb:///{db}"), ("duckdb-lazy", f"duckdb:///{db}")):

@@ -8,6 +8,9 @@
   written out below.
 * Concept sets from a user JSON file (ATLAS export format) change what is read.
 * PostgreSQL (``pg_con`` from ``tests/conftest_pg.py``) gives the same tables and results as DuckDB.
+* The derive steps run inside PostgreSQL (``engine=`` the Ibis PostgreSQL backend, and on
+  ``read_omop(lazy=True)`` tables of a PostgreSQL CDM) and give DuckDB's tables; they leave no
+  tables behind in the database.
 """
 from __future__ import annotations
 
@@ -33,10 +36,11 @@ from iop_research.datasets.omop import (
     resolve_concept_sets,
     write_omop,
 )
-from iop_research.derive.episodes import build_episodes
-from iop_research.derive.exposures import medication_eras
-from iop_research.derive.frames import counting_process_frame
-from iop_research.derive.outcomes import relapse_outcomes
+from iop_research.derive.engine import EngineSession, int_from_bool
+from iop_research.derive.episodes import build_episodes, episode_attrition
+from iop_research.derive.exposures import medication_eras, proportion_days_covered
+from iop_research.derive.frames import counting_process_frame, landmark_frame, survival_frame
+from iop_research.derive.outcomes import recurrent_relapses, relapse_outcomes
 from iop_research.exceptions import DataReadError, IopError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*fetch_arrow_table.*:DeprecationWarning")
@@ -180,6 +184,21 @@ def test_person_id_as_patient_id(duck_con, cohort):
     back = read_omop(duck_con, cdm_schema="cdm", validate=False)
     assert back.patients["patient_id"].tolist() == sorted(str(i) for i in range(1, N_PATIENTS + 1))
     assert len(back.sessions) == int(cohort.sessions["attended"].sum())
+
+
+def test_patient_id_prefix_in_every_table(duck_con, duck_back):
+    """patient_id_prefix: person 17 is ``person-17`` in every table, eager and lazy (plain-number
+    ids are refused by the report privacy gate)."""
+    back = read_omop(duck_con, cdm_schema="cdm", patient_id_prefix="person-")
+    plain = read_omop(duck_con, cdm_schema="cdm")
+    for name in _KEYS:
+        got, want = getattr(back, name), getattr(plain, name)
+        assert len(got) == len(want) > 0
+        assert (got["patient_id"] == "person-" + want["patient_id"]).all(), name
+    lazy = read_omop(duck_con, cdm_schema="cdm", patient_id_prefix="person-", lazy=True)
+    assert lazy["sessions"].patient_id.to_pandas().str.startswith("person-").all()
+    with pytest.raises(DataReadError, match="patient_id_prefix must be text"):
+        read_omop(duck_con, cdm_schema="cdm", patient_id_prefix=7)
 
 
 # --------------------------------------------------------------------------- hand-built CDM
@@ -481,3 +500,98 @@ def test_hand_built_cdm_postgres(pg_con, pg_url):  # noqa: F811
     via_url = read_omop(pg_url, cdm_schema="omop_hand_built")
     for name in _KEYS:
         pd.testing.assert_frame_equal(getattr(via_url, name), getattr(via_con, name))
+
+
+# --------------------------------------------------------------------------- derivation inside PostgreSQL
+def _steps(data: IOPData, episodes: pd.DataFrame) -> dict:
+    """Every derive step that takes ``engine=``, as engine -> DataFrame."""
+    closed = episodes.dropna(subset=["discharge_date"])
+    return {
+        "episodes_admissions": lambda e: build_episodes(data, engine=e),
+        "episodes_sessions": lambda e: build_episodes(data, mode="sessions", gap_days=30, engine=e),
+        "episodes_teds_los": lambda e: build_episodes(data, engine=e, los_convention="teds"),
+        "episodes_cut_off": lambda e: build_episodes(data, mode="sessions", observation="2023-06-30", engine=e),
+        "attrition_admissions": lambda e: episode_attrition(data, engine=e),
+        "eras": lambda e: medication_eras(data.medications, engine=e),
+        "eras_no_grace": lambda e: medication_eras(data.medications, grace_days=0, engine=e),
+        "pdc": lambda e: proportion_days_covered(data.medications, closed, engine=e),
+        "outcomes": lambda e: relapse_outcomes(data, episodes=episodes, engine=e),
+        "survival_frame": lambda e: survival_frame(data, episodes=episodes, engine=e),
+        "counting_process": lambda e: counting_process_frame(data, episodes=episodes, engine=e),
+        "landmark": lambda e: landmark_frame(data, episodes=episodes, engine=e),
+        "recurrent": lambda e: recurrent_relapses(data, episodes=episodes, engine=e),
+    }
+
+
+@pytest.fixture(scope="module")
+def cohort_episodes(cohort):
+    return build_episodes(cohort)
+
+
+@pytest.mark.parametrize("step", list(_steps(None, pd.DataFrame({"discharge_date": []}))))
+def test_derivation_runs_inside_postgres_and_equals_duckdb(pg_con, cohort, cohort_episodes, step):  # noqa: F811
+    """engine=<Ibis PostgreSQL backend>: the expressions compile and run on PostgreSQL (no
+    CAST(boolean AS bigint), which PostgreSQL rejects) and give DuckDB's table, attrs included."""
+    run = _steps(cohort, cohort_episodes)[step]
+    want = run(None)
+    got = run(pg_con)
+    assert len(want) > 0
+    pd.testing.assert_frame_equal(got, want)
+    assert got.attrs == want.attrs
+    assert fingerprint(got) == fingerprint(want)
+
+
+def test_pipeline_inside_postgres_on_the_cdm(pg_con, pg_back, duck_results):  # noqa: F811
+    """read_omop(lazy=True) on PostgreSQL: sessions and dispensings stay in the CDM database and
+    episodes, eras and the counting-process frame are built there, equal to DuckDB's."""
+    lazy = read_omop(pg_con, cdm_schema="omop_round_trip", patient_id_col="person_source_value", lazy=True)
+    assert lazy["sessions"]._find_backend().name == "postgres"
+    small = {k: lazy[k].to_pandas() for k in ("patients", "events", "observation")}
+    data = IOPData(patients=small["patients"], admissions=empty_table("admissions"), sessions=lazy["sessions"],
+                   medications=lazy["medications"], events=small["events"], observation=small["observation"])
+    with EngineSession(pg_con) as session:
+        ep = build_episodes(data, mode="sessions", gap_days=30, engine=session)
+        eras = medication_eras(lazy["medications"], engine=session)
+        cp = counting_process_frame(data, episodes=ep, eras=eras, engine=session)
+    assert fingerprint(ep) == fingerprint(duck_results["episodes"])
+    assert fingerprint(eras) == fingerprint(duck_results["eras"])
+    assert fingerprint(cp) == fingerprint(duck_results["counting_process"])
+
+
+def _iop_tables(con) -> list[str]:
+    """Tables named iop_* in every schema of the database, temporary ones included."""
+    sql = "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_name LIKE 'iop\\_%'"
+    return sorted(con.sql(sql).to_pandas()["t"])
+
+
+def test_postgres_runs_leave_no_tables_behind(pg_url, cohort):  # noqa: F811
+    """Frames uploaded to PostgreSQL are temporary tables: nothing lands in the user's schemas,
+    and an EngineSession on the caller's connection drops its tables when it closes."""
+    con = ibis.connect(pg_url)
+    try:
+        with EngineSession(con) as session:
+            ep = build_episodes(cohort, engine=session)
+            counting_process_frame(cohort, episodes=ep, engine=session)
+            during = _iop_tables(con)
+        assert during and all(t.startswith("pg_temp") for t in during)
+        assert _iop_tables(con) == []
+        build_episodes(cohort, engine=con)  # without a session: temporary until the connection closes
+        assert all(t.startswith("pg_temp") for t in _iop_tables(con))
+    finally:
+        con.disconnect()
+    con = ibis.connect(pg_url)
+    try:
+        assert _iop_tables(con) == []
+    finally:
+        con.disconnect()
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_int_from_bool_keeps_nulls(backend, request):
+    con = ibis.duckdb.connect() if backend == "duckdb" else request.getfixturevalue("pg_con")
+    t = con.create_table("flags_int", pd.DataFrame({"k": [1, 2, 3], "b": pd.array([True, False, None])}),
+                         temp=True, overwrite=True)
+    got = t.select("k", v=int_from_bool(t.b)).order_by("k").to_pandas()
+    assert got["v"].tolist()[:2] == [1, 0] and pd.isna(got["v"].iloc[2])
+    assert str(t.select(v=int_from_bool(t.b)).schema()["v"]) == "int64"
+    assert int(t.aggregate(n=int_from_bool(t.b).sum()).to_pandas()["n"].iloc[0]) == 1

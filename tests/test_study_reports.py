@@ -108,6 +108,9 @@ KEY_CASES = [
 KEYS_TESTED_ELSEWHERE = {
     "data.path": "test_data_path_selects_the_data",
     "data.mapping": "test_data_mapping_reads_an_extract",
+    "data.omop": "tests/test_study_omop.py::test_omop_study_reads_the_cdm",
+    "data.cdm_schema": "tests/test_study_omop.py::test_cdm_schema_selects_the_schema",
+    "data.concept_sets": "tests/test_study_omop.py::test_concept_sets_file_changes_what_is_read",
     "report.questions": "test_questions_choose_the_reports",
     "report.formats": "test_formats_choose_the_files",
 }

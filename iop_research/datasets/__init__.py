@@ -30,5 +30,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'write_omop': 'omop',
     'load_concept_sets': 'omop',
     'resolve_concept_sets': 'omop',
+    'omop_source': 'omop',
     'OMOP_ROLES': 'omop',
 })

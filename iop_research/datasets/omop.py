@@ -91,9 +91,15 @@ What OMOP cannot carry (lost on a round trip :func:`write_omop` -> :func:`read_o
 
 Scale
 -----
-``read_omop(..., lazy=True)`` keeps sessions and dispensings in the database (DuckDB, Spark);
-only one row per person (patients, observation) and the events come to pandas, and episodes,
-eras and the counting-process frame are built in the database. The estimators then run in
+``read_omop(..., lazy=True)`` keeps sessions and dispensings in the database (DuckDB,
+PostgreSQL, Spark); only one row per person (patients, observation) and the events come to
+pandas, and episodes, eras and the counting-process frame are built in the database (pass the
+CDM's connection as ``engine=`` to keep the steps that start from pandas frames there too).
+At 1 M persons (71 M session rows) in a DuckDB file this took about 150 CPU seconds and 6-7 GB
+with DuckDB's memory limit set on the connection (``con.raw_sql("SET memory_limit='5GB'")``;
+without it DuckDB sizes its hash tables to the machine). On PostgreSQL the steps give the same
+tables but are slow beyond about 10,000 persons (the planner misjudges the range joins); for a
+large PostgreSQL CDM read the contract tables into pandas and derive on DuckDB. The estimators then run in
 process on the derived frames: about 1 million counting-process rows per GB of memory
 (``benchmarks/README.md``, section "OMOP CDM"), i.e. about 1 million persons per 5 GB.
 
@@ -131,6 +137,7 @@ __all__ = [
     "OMOP_TABLES",
     "ConceptSetError",
     "load_concept_sets",
+    "omop_source",
     "read_omop",
     "resolve_concept_sets",
     "write_omop",
@@ -820,6 +827,7 @@ def read_omop(
     observation_end: Any = None,
     vocabulary_schema: str | None = None,
     patient_id_col: str = "person_id",
+    patient_id_prefix: str = "",
     default_modality: str = Modality.group.value,
     default_session_minutes: int = 180,
     lazy: bool = False,
@@ -845,6 +853,11 @@ def read_omop(
         Schema of ``concept`` / ``concept_ancestor`` (default: ``cdm_schema``).
     patient_id_col : {"person_id", "person_source_value"}, default "person_id"
         ``person`` column whose text becomes ``patient_id``.
+    patient_id_prefix : str, default ""
+        Text put before every ``patient_id`` (e.g. ``"person-"``, so person 17 is
+        ``person-17``). ``person_id`` values are plain numbers, which the report privacy gate
+        (:func:`iop_research.reports.gate.make_privacy_gate`) refuses as identifiers because
+        they cannot be told apart from counts and days; the study reports read with a prefix.
     default_modality : str, default "group"
         Modality of sessions found only through ``iop_session`` (per-diem codes carry none).
     default_session_minutes : int, default 180
@@ -855,8 +868,8 @@ def read_omop(
         :class:`IOPData`. The large tables can then stay in the database: an ``IOPData``
         whose ``sessions`` and ``medications`` are these expressions and whose other tables
         are their ``.to_pandas()`` runs ``build_episodes``, ``medication_eras`` and
-        ``counting_process_frame`` inside the CDM's engine (DuckDB, Spark; the derive
-        expressions do not yet compile on PostgreSQL). Nothing is validated.
+        ``counting_process_frame`` inside the CDM's engine (DuckDB, PostgreSQL, Spark).
+        Nothing is validated.
     validate : bool, default True
         Validate the result against the data contract (raises on problems).
 
@@ -910,6 +923,7 @@ def read_omop(
     try:
         return _read(con, cdm_schema=cdm_schema, concept_sets=concept_sets, observation_end=observation_end,
                      vocabulary_schema=vocabulary_schema, patient_id_col=patient_id_col,
+                     patient_id_prefix=patient_id_prefix,
                      default_modality=default_modality, default_session_minutes=default_session_minutes,
                      lazy=lazy, validate=validate)
     finally:
@@ -917,8 +931,46 @@ def read_omop(
             con.disconnect()
 
 
+def omop_source(url: str, *, cdm_schema: str | None = None, concept_sets: Any = None) -> str:
+    """One line naming an OMOP CDM source, for provenance (a password in the URL is masked).
+
+    Parameters
+    ----------
+    url : str
+        Database URL as given to :func:`read_omop`.
+    cdm_schema : str, optional
+        Schema of the CDM tables.
+    concept_sets : str or Path, optional
+        Concept-set file (its name is shown; ``None``: the shipped defaults).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> omop_source("postgresql://analyst:secret@db:5432/cdm", cdm_schema="cdm5")
+    'OMOP CDM postgresql://analyst:***@db:5432/cdm, schema cdm5, default concept sets'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(url))
+    try:
+        password = parts.password
+    except ValueError:
+        password = None
+    if password:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    sets = "default concept sets" if concept_sets is None else (
+        f"concept sets {Path(concept_sets).name}" if isinstance(concept_sets, (str, Path)) else "concept sets given")
+    schema = f", schema {cdm_schema}" if cdm_schema else ""
+    return f"OMOP CDM {url}{schema}, {sets}"
+
+
 def _read(con, *, cdm_schema, concept_sets, observation_end, vocabulary_schema, patient_id_col,
-          default_modality, default_session_minutes, lazy, validate):
+          patient_id_prefix, default_modality, default_session_minutes, lazy, validate):
     import ibis
 
     con = _CachedTables(con)
@@ -945,6 +997,11 @@ def _read(con, *, cdm_schema, concept_sets, observation_end, vocabulary_schema, 
                           ("events", Col.event_date)):
             if exprs[name] is not None:
                 exprs[name] = exprs[name].filter(exprs[name][col] <= cut)
+    if not isinstance(patient_id_prefix, str):
+        raise DataReadError(f"patient_id_prefix must be text, got {patient_id_prefix!r}.")
+    if patient_id_prefix:
+        exprs = {k: None if e is None else e.mutate(**{Col.patient_id: patient_id_prefix + e[Col.patient_id]})
+                 for k, e in exprs.items()}
     if lazy:
         return {k: v for k, v in exprs.items() if v is not None}
     tables = {}

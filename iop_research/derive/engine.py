@@ -11,7 +11,9 @@ Engines
 ``"spark"``
     A local-mode SparkSession (``local[2]``), created on first use and reused.
 an Ibis backend
-    Used as given (e.g. ``ibis.pyspark.connect(spark)`` on a cluster, PostgreSQL).
+    Used as given (e.g. ``ibis.pyspark.connect(spark)`` on a cluster, or
+    ``ibis.connect("postgresql://...")``: every step compiles and runs on PostgreSQL and
+    gives DuckDB's tables; frames handed in as pandas become temporary tables there).
 an :class:`EngineSession`
     One connection of any of the above, shared by several pipeline steps: each step that
     takes ``engine=`` accepts a session, runs on its connection, and registers a given
@@ -32,7 +34,7 @@ import pandas as pd
 
 from iop_research.exceptions import DataReadError, ModelSpecificationError
 
-__all__ = ["EngineSession", "get_backend", "as_table", "as_derived_table", "collect"]
+__all__ = ["EngineSession", "get_backend", "as_table", "as_derived_table", "collect", "int_from_bool"]
 
 _counter = itertools.count()
 _SPARK_BACKEND = None
@@ -78,6 +80,7 @@ class EngineSession:
         self._backend = None
         self._tables: dict[int, tuple[Any, Any]] = {}
         self._derived: dict[tuple[int, str], tuple[Any, Any]] = {}
+        self._created: list[str] = []
         self._closed = False
         #: Number of tables registered with the backend through this session.
         self.n_registered = 0
@@ -101,6 +104,7 @@ class EngineSession:
             return hit[1]
         table = _register(self.backend, data, name)
         self._tables[id(data)] = (data, table)  # the reference keeps id(data) unique
+        self._created.append(table.get_name())
         self.n_registered += 1
         return table
 
@@ -134,23 +138,34 @@ class EngineSession:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
             if _supports_temp(be):
+                self._created.append(table_name)
                 return be.create_table(table_name, expr, temp=True, overwrite=True)
             if getattr(be, "name", "") == "pyspark":
                 return be.create_view(table_name, expr, overwrite=True)
             return be.create_table(table_name, expr, overwrite=True)
 
     def close(self) -> None:
-        """Drop the registered tables' references and disconnect an in-process DuckDB."""
+        """Drop the registered tables' references and disconnect an in-process DuckDB.
+
+        On a connection the caller passed in (PostgreSQL, a DuckDB file), which stays open,
+        the temporary tables the session uploaded or kept are dropped.
+        """
         if self._closed:
             return
         self._tables.clear()
         self._derived.clear()
         be, self._backend = self._backend, None
+        created, self._created = self._created, []
         self._closed = True
         if be is not None:
             _SESSIONS.pop(id(be), None)
             if _supports_temp(be) and self.engine in (None, "duckdb"):
                 be.disconnect()
+            elif _supports_temp(be):
+                # a connection the caller owns (PostgreSQL, a DuckDB file) stays open: drop the
+                # temporary tables this session uploaded instead of leaving them until it closes
+                for table_name in created:
+                    be.drop_table(table_name, force=True)
 
     def __enter__(self) -> "EngineSession":
         return self
@@ -294,7 +309,36 @@ def _spark_memtable(df: pd.DataFrame):
 
 
 def _supports_temp(backend) -> bool:
-    return getattr(backend, "name", "") == "duckdb"
+    """Backends whose uploaded frames become temporary tables: private to the connection and
+    dropped when it closes. On PostgreSQL a plain table would outlive the run in the user's
+    database, and two processes would overwrite each other's ``iop_<name>_<n>`` tables."""
+    return getattr(backend, "name", "") in ("duckdb", "postgres")
+
+
+def int_from_bool(flag):
+    """A boolean Ibis expression as int64 (1 true, 0 false, NULL stays NULL), on every engine.
+
+    PostgreSQL has no cast from boolean to bigint (``CAST(flag AS BIGINT)`` fails with
+    "cannot cast type boolean to bigint") but has one to integer; DuckDB and Spark have both.
+    Going through int32 gives the same values everywhere. Use it for counting flags
+    (``int_from_bool(x == 1).sum()``) instead of ``flag.cast("int64")``.
+
+    Parameters
+    ----------
+    flag : ibis boolean column or scalar expression
+
+    Returns
+    -------
+    ibis int64 expression
+
+    Examples
+    --------
+    >>> import ibis
+    >>> t = ibis.memtable({"x": [1, 2, 3]})
+    >>> int(t.aggregate(n=int_from_bool(t.x > 1).sum()).to_pandas()["n"].iloc[0])
+    2
+    """
+    return flag.cast("int32").cast("int64")
 
 
 def collect(expr, *, lazy: bool = False):

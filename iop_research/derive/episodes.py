@@ -56,7 +56,7 @@ import pandas as pd
 
 from iop_research.derive import exposures as _exp
 from iop_research.derive.days import date_from_day, day_number
-from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend
+from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend, int_from_bool
 from iop_research.exceptions import DataValidationError, EpisodeOverlapError, ModelSpecificationError, format_ids
 from iop_research.data.io import IOPData
 from iop_research.data.schema import (
@@ -390,32 +390,34 @@ def _check_admissions(base) -> None:
 def _gap_episodes(tabs: _Tables, gap_days: int):
     """Episodes from attended sessions with the gap rule.
 
-    One sorted window pass over the distinct attended days gives each day's previous and
-    next day; an episode starts where the previous day is more than ``gap_days`` away (or
-    missing) and ends where the next one is. The k-th start and the k-th end of a patient
-    are episode k, so only the (few) boundary days are numbered, not every session day.
+    One sorted window pass over the attended sessions gives each one's previous and next
+    day; an episode starts where the previous day is more than ``gap_days`` away (or
+    missing) and ends where the next one is. Only these boundary sessions (about two per
+    episode) go on: sorted by day, each start that is not also an end is followed by its
+    episode's end, so a second window over the boundaries pairs them, and the k-th start of
+    a patient is episode k. Sessions on the same day need no DISTINCT first (at claims scale
+    that was the costliest step): between two of them the gap is 0, so only the first of a
+    day's sessions can start an episode and only the last can end one (a start sorts before
+    an end of the same day).
     """
     import ibis
 
     s = tabs.sessions
-    att = s.filter(s[Col.attended]).select(Col.patient_id, "day").distinct()
+    att = s.filter(s[Col.attended]).select(Col.patient_id, "day")
     w = ibis.window(group_by=Col.patient_id, order_by=att.day)
     att = att.mutate(prev_day=att.day.lag().over(w), next_day=att.day.lead().over(w))
-    starts = att.filter(att.prev_day.isnull() | ((att.day - att.prev_day) > gap_days))
-    ends = att.filter(att.next_day.isnull() | ((att.next_day - att.day) > gap_days))
-    starts = starts.select(
-        Col.patient_id, admit_day=starts.day,
-        ep_n=(ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=starts.day)) + 1).cast("int64"))
-    ends = ends.select(
-        e_pid=ends[Col.patient_id], discharge_day=ends.day,
-        e_n=(ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=ends.day)) + 1).cast("int64"))
-    # null-safe: a missing patient_id forms one group, as in the window partitions
-    eps = starts.inner_join(ends, [starts[Col.patient_id].identical_to(ends.e_pid), starts.ep_n == ends.e_n])
-    return eps.select(
-        **{Col.episode_id: eps[Col.patient_id] + "-S" + eps.ep_n.cast("string")},
-        **{Col.patient_id: eps[Col.patient_id]},
-        admit_day=eps.admit_day.cast("int64"),
-        discharge_day=eps.discharge_day.cast("int64"),
+    is_start = att.prev_day.isnull() | ((att.day - att.prev_day) > gap_days)
+    is_end = att.next_day.isnull() | ((att.next_day - att.day) > gap_days)
+    bounds = att.filter(is_start | is_end).select(Col.patient_id, "day", is_start=is_start, is_end=is_end)
+    wb = ibis.window(group_by=Col.patient_id, order_by=[bounds.day, bounds.is_end])
+    bounds = bounds.mutate(next_bound=bounds.day.lead().over(wb))
+    starts = bounds.filter(bounds.is_start)
+    ep_n = (ibis.row_number().over(ibis.window(group_by=Col.patient_id, order_by=starts.day)) + 1).cast("int64")
+    return starts.select(
+        **{Col.episode_id: starts[Col.patient_id] + "-S" + ep_n.cast("string")},
+        **{Col.patient_id: starts[Col.patient_id]},
+        admit_day=starts.day.cast("int64"),
+        discharge_day=ibis.ifelse(starts.is_end, starts.day, starts.next_bound).cast("int64"),
     )
 
 
@@ -473,15 +475,15 @@ def _attrition_expr(assigned, mode: str):
     a = assigned
     per = a.group_by(Col.patient_id).aggregate(
         n=a.count(),
-        n1=(a.status == 1).cast("int64").sum(),
-        n2=(a.status == 2).cast("int64").sum(),
+        n1=int_from_bool(a.status == 1).sum(),
+        n2=int_from_bool(a.status == 2).sum(),
     )
     return per.aggregate(
         rows=per.n.sum(),
         r1=per.n1.sum(),
         r2=per.n2.sum(),
-        p1=((per.n1 == per.n) & (per.n > 0)).cast("int64").sum(),
-        p2=((per.n1 < per.n) & ((per.n1 + per.n2) == per.n)).cast("int64").sum(),
+        p1=int_from_bool((per.n1 == per.n) & (per.n > 0)).sum(),
+        p2=int_from_bool((per.n1 < per.n) & ((per.n1 + per.n2) == per.n)).sum(),
     )
 
 
@@ -535,7 +537,7 @@ def _session_measures(assigned, base):
     # (threads, Spark partitions, input order) adds the rows up
     mins = ibis.cases((a[Col.attended], a[Col.minutes]), else_=0.0)
     first = (rel >= 0) & (rel < _FIRST_DAYS)
-    a = a.mutate(rel=rel, mins=mins, first=first, att=a[Col.attended].cast("int64"))
+    a = a.mutate(rel=rel, mins=mins, first=first, att=int_from_bool(a[Col.attended]))
     aggs = {
         "n_sessions_scheduled": a.count(),
         "n_sessions_attended": a.att.sum(),
@@ -555,9 +557,10 @@ def _session_measures(assigned, base):
     week = (att.rel // 7).cast("int64")
     week = ibis.cases((att.e_weeks.notnull(), ibis.least(week, att.e_weeks - 1)), else_=week)
     att = att.mutate(week=ibis.greatest(week, 0))
-    wk = att.group_by(["w_ep", "week", "e_thr"]).aggregate(h=att.mins.sum() / 60.0)
+    # the threshold is the episode's (one value per w_ep): carried by max(), not a grouping key
+    wk = att.group_by(["w_ep", "week"]).aggregate(h=att.mins.sum() / 60.0, thr=att.e_thr.max())
     weeks = wk.group_by("w_ep").aggregate(
-        n_weeks_asam21=(wk.h >= wk.e_thr - 1e-9).cast("int64").sum()
+        n_weeks_asam21=int_from_bool(wk.h >= wk.thr - 1e-9).sum()
     ).rename(w_ep2="w_ep")
     return per_ep, weeks
 

@@ -46,7 +46,7 @@ from typing import Any
 import pandas as pd
 
 from iop_research.derive.days import date_from_day, day_number
-from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend
+from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend, int_from_bool
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 from iop_research.data.schema import MEDICATION_CLASS, Col, Medication, MedicationClass
 
@@ -148,7 +148,7 @@ def _validate_medications(table) -> None:
         ("dispense_date missing", bad_date, "drop or repair these dispensings explicitly"),
     )
     # one aggregate query; ids are fetched only when something is wrong
-    counts = table.aggregate(**{f"n{i}": c[1].cast("int64").sum() for i, c in enumerate(checks)}).execute()
+    counts = table.aggregate(**{f"n{i}": int_from_bool(c[1]).sum() for i, c in enumerate(checks)}).execute()
     problems = []
     for i, (label, cond, fix) in enumerate(checks):
         n = counts[f"n{i}"].iloc[0]
@@ -208,7 +208,7 @@ def _eras_expr(cov, grace_days: int):
     t = cov.mutate(prev_end=cov.cov_end.lag().over(w))
     gap = t.day - t.prev_end - 1  # uncovered days before this dispensing
     is_new = t.prev_end.isnull() | (gap > grace_days)
-    t = t.mutate(is_new=is_new.cast("int64"),
+    t = t.mutate(is_new=int_from_bool(is_new),
                  gap_in=ibis.cases((is_new, 0), else_=ibis.greatest(gap, 0)).cast("int64"))
     t = t.mutate(era_number=t.is_new.sum().over(wc).cast("int64"))
     return t
@@ -254,7 +254,7 @@ def _islands(cov):
     w_cum = ibis.window(group_by=Col.patient_id, order_by=[cov.cov_start, cov.cov_end],
                         preceding=None, following=0)
     t = cov.mutate(prev_max=cov.cov_end.max().over(w_prev))
-    t = t.mutate(is_new=(t.prev_max.isnull() | (t.cov_start > t.prev_max + 1)).cast("int64"))
+    t = t.mutate(is_new=int_from_bool(t.prev_max.isnull() | (t.cov_start > t.prev_max + 1)))
     t = t.mutate(island=t.is_new.sum().over(w_cum).cast("int64"))
     return t.group_by([Col.patient_id, "island"]).aggregate(
         isl_start=t.cov_start.min(), isl_end=t.cov_end.max()

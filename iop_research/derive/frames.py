@@ -335,7 +335,7 @@ def _split_expr(be, fu: pd.DataFrame, eras_days: pd.DataFrame, data, cum_session
     """
     import ibis
 
-    from iop_research.derive.engine import as_table
+    from iop_research.derive.engine import as_table, int_from_bool
 
     ids = fu[[Col.episode_id, Col.patient_id, "eid"]].rename(
         columns={"eid": "id_eid", Col.episode_id: "id_episode_id", Col.patient_id: "id_patient_id"})
@@ -404,7 +404,7 @@ def _split_expr(be, fu: pd.DataFrame, eras_days: pd.DataFrame, data, cum_session
     res = res.select(
         episode_id=res.episode_id, start=res.start, stop=res.stop,
         event=ibis.ifelse(at_end, res.event, 0).cast(i64), status=ibis.ifelse(at_end, res.status, 0).cast(i64),
-        in_treatment=(res.stop <= res.discharge_rel).cast(i64),
+        in_treatment=int_from_bool(res.stop <= res.discharge_rel),
     )
     flags = ["on_mat"] + [f"on_{c}" for c in MAT_CLASSES]
     if je is not None:

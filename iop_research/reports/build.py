@@ -898,10 +898,11 @@ def build_reports(
     pool = ThreadPoolExecutor(max_workers=min(max_workers, len(paths)), thread_name_prefix="iop-report")
     try:
         prov_kw = {}
-        if study_mode and data is None and prepared_study.config.get("data.mapping") is not None:
-            # the data are the extract as mapped, not a directory: say so, and fingerprint what was analysed
-            prov_kw = {"data_label": f"{prepared_study.data_label} "
-                                     f"({Path(prepared_study.config.get('data.mapping')).name})",
+        mapping = prepared_study.config.get("data.mapping") if study_mode else None
+        if study_mode and data is None and (mapping is not None or prepared_study.config.get("data.omop") is not None):
+            # the data are the extract as mapped, or an OMOP CDM read from its database, not a directory:
+            # say so, and fingerprint what was analysed
+            prov_kw = {"data_label": prepared_study.data_label + (f" ({Path(mapping).name})" if mapping else ""),
                        "fingerprint": tables_fingerprint(prepared_study.data)}
         prov_future = helpers.submit(provenance, data=data, parameters=params, **prov_kw)
         if (gate is None or gate is True) and study_mode:

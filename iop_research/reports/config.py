@@ -11,7 +11,9 @@ and, per report, only the settings that report used are shown.
 Example (``study.toml``)::
 
     [data]
-    path = "/secure/site_extract"    # directory of contract tables (or: mapping = "mapping.toml")
+    path = "/secure/site_extract"    # directory of contract tables (or: mapping = "mapping.toml",
+                                     # or: omop = "postgresql://analyst@cdm-host/cdm" with
+                                     # cdm_schema = "cdm" and concept_sets = "iop_concepts.json")
 
     [cohort]
     primary_substances = ["opioids", "alcohol"]
@@ -135,6 +137,15 @@ STUDY_KEYS: dict[str, dict[str, StudyKey]] = {
                          "omit for the bundled demo cohort", _ALL_Q),
         "mapping": StudyKey("str", None, "mapping file (TOML) that turns a clinic's extract into contract tables "
                             "(see iop-research map); instead of path", _ALL_Q),
+        "omop": StudyKey("str", None, "URL of an OMOP CDM database read with iop_research.datasets.read_omop "
+                         "(postgresql://user@host:port/db, or duckdb:///file.duckdb relative to the study file); "
+                         "no password in the URL (use PGPASSWORD or ~/.pgpass); episodes come from sessions "
+                         "(gap rule, 30 days); instead of path", _ALL_Q),
+        "cdm_schema": StudyKey("str", None, "schema of the CDM tables (with omop; default: the database's search "
+                               "path)", _ALL_Q),
+        "concept_sets": StudyKey("str", None, "JSON concept-set file (OHDSI ATLAS export; roles as in "
+                                 "iop_research.datasets.OMOP_ROLES) overriding the shipped defaults, relative to "
+                                 "the study file (with omop)", _ALL_Q),
     },
     "cohort": {
         "min_age": StudyKey("number", None, "youngest age at admission included (years)", _ALL_Q, minimum=0),
@@ -322,8 +333,16 @@ def _check_value(section: str, key: str, spec: StudyKey, value: Any) -> tuple[An
 
 def _cross_checks(s: dict[str, dict[str, Any]]) -> list[str]:
     problems = []
-    if s["data"]["path"] is not None and s["data"]["mapping"] is not None:
-        problems.append("[data] sets both path and mapping; give one: path for contract tables, mapping for an extract")
+    d = s["data"]
+    sources = [k for k in ("path", "mapping", "omop") if d[k] is not None]
+    if len(sources) > 1:
+        problems.append(f"[data] sets {'both ' if len(sources) == 2 else ''}{' and '.join(sources)}; give one: path for contract tables, mapping for an "
+                        "extract, omop for an OMOP CDM database")
+    for key in ("cdm_schema", "concept_sets"):
+        if d[key] is not None and d["omop"] is None:
+            problems.append(f"[data] {key} applies only to an OMOP CDM; add omop = \"<database URL>\" or remove it")
+    if d["omop"] is not None:
+        problems += _omop_url_problems(d["omop"])
     c = s["cohort"]
     if c["min_age"] is not None and c["max_age"] is not None and c["min_age"] > c["max_age"]:
         problems.append(f"[cohort] min_age = {c['min_age']} is above max_age = {c['max_age']}")
@@ -354,6 +373,39 @@ def _cross_checks(s: dict[str, dict[str, Any]]) -> list[str]:
     if "html" not in s["report"]["formats"]:
         problems.append("[report] formats must include \"html\" (the reports themselves)")
     return problems
+
+
+def _omop_url_problems(url: str) -> list[str]:
+    """What is wrong with an ``[data] omop`` URL (a password, no scheme)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.scheme or "://" not in url:
+        return [f"[data] omop = {url!r} is not a database URL; write e.g. \"postgresql://analyst@host:5432/cdm\" "
+                "or \"duckdb:///cdm.duckdb\""]
+    try:
+        password = parts.password
+    except ValueError:  # a malformed port: left to the connection to report
+        password = None
+    if password:
+        return ["[data] omop holds a password, and the study file's settings are written to provenance.json; "
+                "remove it from the URL and give it to PostgreSQL through PGPASSWORD or ~/.pgpass"]
+    return []
+
+
+def _omop_location(url: str, base: Path | None = None) -> str:
+    """``[data] omop`` with a relative DuckDB file made absolute against ``base`` (the study file's folder).
+
+    ``duckdb:///cdm.duckdb`` names ``cdm.duckdb`` beside the study file; ``duckdb:////abs/cdm.duckdb``
+    an absolute path. Other URLs are returned unchanged.
+    """
+    prefix = "duckdb:///"
+    if not url.startswith(prefix) or url == "duckdb://" or url.startswith("duckdb:///:memory:"):
+        return url
+    path = Path(url[len(prefix):]).expanduser()
+    if not path.is_absolute():
+        path = (base if base is not None else Path.cwd()) / path
+    return prefix + str(path.resolve())
 
 
 def load_study(path: str | os.PathLike | None = None, *, settings: Mapping[str, Mapping[str, Any]] | None = None
@@ -430,7 +482,15 @@ def load_study(path: str | os.PathLike | None = None, *, settings: Mapping[str, 
         problems = _cross_checks(resolved)
     if problems:
         raise DataReadError(f"Study file {where} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
-    for key in ("path", "mapping"):
+    omop = resolved["data"]["omop"]
+    if omop is not None:
+        resolved["data"]["omop"] = _omop_location(omop, base)
+        if omop.startswith("duckdb:///") and not Path(resolved["data"]["omop"][len("duckdb:///"):]).exists() \
+                and not omop.startswith("duckdb:///:memory:"):
+            raise DataReadError(f"Study file {where}: [data] omop = {omop!r}: no DuckDB file at "
+                                f"{resolved['data']['omop'][len('duckdb:///'):]}. Give a path relative to the study "
+                                "file (duckdb:///cdm.duckdb) or an absolute one (duckdb:////data/cdm.duckdb).")
+    for key in ("path", "mapping", "concept_sets"):
         value = resolved["data"][key]
         if value is not None:
             dp = Path(value).expanduser()
@@ -478,7 +538,9 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_PLACEHOLDER = {"data.path": "data", "data.mapping": "mapping.toml", "cohort.min_age": 18, "cohort.max_age": 89,
+_PLACEHOLDER = {"data.path": "data", "data.mapping": "mapping.toml",
+                "data.omop": "postgresql://analyst@cdm-host:5432/cdm", "data.cdm_schema": "cdm",
+                "data.concept_sets": "iop_concepts.json", "cohort.min_age": 18, "cohort.max_age": 89,
                 "cohort.primary_substances": ["opioids"], "cohort.programs": ["Site A"],
                 "cohort.admit_from": "2019-01-01", "cohort.admit_to": "2022-12-31", "cohort.min_followup_days": 90,
                 "outcome.max_followup_days": 365, "comparison.design": "landmark", "comparison.reference": "none",

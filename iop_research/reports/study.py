@@ -297,6 +297,14 @@ def _read(config: StudyConfig, data_path, data) -> tuple[Any, str]:
 
         mapped, _report = map_extract(mapping)
         return mapped, "extract mapped by a mapping file"
+    omop = config.get("data.omop")
+    if omop is not None:
+        from iop_research.datasets.omop import omop_source, read_omop
+
+        schema, sets = config.get("data.cdm_schema"), config.get("data.concept_sets")
+        # person_id values are plain numbers, which the privacy gate cannot tell from counts
+        return (read_omop(omop, cdm_schema=schema, concept_sets=sets, patient_id_prefix="person-"),
+                omop_source(omop, cdm_schema=schema, concept_sets=sets))
     return load_demo(), "bundled demo cohort (simulated)"
 
 
@@ -422,7 +430,8 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
             cached.config = config
             return cached
     data, label = _read(config, data_path, data)
-    episodes = build_episodes(data, engine=quiet_engine())
+    # no admissions (an OMOP CDM, claims): episodes from attended sessions by the 30-day gap rule
+    episodes = build_episodes(data, mode="admissions" if len(data.admissions) else "sessions", engine=quiet_engine())
     c = config.settings["cohort"]
     obs = data.observation[["patient_id", "observation_end"]]
     eps = episodes.assign(age=episodes["age_at_admit"]).merge(obs, on="patient_id", how="left", validate="many_to_one")
