@@ -11,6 +11,7 @@ from iop_research.reports.gate import (
     check_channel_only,
     identifier_values,
     make_privacy_gate,
+    normalize_identifier,
     scan_report_html,
 )
 from iop_research.exceptions import IopError, PrivacyViolationError
@@ -402,6 +403,14 @@ def test_identifier_forms_and_places(html, hit):
     assert ("identifier", hit) in found or ("identifier", unicodedata.normalize("NFKC", hit)) in found
 
 
+def test_css_colours_are_not_identifiers_but_colour_like_ids_in_text_are():
+    """A 100,000-patient study failed the gate: '#e57373' in the report's style sheet matched episode E0057373."""
+    ids = frozenset({normalize_identifier("E0057373")})
+    css = _cell('<style>.bad{color:#e57373;}</style><td style="background:#E57373">x</td><rect fill="#e57373"/>')
+    assert [r for r in _rules(css, ids) if r[0] == "identifier"] == []
+    assert ("identifier", "E57373") in _rules(_cell("<p>see #E57373</p>"), ids)
+
+
 def test_identifier_in_styler_tooltip_is_caught():
     df = pd.DataFrame({"n": [40, 50]})
     tips = pd.DataFrame({"n": ["P000004", ""]})
@@ -586,3 +595,14 @@ def test_digit_runs_inside_hashes_are_not_dates():
     assert scan_report_html(_cell("<p>token f20210314e</p>"), notebook="n") == []
     assert [v.rule for v in scan_report_html(_cell("<p>at 1508410955967</p>"), notebook="n")] == ["full_date"]
     assert [v.rule for v in scan_report_html(_cell("<p>on 20210314</p>"), notebook="n")] == ["full_date"]
+
+
+def test_exported_cell_ids_are_numbered_not_random():
+    """nbformat's random 8-hex-digit cell ids ('20210314', 'e0001234') reached the HTML as attributes the gate
+    scans: a clean report could fail at random. The export numbers them."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x"), nbformat.v4.new_markdown_cell("y")]
+    nb.cells[0]["id"] = "20210314"
+    nb.cells[1]["id"] = "P000004"
+    html = report._export_html(nb, no_input=False, title="t")
+    assert "20210314" not in html and "P000004" not in html and 'id="cell-id=c0"' in html

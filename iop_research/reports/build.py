@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import copy
 import html
 import json
 import logging
@@ -285,6 +286,12 @@ def _export_html(nb, *, no_input: bool, title: str) -> str:
     exporter.exclude_input = no_input
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
+    # cell ids become HTML ids: nbformat draws them at random (8 hex digits, which can look like a date or an
+    # episode id to the privacy gate) or a notebook author sets them; number them instead
+    nb = copy.deepcopy(nb)
+    for k, cell in enumerate(nb.cells):
+        if "id" in cell:
+            cell["id"] = f"c{k}"
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     return body
 

@@ -208,6 +208,16 @@ class _Table:
     in_thead: list  # per row: inside <thead>
 
 
+#: Attributes whose values are colours or CSS, and the hex colours in them and in ``<style>`` blocks: there
+#: ``#e57373`` is a colour, not episode ``E0057373`` of a large cohort (a colour-like id in text is still found).
+_COLOUR_ATTRS = frozenset({"style", "fill", "stroke", "color", "stop-color", "bgcolor", "flood-color"})
+_HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{8}|[0-9a-f]{6}|[0-9a-f]{3,4})(?![0-9a-z])", re.I)
+
+
+def _mask_colours(text: str) -> str:
+    return _HEX_COLOUR.sub(lambda m: " " * len(m.group(0)), text)
+
+
 class _ReportParser(HTMLParser):
     """Collect text runs and tables, each with the index of its jp-Cell."""
 
@@ -240,7 +250,7 @@ class _ReportParser(HTMLParser):
         flags = set()
         for name, value in attrs:
             if value and name != "class":
-                self._hidden_text(value)
+                self._hidden_text(_mask_colours(value) if name in _COLOUR_ATTRS else value)
         if classes & {"jp-RenderedMarkdown", "jp-MarkdownOutput"}:
             self._md += 1
             flags.add("md")
@@ -285,7 +295,7 @@ class _ReportParser(HTMLParser):
     def handle_startendtag(self, tag, attrs):
         for name, value in attrs:
             if value and name != "class":
-                self._hidden_text(value)
+                self._hidden_text(_mask_colours(value) if name in _COLOUR_ATTRS else value)
         if tag == "br":
             self.handle_data("\n")
 
@@ -357,7 +367,7 @@ class _ReportParser(HTMLParser):
         if not data:
             return
         if self._skip:
-            self._hidden_text(data)
+            self._hidden_text(_mask_colours(data) if self._stack and self._stack[-1][0] == "style" else data)
             return
         if self._cell_text is not None:
             self._cell_text.append(data)
