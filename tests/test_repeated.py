@@ -200,3 +200,36 @@ def test_tlfb_bad_rows_are_named():
         tlfb_endpoints(use.assign(drinks=2.0), ep)
     with pytest.raises(DataValidationError, match="lacks columns"):
         tlfb_endpoints(use.drop(columns="used"), ep)
+
+
+def test_multiple_imputation_of_missed_weeks_moves_toward_the_truth():
+    """Missed screens depend on relapse; imputing from the neighbouring weeks recovers part of what
+    'missed = missing' loses, and never changes an observed week."""
+    from iop_research.data.synth import simulate_cohort
+    from iop_research.derive.repeated import impute_missed_weeks
+    import iop_research as iop
+
+    sim = simulate_cohort(800, seed=5, effects={"missed_screen_share": 0.15})
+    eps = iop.build_episodes(sim)
+    mis = uds_weeks(sim, eps, weeks=12, missing="missing")
+    imps = impute_missed_weeks(mis, m=10, seed=3)
+    again = impute_missed_weeks(mis, m=10, seed=3)
+    assert len(imps) == 10 and all(a["positive"].equals(b["positive"]) for a, b in zip(imps, again))
+    obs = mis["positive"].notna().to_numpy()
+    for imp in imps:
+        np.testing.assert_array_equal(imp["positive"].to_numpy()[obs], mis["positive"].to_numpy()[obs])
+        assert imp.loc[mis["missed"].to_numpy(), "positive"].notna().all()
+    ms = sim.truth.missed_screens.assign(week=lambda d: d["day"] // 7)
+    fill = ms.groupby(["episode_id", "week"])["would_be_positive"].max().astype(float)
+    key = pd.MultiIndex.from_frame(mis[["episode_id", "week"]])
+    truth = mis["positive"].to_numpy().copy()
+    filled = fill.reindex(key).to_numpy()
+    gap = np.isnan(truth) & ~np.isnan(filled)
+    truth[gap] = filled[gap]
+    sel = mis["missed"].to_numpy() & ~np.isnan(truth)
+    true_share = truth[sel].mean()  # among the missed weeks: what they would have shown
+    mi_share = np.mean([imp["positive"].to_numpy()[sel].mean() for imp in imps])
+    assert abs(mi_share - true_share) < abs(mis["positive"].to_numpy()[obs & (mis["week"] > 0).to_numpy()].mean()
+                                            - true_share)
+    with pytest.raises(ModelSpecificationError, match="missing='missing'"):
+        impute_missed_weeks(uds_weeks(sim, eps, weeks=12), m=5, seed=1)

@@ -27,6 +27,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'abstinence_endpoints': 'repeated',
     'consecutive_use_relapse': 'repeated',
     'tlfb_endpoints': 'repeated',
+    'impute_missed_weeks': 'repeated',
     'recurrent_relapses': 'outcomes',
     'retention_outcomes': 'outcomes',
     'OUTCOME_COLUMNS': 'outcomes',

@@ -19,7 +19,8 @@ Conventions
   **missed**; an unscheduled week without one is simply not observed.
 * ``missing="positive"`` counts a missed week as positive (the usual trial rule);
   ``missing="missing"`` leaves it missing (NaN), for analyses that model missingness (GEE
-  under MAR is then not the same analysis: say which one was used).
+  under MAR is then not the same analysis: say which one was used); :func:`impute_missed_weeks`
+  multiply imputes the missed weeks of such a frame (the third rule).
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ import pandas as pd
 from iop_research.data.schema import Col, EventType, UdsResult
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 
-__all__ = ["uds_weeks", "abstinence_endpoints", "consecutive_use_relapse", "tlfb_endpoints", "UDS_WEEK_COLUMNS",
-           "ABSTINENCE_COLUMNS", "TLFB_COLUMNS"]
+__all__ = ["uds_weeks", "abstinence_endpoints", "consecutive_use_relapse", "tlfb_endpoints", "impute_missed_weeks",
+           "UDS_WEEK_COLUMNS", "ABSTINENCE_COLUMNS", "TLFB_COLUMNS"]
 
 #: Columns of :func:`uds_weeks`.
 UDS_WEEK_COLUMNS = ("episode_id", "patient_id", "week", "n_screens", "scheduled", "missed", "positive")
@@ -341,3 +342,89 @@ def tlfb_endpoints(use_days: pd.DataFrame, episodes: pd.DataFrame, *, days: int 
                                             "patient_id": none[Col.patient_id].to_numpy(), "days_recorded": 0})],
                         ignore_index=True)
     return out[list(TLFB_COLUMNS)].sort_values("episode_id", ignore_index=True)
+
+
+def impute_missed_weeks(weeks_frame: pd.DataFrame, *, m: int = 20, seed: int | np.random.Generator,
+                        covariates: pd.DataFrame | None = None) -> list[pd.DataFrame]:
+    """Multiple imputation of missed weekly screens (the third missed-screen rule, beside positive and missing).
+
+    Parameters
+    ----------
+    weeks_frame : pandas.DataFrame
+        :func:`uds_weeks` with ``missing="missing"`` (missed weeks have ``positive`` NaN).
+    m : int, default 20
+        Number of imputed frames.
+    seed : int or numpy.random.Generator
+        Source of randomness (the imputations are random draws; the seed makes them reproducible).
+    covariates : pandas.DataFrame, optional
+        Per-episode predictors (``episode_id`` plus numeric or 0/1 columns, e.g. severity, MAT), joined on
+        ``episode_id``.
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        ``m`` copies of ``weeks_frame`` with each missed week's ``positive`` drawn; observed weeks unchanged;
+        ``attrs["imputation"]`` describes the model. Fit the analysis on each and pool with
+        :func:`~iop_research.derive.impute.pool_rubin`.
+
+    Notes
+    -----
+    The imputation model is a logistic regression, fitted on the observed weeks after the intake week, of a
+    positive week on the week number, the previous and the next week's result (positive, negative, or
+    unknown, as indicators) and ``covariates``. Each imputation draws the coefficients from their normal
+    approximation N(beta_hat, V) and then each missed week from Bernoulli(p), as ``mice``'s ``logreg``
+    method does (proper imputation). Adjacent missed weeks are imputed from their observed neighbours only.
+    Missingness is assumed random given these predictors (MAR); when missed screens depend on use beyond
+    them, as in the simulator's ``missed_screen_odds_after_relapse``, MI narrows but does not remove the gap.
+    """
+    from iop_research._logistic import fit_logistic  # noqa: PLC0415 - statsmodels only when imputing
+
+    func = "impute_missed_weeks"
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2:
+        raise ModelSpecificationError(f"{func}: m must be a whole number >= 2 (e.g. 20), got {m!r}.")
+    lack = [c for c in UDS_WEEK_COLUMNS if c not in weeks_frame.columns]
+    if lack:
+        raise DataValidationError(f"{func}: the frame lacks {format_ids(lack)}; pass uds_weeks(..., missing='missing').")
+    if weeks_frame.attrs.get("missing") == "positive":
+        raise ModelSpecificationError(
+            f"{func}: the frame counts missed weeks as positive; build it with uds_weeks(..., missing='missing').")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    f = weeks_frame.sort_values(["episode_id", "week"]).reset_index(drop=True)
+    y = f["positive"].to_numpy(dtype=float)
+    same_prev = np.r_[False, (f["episode_id"].to_numpy()[1:] == f["episode_id"].to_numpy()[:-1])
+                      & (f["week"].to_numpy()[1:] == f["week"].to_numpy()[:-1] + 1)]
+    same_next = np.r_[same_prev[1:], False]
+    prev = np.where(same_prev, np.r_[np.nan, y[:-1]], np.nan)
+    nxt = np.where(same_next, np.r_[y[1:], np.nan], np.nan)
+    cols = [np.ones(len(f)), f["week"].to_numpy(dtype=float),
+            (prev == 1).astype(float), np.isnan(prev).astype(float),
+            (nxt == 1).astype(float), np.isnan(nxt).astype(float)]
+    names = ["(Intercept)", "week", "previous positive", "previous unknown", "next positive", "next unknown"]
+    if covariates is not None:
+        if "episode_id" not in covariates.columns:
+            raise DataValidationError(f"{func}: covariates need an episode_id column.")
+        cv = f[["episode_id"]].merge(covariates.drop_duplicates("episode_id"), on="episode_id", how="left")
+        for c in covariates.columns.drop("episode_id"):
+            v = pd.to_numeric(cv[c], errors="coerce").astype(float).to_numpy()
+            if np.isnan(v).any():
+                raise DataValidationError(
+                    f"{func}: covariate {c!r} is missing or not numeric for {int(np.isnan(v).sum())} week(s); "
+                    "impute or drop it first.")
+            cols.append(v)
+            names.append(str(c))
+    x = np.column_stack(cols)
+    fit_rows = ~np.isnan(y) & (f["week"].to_numpy() > 0)
+    todo = np.isnan(y) & f["missed"].to_numpy(dtype=bool)
+    fit = fit_logistic(y[fit_rows], x[fit_rows], func=func, what="imputation model", predicts="a positive week")
+    beta, vcov = np.asarray(fit.params, dtype=float), np.asarray(fit.cov_params(), dtype=float)
+    out = []
+    for _ in range(m):
+        b = rng.multivariate_normal(beta, vcov)
+        p = 1.0 / (1.0 + np.exp(-(x[todo] @ b)))
+        draw = y.copy()
+        draw[todo] = (rng.random(int(todo.sum())) < p).astype(float)
+        g = f.assign(positive=draw)
+        g.attrs = {**weeks_frame.attrs, "missing": "imputed",
+                   "imputation": f"logistic on {', '.join(names[1:])}; coefficients drawn from N(beta, V) (mice logreg)"}
+        out.append(g)
+    return out
