@@ -241,3 +241,14 @@ def test_many_cluster_iteration_gives_the_same_fit(data, fits, monkeypatch):
         np.testing.assert_allclose(res.tidy["estimate"], ref.tidy["estimate"], rtol=1e-7)
         np.testing.assert_allclose(res.tidy["std_error"], ref.tidy["std_error"], rtol=1e-7)
         assert res.glance["frailty_df"].iloc[0] == pytest.approx(ref.glance["frailty_df"].iloc[0], rel=1e-7)
+
+
+def test_fit_cox_frailty_col_is_fit_frailty():
+    """The issue's spelling, fit_cox(..., frailty_col=), gives fit_frailty's fit; incompatible options are refused."""
+    d = pd.read_csv(GOLDEN_DIR / "data" / "frailty_programmes.csv")
+    kw = dict(duration_col="days", event_col="relapse", covariates=["mat", "age"])
+    a = fit_cox(d, frailty_col="program", **kw)
+    b = fit_frailty(d, cluster_col="program", **kw)
+    pd.testing.assert_frame_equal(a.tidy, b.tidy)
+    with pytest.raises(ModelSpecificationError, match="frailty_col"):
+        fit_cox(d, frailty_col="program", cluster_col="program", **kw)

@@ -674,6 +674,7 @@ def fit_cox(
     conf_level: float = 0.95,
     tol: float = 1e-9,
     max_iter: int = 50,
+    frailty_col: str | None = None,
 ) -> Result:
     """Fit a Cox proportional hazards model (right-censored or counting-process data).
 
@@ -727,6 +728,10 @@ def fit_cox(
         Handling of tied event times (R ``ties=``).
     conf_level : float, default 0.95
         Level of the Wald confidence intervals.
+    frailty_col : str, optional
+        A shared gamma frailty per value of this column (programme, site, patient): the fit is
+        :func:`~iop_research.survival.frailty.fit_frailty` (R ``coxph(... + frailty(col))``), with its
+        result. Not with ``strata_col``, ``weights_col``, ``cluster_col`` or ``robust``.
     tol : float, default 1e-9
         Convergence tolerance on the relative change of the log partial likelihood (R ``eps``).
     max_iter : int, default 50
@@ -809,6 +814,18 @@ def fit_cox(
     7
     """
     func = "fit_cox"
+    if frailty_col is not None:
+        given = [n for n, v in (("strata_col", strata_col), ("weights_col", weights_col), ("cluster_col", cluster_col),
+                                ("robust", robust)) if v is not None]
+        if given:
+            raise ModelSpecificationError(
+                f"{func}: frailty_col fits a shared-frailty model (fit_frailty), which takes no {', '.join(given)}. "
+                "Drop them, or fit without frailty_col.")
+        from iop_research.survival.frailty import fit_frailty  # noqa: PLC0415 - frailty builds on this module
+
+        return fit_frailty(df, duration_col=duration_col, event_col=event_col, cluster_col=frailty_col,
+                           start_col=start_col, stop_col=stop_col, covariates=covariates, formula=formula, ties=ties,
+                           conf_level=conf_level)
     if ties not in _TIES:
         raise ModelSpecificationError(f"{func}: ties={ties!r} is not supported; use 'efron' (default) or 'breslow'.")
     check_conf_level(conf_level, func)
