@@ -606,3 +606,13 @@ def test_exported_cell_ids_are_numbered_not_random():
     nb.cells[1]["id"] = "P000004"
     html = report._export_html(nb, no_input=False, title="t")
     assert "20210314" not in html and "P000004" not in html and 'id="cell-id=c0"' in html
+
+
+def test_a_date_shaped_seed_in_a_settings_table_is_not_a_date():
+    """A study with multiple imputation failed its build: the settings table's row 'missing.seed' showed the
+    default seed 20261207, which the gate read as a compact date. In a row labelled seed it is a seed; the same
+    number elsewhere in a table is still a date."""
+    seeded = pd.DataFrame({"setting": ["missing.policy", "missing.seed"], "value": ["multiple_imputation", "20261207"]})
+    assert [r for r in _rules(_cell(seeded.to_html(index=False))) if r[0] == "full_date"] == []
+    dated = pd.DataFrame({"setting": ["extract"], "value": ["20261207"]})
+    assert ("full_date", "20261207") in _rules(_cell(dated.to_html(index=False)))

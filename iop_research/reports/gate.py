@@ -198,6 +198,9 @@ class _Text:
     in_parameters: bool
     in_pre: bool = False
     in_input: bool = False
+    #: a table cell whose row is labelled as a random seed ("seed", "MI seed"): a date-shaped number there is a
+    #: seed, as it is after the word "seed" in running text
+    seed_row: bool = False
 
 
 @dataclass
@@ -375,7 +378,9 @@ class _ReportParser(HTMLParser):
         in_input = self._input > 0 and self._md == 0
         if in_input and cell is not None:
             self.inputs[cell] = self.inputs.get(cell, "") + data
-        self.texts.append(_Text(cell, data, self._prov > 0, self._params > 0, self._pre > 0, in_input))
+        seed_row = bool(self._cell_text is not None and self._table_stack and self._table_stack[-1].rows
+                        and any(_SEED_LABEL.search(txt) for _, _, txt in self._table_stack[-1].rows[-1]))
+        self.texts.append(_Text(cell, data, self._prov > 0, self._params > 0, self._pre > 0, in_input, seed_row))
 
 
 def _parse(html: str) -> _ReportParser:
@@ -453,10 +458,15 @@ _STANDARD_URL = re.compile(r"https?://(?:www\.)?(?:w3\.org|purl\.org|creativecom
                            r"schemas\.openxmlformats\.org|schemas\.microsoft\.com)/[^\s\"'<>)]*", re.I)
 
 
-def _find_dates(text: str) -> list[tuple[str, int, int]]:
+_SEED_LABEL = re.compile(r"\bseed\b", re.I)
+
+
+def _find_dates(text: str, *, seed_row: bool = False) -> list[tuple[str, int, int]]:
     text = _STANDARD_URL.sub(lambda m: " " * len(m.group(0)), text)
     found = []
     for m in _COMPACT_DATE.finditer(text):  # 20210314 (not a random seed that happens to look like one)
+        if seed_row and m.group(0) == text.strip():
+            continue  # the value cell of a row labelled "seed"
         if not re.search(r"seed\W{0,3}$", text[max(0, m.start() - 8):m.start()], re.I):
             found.append((m.group(0), m.start(), m.end()))
     for m in _DMY_WORD.finditer(text):  # 14-Mar-2021
@@ -767,7 +777,7 @@ def scan_report_html(
             for hit, a, b in _identifier_hits(text, ids):
                 found["identifier"].append(Violation(notebook, run.cell, "identifier", hit, _snippet(text, a, b)))
         if not (run.in_provenance or run.in_parameters):
-            for date, a, b in _find_dates(text):
+            for date, a, b in _find_dates(text, seed_row=run.seed_row):
                 found["full_date"].append(Violation(notebook, run.cell, "full_date", date, _snippet(text, a, b)))
         if visible and not run.in_input:
             for m in _N_EQUALS.finditer(text):
