@@ -549,7 +549,8 @@ def protect_lines(
     is_total: np.ndarray | None = None,
     locked: np.ndarray | None = None,
     complementary: bool = True,
-    totals_last: bool = True,
+    totals_last: bool | Sequence[bool] = True,
+    labels: Sequence[str] | None = None,
 ):
     """Audited primary and secondary suppression of a flat vector of counts with line totals.
 
@@ -570,9 +571,12 @@ def protect_lines(
     locked : numpy.ndarray of bool, optional
         Cells that must stay shown.
     complementary : bool, default True
-    totals_last : bool, default True
+    totals_last : bool or sequence of bool, default True
         Each line's last element is its total (``sum(line[:-1]) == line[-1]``);
         with False every line sums to a total readers know that is not a cell.
+        A sequence gives the choice per line.
+    labels : sequence of str, optional
+        ``"row|column"`` of each cell, for the ledger's ``row`` and ``column``.
 
     Returns
     -------
@@ -590,8 +594,21 @@ def protect_lines(
     k = check_min_cell_count(min_cell_count)
     values = np.asarray(values, dtype=float)
     is_total = np.zeros(values.size, bool) if is_total is None else np.asarray(is_total, bool)
-    return _protect_audited(values, [np.asarray(li) for li in lines], [bool(totals_last)] * len(lines), k=k,
-                            is_total=is_total, complementary=complementary, locked=locked)
+    lines = [np.asarray(li, dtype=int) for li in lines]
+    if isinstance(totals_last, (bool, np.bool_)):
+        explicit = [bool(totals_last)] * len(lines)
+    else:
+        explicit = [bool(t) for t in totals_last]
+        if len(explicit) != len(lines):
+            raise ModelSpecificationError(
+                f"protect_lines: totals_last has {len(explicit)} entries for {len(lines)} lines; give one per line."
+            )
+    if labels is not None and len(labels) != values.size:
+        raise ModelSpecificationError(
+            f"protect_lines: labels has {len(labels)} entries for {values.size} values; give one per value."
+        )
+    return _protect_audited(values, lines, explicit, k=k, is_total=is_total, complementary=complementary,
+                            locked=locked, labels=labels)
 
 
 def suppression_mask(table: pd.DataFrame) -> pd.DataFrame:
