@@ -685,6 +685,174 @@ class Publisher:
             note += f" Threshold {k} by exception: {self.override_reason}."
         return note
 
+    # ------------------------------------------------------------------ survival curves
+    def km(self, km, *, name: str = "km_counts", times: Sequence[float] | None = None, rounding: int | None = None,
+           n_key=None, events_key=None, conf_type: str | None = None, conf_level: float | None = None):
+        """A Kaplan-Meier result fit for publishing: counts rounded, estimates derived from them, ledger kept.
+
+        Numbers at risk, survival steps and estimates at chosen days can be
+        differenced (``168 -> 167`` at risk with 99.4% relapse-free says one
+        relapse). Here the cumulative numbers of events and of censorings of
+        each curve are rounded to a multiple of ``rounding`` (midpoint, as
+        OpenSAFELY [4]_; :mod:`iop_research.privacy.rounding`), and the curve
+        is re-estimated from the rounded counts alone (same estimator, variance
+        and confidence-interval transform), so everything drawn or tabulated
+        from the returned result (numbers at risk, survival, CI, medians) shows
+        nothing the rounded counts do not.
+
+        The ledger records, per curve and day of ``times``, the intervals of
+        true cumulative counts that the rounded ones stand for, and as
+        *sensitive* counts the relapses and the exits (relapses and
+        censorings) between consecutive days, so the joint audit checks that
+        none of them can be narrowed into ``1 .. min_cell_count - 1``, also
+        together with counts published elsewhere (``n_key``, ``events_key``).
+
+        Parameters
+        ----------
+        km : Result
+            :func:`iop_research.survival.km.fit_km` result (unweighted).
+        name : str, default "km_counts"
+            Ledger table name (keys ``<report>/<name>/<group>/...``).
+        times : sequence of float, optional
+            Days at which the report shows numbers at risk or estimates;
+            default 0 and the days of ``km.at_times``. The re-estimated result
+            reports ``at_times`` at the same days as ``km``.
+        rounding : int, optional
+            Rounding unit; default ``min_cell_count``.
+        n_key, events_key : str or PublishedNumber, optional
+            Keys (or the published numbers) of counts published elsewhere that
+            equal the number of episodes and of events over all curves.
+        conf_type, conf_level : optional
+            Default: those of ``km`` (its ``conventions["ci"]``).
+
+        Returns
+        -------
+        Result
+            As :func:`~iop_research.survival.km.fit_km`, from the rounded counts
+            (``tidy`` counts are the rounded ones; ``glance.n`` the rounded
+            total), with ``conventions["disclosure"]`` saying so.
+
+        References
+        ----------
+        .. [4] OpenSAFELY kaplan-meier-function (``round_km``).
+        """
+        from iop_research.privacy.rounding import round_survival_counts, rounding_bounds
+        from iop_research.results import Result
+        from iop_research.survival.km import fit_km
+
+        tidy = getattr(km, "tidy", None)
+        if not isinstance(tidy, pd.DataFrame):
+            raise DataValidationError("km() takes a Kaplan-Meier Result (iop_research.fit_km).")
+        if not _NAME_RE.match(str(name)):
+            raise DataValidationError(f"name {name!r} must be letters, digits, '_', '.', '-'.")
+        conv = dict(getattr(km, "conventions", {}) or {})
+        ci = str(conv.get("ci", "log transform at level 0.95")).split()
+        if conf_type is None:
+            conf_type = ci[0] if ci and ci[0] in ("log", "log-log", "plain") else "log"
+        if conf_level is None:
+            m_lvl = re.search(r"level ([0-9.]+)", str(conv.get("ci", "")))
+            conf_level = float(m_lvl.group(1)) if m_lvl else 0.95
+        m = self.min_cell_count if rounding is None else int(rounding)
+        at = km.extra.get("at_times") if hasattr(km, "extra") else None
+        at_days = sorted({float(t) for t in at["time"]}) if at is not None and len(at) else []
+        days = sorted({0.0, *(float(t) for t in (times if times is not None else at_days))})
+        r = round_survival_counts(tidy, min_cell_count=self.min_cell_count, rounding=m)
+        ev_rows = r[r["n_events"] > 0]
+        ce_rows = r[r["n_censored"] > 0]
+        pseudo = pd.concat([
+            pd.DataFrame({"group": ev_rows["group"].to_numpy(), "time": ev_rows["time"].to_numpy(), "event": 1,
+                          "w": ev_rows["n_events"].to_numpy()}),
+            pd.DataFrame({"group": ce_rows["group"].to_numpy(), "time": ce_rows["time"].to_numpy(), "event": 0,
+                          "w": ce_rows["n_censored"].to_numpy()}),
+        ], ignore_index=True)
+        groups = list(pd.unique(tidy["group"]))
+        pseudo["group"] = pd.Categorical(pseudo["group"], categories=groups)
+        fit = fit_km(pseudo, duration_col="time", event_col="event", group_col="group", weights_col="w",
+                     times=at_days or None, conf_type=conf_type, conf_level=conf_level)
+        new_tidy = fit.tidy.copy()
+        for c in ("n_at_risk", "n_events", "n_censored"):
+            new_tidy[c] = np.round(new_tidy[c].to_numpy(dtype=float)).astype(np.int64)
+        extra = {k: v for k, v in fit.extra.items() if k in ("medians", "std_err_log", "at_times")}
+        if "at_times" in extra:
+            a = extra["at_times"].copy()
+            for c in ("n_at_risk", "n_events", "n_censored"):
+                a[c] = np.round(a[c].to_numpy(dtype=float)).astype(np.int64)
+            extra["at_times"] = a
+        glance = fit.glance.copy()
+        glance["n"] = np.round(glance["n_weighted"].to_numpy(dtype=float)).astype(np.int64)
+        conv.update({k: v for k, v in fit.conventions.items() if k in ("estimator", "ci", "median", "ties")})
+        conv["variance"] = "Greenwood on the rounded counts (as R survfit on data with these counts)"
+        conv["disclosure"] = (f"cumulative events and censorings rounded up to a multiple of {m} and moved to the "
+                              f"middle (OpenSAFELY roundmid); numbers at risk and estimates derived from them")
+        out = Result(method="Kaplan-Meier (rounded counts)", tidy=new_tidy, glance=glance, model=None, extra=extra,
+                     conventions=conv)
+        self._record_km(r, groups, days, name, m, n_key, events_key, rounding_bounds)
+        return out
+
+    def _record_km(self, r: pd.DataFrame, groups: list, days: list, name: str, m: int, n_key, events_key,
+                   rounding_bounds) -> None:
+        """Ledger of a rounded curve: bounds of true cumulative counts at ``days``, sensitive interval counts."""
+        src = f"{self.report}/{name}"
+        self._drop(name)
+        led = self._ledger
+        k_of = {"n": [], "events": []}
+
+        def cum_key(g, what: str, day) -> str:
+            return f"{src}/{g}/{what}/{day:g}"
+
+        def bound(key: str, rounded: int, g, what: str) -> None:
+            lo, hi = rounding_bounds(int(rounded), m)
+            led.add_count(key, value=None, status="unpublished", report=self.report, table=name, row=str(g),
+                          column=what)
+            led.add_relation({key: 1.0}, lower=float(lo), upper=float(hi), source=f"{src}: rounded {what}")
+
+        for g in groups:
+            d = r[r["group"] == g]
+            t = d["time"].to_numpy(dtype=float)
+            rev = d["cum_events_rounded"].to_numpy()
+            rce = d["cum_censored_rounded"].to_numpy()
+
+            def rounded_at(arr, day: float, *, strict: bool) -> int:
+                i = int(np.searchsorted(t, day, side="left" if strict else "right")) - 1
+                return int(arr[i]) if i >= 0 else 0
+
+            tot_e, tot_c = f"{src}/{g}/events/total", f"{src}/{g}/censored/total"
+            bound(tot_e, rev[-1] if rev.size else 0, g, "events, all")
+            bound(tot_c, rce[-1] if rce.size else 0, g, "censored, all")
+            k_of["events"].append(tot_e)
+            k_of["n"] += [tot_e, tot_c]
+            prev = None
+            for day in days:
+                eb, cb, et = (cum_key(g, "events_before", day), cum_key(g, "censored_before", day),
+                              cum_key(g, "events_to", day))
+                bound(eb, rounded_at(rev, day, strict=True), g, f"events before day {day:g}")
+                bound(cb, rounded_at(rce, day, strict=True), g, f"censored before day {day:g}")
+                bound(et, rounded_at(rev, day, strict=False), g, f"events to day {day:g}")
+                for a_key, tot in ((eb, tot_e), (et, tot_e), (cb, tot_c)):
+                    led.add_relation({tot: 1.0, a_key: -1.0}, lower=0.0, upper=math.inf, source=f"{src}: cumulative")
+                led.add_relation({et: 1.0, eb: -1.0}, lower=0.0, upper=math.inf, source=f"{src}: cumulative")
+                lo_day = 0.0 if prev is None else prev[0]
+                x_key = f"{src}/{g}/exits/{lo_day:g}-{day:g}"
+                y_key = f"{src}/{g}/relapses/{lo_day:g}-{day:g}"
+                for key, col in ((x_key, f"exits in [{lo_day:g}, {day:g})"),
+                                 (y_key, f"events in ({lo_day:g}, {day:g}]" if prev else f"events to day {day:g}")):
+                    led.add_count(key, value=None, status="sensitive", report=self.report, table=name, row=str(g),
+                                  column=col)
+                if prev is None:
+                    led.add_relation({x_key: 1.0, eb: -1.0, cb: -1.0}, lower=0.0, source=f"{src}: interval")
+                    led.add_relation({y_key: 1.0, et: -1.0}, lower=0.0, source=f"{src}: interval")
+                else:
+                    _, peb, pcb, pet = prev
+                    led.add_relation({x_key: 1.0, eb: -1.0, cb: -1.0, peb: 1.0, pcb: 1.0}, lower=0.0,
+                                     source=f"{src}: interval")
+                    led.add_relation({y_key: 1.0, et: -1.0, pet: 1.0}, lower=0.0, source=f"{src}: interval")
+                prev = (day, eb, cb, et)
+        for key, parts in ((n_key, k_of["n"]), (events_key, k_of["events"])):
+            key = getattr(key, "key", key)
+            if key:
+                led.add_sum(parts, str(key), source=f"{src}: total")
+        self._after_publish()
+
     # ------------------------------------------------------------------ figures
     def figure(self, fig, *, caption: str, name: str | None = None, dpi: int = 300) -> Published:
         """Publish a matplotlib figure: inline SVG with a numbered caption, files SVG and PNG.
