@@ -702,10 +702,12 @@ class Publisher:
 
         The ledger records, per curve and day of ``times``, the intervals of
         true cumulative counts that the rounded ones stand for, and as
-        *sensitive* counts the relapses and the exits (relapses and
-        censorings) between consecutive days, so the joint audit checks that
-        none of them can be narrowed into ``1 .. min_cell_count - 1``, also
-        together with counts published elsewhere (``n_key``, ``events_key``).
+        *sensitive* counts the relapses and the censorings between consecutive
+        days, so the joint audit checks that none of them can be narrowed into
+        ``1 .. min_cell_count - 1``, also together with counts published
+        elsewhere (``n_key``, ``events_key``). (Their sum, the exits, is known
+        to be at least 2 when both are non-zero: a curve that steps and a risk
+        table that drops by more than its steps say that much.)
 
         Parameters
         ----------
@@ -832,20 +834,19 @@ class Publisher:
                     led.add_relation({tot: 1.0, a_key: -1.0}, lower=0.0, upper=math.inf, source=f"{src}: cumulative")
                 led.add_relation({et: 1.0, eb: -1.0}, lower=0.0, upper=math.inf, source=f"{src}: cumulative")
                 lo_day = 0.0 if prev is None else prev[0]
-                x_key = f"{src}/{g}/exits/{lo_day:g}-{day:g}"
-                y_key = f"{src}/{g}/relapses/{lo_day:g}-{day:g}"
-                for key, col in ((x_key, f"exits in [{lo_day:g}, {day:g})"),
-                                 (y_key, f"events in ({lo_day:g}, {day:g}]" if prev else f"events to day {day:g}")):
+                _, peb, pcb, pet = prev if prev is not None else (None, None, None, None)
+                # counts between consecutive days, each the difference of one rounded series
+                for what, col, cur, before in (
+                        ("relapses", f"events in ({lo_day:g}, {day:g}]" if prev else f"events to day {day:g}", et, pet),
+                        ("relapses_before", f"events in [{lo_day:g}, {day:g})", eb, peb),
+                        ("censored", f"censored in [{lo_day:g}, {day:g})", cb, pcb)):
+                    key = f"{src}/{g}/{what}/{lo_day:g}-{day:g}"
                     led.add_count(key, value=None, status="sensitive", report=self.report, table=name, row=str(g),
                                   column=col)
-                if prev is None:
-                    led.add_relation({x_key: 1.0, eb: -1.0, cb: -1.0}, lower=0.0, source=f"{src}: interval")
-                    led.add_relation({y_key: 1.0, et: -1.0}, lower=0.0, source=f"{src}: interval")
-                else:
-                    _, peb, pcb, pet = prev
-                    led.add_relation({x_key: 1.0, eb: -1.0, cb: -1.0, peb: 1.0, pcb: 1.0}, lower=0.0,
-                                     source=f"{src}: interval")
-                    led.add_relation({y_key: 1.0, et: -1.0, pet: 1.0}, lower=0.0, source=f"{src}: interval")
+                    coefs = {key: 1.0, cur: -1.0}
+                    if before is not None:
+                        coefs[before] = 1.0
+                    led.add_relation(coefs, lower=0.0, source=f"{src}: interval")
                 prev = (day, eb, cb, et)
         for key, parts in ((n_key, k_of["n"]), (events_key, k_of["events"])):
             key = getattr(key, "key", key)

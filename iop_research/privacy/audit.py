@@ -334,7 +334,8 @@ class _Problem:
                     const += c * float(v)
             coefs = {i: c for i, c in coefs.items() if c != 0.0}
             lo, hi = r.lower - const, r.upper - const
-            scale = max(scale, abs(const) if math.isfinite(const) else 0.0)
+            scale = max(scale, abs(const) if math.isfinite(const) else 0.0,
+                        *(abs(b) for b in (lo, hi) if math.isfinite(b)))  # counts bounded by a relation alone
             if not coefs:
                 if lo > 1e-6 * max(1.0, abs(const)) or hi < -1e-6 * max(1.0, abs(const)):
                     raise AuditError(f"Published counts contradict the relation {r.source!r}: "
