@@ -18,6 +18,7 @@ import pandas as pd
 
 from iop_research.designs.balance import standardized_mean_difference
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
+from iop_research.privacy.audit import audit_ledger
 from iop_research.privacy.suppression import (
     COMPLEMENTARY_MARKER,
     DEFAULT_MIN_CELL_COUNT,
@@ -598,8 +599,8 @@ def suppress_attrition(
     complementary suppression, chosen by :func:`iop_research.privacy.protect_lines`
     and checked by the auditor, so a small exclusion cannot be recovered or
     narrowed by subtraction. The input counts (first row of each chain) are
-    never chosen as complementary cells: they are the study's N, published
-    elsewhere.
+    kept shown (they are the study's N, published elsewhere) unless the
+    small counts cannot be protected otherwise; then they are hidden last.
 
     Parameters
     ----------
@@ -661,15 +662,18 @@ def suppress_attrition(
                 lines.append(np.array([idx[i, j], idx[i, j + 1], idx[previous[i], j + 1]]))
     is_total = np.zeros((n, m), bool)
     is_total[:, 1::2] = True
-    # the input of each chain (its first row's remaining counts) stays shown: it is the study's N,
-    # published elsewhere too, so the cheaper single hidden input would not protect anything there
-    locked = np.zeros((n, m), bool)
+    # the input of each chain (its first row's remaining counts) is the study's N, published elsewhere
+    # too: it stays shown unless nothing else protects the small counts (then it is hidden last)
+    is_input = np.zeros((n, m), bool)
     for i in range(n):
         if previous[i] is None:
-            locked[i, 1::2] = True
+            is_input[i, 1::2] = True
     labels = [f"{attrition.index[i]}|{cols[j]}" for i in range(n) for j in range(m)]
     hidden, primary, ledger = protect_lines(vals.ravel(), lines, min_cell_count=k, is_total=is_total.ravel(),
-                                            locked=locked.ravel(), labels=labels)
+                                            locked=is_input.ravel(), labels=labels)
+    if not audit_ledger(ledger)["is_protected"].all():
+        hidden, primary, ledger = protect_lines(vals.ravel(), lines, min_cell_count=k, is_total=is_total.ravel(),
+                                                cost_factor=np.where(is_input, 1e4, 1.0).ravel(), labels=labels)
     hidden, primary = hidden.reshape(n, m), primary.reshape(n, m)
     hid = pd.DataFrame(False, index=attrition.index, columns=attrition.columns)
     pri = hid.copy()

@@ -493,6 +493,7 @@ def _protect_audited(
     complementary: bool = True,
     labels: Sequence[str] | None = None,
     locked: np.ndarray | None = None,
+    cost_factor: np.ndarray | None = None,
 ):
     """Primary and audited secondary suppression of a flat vector of counts.
 
@@ -520,7 +521,8 @@ def _protect_audited(
             tk = f"t{n_line}"
             totals[tk] = sum(vals[m] for m in members)
             led.add_sum(members, tk, source="known total")
-    cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0))
+    factor = np.ones(values.size) if cost_factor is None else np.asarray(cost_factor, dtype=float)
+    cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0) * factor[i])
             for i in range(values.size)}
     cost.update({tk: (v + 1.0) * 1000.0 for tk, v in totals.items()})  # known totals: withheld only if needed
     lock = [keys[i] for i in np.flatnonzero(locked)] if locked is not None else []
@@ -551,6 +553,7 @@ def protect_lines(
     complementary: bool = True,
     totals_last: bool | Sequence[bool] = True,
     labels: Sequence[str] | None = None,
+    cost_factor: np.ndarray | None = None,
 ):
     """Audited primary and secondary suppression of a flat vector of counts with line totals.
 
@@ -577,6 +580,10 @@ def protect_lines(
         A sequence gives the choice per line.
     labels : sequence of str, optional
         ``"row|column"`` of each cell, for the ledger's ``row`` and ``column``.
+    cost_factor : numpy.ndarray, optional
+        Per-cell multiplier of the cost of hiding it (default cost: value + 1,
+        times 10 for totals); e.g. a large factor keeps a count shown unless
+        nothing else protects the small ones (unlike ``locked``, which never hides it).
 
     Returns
     -------
@@ -607,8 +614,12 @@ def protect_lines(
         raise ModelSpecificationError(
             f"protect_lines: labels has {len(labels)} entries for {values.size} values; give one per value."
         )
+    if cost_factor is not None and np.asarray(cost_factor).shape != (values.size,):
+        raise ModelSpecificationError(
+            f"protect_lines: cost_factor must have one entry per value ({values.size})."
+        )
     return _protect_audited(values, lines, explicit, k=k, is_total=is_total, complementary=complementary,
-                            locked=locked, labels=labels)
+                            locked=locked, labels=labels, cost_factor=cost_factor)
 
 
 def suppression_mask(table: pd.DataFrame) -> pd.DataFrame:
