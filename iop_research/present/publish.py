@@ -720,7 +720,11 @@ class Publisher:
             default 0 and the days of ``km.at_times``. The re-estimated result
             reports ``at_times`` at the same days as ``km``.
         rounding : int, optional
-            Rounding unit; default ``min_cell_count``.
+            Rounding unit. Default: the smallest multiple of ``min_cell_count``
+            with which the audit (with everything published before) protects
+            every relapse and censoring count between the days; usually
+            ``min_cell_count`` itself, larger when exact totals published
+            elsewhere would narrow a count (small groups).
         n_key, events_key : str or PublishedNumber, optional
             Keys (or the published numbers) of counts published elsewhere that
             equal the number of episodes and of events over all curves.
@@ -754,11 +758,29 @@ class Publisher:
         if conf_level is None:
             m_lvl = re.search(r"level ([0-9.]+)", str(conv.get("ci", "")))
             conf_level = float(m_lvl.group(1)) if m_lvl else 0.95
-        m = self.min_cell_count if rounding is None else int(rounding)
         at = km.extra.get("at_times") if hasattr(km, "extra") else None
         at_days = sorted({float(t) for t in at["time"]}) if at is not None and len(at) else []
         days = sorted({0.0, *(float(t) for t in (times if times is not None else at_days))})
-        r = round_survival_counts(tidy, min_cell_count=self.min_cell_count, rounding=m)
+        groups = list(pd.unique(tidy["group"]))
+        self._drop(name)
+        prior = self._all()
+        n_total = float(tidy.groupby("group")["n_at_risk"].max().sum()) if len(tidy) else 0.0
+        units = [int(rounding)] if rounding is not None else \
+            [self.min_cell_count * j for j in range(1, 2 + int(n_total // self.min_cell_count))]
+        for m in units:  # the smallest unit (a multiple of the threshold) the joint audit passes with
+            r = round_survival_counts(tidy, min_cell_count=self.min_cell_count, rounding=m)
+            led = self._km_ledger(r, groups, days, name, m, n_key, events_key, rounding_bounds)
+            trial = prior.copy()
+            trial.extend(led)
+            tv = trial.view()
+            targets = list(dict.fromkeys(
+                [e["key"] for e in led._entries if e["status"] == "sensitive"]
+                + connected_primaries(tv, trial.relations, [e["key"] for e in led._entries])))
+            if audit_cells(tv, trial.relations, min_cell_count=self.min_cell_count,
+                           targets=targets)["is_protected"].all():
+                break
+        self._ledger.extend(led)
+        self._after_publish()
         ev_rows = r[r["n_events"] > 0]
         ce_rows = r[r["n_censored"] > 0]
         pseudo = pd.concat([
@@ -767,7 +789,6 @@ class Publisher:
             pd.DataFrame({"group": ce_rows["group"].to_numpy(), "time": ce_rows["time"].to_numpy(), "event": 0,
                           "w": ce_rows["n_censored"].to_numpy()}),
         ], ignore_index=True)
-        groups = list(pd.unique(tidy["group"]))
         pseudo["group"] = pd.Categorical(pseudo["group"], categories=groups)
         fit = fit_km(pseudo, duration_col="time", event_col="event", group_col="group", weights_col="w",
                      times=at_days or None, conf_type=conf_type, conf_level=conf_level)
@@ -788,15 +809,13 @@ class Publisher:
                               f"middle (OpenSAFELY roundmid); numbers at risk and estimates derived from them")
         out = Result(method="Kaplan-Meier (rounded counts)", tidy=new_tidy, glance=glance, model=None, extra=extra,
                      conventions=conv)
-        self._record_km(r, groups, days, name, m, n_key, events_key, rounding_bounds)
         return out
 
-    def _record_km(self, r: pd.DataFrame, groups: list, days: list, name: str, m: int, n_key, events_key,
-                   rounding_bounds) -> None:
+    def _km_ledger(self, r: pd.DataFrame, groups: list, days: list, name: str, m: int, n_key, events_key,
+                   rounding_bounds) -> Ledger:
         """Ledger of a rounded curve: bounds of true cumulative counts at ``days``, sensitive interval counts."""
         src = f"{self.report}/{name}"
-        self._drop(name)
-        led = self._ledger
+        led = Ledger(min_cell_count=self.min_cell_count)
         k_of = {"n": [], "events": []}
 
         def cum_key(g, what: str, day) -> str:
@@ -852,7 +871,7 @@ class Publisher:
             key = getattr(key, "key", key)
             if key:
                 led.add_sum(parts, str(key), source=f"{src}: total")
-        self._after_publish()
+        return led
 
     # ------------------------------------------------------------------ figures
     def figure(self, fig, *, caption: str, name: str | None = None, dpi: int = 300) -> Published:
