@@ -334,7 +334,7 @@ class Publisher:
         label = label or f"count_{self._n_text}"
         key = key or f"{self.report}/text/{label}"
         view = self._all().view()
-        if key in view and view[key][0] != "unpublished":
+        if key in view and view[key][0] not in ("unpublished", "sensitive"):
             st, v = view[key]
             if st == "shown" and v != n:
                 raise PrivacyViolationError(f"Count {key!r} was published as {v}, now {n}. Use another key.")

@@ -186,10 +186,19 @@ def table_one(
     ...                    "age": list(range(20, 32)) + list(range(30, 44)),
     ...                    "sex": ["f"] * 4 + ["m"] * 8 + ["f"] * 7 + ["m"] * 7})
     >>> t1 = table_one(df, group_col="mat", continuous=["age"], categorical=["sex"])
-    >>> t1.loc[t1.variable == "age", ["group", "n", "mean"]].values.tolist()
-    [['no', 14, 36.5], ['yes', 12, 25.5], ['Overall', 26, 31.423076923076923]]
+    >>> t1.loc[t1.variable == "age", ["group", "mean"]].values.tolist()
+    [['no', 36.5], ['yes', 25.5], ['Overall', 31.423076923076923]]
     >>> t1.loc[(t1.variable == "sex") & (t1.group == "yes"), "count"].astype("string").fillna("NA").tolist()
     ['NA', 'NA']
+
+    The group sizes are hidden too: with ``n = 12`` shown, two ``"<11"``
+    cells summing to 12 would each be at least 2 (the audit says so).
+
+    >>> t1.loc[t1.variable == "n", "n"].astype("string").fillna("NA").tolist()
+    ['NA', 'NA', '26']
+    >>> from iop_research.privacy import audit_table
+    >>> bool(audit_table(t1)["is_protected"].all())
+    True
     """
     k = check_min_cell_count(min_cell_count)
     if percent_of not in ("all", "non_missing"):
