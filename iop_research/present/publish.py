@@ -723,8 +723,10 @@ class Publisher:
             Rounding unit. Default: the smallest multiple of ``min_cell_count``
             with which the audit (with everything published before) protects
             every relapse and censoring count between the days; usually
-            ``min_cell_count`` itself, larger when exact totals published
-            elsewhere would narrow a count (small groups).
+            ``min_cell_count`` itself, larger (up to 5 times) when exact totals
+            published elsewhere would narrow a count (small groups). If none
+            does, the last is used and the audit (the study build's joint
+            audit) reports the counts that are not protected.
         n_key, events_key : str or PublishedNumber, optional
             Keys (or the published numbers) of counts published elsewhere that
             equal the number of episodes and of events over all curves.
@@ -765,8 +767,10 @@ class Publisher:
         self._drop(name)
         prior = self._all()
         n_total = float(tidy.groupby("group")["n_at_risk"].max().sum()) if len(tidy) else 0.0
+        # at most five units: past that, what fails is given away by counts published elsewhere
+        # (e.g. a small total shown as "<11"), which coarser rounding does not cure; the audit says so
         units = [int(rounding)] if rounding is not None else \
-            [self.min_cell_count * j for j in range(1, 2 + int(n_total // self.min_cell_count))]
+            [self.min_cell_count * j for j in range(1, 2 + min(4, int(n_total // self.min_cell_count)))]
         for m in units:  # the smallest unit (a multiple of the threshold) the joint audit passes with
             r = round_survival_counts(tidy, min_cell_count=self.min_cell_count, rounding=m)
             led = self._km_ledger(r, groups, days, name, m, n_key, events_key, rounding_bounds)
