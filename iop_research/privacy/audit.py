@@ -344,7 +344,9 @@ class _Problem:
             self.rows.append((coefs, lo, hi))
         shown_max = max([float(v) for st, v in view.values() if st == "shown"] + [0.0])
         # upper bound of a count the relations do not bound; kept far below 1/integrality-tolerance
-        self.big = float(max(4 * k, 2 * max(scale, shown_max) + 4 * k))
+        # (at least 1e5: with every count of a table hidden nothing bounds them, and a true total of 18 once
+        # made a problem with the bound 4k infeasible)
+        self.big = float(max(4 * k, 2 * max(scale, shown_max) + 4 * k, 1e5))
         if self.big > 5e5:
             self.big = 5e5 if max(scale, shown_max) < 2.5e5 else float(2 * max(scale, shown_max) + 4 * k)
         # union-find over hidden counts linked by a relation
