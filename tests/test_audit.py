@@ -291,3 +291,96 @@ def test_3d_table_fixed_example_protected_and_minimal():
         v2 = dict(view)
         v2[c] = ("shown", values[c])
         assert not audit_cells(v2, rels, min_cell_count=K)["is_protected"].all()
+
+
+# ---------------------------------------------------------------- sensitive counts (never shown, maybe small)
+
+def test_sensitive_count_is_protected_only_when_its_range_covers_the_small_values_or_rules_them_out():
+    def one(lo, hi):
+        led = Ledger(min_cell_count=K)
+        led.add_count("x", value=None, status="sensitive")
+        led.add_relation({"x": 1.0}, lower=lo, upper=hi)
+        return audit_ledger(led).iloc[0]
+
+    for lo, hi, ok in [(0, 10, True), (1, 21, True), (0, 0, True), (12, 32, True), (11, 11, True),
+                       (0, 5, False), (1, 1, False), (3, 25, False), (2, 22, False), (5, 15, False)]:
+        r = one(lo, hi)
+        assert (r["lower"], r["upper"], bool(r["is_protected"])) == (lo, hi, ok), (lo, hi)
+
+
+def test_sensitive_count_narrowed_by_differencing_two_shown_counts():
+    led = Ledger(min_cell_count=K)
+    led.add_count("at_risk_0", value=168, status="shown")
+    led.add_count("at_risk_90", value=167, status="shown")
+    led.add_count("left", value=None, status="sensitive")
+    led.add_sum(["at_risk_90", "left"], "at_risk_0")
+    r = audit_ledger(led).iloc[0]
+    assert (r["lower"], r["upper"], r["is_protected"]) == (1, 1, False)
+    # a shown count is never a target, even when a sensitive entry names it elsewhere
+    led.add_count("at_risk_90", value=None, status="sensitive")
+    assert audit_ledger(led)["key"].tolist() == ["left"]
+
+
+def test_counts_bounded_by_relations_alone_are_not_cut_by_the_big_m_bound():
+    # no shown count at all: the solver's upper bound must still admit 5,000
+    led = Ledger(min_cell_count=K)
+    led.add_count("total", value=None, status="unpublished")
+    led.add_count("part", value=None, status="sensitive")
+    led.add_relation({"total": 1.0}, lower=5000, upper=5010)
+    led.add_relation({"total": 1.0, "part": -1.0}, lower=4995, upper=5005)
+    r = audit_ledger(led).iloc[0]
+    assert (r["lower"], r["upper"]) == (0, 15)
+
+
+# ---------------------------------------------------------------- Table 1 and attrition are audited
+
+def test_table_one_hides_what_the_greedy_sweep_gave_away():
+    from iop_research.present.tables import table_one
+
+    # one group, levels 1 / 11 / 40: the greedy sweep hid 1 and 11 and showed 40 with n = 52,
+    # so "*" = 11 (>= 11) gave back the 1
+    df = pd.DataFrame({"g": ["a"] * 52, "x": ["p"] * 1 + ["q"] * 11 + ["r"] * 40})
+    t1 = table_one(df, group_col="g", categorical=["x"], overall=False)
+    res = audit_table(t1)
+    assert len(res) == 1 and res["is_protected"].all()
+    assert res[["lower", "upper"]].values.tolist() == [[1, K - 1]]
+    cnt = t1.loc[t1["variable"] == "x", "count"]
+    assert cnt.isna().sum() >= 2 and not ((cnt >= 1) & (cnt < K)).fillna(False).any()
+    # the old pattern fails the same audit
+    old = _row_ledger([1, 11, 40], ["primary", "secondary", "shown"], 52)
+    assert not audit_ledger(old)["is_protected"].any()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c"]), min_size=20, max_size=90),
+       st.lists(st.sampled_from(["x", "y", "z", None]), min_size=90, max_size=90))
+def test_property_table_one_is_protected_by_the_audit(groups, levels):
+    from iop_research.present.tables import table_one
+
+    df = pd.DataFrame({"g": groups, "v": levels[:len(groups)]})
+    t1 = table_one(df, group_col="g", categorical=["v"])
+    res = audit_table(t1)
+    assert res["is_protected"].all()
+    for c in ("n", "missing", "count"):
+        shown = t1[c].dropna().astype(int)
+        assert not ((shown >= 1) & (shown < K)).any()
+    # percentages of hidden counts, or with a hidden group size, are hidden
+    assert t1.loc[t1["count"].isna() & (t1["kind"] == "categorical"), "percent"].isna().all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=5), st.integers(0, 300))
+def test_property_attrition_is_protected_by_the_audit(steps, extra):
+    from iop_research.present.tables import suppress_attrition
+
+    removed = [0] + [r for r, _ in steps]
+    premoved = [0] + [min(p, r) for r, p in steps]
+    a = pd.DataFrame({"step": [f"s{i}" for i in range(len(removed))], "rows_removed": removed,
+                      "patients_removed": premoved,
+                      "rows_remaining": list(sum(removed) + extra + 20 - np.cumsum(removed)),
+                      "patients_remaining": list(sum(premoved) + extra + 15 - np.cumsum(premoved))})
+    s = suppress_attrition(a)
+    assert audit_table(s)["is_protected"].all()
+    shown = s[["rows_removed", "patients_removed", "rows_remaining", "patients_remaining"]].to_numpy(
+        dtype=float, na_value=np.nan)
+    assert not np.any((shown >= 1) & (shown < K))

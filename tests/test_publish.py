@@ -15,6 +15,8 @@ from iop_research.exceptions import DataValidationError, PrivacyViolationError  
 from iop_research.present.publish import Publisher, parse_published  # noqa: E402
 from iop_research.privacy.audit import audit_ledgers  # noqa: E402
 
+K = 11
+
 
 def test_threshold_below_5_is_refused_without_a_reason():
     for k in (1, 3, 4):
@@ -167,3 +169,68 @@ def test_random_tables_through_the_channel_are_protected(seed):
     for v in shown.ravel():
         assert v in ("<11", "*") or int(v.replace(",", "")) == 0 or int(v.replace(",", "")) >= 11
     assert pub.audit()["is_protected"].all()
+
+
+# ------------------------------------------------------------------ Kaplan-Meier with rounded counts
+def _check_km_rounded(golden: dict, uis_path) -> None:
+    from iop_research.survival.km import fit_km
+
+    uis = pd.read_csv(uis_path).dropna(subset=["TIME", "CENSOR"])
+    pub = Publisher(report="03_relapse", show=False)
+    km = pub.km(fit_km(uis, duration_col="TIME", event_col="CENSOR", group_col="TREAT"))
+    assert "rounded" in km.conventions["disclosure"] and km.method == "Kaplan-Meier (rounded counts)"
+    for g, r in golden["strata"].items():
+        t = km.tidy[km.tidy["group"].astype(str) == g]
+        np.testing.assert_array_equal(t["time"].to_numpy(), r["time"])
+        np.testing.assert_array_equal(t["n_at_risk"].to_numpy(), r["n_risk"])
+        np.testing.assert_array_equal(t["n_events"].to_numpy(), r["n_event"])
+        np.testing.assert_allclose(t["survival"].to_numpy(), r["surv"], rtol=1e-6)
+        np.testing.assert_allclose(t["conf_low"].to_numpy(), r["lower"], rtol=1e-4)
+        np.testing.assert_allclose(t["conf_high"].to_numpy(), r["upper"], rtol=1e-4)
+        med = km.medians[km.medians["group"].astype(str) == g]["median"].iloc[0]
+        assert (np.isnan(med) if r["median"] is None else med == r["median"])
+    assert pub.audit(raise_on_failure=False)["is_protected"].all()
+
+
+def test_km_rounded_counts_match_r(uis_path):
+    """R (tests/r/km_rounded.R): ``survfit(Surv(TIME, CENSOR) ~ TREAT, data = uis)``, cumulative
+    counts rounded with OpenSAFELY's ``roundmid_any(x, 11)``, S = cumprod(1 - d/n), Greenwood, log CI."""
+    from conftest import load_golden
+
+    _check_km_rounded(load_golden("km_rounded"), uis_path)
+
+
+def test_km_rounded_counts_live_r(tmp_path, uis_path):
+    from conftest import RSCRIPT, run_r_script
+
+    if RSCRIPT is None:
+        pytest.skip("Rscript not installed (CI installs it)")
+    _check_km_rounded(run_r_script("km_rounded", tmp_path / "km_rounded.json"), uis_path)
+
+
+def test_km_publishes_no_count_the_rounded_counts_do_not_show():
+    from iop_research.privacy.rounding import rounding_bounds
+    from iop_research.survival.km import fit_km
+
+    rng = np.random.default_rng(4)
+    f = pd.DataFrame({"time": np.round(rng.exponential(200, 300)) + 1, "event": rng.uniform(size=300) < 0.6,
+                      "site": rng.choice(["A", "B"], 300)})
+    raw = fit_km(f, duration_col="time", event_col="event", group_col="site", times=[30, 90, 180])
+    pub = Publisher(report="r", show=False)
+    km = pub.km(raw)
+    # every published number at risk is the rounded total minus rounded exits: a step of a multiple of 11 after the first
+    for g, t in km.tidy.groupby("group"):
+        steps = -np.diff(np.r_[t["n_at_risk"].to_numpy(), 0])
+        exits = (t["n_events"] + t["n_censored"]).to_numpy()
+        np.testing.assert_array_equal(steps, exits)
+        cum = np.cumsum(t["n_events"].to_numpy())
+        assert set(cum[cum > 0] % K) == {K - K // 2}  # 6, 17, 28, ...: rounded cumulative relapses
+    assert list(km.at_times["time"].unique()) == [30.0, 90.0, 180.0]
+    led = pub.ledger
+    assert set(led.loc[led["table"] == "km_counts", "status"]) == {"unpublished", "sensitive"}
+    assert led["value"].isna().all()
+    res = pub.audit(raise_on_failure=False)
+    assert len(res) == 2 * 4 * 3 and res["is_protected"].all()  # groups x days (0 and 3) x counts
+    assert rounding_bounds(6, K) == (1, K)
+    with pytest.raises(DataValidationError):
+        pub.km(raw.tidy)

@@ -314,23 +314,21 @@ from hypothesis import strategies as st  # noqa: E402
     st.integers(2, 12),
 )
 def test_property_table_one_no_small_cell_no_single_unknown(rows, k):
+    """Audited: no hidden count can be narrowed below its protection interval by the table's margins.
+
+    (The greedy sweep this replaced was checked by a structural proxy, "no line with a single
+    unknown"; the audited search may leave a hidden count alone in a line when the markers already
+    say all that line tells, e.g. ``k = 2``, where "<2" is 1, so the proxy no longer applies.)"""
+    from iop_research.privacy import audit_table
+
     df = pd.DataFrame(rows, columns=["g", "v"])
     assume(df["v"].notna().any())
     t1 = table_one(df, group_col="g", categorical=["v"], min_cell_count=k)
+    res = audit_table(t1)
+    assert res["is_protected"].all()
     counts = t1[["n", "missing", "count"]].to_numpy(dtype=float, na_value=np.nan)
     assert not np.any((counts >= 1) & (counts < k))
-    unk = lambda s: int(pd.isna(s))  # noqa: E731
-    big_n = t1[t1["variable"] == "n"].set_index("group")["n"]
     v = t1[t1["variable"] == "v"]
-    groups = [g for g in big_n.index if g != "Overall"]
-    for g in big_n.index:
-        d = v[v["group"] == g]
-        n_g, m_g = d["n"].iloc[0], d["missing"].iloc[0]
-        assert d["count"].isna().sum() + unk(n_g) != 1  # levels sum to n
-        assert unk(n_g) + unk(m_g) + unk(big_n[g]) != 1  # n + missing = N
-    for lev, d in v.groupby("level"):
-        assert d["count"].isna().sum() != 1  # groups sum to overall
-    assert big_n.isna().sum() != 1 or len(groups) == 0
     # shown percentages belong to shown counts
     assert not (v["count"].isna() & v["percent"].notna()).any()
 

@@ -18,13 +18,14 @@ import pandas as pd
 
 from iop_research.designs.balance import standardized_mean_difference
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
+from iop_research.privacy.audit import audit_ledger
 from iop_research.privacy.suppression import (
     COMPLEMENTARY_MARKER,
     DEFAULT_MIN_CELL_COUNT,
     SuppressionMask,
     check_min_cell_count,
     apply_suppression,
-    protect_greedy,
+    protect_lines,
     check_no_small_cells,
     format_suppressed,
     suppression_mask,
@@ -130,8 +131,12 @@ def table_one(
         ``continuous``).
     min_cell_count : int, default 11
         Counts in ``1 .. min_cell_count-1`` are hidden with complementary
-        suppression (see :mod:`iop_research.privacy`); statistics (mean, SD,
-        quartiles) of fewer than ``min_cell_count`` values are hidden.
+        suppression chosen by :func:`iop_research.privacy.protect_lines` and
+        checked by the auditor against every margin a reader knows (levels sum
+        to the non-missing count, non-missing plus missing to the group size,
+        groups to the overall column); statistics (mean, SD, quartiles) of
+        fewer than ``min_cell_count`` values are hidden, and so are percentages
+        whose count or denominator is hidden.
         ``min_cell_count=1`` disables suppression (never for publication).
     overall : bool, default True
         Add a column of all units, labelled ``overall_label``.
@@ -158,7 +163,8 @@ def table_one(
         is the largest pairwise standardised mean difference between groups
         (:func:`standardized_mean_difference`), repeated on each row of the
         variable. Counts are nullable ``Int64`` (``NA`` where hidden);
-        ``attrs["suppressed"]`` is the :class:`~iop_research.privacy.SuppressionMask`.
+        ``attrs["suppressed"]`` is the :class:`~iop_research.privacy.SuppressionMask`,
+        whose ``ledger`` :func:`iop_research.privacy.audit_table` audits.
 
     Raises
     ------
@@ -180,10 +186,19 @@ def table_one(
     ...                    "age": list(range(20, 32)) + list(range(30, 44)),
     ...                    "sex": ["f"] * 4 + ["m"] * 8 + ["f"] * 7 + ["m"] * 7})
     >>> t1 = table_one(df, group_col="mat", continuous=["age"], categorical=["sex"])
-    >>> t1.loc[t1.variable == "age", ["group", "n", "mean"]].values.tolist()
-    [['no', 14, 36.5], ['yes', 12, 25.5], ['Overall', 26, 31.423076923076923]]
+    >>> t1.loc[t1.variable == "age", ["group", "mean"]].values.tolist()
+    [['no', 36.5], ['yes', 25.5], ['Overall', 31.423076923076923]]
     >>> t1.loc[(t1.variable == "sex") & (t1.group == "yes"), "count"].astype("string").fillna("NA").tolist()
     ['NA', 'NA']
+
+    The group sizes are hidden too: with ``n = 12`` shown, two ``"<11"``
+    cells summing to 12 would each be at least 2 (the audit says so).
+
+    >>> t1.loc[t1.variable == "n", "n"].astype("string").fillna("NA").tolist()
+    ['NA', 'NA', '26']
+    >>> from iop_research.privacy import audit_table
+    >>> bool(audit_table(t1)["is_protected"].all())
+    True
     """
     k = check_min_cell_count(min_cell_count)
     if percent_of not in ("all", "non_missing"):
@@ -229,11 +244,16 @@ def table_one(
         return cid
 
     lines: list[list[int]] = []
+    explicit: list[bool] = []  # the line's last cell is its total; else its sum is known (not a cell)
+
+    def add_line(line: list[int], has_total: bool = True) -> None:
+        lines.append(line)
+        explicit.append(has_total)
 
     def across(ids: dict) -> None:
         line = [ids[g] for g in groups] + ([ids[overall_label]] if overall else [])
         if overall or len(groups) >= 2:
-            lines.append(line)
+            add_line(line, has_total=overall)
 
     n_ids = {}
     for g, d in frames:
@@ -241,7 +261,7 @@ def table_one(
         records.append({"variable": "n", "level": None, "kind": "count", "group": g, "n": len(d)})
         n_ids[g] = cell(len(d), ri, "n")
     big_n = dict(n_ids)
-    n_line = [n_ids[g] for g in groups] + ([n_ids[overall_label]] if overall else [])
+    across(n_ids)
 
     for v in continuous:
         x_all = pd.to_numeric(df[v], errors="coerce")
@@ -264,7 +284,7 @@ def table_one(
             records.append(rec)
             nn_ids[g] = cell(x.size, ri, "n")
             mm_ids[g] = cell(len(d) - x.size, ri, "missing")
-            lines.append([nn_ids[g], mm_ids[g], big_n[g]])
+            add_line([nn_ids[g], mm_ids[g], big_n[g]])
         across(nn_ids)
         across(mm_ids)
 
@@ -307,8 +327,8 @@ def table_one(
                 else:
                     pos[nn_ids[g]].append((ri, "n"))
                     pos[mm_ids[g]].append((ri, "missing"))
-            lines.append([lev_ids[lev][g] for lev in levels] + [nn_ids[g]])
-            lines.append([nn_ids[g], mm_ids[g], big_n[g]])
+            add_line([lev_ids[lev][g] for lev in levels] + [nn_ids[g]])
+            add_line([nn_ids[g], mm_ids[g], big_n[g]])
         for lev in levels:
             across(lev_ids[lev])
         across(nn_ids)
@@ -322,20 +342,20 @@ def table_one(
     out["level"] = out["level"].astype(object)
 
     values = np.array(vals, dtype=float)
+    # group sizes and the overall column are totals: hidden last (the audit picks cheaper cells first)
     is_total = np.zeros(values.size, bool)
-    big_ids = np.array(list(big_n.values()))
-    # stage 1: group sizes among themselves
-    v1 = np.full(values.size, np.nan)
-    v1[big_ids] = values[big_ids]
-    h1, p1 = protect_greedy(v1, [np.array(n_line)] if (overall or len(groups) >= 2) else [], k=k, is_total=is_total)
-    # stage 2: everything else, group sizes fixed (hidden ones unknown, none picked)
-    v2 = values.copy()
-    v2[h1] = np.nan
-    locked = np.zeros(values.size, bool)
-    locked[big_ids] = True
-    h2, p2 = protect_greedy(v2, [np.array(li) for li in lines], k=k, is_total=is_total, locked=locked)
-    hidden = h1 | h2
-    primary = p1 | p2
+    is_total[np.array(list(big_n.values()))] = True
+    for ids, has_total in zip(lines, explicit):
+        if has_total:
+            is_total[ids[-1]] = True
+    labels = [""] * values.size
+    for cid, plist in pos.items():
+        ri, col = plist[0]
+        r = out.iloc[ri]
+        lab = str(r["variable"]) if pd.isna(r["level"]) else f"{r['variable']}: {r['level']}"
+        labels[cid] = f"{lab}|{r['group']} {col}"
+    hidden, primary, ledger = protect_lines(values, [np.array(li) for li in lines], min_cell_count=k,
+                                            is_total=is_total, totals_last=explicit, labels=labels)
 
     hid = pd.DataFrame(False, index=out.index, columns=out.columns)
     pri = hid.copy()
@@ -346,17 +366,21 @@ def table_one(
             if hidden[cid]:
                 hid.iat[ri, out.columns.get_loc(col)] = True
                 pri.iat[ri, out.columns.get_loc(col)] = bool(primary[cid])
-    # derived values
+    # derived values: a percentage is hidden with its count or its denominator (it would give either back)
     pct_h = hid["count"].to_numpy()
+    is_cat = (out["kind"] == "categorical").to_numpy()
     if percent_of == "non_missing":
-        pct_h = pct_h | ((out["kind"] == "categorical").to_numpy() & hid["n"].to_numpy())
+        pct_h = pct_h | (is_cat & hid["n"].to_numpy())
+    else:
+        group_hidden = {g: bool(hidden[cid]) for g, cid in big_n.items()}
+        pct_h = pct_h | (is_cat & out["group"].map(group_hidden).fillna(False).to_numpy(dtype=bool))
     hid["percent"] = pct_h
     nvals = counts["n"]
     small_stats = (out["kind"].isin(["continuous", "nonnormal"]).to_numpy()) & (nvals >= 1) & (nvals < k)
     for c in _STAT_COLS:
         hid[c] = small_stats
     return apply_suppression(out, hidden=hid, primary=pri, min_cell_count=k, count_cols=_COUNT_COLS,
-                             derived_cols=["percent", *_STAT_COLS], counts=counts)
+                             derived_cols=["percent", *_STAT_COLS], counts=counts, ledger=ledger)
 
 
 def _fmt(v, digits: int) -> str:
@@ -581,8 +605,11 @@ def suppress_attrition(
     (per pair of ``removed_cols``/``remaining_cols``), where the previous row is
     the one before it in the same chain (same value of ``chain_col``; the
     whole table when that column is absent). These are the lines of
-    complementary suppression, so a small exclusion cannot be recovered by
-    subtraction.
+    complementary suppression, chosen by :func:`iop_research.privacy.protect_lines`
+    and checked by the auditor, so a small exclusion cannot be recovered or
+    narrowed by subtraction. The input counts (first row of each chain) are
+    kept shown (they are the study's N, published elsewhere) unless the
+    small counts cannot be protected otherwise; then they are hidden last.
 
     Parameters
     ----------
@@ -601,7 +628,8 @@ def suppress_attrition(
     -------
     pandas.DataFrame
         Copy with counts as nullable Int64 (``NA`` where hidden) and
-        ``attrs["suppressed"]``.
+        ``attrs["suppressed"]`` (its ``ledger`` is audited by
+        :func:`iop_research.privacy.audit_table`).
 
     References
     ----------
@@ -643,7 +671,18 @@ def suppress_attrition(
                 lines.append(np.array([idx[i, j], idx[i, j + 1], idx[previous[i], j + 1]]))
     is_total = np.zeros((n, m), bool)
     is_total[:, 1::2] = True
-    hidden, primary = protect_greedy(vals.ravel(), lines, k=k, is_total=is_total.ravel())
+    # the input of each chain (its first row's remaining counts) is the study's N, published elsewhere
+    # too: it stays shown unless nothing else protects the small counts (then it is hidden last)
+    is_input = np.zeros((n, m), bool)
+    for i in range(n):
+        if previous[i] is None:
+            is_input[i, 1::2] = True
+    labels = [f"{attrition.index[i]}|{cols[j]}" for i in range(n) for j in range(m)]
+    hidden, primary, ledger = protect_lines(vals.ravel(), lines, min_cell_count=k, is_total=is_total.ravel(),
+                                            locked=is_input.ravel(), labels=labels)
+    if not audit_ledger(ledger)["is_protected"].all():
+        hidden, primary, ledger = protect_lines(vals.ravel(), lines, min_cell_count=k, is_total=is_total.ravel(),
+                                                cost_factor=np.where(is_input, 1e4, 1.0).ravel(), labels=labels)
     hidden, primary = hidden.reshape(n, m), primary.reshape(n, m)
     hid = pd.DataFrame(False, index=attrition.index, columns=attrition.columns)
     pri = hid.copy()
@@ -651,7 +690,7 @@ def suppress_attrition(
         hid[c] = hidden[:, j]
         pri[c] = primary[:, j]
     return apply_suppression(attrition, hidden=hid, primary=pri, min_cell_count=k, count_cols=cols,
-                             counts={c: vals[:, j] for j, c in enumerate(cols)})
+                             counts={c: vals[:, j] for j, c in enumerate(cols)}, ledger=ledger)
 
 
 def format_attrition(attrition: pd.DataFrame, *, min_cell_count: int = DEFAULT_MIN_CELL_COUNT, **kwargs) -> pd.DataFrame:

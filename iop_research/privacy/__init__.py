@@ -5,7 +5,9 @@ away (secondary, chosen by :mod:`.secondary` with the auditor in the loop);
 :mod:`.audit` keeps a :class:`~.audit.Ledger` of everything a report publishes and
 computes, by mixed integer programming, how far a reader can narrow each hidden
 count (:func:`~.audit.audit_ledger`, :func:`~.audit.audit_ledgers` across a
-study's reports). Study reports publish through
+study's reports); :mod:`.rounding` rounds the cumulative event and censoring
+counts of survival curves so that numbers at risk cannot be differenced
+(used by :meth:`iop_research.present.publish.Publisher.km`). Study reports publish through
 :class:`iop_research.present.publish.Publisher`. De-identified exports are made by
 :func:`iop_research.data.deidentify.deidentify`, re-exported here.
 """
@@ -29,4 +31,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'audit_table': 'audit',
     'protect_cells': 'secondary',
     'protect_lines': 'suppression',
+    'round_mid': 'rounding',
+    'rounding_bounds': 'rounding',
+    'round_survival_counts': 'rounding',
 })

@@ -18,6 +18,9 @@ The reader's knowledge
   knows a ``"*"`` is not a ``"<11"``);
 * a count that was never published (e.g. a denominator used only in a
   percentage) is any non-negative whole number;
+* a *sensitive* count was never published either, but may be small (e.g. the
+  number of relapses between two days of a risk table whose counts were
+  rounded): the reader knows nothing about it beyond the relations;
 * every relation in the ledger holds.
 
 Protection rule
@@ -31,6 +34,13 @@ protection interval of τ-ARGUS and sdcTable [2]_ [3]_ with upper and lower
 protection levels set so that the published table tells the reader no more
 than ``"<11"`` does. The rule needs only what was published, so a ledger
 saved next to a report holds nothing that the report does not show.
+
+A sensitive count is protected when what was published either leaves every
+value ``1 .. min_cell_count - 1`` possible (its feasible range reaches ``1``
+or below and ``min_cell_count - 1`` or above), or shows it is not small (at
+least ``min_cell_count``, or exactly 0). The rule does not use the true value
+(which the ledger does not hold), so it is conservative: a range such as
+``3 .. 25`` fails even when the true count is 20.
 
 References
 ----------
@@ -71,7 +81,10 @@ __all__ = [
 ]
 
 #: Publication status of a count in a ledger.
-STATUSES: tuple[str, ...] = ("shown", "primary", "secondary", "unpublished")
+STATUSES: tuple[str, ...] = ("shown", "primary", "secondary", "unpublished", "sensitive")
+
+#: Statuses the auditor protects.
+TARGET_STATUSES: tuple[str, ...] = ("primary", "sensitive")
 
 _ENTRY_COLUMNS = ["key", "value", "status", "report", "table", "row", "column"]
 
@@ -153,7 +166,7 @@ class Ledger:
             Quantity key.
         value : int or None
             The published value; None unless ``status == "shown"``.
-        status : {"shown", "primary", "secondary", "unpublished"}
+        status : {"shown", "primary", "secondary", "unpublished", "sensitive"}
         report, table, row, column : str
             Where it was published (for messages).
         """
@@ -238,7 +251,7 @@ class Ledger:
         PrivacyViolationError
             One key was shown with two different values.
         """
-        rank = {"shown": 0, "primary": 1, "secondary": 2, "unpublished": 3}
+        rank = {"shown": 0, "primary": 1, "secondary": 2, "sensitive": 3, "unpublished": 4}
         out: dict[str, tuple[str, int | None]] = {}
         for e in self._entries:
             k, st, v = e["key"], e["status"], e["value"]
@@ -321,7 +334,8 @@ class _Problem:
                     const += c * float(v)
             coefs = {i: c for i, c in coefs.items() if c != 0.0}
             lo, hi = r.lower - const, r.upper - const
-            scale = max(scale, abs(const) if math.isfinite(const) else 0.0)
+            scale = max(scale, abs(const) if math.isfinite(const) else 0.0,
+                        *(abs(b) for b in (lo, hi) if math.isfinite(b)))  # counts bounded by a relation alone
             if not coefs:
                 if lo > 1e-6 * max(1.0, abs(const)) or hi < -1e-6 * max(1.0, abs(const)):
                     raise AuditError(f"Published counts contradict the relation {r.source!r}: "
@@ -330,7 +344,9 @@ class _Problem:
             self.rows.append((coefs, lo, hi))
         shown_max = max([float(v) for st, v in view.values() if st == "shown"] + [0.0])
         # upper bound of a count the relations do not bound; kept far below 1/integrality-tolerance
-        self.big = float(max(4 * k, 2 * max(scale, shown_max) + 4 * k))
+        # (at least 1e5: with every count of a table hidden nothing bounds them, and a true total of 18 once
+        # made a problem with the bound 4k infeasible)
+        self.big = float(max(4 * k, 2 * max(scale, shown_max) + 4 * k, 1e5))
         if self.big > 5e5:
             self.big = 5e5 if max(scale, shown_max) < 2.5e5 else float(2 * max(scale, shown_max) + 4 * k)
         # union-find over hidden counts linked by a relation
@@ -498,7 +514,7 @@ class Reader:
         return max(1, b_lo), min(self.k - 1, b_hi)
 
     def bounds(self, target: str, *, exact: bool = False) -> tuple[int, int, bool]:
-        """``(lower, upper, is_protected)`` of a primary count.
+        """``(lower, upper, is_protected)`` of a primary (or sensitive) count.
 
         With ``exact=False`` the solver is skipped where cached solutions
         already show the count reaching both ends of its protection interval
@@ -509,6 +525,8 @@ class Reader:
         lo_seen = min((w[target] for w in valid), default=None)
         hi_seen = max((w[target] for w in valid), default=None)
         prob = self._problem()
+        if self.view[target][0] == "sensitive":
+            return self._sensitive_bounds(target, prob, lo_seen, hi_seen, exact)
         req_lo, req_hi = 1, self.k - 1
         lo = hi = None
         if exact or lo_seen is None or lo_seen > req_lo:
@@ -527,14 +545,26 @@ class Reader:
             req_lo, req_hi = self.required(target)
         return lo, hi, bool(lo <= req_lo and hi >= req_hi)
 
+    def _sensitive_bounds(self, target: str, prob: "_Problem", lo_seen, hi_seen, exact: bool
+                          ) -> tuple[int, int, bool]:
+        """A sensitive count: protected when its range covers ``1 .. k-1`` or shows it is 0 or not small."""
+        if not exact and lo_seen is not None and lo_seen <= 1 and hi_seen >= self.k - 1:
+            return lo_seen, hi_seen, True
+        lo, w = prob.solve(target, 1.0)
+        self.witnesses.append(w)
+        hi, w = prob.solve(target, -1.0)
+        self.witnesses.append(w)
+        self.n_solves += 2
+        return lo, hi, bool(hi == 0 or lo >= self.k or (lo <= 1 and hi >= self.k - 1))
+
     def targets(self) -> list[str]:
-        return [key for key, (st, _) in self.view.items() if st == "primary"]
+        return [key for key, (st, _) in self.view.items() if st in TARGET_STATUSES]
 
     def first_failing(self, order: Sequence[str] = (), skip: Iterable[str] = ()) -> str | None:
         """The first unprotected primary count (``order`` first, ``skip`` ignored), or None."""
         seen = set(skip)
         for key in [*order, *self.targets()]:
-            if key in seen or self.view.get(key, ("",))[0] != "primary":
+            if key in seen or self.view.get(key, ("",))[0] not in TARGET_STATUSES:
                 continue
             seen.add(key)
             if not self.bounds(key)[2]:
@@ -544,8 +574,8 @@ class Reader:
 
 def connected_primaries(view: Mapping[str, tuple[str, int | None]], relations: Sequence[Relation],
                         keys: Iterable[str]) -> list[str]:
-    """Primary keys linked to ``keys`` through relations over hidden counts (the only ones a new
-    publication about ``keys`` can narrow)."""
+    """Primary (and sensitive) keys linked to ``keys`` through relations over hidden counts (the only
+    ones a new publication about ``keys`` can narrow)."""
     adj: dict[str, set[str]] = {}
     for r in relations:
         ks = [k for k, _ in r.coefs]
@@ -561,7 +591,7 @@ def connected_primaries(view: Mapping[str, tuple[str, int | None]], relations: S
                 stack.append(nb)
             elif nb not in seen:
                 seen.add(nb)  # shown: a constant, it does not link further
-    return [k for k in seen if view.get(k, ("", None))[0] == "primary"]
+    return [k for k in seen if view.get(k, ("", None))[0] in TARGET_STATUSES]
 
 
 def audit_cells(view: Mapping[str, tuple[str, int | None]], relations: Sequence[Relation], *,
@@ -575,7 +605,7 @@ def audit_cells(view: Mapping[str, tuple[str, int | None]], relations: Sequence[
     relations : sequence of Relation
     min_cell_count : int, default 11
     targets : iterable of str, optional
-        Keys to audit; default every primary key.
+        Keys to audit; default every primary and sensitive key.
 
     Returns
     -------
@@ -584,13 +614,17 @@ def audit_cells(view: Mapping[str, tuple[str, int | None]], relations: Sequence[
     """
     k = check_min_cell_count(min_cell_count)
     if targets is None:
-        targets = [key for key, (st, _) in view.items() if st == "primary"]
+        targets = [key for key, (st, _) in view.items() if st in TARGET_STATUSES]
     targets = list(targets)
     rows = []
     if targets:
         reader = Reader(view, relations, k)
         for key in targets:
             lo, hi, ok = reader.bounds(key, exact=True)
+            if reader.view[key][0] == "sensitive":
+                rows.append({"key": key, "lower": lo, "upper": hi, "required_lower": 1, "required_upper": k - 1,
+                             "is_protected": ok})
+                continue
             req_lo, req_hi = reader.required(key) if not ok else (1, k - 1)
             if ok and (lo > 1 or hi < k - 1):
                 req_lo, req_hi = reader.required(key)
@@ -613,7 +647,7 @@ def audit_ledger(ledger: Ledger, *, raise_on_failure: bool = False) -> pd.DataFr
     Returns
     -------
     pandas.DataFrame
-        One row per primary key: ``key, report, table, row, column, lower,
+        One row per primary (and sensitive) key: ``key, report, table, row, column, lower,
         upper, required_lower, required_upper, is_protected``. ``lower`` and
         ``upper`` bound what a reader can work out; the count is protected
         when they reach the required range.

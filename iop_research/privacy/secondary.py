@@ -118,7 +118,7 @@ def protect_cells(
         for key, _ in r.coefs:
             view.setdefault(key, ("unpublished", None))
     hidden = set(primary)
-    if not complementary or not primary and not any(st == "primary" for st, _ in published.values()):
+    if not complementary or not primary and not any(st in ("primary", "sensitive") for st, _ in published.values()):
         return hidden, primary
     related = {k for r in relations for k, _ in r.coefs}
     if not any(k in related for k in values):

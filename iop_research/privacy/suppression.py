@@ -493,6 +493,7 @@ def _protect_audited(
     complementary: bool = True,
     labels: Sequence[str] | None = None,
     locked: np.ndarray | None = None,
+    cost_factor: np.ndarray | None = None,
 ):
     """Primary and audited secondary suppression of a flat vector of counts.
 
@@ -520,7 +521,8 @@ def _protect_audited(
             tk = f"t{n_line}"
             totals[tk] = sum(vals[m] for m in members)
             led.add_sum(members, tk, source="known total")
-    cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0))
+    factor = np.ones(values.size) if cost_factor is None else np.asarray(cost_factor, dtype=float)
+    cost = {keys[i]: (0.0 if np.isnan(values[i]) else (values[i] + 1.0) * (10.0 if is_total[i] else 1.0) * factor[i])
             for i in range(values.size)}
     cost.update({tk: (v + 1.0) * 1000.0 for tk, v in totals.items()})  # known totals: withheld only if needed
     lock = [keys[i] for i in np.flatnonzero(locked)] if locked is not None else []
@@ -549,7 +551,9 @@ def protect_lines(
     is_total: np.ndarray | None = None,
     locked: np.ndarray | None = None,
     complementary: bool = True,
-    totals_last: bool = True,
+    totals_last: bool | Sequence[bool] = True,
+    labels: Sequence[str] | None = None,
+    cost_factor: np.ndarray | None = None,
 ):
     """Audited primary and secondary suppression of a flat vector of counts with line totals.
 
@@ -570,9 +574,16 @@ def protect_lines(
     locked : numpy.ndarray of bool, optional
         Cells that must stay shown.
     complementary : bool, default True
-    totals_last : bool, default True
+    totals_last : bool or sequence of bool, default True
         Each line's last element is its total (``sum(line[:-1]) == line[-1]``);
         with False every line sums to a total readers know that is not a cell.
+        A sequence gives the choice per line.
+    labels : sequence of str, optional
+        ``"row|column"`` of each cell, for the ledger's ``row`` and ``column``.
+    cost_factor : numpy.ndarray, optional
+        Per-cell multiplier of the cost of hiding it (default cost: value + 1,
+        times 10 for totals); e.g. a large factor keeps a count shown unless
+        nothing else protects the small ones (unlike ``locked``, which never hides it).
 
     Returns
     -------
@@ -590,8 +601,25 @@ def protect_lines(
     k = check_min_cell_count(min_cell_count)
     values = np.asarray(values, dtype=float)
     is_total = np.zeros(values.size, bool) if is_total is None else np.asarray(is_total, bool)
-    return _protect_audited(values, [np.asarray(li) for li in lines], [bool(totals_last)] * len(lines), k=k,
-                            is_total=is_total, complementary=complementary, locked=locked)
+    lines = [np.asarray(li, dtype=int) for li in lines]
+    if isinstance(totals_last, (bool, np.bool_)):
+        explicit = [bool(totals_last)] * len(lines)
+    else:
+        explicit = [bool(t) for t in totals_last]
+        if len(explicit) != len(lines):
+            raise ModelSpecificationError(
+                f"protect_lines: totals_last has {len(explicit)} entries for {len(lines)} lines; give one per line."
+            )
+    if labels is not None and len(labels) != values.size:
+        raise ModelSpecificationError(
+            f"protect_lines: labels has {len(labels)} entries for {values.size} values; give one per value."
+        )
+    if cost_factor is not None and np.asarray(cost_factor).shape != (values.size,):
+        raise ModelSpecificationError(
+            f"protect_lines: cost_factor must have one entry per value ({values.size})."
+        )
+    return _protect_audited(values, lines, explicit, k=k, is_total=is_total, complementary=complementary,
+                            locked=locked, labels=labels, cost_factor=cost_factor)
 
 
 def suppression_mask(table: pd.DataFrame) -> pd.DataFrame:
