@@ -378,6 +378,9 @@ def test_study_build_writes_reports_tables_figures_and_provenance(study_built):
     for report in study_built.reports:
         body = report.read_text(encoding="utf-8")
         assert "prepare_study" not in body, f"{report.name}: code shown without --show-code"
+        # the build's staging folder and the absolute location of the data are not published
+        assert ".iop-report-" not in body and ".prepared.pkl" not in body, report.name
+        assert str(out.parent) not in body, f"{report.name}: a local folder is shown"
         assert "[T." not in body, f"{report.name}: patsy term names"
         assert "True hazard ratio" not in body and "3,000 patients" not in body
 

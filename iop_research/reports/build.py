@@ -219,6 +219,36 @@ def provenance(*, data: str | os.PathLike | None, parameters: Mapping[str, Any],
     }
 
 
+#: Parameters the build passes to its own kernels (staging paths): never shown in a report.
+_PRIVATE_PARAMETERS = ("out_dir", "prepared")
+#: Study-file keys that name files: a report shows the file name, not the folders above it (a home folder names
+#: its user).
+_FILE_KEYS = ("path", "mapping", "concept_sets", "data_path")
+
+
+def _public_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a report shows: without the build's staging paths, files by name only."""
+    def clean(v, key=None):
+        if isinstance(v, Mapping):
+            return {k: clean(x, k) for k, x in v.items() if k not in _PRIVATE_PARAMETERS}
+        if key in _FILE_KEYS and isinstance(v, str) and os.path.isabs(v):
+            return Path(v).name
+        return v
+
+    return clean(params)
+
+
+def _public_provenance(prov: Mapping[str, Any]) -> dict[str, Any]:
+    """Provenance as a report shows it: public parameters, the data source without the folders above it."""
+    out = dict(prov)
+    if "parameters" in out:
+        out["parameters"] = _public_parameters(out["parameters"] or {})
+    data = out.get("data")
+    if isinstance(data, str) and os.path.isabs(data):
+        out["data"] = Path(data).name
+    return out
+
+
 def _provenance_html(prov: Mapping[str, Any], seconds: float | None) -> str:
     rows = []
     for k, v in prov.items():
@@ -588,7 +618,7 @@ def _build_one(path: Path, *, stage: Path, params: Mapping[str, Any], kernel_nam
     prov["parameters"] = {**_declared_parameters(nb), **dict(params)}
     prov["notebook"] = path.name
     prov["tables_fingerprint"] = fps["tables_fingerprint"]
-    head = [nbformat.v4.new_markdown_cell(_provenance_html(prov, seconds))]
+    head = [nbformat.v4.new_markdown_cell(_provenance_html(_public_provenance(prov), seconds))]
     if toc:
         head.append(nbformat.v4.new_markdown_cell(toc))
     nb.cells = head + nb.cells
@@ -979,8 +1009,9 @@ def build_reports(
         }
         record["run_seconds"] = round(seconds, 1)
         record["max_workers"] = max_workers
-        index_html = (_study_index_html(prepared_study, stage, results, _provenance_html(prov, seconds)) if study_mode
-                      else _index_html(entries, _provenance_html(prov, seconds)))
+        shown = _public_provenance(prov)
+        index_html = (_study_index_html(prepared_study, stage, results, _provenance_html(shown, seconds)) if study_mode
+                      else _index_html(entries, _provenance_html(shown, seconds)))
         (stage / "index.html").write_text(index_html, encoding="utf-8")
         (stage / "provenance.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
                                                encoding="utf-8")
