@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 import pytest
 
 matplotlib.use("Agg")
@@ -38,6 +39,14 @@ def uis_path(datasets_dir) -> Path:
 @pytest.fixture(scope="session")
 def help_path(datasets_dir) -> Path:
     return datasets_dir / "helprct.csv"
+
+
+@pytest.fixture(scope="module")
+def help_cc(help_path):
+    """HELP rows with a known time-to-use outcome, treat01 and homeless01 (the sample of tests/r/help_cc.R)."""
+    h = pd.read_csv(help_path)
+    h = h[h["daysanysub"].notna() & h["anysubstatus"].notna()]
+    return h.assign(treat01=(h["treat"] == "yes").astype(int), homeless01=(h["homeless"] == "homeless").astype(int))
 
 
 def load_golden(name: str) -> dict:

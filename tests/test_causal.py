@@ -28,14 +28,6 @@ R_TERMS = {
 
 
 @pytest.fixture(scope="module")
-def help_cc(help_path):
-    """HELP rows with a known time-to-use outcome (the analysis sample of tests/r/causal_help.R)."""
-    h = pd.read_csv(help_path)
-    h = h[h["daysanysub"].notna() & h["anysubstatus"].notna()]
-    return h.assign(treat01=(h["treat"] == "yes").astype(int), homeless01=(h["homeless"] == "homeless").astype(int))
-
-
-@pytest.fixture(scope="module")
 def uis(uis_path):
     return pd.read_csv(uis_path)
 

@@ -7,7 +7,6 @@ test_iptw_cox_covers_marginal_truth (slow).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from iop_research.designs.iptw_cox import IPTW_COX_EXTRA_COLUMNS, iptw_cox
@@ -24,13 +23,6 @@ CASES = {
     "overlap": {"estimand": "overlap"},
     "ate_s_breslow": {"estimand": "ATE", "stabilized": True, "ties": "breslow"},
 }
-
-
-@pytest.fixture(scope="module")
-def help_cc(help_path):
-    h = pd.read_csv(help_path)
-    h = h[h["daysanysub"].notna() & h["anysubstatus"].notna()]
-    return h.assign(treat01=(h["treat"] == "yes").astype(int), homeless01=(h["homeless"] == "homeless").astype(int))
 
 
 def _check(golden, help_cc):

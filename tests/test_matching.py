@@ -16,13 +16,6 @@ COVS = ["age", "female", "substance", "cesd", "homeless01"]
 CASES = {"nn1": {}, "nn2": {"ratio": 2}, "nn1_replace": {"replace": True}, "nn1_nocal": {"caliper": None}}
 
 
-@pytest.fixture(scope="module")
-def help_cc(help_path):
-    h = pd.read_csv(help_path)
-    h = h[h["daysanysub"].notna() & h["anysubstatus"].notna()]
-    return h.assign(treat01=(h["treat"] == "yes").astype(int), homeless01=(h["homeless"] == "homeless").astype(int))
-
-
 def _check(golden, h):
     rn = h["rownames"]
     for key, kw in CASES.items():

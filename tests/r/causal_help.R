@@ -8,11 +8,9 @@
 suppressPackageStartupMessages(library(survival))
 source("tests/r/cr_json.R")
 args <- commandArgs(trailingOnly = TRUE)
-h <- read.csv(file.path(args[1], "helprct.csv"))
+source("tests/r/help_cc.R")
+h <- read_help_cc(args[1])
 out <- args[2]
-h <- h[!is.na(h$daysanysub) & !is.na(h$anysubstatus), ]
-h$treat01 <- as.numeric(h$treat == "yes")
-h$homeless01 <- as.numeric(h$homeless == "homeless")
 
 ps_fit <- glm(treat01 ~ age + female + substance + cesd + homeless01, family = binomial, data = h)
 ps <- unname(fitted(ps_fit))

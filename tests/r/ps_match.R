@@ -5,11 +5,9 @@
 # Call (repo root): Rscript --vanilla tests/r/ps_match.R <datasets_dir> <out_json>
 source("tests/r/cr_json.R")
 args <- commandArgs(trailingOnly = TRUE)
-h <- read.csv(file.path(args[1], "helprct.csv"))
+source("tests/r/help_cc.R")
+h <- read_help_cc(args[1])
 out <- args[2]
-h <- h[!is.na(h$daysanysub) & !is.na(h$anysubstatus), ]
-h$treat01 <- as.numeric(h$treat == "yes")
-h$homeless01 <- as.numeric(h$homeless == "homeless")
 ps <- fitted(glm(treat01 ~ age + female + substance + cesd + homeless01, family = binomial, data = h))
 d <- log(ps / (1 - ps))
 
