@@ -11,7 +11,11 @@ Golden values: tests/golden/ccw.json from tests/r/ccw.R, written out with base R
 on the persons, deviation person-days and clones written by tests/r/make_ccw_data.py (grace
 period 21 days, horizon 120 days), whose plain per-person loops spell the conventions out
 independently of the package. Case "sustained" (sustained_treatment: stop within 14 days vs sustain 30 days)
-runs the same R code on the ccw_sustained_* files with a window per arm.
+runs the same R code on the ccw_sustained_* files with a window per arm. Cases "tv" and
+"sustained_tv" add the time-varying covariates of ccw_tv.csv / ccw_sustained_tv.csv (counting-process
+rows), merged onto the person-days in R (row with start < max(day, 1) <= stop)::
+
+    glm(started ~ age + sex + uds_pos + craving + day, family = binomial, data = dev_in_force)
 """
 from __future__ import annotations
 
@@ -155,7 +159,7 @@ def test_live_r_ccw(tmp_path):
     """Rscript --vanilla tests/r/ccw.R <datasets_dir> <out_json> reproduces the committed JSON."""
     live = run_r_script("ccw", tmp_path / "ccw.json")
     committed = load_golden("ccw")
-    for case in ("linear", "quadratic", "sustained"):
+    for case in ("linear", "quadratic", "sustained", "tv", "sustained_tv"):
         np.testing.assert_allclose(live[case]["weights"], committed[case]["weights"], rtol=RTOL_EST)
         np.testing.assert_allclose(live[case]["surv_second"], committed[case]["surv_second"], rtol=RTOL_EST)
         assert live[case]["risk_difference"] == pytest.approx(committed[case]["risk_difference"], rel=RTOL_EST)
@@ -394,3 +398,106 @@ def test_simulation_sustained_recovers_true_risks():
     assert abs(gl["risk_difference"] - true_rd) < 0.04
     assert abs(gl["risk_sustain"] - truth["sustain"]) < 0.04 and abs(gl["risk_stop"] - truth["stop"]) < 0.04
     assert res.hazard_ratio["hazard_ratio"].iloc[0] < 1  # sustaining protects
+
+
+# --------------------------------------------------------------------------- time-varying covariates
+
+TV_COLS = ["uds_pos", "craving"]
+
+
+def _tv_case(case):
+    if case == "tv":
+        d = pd.read_csv(GOLDEN_DIR / "data" / "ccw_persons.csv")
+        tv = pd.read_csv(GOLDEN_DIR / "data" / "ccw_tv.csv")
+        return d, tv, clone_censor_weight, dict(ARGS), ("start", "no_start")
+    d = pd.read_csv(GOLDEN_DIR / "data" / "ccw_sustained_persons.csv")
+    tv = pd.read_csv(GOLDEN_DIR / "data" / "ccw_sustained_tv.csv")
+    return d, tv, sustained_treatment, dict(SUS_ARGS), ("sustain", "stop")
+
+
+@pytest.mark.parametrize("case", ["tv", "sustained_tv"])
+def test_time_varying_covariates_match_r(case):
+    """R (tests/r/ccw.R, cases 'tv' and 'sustained_tv'): the covariates in force on each person-day merged in R,
+    glm(started ~ age + sex + uds_pos + craving + day, binomial), the IPC weights, weighted survfit per arm, risks,
+    difference, ratio and the pooled logistic log HR, to 1e-6."""
+    g = load_golden("ccw")[case]
+    d, tv, fn, args, arms = _tv_case(case)
+    res = fn(d, **args, n_bootstrap=0, tv_frame=tv, tv_covariates=TV_COLS)
+    dm = res.deviation_model.set_index("term")
+    assert dm.index.tolist() == [R_TERMS.get(t, t) for t in g["dev_terms"]]
+    for r_name, est, se in zip(g["dev_terms"], g["dev_coef"], g["dev_se"]):
+        assert dm.loc[R_TERMS.get(r_name, r_name), "estimate"] == pytest.approx(est, rel=RTOL_EST)
+        assert dm.loc[R_TERMS.get(r_name, r_name), "std_error"] == pytest.approx(se, rel=RTOL_SE)
+    np.testing.assert_allclose(res.clones["weight"], g["weights"], rtol=RTOL_EST)
+    for arm, key in zip(arms, ("surv_first", "surv_second")):
+        part = res.tidy[res.tidy["strategy"] == arm]
+        np.testing.assert_allclose(part["survival"], g[key], rtol=RTOL_EST, atol=1e-12)
+    gl = res.glance.iloc[0]
+    assert gl["risk_difference"] == pytest.approx(g["risk_difference"], rel=RTOL_EST)
+    assert gl["risk_ratio"] == pytest.approx(g["risk_ratio"], rel=RTOL_EST)
+    assert gl[f"risk_{arms[0]}"] == pytest.approx(g["risk_first"], rel=RTOL_EST)
+    assert res.hazard_ratio["estimate"].iloc[0] == pytest.approx(g["log_hr"], rel=RTOL_EST)
+    # the time-varying covariate matters: the weights differ from the baseline-only fit
+    base = fn(d, **args, n_bootstrap=0)
+    assert np.max(np.abs(base.clones["weight"].to_numpy() - res.clones["weight"].to_numpy())) > 0.05
+    assert "uds_pos" in res.conventions["time_varying"]
+
+
+def test_time_varying_bootstrap_resamples_the_rows_with_the_person():
+    """A replicate on the original sample equals the full fit; the seeded bootstrap is reproducible; a replicate
+    drawn by hand (people and their tv rows resampled, ids renamed) gives the replicate's numbers."""
+    d, tv, fn, args, _ = _tv_case("tv")
+    a = fn(d, **args, n_bootstrap=8, seed=5, tv_frame=tv, tv_covariates=TV_COLS, progress=False)
+    b = fn(d, **args, n_bootstrap=8, seed=5, tv_frame=tv, tv_covariates=TV_COLS, progress=False)
+    pd.testing.assert_frame_equal(pd.DataFrame(a.bootstrap), pd.DataFrame(b.bootstrap))
+    idx = np.random.default_rng(5).integers(0, len(d), len(d))  # the first replicate's draw
+    dd = d.iloc[idx].reset_index(drop=True).assign(id=np.arange(len(d)))
+    parts = [tv[tv["id"] == d["id"].iloc[i]].assign(id=k) for k, i in enumerate(idx)]
+    by_hand = fn(dd, **args, n_bootstrap=0, tv_frame=pd.concat(parts, ignore_index=True), tv_covariates=TV_COLS)
+    first = a.bootstrap.iloc[0]
+    assert first["risk_difference"] == pytest.approx(by_hand.glance["risk_difference"].iloc[0], rel=1e-8)
+    assert first["log_hazard_ratio"] == pytest.approx(by_hand.hazard_ratio["estimate"].iloc[0], rel=1e-7)
+
+
+def _tv_bad(tv, d):
+    first = tv.groupby("id").head(1).index
+    second = tv.groupby("id").nth(1).index
+    return [
+        ("overlap", tv.assign(start=tv["start"].where(~tv.index.isin(second[:3]), tv["start"] - 1)), "overlapping"),
+        ("unknown id", pd.concat([tv, tv.iloc[[0]].assign(id=-7)], ignore_index=True), "not in frame"),
+        ("missing id", tv[tv["id"] != d["id"].iloc[4]], "lacks 1 id"),
+        ("outside", tv.assign(stop=tv["stop"].where(tv.index != tv.groupby("id").tail(1).index[2], 999)),
+         "outside follow-up"),
+        ("negative", tv.assign(start=tv["start"].where(~tv.index.isin(first[:2]), -1)), "outside follow-up"),
+        ("gap", tv.drop(index=second[:2]), "without a value"),
+        ("not whole", tv.assign(stop=tv["stop"].astype(float).where(tv.index != 3, 4.5)), "not whole days"),
+        ("empty interval", tv.assign(stop=tv["stop"].where(tv.index != 2, tv["start"])), "not after"),
+        ("missing value", tv.assign(craving=tv["craving"].where(tv.index != 6)), "missing"),
+        ("no column", tv.drop(columns="stop"), "no column"),
+    ]
+
+
+@pytest.mark.parametrize("which", range(10))
+def test_time_varying_bad_input_names_table_column_rows(which):
+    d, tv, fn, args, _ = _tv_case("tv")
+    name, bad, match = _tv_bad(tv, d)[which]
+    with pytest.raises(EstimatorInputError, match=match) as info:
+        fn(d, **args, n_bootstrap=0, tv_frame=bad, tv_covariates=TV_COLS)
+    msg = str(info.value)
+    assert msg.startswith("clone_censor_weight: table tv_frame"), (name, msg)
+    assert isinstance(info.value, IopError) and isinstance(info.value, ValueError)
+    if name not in ("no column", "gap", "missing value"):
+        assert "(rows: " in msg and info.value.column in msg, (name, msg)
+    if name in ("missing id", "gap"):
+        assert "ids " in msg
+
+
+def test_time_varying_argument_errors():
+    d, tv, fn, args, _ = _tv_case("tv")
+    with pytest.raises(ModelSpecificationError, match="without tv_frame"):
+        fn(d, **args, n_bootstrap=0, tv_covariates=TV_COLS)
+    with pytest.raises(ModelSpecificationError, match="tv_covariates is empty"):
+        fn(d, **args, n_bootstrap=0, tv_frame=tv)
+    with pytest.raises(ModelSpecificationError, match="both baseline and time-varying"):
+        fn(d.assign(craving=np.arange(len(d)) % 7), **{**args, "covariates": ["age", "craving"]}, n_bootstrap=0, tv_frame=tv,
+           tv_covariates=TV_COLS)

@@ -11,7 +11,8 @@ people to a group by what they did later creates immortal time; CCW avoids it [1
 3. **Weight**: clones that remain are up-weighted by the inverse probability of remaining
    uncensored given baseline covariates (inverse probability of censoring weights, IPCW),
    estimated with a pooled logistic model of deviation on person-days within the grace
-   period.
+   period, on baseline covariates and, optionally, time-varying covariates given as a
+   counting-process frame (``tv_frame``; the value in force on each day).
 
 Weighted Kaplan-Meier curves per arm give the risks at ``horizon_days``, their difference
 and ratio; confidence intervals come from the non-parametric bootstrap with people
@@ -229,6 +230,130 @@ def _whole_argument(value, name: str, *, positive: bool, func: str = _FUNC) -> i
     return int(x)
 
 
+# --------------------------------------------------------------------------- time-varying covariates
+
+
+def _tv_fault(tv: pd.DataFrame, bad, *, func: str, col: str, problem: str, fix: str, check: str):
+    bad = np.asarray(bad, dtype=bool)
+    return EstimatorInputError(
+        f"{func}: table tv_frame, column {col!r} has {int(bad.sum())} {problem} (rows: {row_labels(tv, bad)}). {fix}",
+        func=func, column=col, check=check, n_rows=int(bad.sum()), rows=tv.index[bad].tolist()[:5],
+    )
+
+
+def _tv_days(tv_frame, tv_covariates, *, ids: pd.Series, time: np.ndarray, window: int, id_col: str,
+             start_col: str, stop_col: str, func: str):
+    """Time-varying covariates in force on each deviation day: ``(z, terms, labels)``.
+
+    ``z[i, d, :]`` is the coded value of person ``i``'s covariates on day ``d = 0..window``: the
+    row of ``tv_frame`` whose ``(start, stop]`` contains ``max(d, 1)`` (day ``d >= 1`` is the
+    interval ``(d - 1, d]``; day 0, a start at time zero, takes the value of the first interval).
+    Days after a person's follow-up are never used; they carry the last value forward.
+    """
+    if isinstance(tv_covariates, str):
+        tv_covariates = [tv_covariates]
+    tv_covariates = list(tv_covariates)
+    if not tv_covariates:
+        raise ModelSpecificationError(f"{func}: tv_covariates is empty; name the time-varying columns of tv_frame "
+                                      "or leave tv_frame out.")
+    if not isinstance(tv_frame, pd.DataFrame):
+        raise EstimatorInputError(
+            f"{func}: tv_frame must be a pandas DataFrame (counting-process rows {id_col}, {start_col}, {stop_col}, "
+            f"covariates), got {type(tv_frame).__name__}.", func=func, check="not_a_frame")
+    missing = [c for c in (id_col, start_col, stop_col, *tv_covariates) if c not in tv_frame.columns]
+    if missing:
+        raise EstimatorInputError(
+            f"{func}: table tv_frame has no column(s) {format_ids(missing)} (columns: "
+            f"{format_ids([str(c) for c in tv_frame.columns], limit=12)}). The counting-process frame needs the "
+            f"person id ({id_col!r}, as id_col), the interval ({start_col!r}, {stop_col!r}] in days from time zero "
+            "and the tv_covariates.", func=func, column=missing[0], check="missing_column")
+    if len(tv_frame) == 0:
+        raise EstimatorInputError(f"{func}: table tv_frame has no rows.", func=func, check="empty")
+    tv = tv_frame
+    bounds = {}
+    for col in (start_col, stop_col):
+        s = tv[col]
+        if not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+            raise EstimatorInputError(
+                f"{func}: table tv_frame, column {col!r} must be numeric days from time zero, found dtype {s.dtype}.",
+                func=func, column=col, check="dtype")
+        a = s.to_numpy(dtype=float, na_value=np.nan)
+        if (~np.isfinite(a)).any():
+            raise _tv_fault(tv, ~np.isfinite(a), func=func, col=col, problem="missing or infinite value(s)",
+                            fix="Every interval needs both ends.", check="missing")
+        if (a != np.floor(a)).any():
+            raise _tv_fault(tv, a != np.floor(a), func=func, col=col, problem="value(s) that are not whole days",
+                            fix="The deviation model is per person-day; give interval ends in whole days.",
+                            check="not_whole_days")
+        bounds[col] = a
+    start, stop = bounds[start_col], bounds[stop_col]
+    if (stop <= start).any():
+        raise _tv_fault(tv, stop <= start, func=func, col=stop_col, problem=f"value(s) not after {start_col!r}",
+                        fix="Intervals are (start, stop] with stop > start.", check="interval")
+    pos = pd.Index(ids).get_indexer(tv[id_col])
+    if (pos < 0).any():
+        raise _tv_fault(tv, pos < 0, func=func, col=id_col, problem="id(s) that are not in frame",
+                        fix=f"Keep only the rows of the cohort's people (ids {format_ids(tv[id_col][pos < 0].unique())})"
+                        " or add those people to frame.", check="unknown_id")
+    absent = np.setdiff1d(np.arange(len(ids)), pos)
+    if len(absent):
+        raise EstimatorInputError(
+            f"{func}: table tv_frame, column {id_col!r} lacks {len(absent)} id(s) of frame (rows: "
+            f"{format_ids(ids.index[absent].tolist())} of frame; ids {format_ids(ids.iloc[absent].tolist())}). Every person needs time-varying covariate rows covering "
+            f"their deviation days (0..{window}, within follow-up).",
+            func=func, column=id_col, check="missing_id", n_rows=len(absent), rows=ids.index[absent].tolist()[:5])
+    outside = (start < 0) | (stop > time[pos])
+    if outside.any():
+        raise _tv_fault(tv, outside, func=func, col=start_col if (start < 0).any() else stop_col,
+                        problem="interval(s) outside follow-up (start < 0 or stop after the person's time)",
+                        fix="Clip the intervals to (0, time] of the person, or drop the rows outside it.",
+                        check="outside_followup")
+    order = np.lexsort((start, pos))
+    same = pos[order][1:] == pos[order][:-1]
+    overlap_sorted = same & (start[order][1:] < stop[order][:-1])
+    if overlap_sorted.any():
+        bad = np.zeros(len(tv), dtype=bool)
+        bad[order[1:][overlap_sorted]] = True
+        raise _tv_fault(tv, bad, func=func, col=start_col, problem="interval(s) overlapping the previous interval of "
+                        "the same person", fix="Each day may be covered by one row only; split or merge the intervals.",
+                        check="overlap")
+    try:
+        design = build_design(tv, covariates=tv_covariates, func=func)
+    except EstimatorInputError as exc:
+        msg = str(exc)
+        msg = f"{func}: table tv_frame, {msg[len(func) + 2:]}" if msg.startswith(f"{func}: ") else msg
+        raise EstimatorInputError(msg, func=func, column=exc.column, check=exc.check, n_rows=exc.n_rows,
+                                  rows=exc.rows) from exc
+    zrows = design.matrix
+    n, k = len(ids), zrows.shape[1]
+    points = max(window, 1)  # day d uses the time point max(d, 1): the interval (t - 1, t], t = 1..points
+    z = np.zeros((n, points + 1, k))
+    covered = np.zeros((n, points + 1), dtype=bool)
+    lo = start.astype(np.int64) + 1
+    hi = np.minimum(stop, points).astype(np.int64)
+    cnt = np.maximum(hi - lo + 1, 0)
+    r = np.repeat(np.arange(len(tv)), cnt)
+    t = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(lo, cnt)
+    z[pos[r], t] = zrows[r]
+    covered[pos[r], t] = True
+    need = np.minimum(time, max(window, 1)).astype(np.int64)  # points 1..need are used
+    gap = (np.arange(points + 1)[None, :] >= 1) & (np.arange(points + 1)[None, :] <= need[:, None]) & ~covered
+    if gap.any():
+        who = gap.any(axis=1)
+        first_day = gap.argmax(axis=1)[who]
+        raise EstimatorInputError(
+            f"{func}: table tv_frame leaves {int(who.sum())} person(s) without a value on some deviation day (ids "
+            f"{format_ids(ids.to_numpy()[who].tolist())}; first uncovered interval ({first_day[0] - 1}, "
+            f"{first_day[0]}]). The rows of each person must cover (0, min(time, {max(window, 1)})] without gaps.",
+            func=func, column=start_col, check="gap", n_rows=int(who.sum()))
+    # carry the last value forward past the end of follow-up (never used, kept finite)
+    idx = np.where(covered, np.arange(points + 1)[None, :], 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    z = z[np.arange(n)[:, None], idx]
+    z = np.concatenate([z[:, 1:2], z[:, 1 : window + 1]], axis=1)  # day 0 -> point 1; day d -> point d
+    return z, list(design.terms), list(design.labels)
+
+
 # --------------------------------------------------------------------------- core
 
 
@@ -328,19 +453,23 @@ def _survival_from_cells(rows, horizon):
     return np.hstack([np.ones((2, 1)), np.cumprod(factor, axis=1)])
 
 
-def _deviation_design(x, day, person, degree):
-    return np.column_stack([np.ones(len(day)), x[person], _time_terms(day, degree)])
+def _deviation_design(x, day, person, degree, z=None):
+    zpart = z[person, day] if z is not None else np.zeros((len(day), 0))
+    return np.column_stack([np.ones(len(day)), x[person], zpart, _time_terms(day, degree)])
 
 
-def _weights_matrix(params, x, grace, degree):
-    """``prod_{u <= d} (1 - p_u)`` for every person and day d = 0..G."""
+def _weights_matrix(params, x, grace, degree, z=None):
+    """``prod_{u <= d} (1 - p_u)`` for every person and day d = 0..G (``z``: time-varying covariates per day)."""
     k = 1 + x.shape[1]
+    kz = z.shape[2] if z is not None else 0
     lin = (np.column_stack([np.ones(len(x)), x]) @ params[:k])[:, None] + (
-        _time_terms(np.arange(grace + 1), degree) @ params[k:])[None, :]
+        _time_terms(np.arange(grace + 1), degree) @ params[k + kz:])[None, :]
+    if kz:
+        lin = lin + z[:, : grace + 1, :] @ params[k : k + kz]
     return np.cumprod(1.0 - 1.0 / (1.0 + np.exp(-lin)), axis=1)
 
 
-def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels):
+def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels, z=None):
     """The whole procedure on the full sample, with statsmodels fits and fit_km curves."""
     window = max(g_event, g_free)
     person, day, changed = _deviation_rows(time, ta, window)
@@ -349,9 +478,9 @@ def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, 
             f"{func}: nobody's treatment changes within {g_event} days; the strategy {labels[0]!r} is not observed. "
             "Check the treatment-time column or lengthen the grace period."
         )
-    dev_fit = fit_logistic(changed, _deviation_design(x, day, person, degree), what="deviation model",
+    dev_fit = fit_logistic(changed, _deviation_design(x, day, person, degree, z), what="deviation model",
                            predicts="starting treatment", func=func, tol=1e-12)
-    surv_dev = _weights_matrix(np.asarray(dev_fit.params), x, window, degree)
+    surv_dev = _weights_matrix(np.asarray(dev_fit.params), x, window, degree, z)
     rows = _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon)
     frame = pd.DataFrame({
         "strategy": pd.Categorical.from_codes(rows["arm"], categories=list(labels)),
@@ -370,15 +499,15 @@ def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, 
             "log_hr": float(hr_fit.params[1]), "km": km}
 
 
-def _replicate(time, event, ta, x, g_event, g_free, horizon, degree, dev_start, hr_start, func=_FUNC):
+def _replicate(time, event, ta, x, g_event, g_free, horizon, degree, dev_start, hr_start, func=_FUNC, z=None):
     """One bootstrap replicate: the same steps with Newton fits and curves from the cell totals."""
     window = max(g_event, g_free)
     person, day, changed = _deviation_rows(time, ta, window)
     if not (ta <= g_event).any():
         raise ModelSpecificationError(f"{func}: nobody's treatment changes within {g_event} days in this resample.")
-    params = newton_logistic(changed, _deviation_design(x, day, person, degree), dev_start,
+    params = newton_logistic(changed, _deviation_design(x, day, person, degree, z), dev_start,
                               what="deviation model", func=func)
-    rows = _clone_rows(time, event, ta, _weights_matrix(params, x, window, degree), g_event, g_free, horizon)
+    rows = _clone_rows(time, event, ta, _weights_matrix(params, x, window, degree, z), g_event, g_free, horizon)
     surv = _survival_from_cells(rows, horizon)
     y_hr, w_hr, x_hr = _hr_cells(rows, horizon)
     log_hr = newton_logistic(y_hr, x_hr, hr_start, w_hr, what="weighted pooled logistic outcome model", func=func)[1]
@@ -407,6 +536,10 @@ def clone_censor_weight(
     conf_level: float = 0.95,
     deviation_time: str = "linear",
     progress: bool | None = None,
+    tv_frame: pd.DataFrame | None = None,
+    tv_covariates: Sequence[str] = (),
+    tv_start_col: str = "start",
+    tv_stop_col: str = "stop",
 ) -> CcwResult:
     """Emulate a target trial of "start treatment within ``grace_days``" vs "do not" by CCW.
 
@@ -444,6 +577,18 @@ def clone_censor_weight(
     progress : bool, optional
         Show a tqdm progress bar over bootstrap replicates; None (default) shows it when
         ``n_bootstrap >= 100``.
+    tv_frame : pandas.DataFrame, optional
+        Time-varying covariates of the deviation model as a counting-process frame: rows
+        ``id_col, tv_start_col, tv_stop_col, *tv_covariates``, intervals ``(start, stop]``
+        in whole days from time zero, within ``(0, time]`` of the person, not overlapping,
+        covering every deviation day of every person (``(0, min(time, grace_days)]``).
+        Day ``d >= 1`` of the model takes the row whose interval holds ``d`` (the value in
+        force on ``(d - 1, d]``), day 0 the first interval's value. Rows are resampled with
+        their person in the bootstrap. Not modified.
+    tv_covariates : sequence of str, default ()
+        Columns of ``tv_frame`` entering the deviation model (coded like ``covariates``).
+    tv_start_col, tv_stop_col : str, default "start", "stop"
+        Interval columns of ``tv_frame``.
 
     Returns
     -------
@@ -478,7 +623,10 @@ def clone_censor_weight(
     EstimatorInputError
         Missing columns; duplicated ids; times missing, not whole days or ``<= 0``;
         treatment times negative, after the end of follow-up or not whole days; events not
-        0/1; missing covariate values.
+        0/1; missing covariate values. In ``tv_frame`` (the message names the table, the
+        column and the first rows): missing columns, interval ends missing or not whole
+        days, ``stop <= start``, ids not in ``frame`` or people of ``frame`` without rows,
+        intervals outside follow-up, overlapping intervals, deviation days not covered.
     ModelSpecificationError
         Bad ``grace_days``, ``horizon_days`` (must exceed ``grace_days``), ``n_bootstrap``,
         ``conf_level``, ``seed`` or ``deviation_time``; nobody starting within the grace
@@ -497,8 +645,14 @@ def clone_censor_weight(
     The conventions (deviation day, events on the deviation day, follow-up ending inside
     the grace period, the weights) are stated in the module docstring and in
     ``result.conventions``. The R equivalent, written out with ``glm`` and ``survfit`` on
-    the same clones, is ``tests/r/ccw.R``. Time-varying covariates in the deviation model
-    and sustained strategies are not supported yet.
+    the same clones, is ``tests/r/ccw.R``. With ``tv_frame`` the deviation model is
+    ``started ~ baseline covariates + time-varying covariates in force that day + day``,
+    and the weights multiply daily probabilities that change with the covariates. For the
+    "start" arm the weight after the grace period, ``1 / P(started by G)``, multiplies
+    the daily probabilities on every day ``0..G``, including the days after the person
+    started: covariate values after the start enter it as recorded (a covariate that
+    treatment changes is better given at its pre-treatment value, e.g. carried forward
+    from the start day, in ``tv_frame``).
 
     References
     ----------
@@ -530,6 +684,7 @@ def clone_censor_weight(
         g_free_arg="grace_days", labels=STRATEGIES, report_order=(0, 1), covariates=covariates,
         horizon_days=horizon_days, n_bootstrap=n_bootstrap, seed=seed, conf_level=conf_level,
         deviation_time=deviation_time, progress=progress, glance_columns=CCW_GLANCE_COLUMNS,
+        tv=(tv_frame, tv_covariates, tv_start_col, tv_stop_col),
         method="Target trial emulation (clone-censor-weight)",
         strategies_text=lambda g1, g0: (
             f"'start': start treatment on a day 0..{g1} (grace_days); 'no_start': no start on days 0..{g0}. "
@@ -558,6 +713,10 @@ def sustained_treatment(
     conf_level: float = 0.95,
     deviation_time: str = "linear",
     progress: bool | None = None,
+    tv_frame: pd.DataFrame | None = None,
+    tv_covariates: Sequence[str] = (),
+    tv_start_col: str = "start",
+    tv_stop_col: str = "stop",
 ) -> CcwResult:
     """Emulate a trial of "stay on treatment at least ``sustain_days``" vs "stop" by CCW.
 
@@ -599,6 +758,9 @@ def sustained_treatment(
         Day of the risk comparison, ``> max(sustain_days, stop_grace_days)``.
     n_bootstrap, seed, conf_level, deviation_time, progress
         As in :func:`clone_censor_weight`.
+    tv_frame, tv_covariates, tv_start_col, tv_stop_col
+        Time-varying covariates of the stopping model, as in :func:`clone_censor_weight`
+        (intervals must cover ``(0, min(time, max(sustain_days, stop_grace_days))]``).
 
     Returns
     -------
@@ -627,9 +789,9 @@ def sustained_treatment(
 
     Notes
     -----
-    Time-varying covariates of the stopping model (e.g. a recent positive urine screen) are
-    not supported yet: the weights vary over time through the day terms and the product over
-    days, from baseline covariates only.
+    Time-varying covariates of the stopping model (e.g. a recent positive urine screen) come
+    in ``tv_frame`` as in :func:`clone_censor_weight`: the value in force on each day enters
+    the pooled logistic model of stopping, so the "sustain" weights follow them day by day.
 
     References
     ----------
@@ -665,7 +827,7 @@ def sustained_treatment(
         g_event_arg="stop_grace_days", g_free_arg="sustain_days", labels=("stop", "sustain"), report_order=(1, 0),
         covariates=covariates, horizon_days=horizon_days, n_bootstrap=n_bootstrap, seed=seed,
         conf_level=conf_level, deviation_time=deviation_time, progress=progress,
-        glance_columns=SUSTAINED_GLANCE_COLUMNS,
+        tv=(tv_frame, tv_covariates, tv_start_col, tv_stop_col), glance_columns=SUSTAINED_GLANCE_COLUMNS,
         method="Target trial emulation of sustained treatment (clone-censor-weight)",
         strategies_text=lambda g1, g0: (
             f"'sustain': do not stop treatment on days 0..{g0} (sustain_days); 'stop': stop on a day 0..{g1} "
@@ -680,7 +842,7 @@ def sustained_treatment(
 
 def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, windows, g_event_arg, g_free_arg,
          labels, report_order, covariates, horizon_days, n_bootstrap, seed, conf_level, deviation_time, progress,
-         glance_columns, method, strategies_text, deviation_text) -> CcwResult:
+         glance_columns, method, strategies_text, deviation_text, tv=(None, (), "start", "stop")) -> CcwResult:
     """Shared body of the public designs. ``labels`` are the internal arms (0: change within the window,
     1: no change within the window); ``report_order`` is the order of tidy rows and of the contrast
     (first minus second)."""
@@ -739,9 +901,21 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
         x, terms, term_labels = design.matrix, list(design.terms), list(design.labels)
     else:
         x, terms, term_labels = np.zeros((len(frame), 0)), [], []
+    tv_frame, tv_covariates, tv_start_col, tv_stop_col = tv
+    z, tv_terms, tv_labels = None, [], []
+    if tv_frame is not None or (tv_covariates is not None and len(tv_covariates)):
+        if tv_frame is None:
+            raise ModelSpecificationError(f"{func}: tv_covariates {list(tv_covariates)!r} given without tv_frame; pass "
+                                          "the counting-process frame that holds them.")
+        z, tv_terms, tv_labels = _tv_days(tv_frame, tv_covariates, ids=ids, time=time, window=window, id_col=id_col,
+                                          start_col=tv_start_col, stop_col=tv_stop_col, func=func)
+        clash = sorted(set(tv_terms) & set(terms))
+        if clash:
+            raise ModelSpecificationError(f"{func}: {clash} are both baseline and time-varying covariates; name each "
+                                          "column once.")
 
     grid = np.arange(horizon + 1, dtype=float)
-    fit = _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels)
+    fit = _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels, z=z)
     dev_start, hr_start = np.asarray(fit["dev_fit"].params), np.asarray(fit["hr_fit"].params)
 
     # ------------------------------------------------------------------ bootstrap
@@ -762,7 +936,8 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
             idx = rng.integers(0, n, n)
             try:
                 surv_b, risk_b, lhr_b = _replicate(time[idx], event[idx], ta[idx], x[idx], g_event, g_free, horizon,
-                                                   degree, dev_start, hr_start, func)
+                                                   degree, dev_start, hr_start, func,
+                                                   z=None if z is None else z[idx])
             except (ModelSpecificationError, ConvergenceError) as exc:
                 raise type(exc)(f"{func}: bootstrap replicate {b + 1} of {n_bootstrap} failed: {exc}") from exc
             boot_surv[b] = surv_b
@@ -818,8 +993,8 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
     params, bse = np.asarray(dev.params), np.asarray(dev.bse)
     time_names = ["day", "I(day ** 2)"][:degree]
     deviation_model = pd.DataFrame({
-        "term": ["(Intercept)", *terms, *time_names],
-        "label": ["(Intercept)", *term_labels, *["Day", "Day squared"][:degree]],
+        "term": ["(Intercept)", *terms, *tv_terms, *time_names],
+        "label": ["(Intercept)", *term_labels, *tv_labels, *["Day", "Day squared"][:degree]],
         "estimate": params, "std_error": bse, "conf_low": params - z * bse, "conf_high": params + z * bse,
         "p_value": np.asarray(dev.pvalues),
     })[list(TIDY_TERM_COLUMNS)]
@@ -857,6 +1032,11 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
         "deviation_model": "pooled logistic regression on person-days d = 0..min(window, time, T) at risk of the "
         f"treatment change, outcome = change on day d; covariates + time terms '{deviation_time}'; statsmodels GLM "
         "= R glm(family = binomial)",
+        "time_varying": "none" if z is None else (
+            f"time-varying covariates {tv_terms} from tv_frame (counting-process rows (start, stop]): day d >= 1 of the "
+            "deviation model takes the row whose interval contains d, i.e. the value in force on (d-1, d]; day 0 "
+            "takes the first interval's value (as R: merge person-days with the interval rows, start < max(d, 1) "
+            "<= stop); the rows are resampled with their person in the bootstrap"),
         "weights": f"unstabilised IPCW: '{labels[1]}' 1/prod_{{u<d}}(1-p_u) on (d-1, d], constant after day {g_free}; "
         f"'{labels[0]}' 1 until day {g_event}, 1/(1 - prod_{{u<={g_event}}}(1-p_u)) after it",
         "curves": "weighted Kaplan-Meier per arm on (start, stop] clone rows = R survfit(Surv(start, stop, event) ~ "

@@ -13,6 +13,10 @@
 #    period, = 21 after it); "start": 1 on (0, .], 1 / (1 - S_dev(21)) on (21, .].
 # 4. survfit(Surv(start, stop, event) ~ strategy, weights = w); S at days 0..120
 #    (summary(times = , extend = TRUE)); risk = 1 - S(120); difference and ratio start vs no_start.
+# Cases "tv" and "sustained_tv": time-varying covariates uds_pos and craving from the counting-process
+#    frames ccw_tv.csv / ccw_sustained_tv.csv (id, start, stop]: person-day d takes the row with
+#    start < max(d, 1) <= stop (day 0 takes the first interval), merged here in R; days after the end of
+#    a person's rows (never used by the weights) take the last row.
 # 5. Hazard ratio: clone rows expanded to person-days (day = start + 1 .. stop, event on stop),
 #    glm(event ~ is_start + t + I(t^2), family = quasibinomial, weights = w), t = day / 120.
 suppressPackageStartupMessages(library(survival))
@@ -21,12 +25,27 @@ args <- commandArgs(trailingOnly = TRUE)
 out <- args[2]
 G <- 21
 H <- 120
-read_case <- function(prefix) {
+read_case <- function(prefix, tv = FALSE) {
   p <- read.csv(sprintf("tests/golden/data/%s_persons.csv", prefix))
   dev <- read.csv(sprintf("tests/golden/data/%s_deviation.csv", prefix))
   cl <- read.csv(sprintf("tests/golden/data/%s_clones.csv", prefix))
   dev <- merge(dev, p[, c("id", "age", "sex")], by = "id", sort = FALSE)
-  list(p = p, dev = dev, cl = cl)
+  tvf <- if (tv) read.csv(sprintf("tests/golden/data/%s_tv.csv", prefix)) else NULL
+  if (tv) dev <- in_force(dev, tvf)
+  list(p = p, dev = dev, cl = cl, tv = tvf)
+}
+
+# value in force on each person-day: the row of the counting-process frame with start < max(day, 1) <= stop
+in_force <- function(days, tvf) {
+  last <- tapply(tvf$stop, tvf$id, max)
+  days$point <- pmin(pmax(days$day, 1), last[as.character(days$id)])
+  days$.row <- seq_len(nrow(days))
+  m <- merge(days, tvf, by = "id", suffixes = c("", ".tv"))
+  m <- m[m$start < m$point & m$point <= m$stop, ]
+  stopifnot(nrow(m) == nrow(days), !anyDuplicated(m$.row))
+  m <- m[order(m$.row), ]
+  m$start <- NULL; m$stop <- NULL; m$point <- NULL; m$.row <- NULL
+  m
 }
 
 # labels[1]: strategy requiring the change by g_event ("start"/"stop"); labels[2]: forbidding it until
@@ -37,6 +56,7 @@ one_case <- function(data, formula, g_event, g_free, labels, report) {
   fit <- glm(formula, family = binomial, data = dev, control = glm.control(epsilon = 1e-12, maxit = 100))
   grid <- expand.grid(day = 0:W, id = p$id)
   grid <- merge(grid, p[, c("id", "age", "sex")], by = "id", sort = FALSE)
+  if (!is.null(data$tv)) grid <- in_force(grid, data$tv)
   grid <- grid[order(match(grid$id, p$id), grid$day), ]
   grid$p <- predict(fit, newdata = grid, type = "response")
   grid$s_dev <- ave(1 - grid$p, grid$id, FUN = cumprod)
@@ -84,6 +104,10 @@ res <- list(
   linear = one_case(ccw, started ~ age + sex + day, G, G, lab, lab),
   quadratic = one_case(ccw, started ~ age + sex + day + I(day^2), G, G, lab, lab),
   # sustained_treatment: stop within 14 days vs sustain (no stop) for 30 days; contrast sustain vs stop
-  sustained = one_case(sus, started ~ age + sex + day, 14, 30, c("stop", "sustain"), c("sustain", "stop"))
+  sustained = one_case(sus, started ~ age + sex + day, 14, 30, c("stop", "sustain"), c("sustain", "stop")),
+  # time-varying covariates in the deviation (stopping) model
+  tv = one_case(read_case("ccw", tv = TRUE), started ~ age + sex + uds_pos + craving + day, G, G, lab, lab),
+  sustained_tv = one_case(read_case("ccw_sustained", tv = TRUE), started ~ age + sex + uds_pos + craving + day,
+                          14, 30, c("stop", "sustain"), c("sustain", "stop"))
 )
 writeLines(to_json(res), out)

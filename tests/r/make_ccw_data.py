@@ -15,6 +15,11 @@ tests/golden/data/ccw_deviation.csv
     Person-days at risk of starting within the grace period: ``id, day, started``.
 tests/golden/data/ccw_clones.csv
     Clone rows of both strategies ``id, strategy, start, stop, event`` (``(start, stop]``).
+tests/golden/data/ccw_tv.csv, ccw_sustained_tv.csv
+    Time-varying covariates of the deviation model as counting-process rows ``id, start,
+    stop, uds_pos, craving`` tiling each person's follow-up ``(0, min(days, 40)]`` in intervals of
+    1-10 days (``uds_pos`` 0/1, more often 1 in the interval holding the change day;
+    ``craving`` a score); separate random stream, so the persons files do not change.
 tests/golden/data/ccw_sustained_persons.csv, ccw_sustained_deviation.csv, ccw_sustained_clones.csv
     The same for ``sustained_treatment``: another simulated cohort (seed + 1) whose
     ``stop_day`` is the day treatment stopped; strategies "stop" (stop on a day <= STOP_GRACE
@@ -121,17 +126,36 @@ def clone_rows(p: pd.DataFrame, g_event: int = GRACE, g_free: int = GRACE, label
     return pd.DataFrame(event_arm + free_arm, columns=["id", "strategy", "start", "stop", "event"])
 
 
+def make_tv(p: pd.DataFrame, col: str, seed: int) -> pd.DataFrame:
+    """Counting-process rows tiling (0, min(days, 40)] of every person; uds_pos leans to 1 around the change day."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in p.itertuples(index=False):
+        ta = getattr(r, col)
+        start = 0
+        end = min(r.days, 40)  # the deviation days lie within 0..30
+        while start < end:
+            stop = int(min(end, start + rng.integers(1, 11)))
+            holds_change = not math.isnan(ta) and start < max(ta, 1) <= stop
+            uds = int(rng.random() < (0.7 if holds_change else 0.25))
+            out.append((r.id, start, stop, uds, round(float(rng.normal(3 + uds, 1)), 3)))
+            start = stop
+    return pd.DataFrame(out, columns=["id", "start", "stop", "uds_pos", "craving"])
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     p = make_persons()
     p.to_csv(OUT / "ccw_persons.csv", index=False)
     deviation_rows(p).to_csv(OUT / "ccw_deviation.csv", index=False)
     clone_rows(p).to_csv(OUT / "ccw_clones.csv", index=False)
+    make_tv(p, "moud_day", 20261209).to_csv(OUT / "ccw_tv.csv", index=False)
     q = make_persons(seed=20261208).rename(columns={"moud_day": "stop_day", "relapse": "overdose"})
     q.to_csv(OUT / "ccw_sustained_persons.csv", index=False)
     deviation_rows(q, max(STOP_GRACE, SUSTAIN), "stop_day").to_csv(OUT / "ccw_sustained_deviation.csv", index=False)
     clone_rows(q, STOP_GRACE, SUSTAIN, ("stop", "sustain"), "stop_day", "overdose").to_csv(
         OUT / "ccw_sustained_clones.csv", index=False)
+    make_tv(q, "stop_day", 20261210).to_csv(OUT / "ccw_sustained_tv.csv", index=False)
 
 
 if __name__ == "__main__":
