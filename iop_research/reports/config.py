@@ -45,6 +45,11 @@ Example (``study.toml``)::
     [landmarks]
     days = [30, 60]
 
+    [mat]
+    design = "ccw"                   # landmark | ccw (adds an emulated target trial of starting MAT)
+    grace_days = 30
+    horizon_days = 180
+
     [privacy]
     min_cell_count = 11
 
@@ -208,6 +213,19 @@ STUDY_KEYS: dict[str, dict[str, StudyKey]] = {
         "days": StudyKey("list[int]", [30], "landmark days of the MAT landmark analysis (MAT started by day L)",
                          ("mat",), minimum=1),
     },
+    "mat": {
+        "design": StudyKey("str", "landmark", "landmark: the MAT report shows the time-varying and landmark analyses; "
+                           "ccw: it also emulates a target trial of starting MAT within grace_days of admission versus "
+                           "not, by clone-censor-weight (each patient's first eligible episode)", ("mat",),
+                           choices=("landmark", "ccw")),
+        "grace_days": StudyKey("int", 30, "ccw: grace period G (days): the strategy 'start MAT' allows a start on days "
+                               "0..G after admission, 'no MAT' forbids it", ("mat",), minimum=0),
+        "horizon_days": StudyKey("int", 180, "ccw: day (after admission) at which the risks of relapse are compared; "
+                                 "later than grace_days", ("mat",), minimum=1),
+        "n_bootstrap": StudyKey("int", 200, "ccw: bootstrap replicates of the confidence intervals (patients "
+                                "resampled, everything refitted)", ("mat",), minimum=10),
+        "seed": StudyKey("int", 20261207, "ccw: random seed of the bootstrap", ("mat",), minimum=0),
+    },
     "privacy": {
         "min_cell_count": StudyKey("int", 11, "counts below this are suppressed (primary and secondary)", _ALL_Q,
                                    minimum=1),
@@ -331,7 +349,7 @@ def _check_value(section: str, key: str, spec: StudyKey, value: Any) -> tuple[An
     return value, None
 
 
-def _cross_checks(s: dict[str, dict[str, Any]]) -> list[str]:
+def _cross_checks(s: dict[str, dict[str, Any]], given: frozenset | set = frozenset()) -> list[str]:
     problems = []
     d = s["data"]
     sources = [k for k in ("path", "mapping", "omop") if d[k] is not None]
@@ -363,6 +381,25 @@ def _cross_checks(s: dict[str, dict[str, Any]]) -> list[str]:
                             "\"none\" and \"any\"")
     if cmp_["design"] is None:
         cmp_["design"] = "time_varying" if cmp_["exposure"] == "modality_dose" else "landmark"
+    m = s["mat"]
+    if m["design"] != "ccw":
+        extra = [k for k in ("grace_days", "horizon_days", "n_bootstrap", "seed") if f"mat.{k}" in given]
+        if extra:
+            problems.append(f"[mat] {', '.join(extra)} appl{'ies' if len(extra) == 1 else 'y'} only to design = "
+                            "\"ccw\"; add design = \"ccw\" or remove them")
+    else:
+        if m["horizon_days"] <= m["grace_days"]:
+            problems.append(f"[mat] horizon_days = {m['horizon_days']} must be later than grace_days = "
+                            f"{m['grace_days']} (the strategies differ only after the grace period)")
+        mf = s["outcome"]["max_followup_days"]
+        if mf is not None and m["horizon_days"] > mf:
+            problems.append(f"[mat] horizon_days = {m['horizon_days']} is after [outcome] max_followup_days = {mf}; "
+                            "nobody is followed that long. Use a horizon within the follow-up")
+        if s["missing"]["policy"] == "multiple_imputation":
+            problems.append("[mat] design = \"ccw\" handles missing covariates by complete case or a missing "
+                            "indicator, not by multiple imputation (the bootstrap would have to be repeated per "
+                            "imputation); set [missing] policy = \"complete_case\" or \"indicator\", or use "
+                            "design = \"landmark\"")
     p = s["privacy"]
     if p["min_cell_count"] < 5 and p["min_cell_count_override"] is None:
         problems.append(f"[privacy] min_cell_count = {p['min_cell_count']} is below 5; small counts of "
@@ -479,7 +516,7 @@ def load_study(path: str | os.PathLike | None = None, *, settings: Mapping[str, 
                 resolved[section][key] = norm
                 given.add(f"{section}.{key}")
     if not problems:
-        problems = _cross_checks(resolved)
+        problems = _cross_checks(resolved, given)
     if problems:
         raise DataReadError(f"Study file {where} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
     omop = resolved["data"]["omop"]

@@ -1682,3 +1682,398 @@ def mat_adjusted_figure(study: StudyData, adj: MatAdjustedCurves):
     ax.set_xlim(0, tau)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- emulated target trial of MAT
+# (helpers of the MAT report's "Emulated target trial" section, [mat] design = "ccw")
+__all__ += ["MatTargetTrial", "mat_design", "mat_target_trial", "mat_trial_protocol", "mat_trial_eligibility",
+            "mat_trial_arms", "mat_trial_estimates", "mat_trial_days", "mat_trial_counts", "mat_trial_figure",
+            "rounding_unit"]
+
+
+@dataclass(frozen=True)
+class MatTargetTrial:
+    """An emulated target trial of starting MAT within a grace period of admission (clone-censor-weight).
+
+    Attributes
+    ----------
+    result : CcwResult or None
+        :func:`~iop_research.designs.ccw.clone_censor_weight` on the eligible episodes; None when no
+        trial can be emulated (``reason`` says why).
+    reason : str or None
+        Why there is no result (a sentence for the report), else None.
+    grace_days, horizon_days, n_bootstrap, seed : int
+        ``[mat]`` settings.
+    n_followed : int
+        Cohort episodes with follow-up after admission (the outcome frame).
+    n_later_episode : int
+        Of them, not the patient's first such episode (not eligible: one trial entry per patient).
+    n_prevalent : int
+        Of the patients' first episodes, on MAT at admission (a MAT era started before admission and
+        covers the admission day): not eligible (prevalent users).
+    n_eligible : int
+        Eligible episodes (one per patient).
+    n_started : int
+        Eligible episodes whose MAT started on days ``0..grace_days`` after admission.
+    n_dropped : int
+        Eligible episodes left out for a missing covariate (complete case).
+    covariates, tv_covariates : list of str
+        Baseline and time-varying covariates of the model of starting MAT.
+    notes : list of str
+        Method sentences for the table footnotes.
+    """
+
+    result: Any
+    reason: str | None
+    grace_days: int
+    horizon_days: int
+    n_bootstrap: int
+    seed: int
+    n_followed: int = 0
+    n_later_episode: int = 0
+    n_prevalent: int = 0
+    n_eligible: int = 0
+    n_started: int = 0
+    n_dropped: int = 0
+    covariates: list = field(default_factory=list)
+    tv_covariates: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def mat_design(study: StudyData) -> str:
+    """``[mat] design``: ``"landmark"`` or ``"ccw"``."""
+    return str(study.config.get("mat.design"))
+
+
+def _mat_start_days(study: StudyData, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per episode of ``frame``: day (since admission) the first MAT era starting on or after admission
+    began (NaN: none), and whether a MAT era that started before admission covers the admission day."""
+    from iop_research.derive.exposures import medication_eras
+
+    n = len(frame)
+    start = np.full(n, np.nan)
+    prevalent = np.zeros(n, dtype=bool)
+    meds = study.data.medications
+    if meds is None or len(meds) == 0:
+        return start, prevalent
+    eras = medication_eras(meds, engine=quiet_engine())
+    if len(eras) == 0:
+        return start, prevalent
+    admit = study.cohort_episodes.set_index("episode_id")["admit_date"]
+    ep = pd.DataFrame({"row": np.arange(n), "patient_id": frame["patient_id"].to_numpy(),
+                       "admit": pd.to_datetime(admit.reindex(frame["episode_id"]).to_numpy())})
+    e = pd.DataFrame({"patient_id": eras["patient_id"].to_numpy(), "s": pd.to_datetime(eras["era_start"]).to_numpy(),
+                      "e": pd.to_datetime(eras["era_end"]).to_numpy()})
+    j = ep.merge(e, on="patient_id")
+    s_day = (j["s"] - j["admit"]).dt.days.to_numpy()
+    e_day = (j["e"] - j["admit"]).dt.days.to_numpy()
+    prev_rows = j.loc[(s_day < 0) & (e_day >= 0), "row"].to_numpy()
+    prevalent[prev_rows] = True
+    later = j.loc[s_day >= 0].assign(day=s_day[s_day >= 0]).groupby("row")["day"].min()
+    start[later.index.to_numpy()] = later.to_numpy(dtype=float)
+    return start, prevalent
+
+
+def mat_target_trial(study: StudyData) -> MatTargetTrial:
+    """Emulate the target trial "start MAT within ``grace_days`` of IOP admission" vs "do not" (``[mat]``).
+
+    Returns
+    -------
+    MatTargetTrial
+        ``result`` None with a ``reason`` when no trial can be emulated (nobody eligible, nobody or
+        everybody starting MAT within the grace period, no relapse by the horizon, a model that
+        cannot be fitted): the report prints the sentence instead of the section.
+
+    Notes
+    -----
+    Eligible: each patient's first cohort episode with follow-up after admission, not on MAT at
+    admission (no MAT era that started before admission covers the admission day). Time zero:
+    admission. MAT start: the first day of a MAT era (:func:`~iop_research.derive.exposures.medication_eras`)
+    on or after admission, if within follow-up. Outcome: relapse as defined by ``[outcome]``,
+    follow-up to the horizon. The model of starting MAT uses the study's covariates (baseline;
+    sparse levels pooled, constant ones dropped, missing values as ``[missing] policy``) and, when
+    it varies, being in IOP treatment on each day as a time-varying covariate
+    (:func:`mat_time_varying_frame`). Analysis: :func:`~iop_research.designs.ccw.clone_censor_weight`
+    with ``[mat]`` grace_days, horizon_days, n_bootstrap and seed.
+    """
+    from iop_research.designs.ccw import clone_censor_weight
+    from iop_research.exceptions import IopError
+
+    cfg = study.config
+    g, h = int(cfg.get("mat.grace_days")), int(cfg.get("mat.horizon_days"))
+    b, seed = int(cfg.get("mat.n_bootstrap")), int(cfg.get("mat.seed"))
+    base = dict(grace_days=g, horizon_days=h, n_bootstrap=b, seed=seed)
+    f = study.frame
+    f = f[f["time"] > 0]
+    n_followed = len(f)
+    if n_followed == 0:
+        return MatTargetTrial(None, "no episode of the cohort has follow-up after admission.", **base)
+    admit = pd.to_datetime(study.cohort_episodes.set_index("episode_id")["admit_date"].reindex(f["episode_id"]))
+    order = np.lexsort((f["episode_id"].astype(str).to_numpy(), admit.to_numpy(), f["patient_id"].astype(str).to_numpy()))
+    f = f.iloc[order]
+    first = ~f["patient_id"].duplicated().to_numpy()
+    n_later = int((~first).sum())
+    f = f[first].reset_index(drop=True)
+    start, prevalent = _mat_start_days(study, f)
+    counts = dict(n_followed=n_followed, n_later_episode=n_later, n_prevalent=int(prevalent.sum()))
+    f = f[~prevalent].reset_index(drop=True)
+    start = start[~prevalent]
+    time = f["time"].to_numpy(dtype=float)
+    start = np.where(start <= time, start, np.nan)
+    f = f.assign(mat_day=start, started=(start <= g).astype(int))
+    counts.update(n_eligible=len(f), n_started=int(f["started"].sum()))
+    if len(f) == 0:
+        return MatTargetTrial(None, "no episode is eligible (every patient was on MAT at admission).", **base, **counts)
+    if counts["n_started"] == 0:
+        return MatTargetTrial(None, f"no eligible episode started MAT within {g} days of admission, so the strategy "
+                              "'start MAT' is not observed.", **base, **counts)
+    if counts["n_started"] == len(f):
+        return MatTargetTrial(None, f"every eligible episode started MAT within {g} days of admission, so the strategy "
+                              "'no MAT' is not observed.", **base, **counts)
+    if int(((f["time"] <= h) & (f["event"] == 1)).sum()) == 0:
+        return MatTargetTrial(None, f"no eligible episode relapsed by day {h}.", **base, **counts)
+    notes = []
+    covs = [c for c in study.covariates if c in f.columns]
+    f, covs, pooled = _pool_sparse_levels(f, covs, {"event_col": "started"}, study.min_cell_count)
+    notes += [n.replace("few episodes or events", "few episodes or MAT starts") for n in pooled]
+    constant = [c for c in covs if f[c].dropna().nunique() < 2]
+    if constant:
+        notes.append("Not in the model of starting MAT (one value among the eligible episodes): "
+                     + ", ".join(VARIABLE_LABELS.get(c, c) for c in constant) + ".")
+        covs = [c for c in covs if c not in constant]
+    n_dropped = 0
+    if covs and f[covs].isna().any().any():
+        if cfg.get("missing.policy") == "indicator":
+            from iop_research.derive import impute
+
+            f, covs = impute.missing_indicator(f, covs)
+            covs = list(covs)
+            notes.append("Missing covariate values entered the model of starting MAT as their own category "
+                         "(missing indicator).")
+        else:
+            kept = f.dropna(subset=covs).reset_index(drop=True)
+            n_dropped = len(f) - len(kept)
+            f = kept
+            notes.append("Complete-case analysis: eligible episodes with a missing covariate were left out.")
+            if f["started"].nunique() < 2:
+                return MatTargetTrial(None, "after leaving out episodes with missing covariates one strategy is not "
+                                      "observed.", **base, **counts, n_dropped=n_dropped, covariates=covs)
+            flat = [c for c in covs if f[c].nunique() < 2]
+            covs = [c for c in covs if c not in flat]
+    # one model parameter per 10 MAT starts (or non-starts, if fewer): the first covariates of the adjustment
+    # set that fit; the model of a few starts on many covariates separates in bootstrap samples
+    n_start = int(f["started"].sum())
+    limit = max(1, min(n_start, len(f) - n_start) // 10)
+    kept, used = [], 0
+    for c in covs:
+        k = 1 if pd.api.types.is_numeric_dtype(f[c]) and not pd.api.types.is_bool_dtype(f[c]) else max(
+            1, int(f[c].dropna().nunique()) - 1)
+        if used + k <= limit:
+            kept.append(c)
+            used += k
+    if len(kept) < len(covs):
+        notes.append(f"The model of starting MAT has at most one parameter per 10 episodes starting MAT (or not, if "
+                     f"fewer) within {g} days; left out, in the order of the adjustment set: "
+                     + ", ".join(VARIABLE_LABELS.get(c, c) for c in covs if c not in kept) + ".")
+        covs = kept
+    if used + 1 > limit:
+        notes.append("Being in treatment (time-varying) is not in the model of starting MAT: the model has at most one "
+                     f"parameter per 10 episodes starting MAT (or not, if fewer) within {g} days.")
+    tv_frame, tv_covs = None, []
+    long = mat_time_varying_frame(study)
+    long = long[long["episode_id"].isin(f["episode_id"]) & (long["start"] < g)]
+    if long["in_treatment"].nunique() > 1 and used + 1 <= limit:
+        tv_frame = long[["episode_id", "start", "stop", "in_treatment"]]
+        tv_covs = ["in_treatment"]
+    try:
+        res = clone_censor_weight(f, id_col="episode_id", time_col="time", event_col="event",
+                                  treatment_time_col="mat_day", grace_days=g, covariates=covs, horizon_days=h,
+                                  n_bootstrap=b, seed=seed, progress=False, tv_frame=tv_frame,
+                                  tv_covariates=tv_covs)
+    except IopError as exc:
+        return MatTargetTrial(None, f"the emulated trial could not be fitted on these episodes ({type(exc).__name__}).",
+                              **base, **counts, n_dropped=n_dropped, covariates=covs)
+    c = res.clones
+    few = [lab for s_, lab in (("start", "start MAT"), ("no_start", "no MAT"))
+           if int(((c["strategy"].astype(str) == s_) & (c["start"] < h) & (c["stop"] >= h)).sum()) < study.min_cell_count]
+    if few:
+        notes.append(f"Fewer than {study.min_cell_count} clones of {' and of '.join(few)} were at risk on day {h}: "
+                     "the risk rests on few episodes (see the width of its interval).")
+    notes.insert(0, f"Clone-censor-weight: every eligible episode is cloned into both strategies at admission; a clone "
+                 f"is censored when its episode deviates (a MAT start on days 0..{g} for 'no MAT'; no start by day {g} "
+                 "for 'start MAT'); the remaining clones are weighted by the inverse probability of not deviating, "
+                 "from a pooled logistic model of starting MAT per day on "
+                 + ", ".join([VARIABLE_LABELS.get(c, c) for c in covs] + ["in treatment (time-varying)"] * bool(tv_covs)
+                             + ["day"]) + ".")
+    notes.insert(1, f"Weighted Kaplan-Meier risks of relapse by day {h}; 95% percentile bootstrap intervals from {b} "
+                 f"replicates (episodes resampled, one per patient, every step refitted; seed {seed}).")
+    return MatTargetTrial(res, None, **base, **counts, n_dropped=n_dropped, covariates=list(covs),
+                          tv_covariates=tv_covs, notes=notes)
+
+
+def mat_trial_protocol(study: StudyData, trial: MatTargetTrial) -> pd.DataFrame:
+    """The protocol of the target trial and of its emulation (Hernan & Robins 2016), as text."""
+    g, h = trial.grace_days, trial.horizon_days
+    o = study.config.settings["outcome"]
+    covs = ", ".join(VARIABLE_LABELS.get(c, c).lower() for c in trial.covariates) or "no baseline covariate"
+    rows = [
+        ("Eligibility", "People admitted to IOP, not on MAT at admission",
+         "Each patient's first cohort episode with follow-up after admission, without a MAT era covering the "
+         "admission day that started before it"),
+        ("Treatment strategies", f"(1) start MAT within {g} days of admission; (2) do not start MAT within {g} days",
+         f"The same; MAT start = first day of a MAT era on or after admission (grace period 0..{g} days)"),
+        ("Assignment", "Random, at admission",
+         "Every episode is cloned into both strategies at admission; clones are censored when they deviate and "
+         f"weighted by the inverse probability of not deviating given {covs}"
+         + (" and being in treatment (time-varying)" if trial.tv_covariates else "")),
+        ("Time zero", "Admission (eligibility met, strategy assigned)", "Admission (day 0)"),
+        ("Outcome", "Relapse", f"Relapse from {', '.join(o['sources'])} after day {o['blanking_days']}; death and the "
+         "end of follow-up censor"),
+        ("Follow-up", f"From admission to relapse, loss to follow-up or day {h}", f"The same, truncated at day {h}"),
+        ("Causal contrast", "Per-protocol effect", "Per-protocol effect (observational analogue)"),
+        ("Analysis", f"Risks of relapse by day {h} per strategy, their difference and ratio",
+         f"Weighted Kaplan-Meier per strategy; percentile bootstrap intervals ({trial.n_bootstrap} replicates, "
+         f"seed {trial.seed})"),
+    ]
+    return pd.DataFrame(rows, columns=["component", "target trial", "emulation"])
+
+
+def mat_trial_eligibility(trial: MatTargetTrial, report: str = "05_mat") -> tuple[pd.DataFrame, dict]:
+    """Episodes followed, not eligible (later episodes, on MAT at admission), eligible, analysed, and of
+    those starting MAT within the grace period; with the ``keys`` for :meth:`Publisher.table`."""
+    analysed = trial.n_eligible - trial.n_dropped
+    rows = [("episodes followed from admission", trial.n_followed),
+            ("not the patient's first episode", trial.n_later_episode),
+            ("on MAT at admission", trial.n_prevalent),
+            ("eligible", trial.n_eligible)]
+    if trial.n_dropped:
+        rows += [("left out: missing covariate", trial.n_dropped), ("analysed", analysed)]
+    df = pd.DataFrame(rows, columns=["episodes", "n"])
+    keys = {("eligible", "n"): f"{report}/ccw/eligible"}
+    if trial.n_dropped:
+        keys[("analysed", "n")] = f"{report}/ccw/analysed"
+    return df, keys
+
+
+def mat_trial_arms(trial: MatTargetTrial, report: str = "05_mat") -> tuple[pd.DataFrame, dict]:
+    """Per strategy: clones (every analysed episode), artificially censored clones, relapses counted by
+    the horizon (a relapse before any deviation counts in both arms); with the ``keys`` linking the
+    clones to the analysed episodes."""
+    arms = trial.result.arms.set_index("strategy")
+    labels = {"start": f"start MAT within {trial.grace_days} days", "no_start": f"no MAT within {trial.grace_days} days"}
+    total = f"{report}/ccw/analysed" if trial.n_dropped else f"{report}/ccw/eligible"
+    rows, keys = [], {}
+    for s in ("start", "no_start"):
+        rows.append({"strategy": labels[s], "clones": int(arms.loc[s, "n_clones"]),
+                     "censored at deviation": int(arms.loc[s, "n_artificially_censored"]),
+                     f"relapses by day {trial.horizon_days}": int(arms.loc[s, "n_events"])})
+        keys[(labels[s], "clones")] = total
+        keys[(labels[s], f"relapses by day {trial.horizon_days}")] = f"{report}/ccw/relapses/{s}"
+    return pd.DataFrame(rows), keys
+
+
+def mat_trial_estimates(trial: MatTargetTrial) -> pd.DataFrame:
+    """Risks of relapse by the horizon per strategy (%), risk difference (percentage points) and risk ratio,
+    with percentile bootstrap intervals; the pooled-logistic hazard ratio."""
+    res = trial.result
+    gl, boot = res.glance.iloc[0], res.bootstrap
+    lvl = float(gl["conf_level"])
+    a = (1 - lvl) / 2
+
+    def q(col):
+        v = boot[col].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        return (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if len(v) else (np.nan, np.nan)
+
+    g, h = trial.grace_days, trial.horizon_days
+    hr = res.hazard_ratio.iloc[0]
+    rows = [
+        {"measure": f"risk of relapse by day {h}, start MAT within {g} days (%)", "estimate": 100 * gl["risk_start"],
+         "95% CI low": 100 * q("risk_start")[0], "95% CI high": 100 * q("risk_start")[1]},
+        {"measure": f"risk of relapse by day {h}, no MAT within {g} days (%)", "estimate": 100 * gl["risk_no_start"],
+         "95% CI low": 100 * q("risk_no_start")[0], "95% CI high": 100 * q("risk_no_start")[1]},
+        {"measure": "risk difference (percentage points)", "estimate": 100 * gl["risk_difference"],
+         "95% CI low": 100 * gl["rd_conf_low"], "95% CI high": 100 * gl["rd_conf_high"]},
+        {"measure": "risk ratio", "estimate": gl["risk_ratio"], "95% CI low": gl["rr_conf_low"],
+         "95% CI high": gl["rr_conf_high"]},
+        {"measure": "hazard ratio (weighted pooled logistic)", "estimate": hr["hazard_ratio"],
+         "95% CI low": hr["hr_conf_low"], "95% CI high": hr["hr_conf_high"]},
+    ]
+    return pd.DataFrame(rows, columns=["measure", "estimate", "95% CI low", "95% CI high"])
+
+
+def _trial_days(trial: MatTargetTrial) -> list[int]:
+    h, g = trial.horizon_days, trial.grace_days
+    step = max(1, int(round(h / 6 / 10.0)) * 10) if h >= 60 else max(1, h // 4)
+    return sorted({0, g, h} | set(range(0, h + 1, step)))
+
+
+def mat_trial_days(trial: MatTargetTrial) -> list[int]:
+    """Days of the numbers at risk and x ticks of the trial's figure: 0, the grace period, the horizon and
+    round days between."""
+    return _trial_days(trial)
+
+
+def mat_trial_counts(pub, trial: MatTargetTrial):
+    """Publish the unweighted counts behind the trial's curves: rounded, with their ledger.
+
+    The clones of each strategy (one row per clone with follow-up: from admission to its last day,
+    relapse or censoring, artificial censoring included) form an unweighted Kaplan-Meier table whose
+    numbers at risk are counts; :meth:`Publisher.km` rounds the cumulative relapses and censorings
+    (midpoint) and records, as sensitive counts, those between the figure's days. The relapses per
+    strategy of :func:`mat_trial_arms` (keys ``<report>/ccw/relapses/<strategy>``) are declared equal
+    to the curves' totals, so the audit sees both. Returns the rounded result (numbers at risk for the
+    figure).
+    """
+    from iop_research.survival.km import fit_km
+
+    c = trial.result.clones
+    one = c.groupby(["strategy", "id"], observed=True).agg(time=("stop", "max"), event=("event", "max")).reset_index()
+    one["group"] = pd.Categorical(one["strategy"].astype(str), categories=["start", "no_start"])
+    km = fit_km(one, duration_col="time", event_col="event", group_col="group", times=_trial_days(trial))
+    name = "mat_trial_counts"
+    for s_ in ("start", "no_start"):
+        pub.relate([f"{pub.report}/{name}/{s_}/events/total"], f"{pub.report}/ccw/relapses/{s_}",
+                   source="clones' relapses = the strategy's curve")
+    return pub.km(km, name=name, times=_trial_days(trial))
+
+
+def rounding_unit(counts) -> int:
+    """The rounding unit of a result of :meth:`Publisher.km` (from its ``conventions["disclosure"]``)."""
+    import re
+
+    m = re.search(r"multiple of (\d+)", str(counts.conventions.get("disclosure", "")))
+    if m is None:
+        raise ModelSpecificationError("rounding_unit: not a result of Publisher.km (no rounding recorded).")
+    return int(m.group(1))
+
+
+def mat_trial_figure(study: StudyData, trial: MatTargetTrial, counts):
+    """Weighted relapse-free curves per strategy with bootstrap bands, and the numbers at risk of the
+    rounded counts ``counts`` (:func:`mat_trial_counts`), suppressed below ``min_cell_count``; a curve
+    stops where its rounded number at risk falls below ``min_cell_count``."""
+    import matplotlib.pyplot as plt
+    from iop_research.present.plots import plot_km
+    from iop_research.privacy import suppress_risk_table
+
+    days = _trial_days(trial)
+    rt = counts.tidy
+    tidy = trial.result.tidy.rename(columns={"strategy": "group"}).copy()
+    at_risk = np.zeros(len(tidy), dtype=np.int64)
+    for s_ in ("start", "no_start"):
+        m = (tidy["group"] == s_).to_numpy()
+        r = rt[rt["group"].astype(str) == s_].sort_values("time")
+        t, n = r["time"].to_numpy(dtype=float), r["n_at_risk"].to_numpy()
+        # number at risk on day x: of the first table time >= x (none left after the last)
+        i = np.searchsorted(t, tidy.loc[m, "time"].to_numpy(dtype=float), side="left")
+        at_risk[m] = np.where(i < len(t), n[np.minimum(i, len(t) - 1)], 0)
+    tidy["n_at_risk"] = at_risk
+    risk = suppress_risk_table(rt.assign(group=rt["group"].astype(str)), times=days,
+                               min_cell_count=study.min_cell_count, include=("n_at_risk",))
+    labels = {"start": f"start MAT within {trial.grace_days} days", "no_start": f"no MAT within {trial.grace_days} days"}
+    fig, ax = plt.subplots(figsize=(DOUBLE_WIDTH_IN, 3.8))
+    plot_km(tidy, ax=ax, risk_table=risk, censor_marks=False, min_cell_count=study.min_cell_count, times=days,
+            labels=labels, xlabel="Days since admission", ylabel="Probability without relapse (weighted)")
+    ax.axvline(trial.grace_days, color="0.6", linewidth=0.8, linestyle=":")
+    fig.subplots_adjust(bottom=0.32, left=0.22)
+    return fig
