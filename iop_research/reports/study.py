@@ -268,6 +268,8 @@ def applied_settings(config: StudyConfig, question: str) -> pd.DataFrame:
         skip |= {"missing.m", "missing.seed"}
     if config.get("privacy.min_cell_count_override") is None:
         skip |= {"privacy.min_cell_count_override"}
+    if config.get("mat.design") != "ccw":
+        skip |= {"mat.grace_days", "mat.horizon_days", "mat.n_bootstrap", "mat.seed"}
     rows = []
     for key in keys:
         if key in skip:
