@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,7 +67,7 @@ from iop_research.data.schema import (
     UdsResult,
 )
 
-__all__ = ["SimulationEffects", "SimulationTruth", "DEFAULT_EFFECTS", "simulate_cohort"]
+__all__ = ["SimulationEffects", "SimulationTruth", "DEFAULT_EFFECTS", "simulate_cohort", "strategy_risks"]
 
 _LN = math.log
 
@@ -303,6 +303,19 @@ class SimulationTruth:
     mat_intervals: pd.DataFrame = field(repr=False)
     patients: pd.DataFrame = field(repr=False)
     missed_screens: pd.DataFrame = field(default=None, repr=False)
+
+    def strategy_risks(self, **kwargs) -> pd.DataFrame:
+        """Counterfactual risks of MOUD strategies under this cohort's effects.
+
+        :func:`strategy_risks` with ``effects=self.effects`` (and the cohort's programme
+        effects and number of programmes); keyword arguments are passed on (``grace_days``,
+        ``horizon_days``, ``sustain_days``, ``stop_grace_days``, ``strategies``,
+        ``n_patients``, ``seed``).
+        """
+        kwargs.setdefault("n_programs", len(self.params.get("programs", {})) or 4)
+        if "programme_completion_effects" in self.params:
+            kwargs.setdefault("programme_effects", list(self.params["programme_completion_effects"].values()))
+        return strategy_risks(self.effects, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -1150,11 +1163,14 @@ def _carry_over(ep, nxt, rday):
     return new_pos[ep_idx[first]], med[first], left[first].astype(np.int64)
 
 
-def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u=None):
+def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u=None,
+                    draw_mat=_draw_mat, draw_dispensings=_draw_dispensings):
     """One round of episodes (first episodes, or readmissions) for persons ``pidx``.
 
     ``carry``: (episode position, medication code, days) of supplies dispensed in
     the previous episode that still cover the first days of the new one.
+    ``draw_mat``, ``draw_dispensings``: the MAT steps (hooks for :func:`strategy_risks`,
+    which forces MAT start or stop times by a strategy).
     """
     m = pidx.size
     cov = _draw_episode_covariates(rng, pat, pidx, prev, program_p)
@@ -1180,14 +1196,14 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
     reason_obs = np.where(died_in_tx, _R_DEATH, reason)
     noncompleted = ~np.isin(reason_obs, [_R_COMPLETED, _R_TRANSFERRED])
 
-    med, mstart, mdur = _draw_mat(rng, cov, eff)
+    med, mstart, mdur = draw_mat(rng, cov, eff)
     dose_table = {_M_BUP: [8, 12, 16, 24], _M_MET: list(range(60, 125, 5)), _M_XR: [380],
                   _M_NTX: [50], _M_ACA: [1998], _M_DIS: [250]}
     dose = np.full(m, np.nan)
     for code, values in dose_table.items():
         sel = med == code
         dose[sel] = rng.choice(np.array(values, dtype=float), size=int(sel.sum()))
-    c, d, s = _draw_dispensings(rng, med, mstart, mdur, eff)
+    c, d, s = draw_dispensings(rng, med, mstart, mdur, eff)
     iv = _coverage_intervals(c, d, s)
     int_ep, int_start, int_stop = iv[0], iv[1], iv[2]
     int_med = med[int_ep]
@@ -1469,3 +1485,303 @@ def _marginal_rates(data: IOPData, *, grace_days: int = 30) -> dict[str, float]:
     out["bup_stop_30d"] = float((length <= 30).mean())
     out["bup_stop_180d"] = float((length < 180).mean())
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Counterfactual risks of treatment strategies (the truth of target trial emulations)
+# --------------------------------------------------------------------------------------
+
+#: Strategies of :func:`strategy_risks` (time zero in brackets): "natural" (admission),
+#: "start" and "no_start" (admission; :func:`~iop_research.designs.clone_censor_weight`),
+#: "sustain" and "stop" (MOUD start; :func:`~iop_research.designs.sustained_treatment`).
+STRATEGY_NAMES = ("natural", "start", "no_start", "sustain", "stop")
+_STRATEGY_MAX_REDRAWS = 2000
+
+
+def _whole_days_argument(value, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ModelSpecificationError(
+            f"strategy_risks: {name} must be a whole number of days >= {minimum}, got {value!r}."
+        )
+    return int(value)
+
+
+def _strategy_population(rng, n, eff):
+    """People of ``n`` opioid index episodes (first episodes of people whose substance is opioids)."""
+    parts, got = [], 0
+    while got < n:
+        k = int((n - got) / max(_SUBSTANCE_P[_OPI], 1e-9) * 1.2) + 100
+        pat = _draw_patients(rng, k, 1, eff)
+        keep = np.flatnonzero(pat["substance"] == _OPI)[: n - got]
+        parts.append({key: v[keep] for key, v in pat.items()})
+        got += keep.size
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _redraw_until(name, bad, redraw):
+    """Call ``redraw(index)`` (returns the rows still failing among ``index``) until no row fails."""
+    for _ in range(_STRATEGY_MAX_REDRAWS):
+        if not bad.any():
+            return
+        idx = np.flatnonzero(bad)
+        bad[idx] = redraw(idx)
+    raise ModelSpecificationError(
+        f"strategy_risks: strategy {name!r}: {int(bad.sum())} index episode(s) still do not follow the strategy after "
+        f"{_STRATEGY_MAX_REDRAWS} draws from the natural law; under these effects the strategy has (almost) no "
+        "probability for them (positivity). Widen the grace period or change the MAT parameters."
+    )
+
+
+def _start_strategy_mat(name, grace, redraw_rng):
+    """``draw_mat`` hook: natural MAT draws conditional on starting (or not) on a day ``<= grace``."""
+    want = name == "start"
+
+    def draw(rng, cov, eff):
+        med, start, dur = _draw_mat(rng, cov, eff)
+
+        def redraw(idx):
+            m2, s2, d2 = _draw_mat(redraw_rng, {k: v[idx] for k, v in cov.items()}, eff)
+            med[idx], start[idx], dur[idx] = m2, s2, d2
+            return ((m2 >= 0) & (s2 <= grace)) != want
+
+        _redraw_until(name, ((med >= 0) & (start <= grace)) != want, redraw)
+        return med, start, dur
+
+    return draw
+
+
+def _course_stop_day(c, d, s, start, m):
+    """Days from the course start to the end of its last supply (-1 without a course)."""
+    end = np.full(m, -1, dtype=np.int64)
+    np.maximum.at(end, c, d + s)
+    return np.where(end >= 0, end - start, -1)
+
+
+def _sustain_strategy_hooks(name, sustain_days, stop_grace, redraw_rng):
+    """``draw_mat``/``draw_dispensings`` hooks: natural courses conditional on their stop day."""
+    seen = {}
+
+    def ok(stop_day):
+        return stop_day > sustain_days if name == "sustain" else stop_day <= stop_grace
+
+    def draw_mat(rng, cov, eff):
+        seen["cov"] = cov
+        return _draw_mat(rng, cov, eff)
+
+    def draw_dispensings(rng, med, start, dur, eff):
+        c, d, s = _draw_dispensings(rng, med, start, dur, eff)
+        rows = [(c, d, s)]
+        drop = np.zeros(med.size, dtype=bool)  # courses whose first draw is replaced
+        new = []
+
+        def redraw(idx):
+            dur2 = _draw_mat(redraw_rng, {k: v[idx] for k, v in seen["cov"].items()}, eff)[2]
+            c2, d2, s2 = _draw_dispensings(redraw_rng, med[idx], start[idx], dur2, eff)
+            stop2 = _course_stop_day(c2, d2, s2, start[idx], idx.size)
+            good = ok(stop2)
+            sel = good[c2]
+            new.append((idx[c2[sel]], d2[sel], s2[sel]))
+            return ~good
+
+        bad = (med >= 0) & ~ok(_course_stop_day(c, d, s, start, med.size))
+        drop[bad] = True
+        _redraw_until(name, bad, redraw)
+        keep = ~drop[c]
+        rows = [(c[keep], d[keep], s[keep])] + new
+        c, d, s = (np.concatenate([r[i] for r in rows]) for i in range(3))
+        order = np.lexsort((d, c))
+        return c[order], d[order], s[order]
+
+    return draw_mat, draw_dispensings
+
+
+def strategy_risks(
+    effects: SimulationEffects | Mapping[str, Any] | None = None,
+    *,
+    grace_days: int = 30,
+    horizon_days: int | Sequence[int] = 365,
+    sustain_days: int = 180,
+    stop_grace_days: int = 30,
+    strategies: Sequence[str] = STRATEGY_NAMES,
+    n_patients: int = 200_000,
+    seed: int = 20261207,
+    n_programs: int = 4,
+    programme_effects: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Counterfactual relapse risks of MOUD strategies, by simulating each strategy.
+
+    The truth that :func:`~iop_research.designs.clone_censor_weight` and
+    :func:`~iop_research.designs.sustained_treatment` estimate on a cohort from
+    :func:`simulate_cohort` with the same ``effects``. Each strategy re-runs the simulator's
+    own steps (people, intake covariates, discharge, MAT, dispensings, aftercare, exact
+    relapse times) for ``n_patients`` opioid index episodes, with the MOUD start or stop
+    times *forced* by the strategy; the risk is the share of episodes whose latent relapse
+    time is ``<= horizon_days`` after time zero. Nothing is computed by formula.
+
+    Population and outcome
+    ----------------------
+    Opioid index episodes: the first episode of each person whose primary substance is
+    opioids (the simulator's first round; no supply carried over from an earlier episode).
+    The outcome is relapse of that episode (its latent relapse time; a relapse at latent
+    time ``t`` is recorded on day ``ceil(t)``, so "by day h" is ``t <= h``).
+
+    **No loss to follow-up and no death**: the risks are those of a world where nobody leaves
+    the data and nobody dies (the relapse hazard before death is the simulator's, so this is
+    the *net* risk, ``1 - S(h)`` of the relapse hazard). That is what a Kaplan-Meier analysis
+    that censors at loss to follow-up *and at death* targets, as the CCW coverage study
+    (``benchmarks/sim_ccw.py``) does; it is not the cumulative incidence with death as a
+    competing event.
+
+    Strategies (time zero in brackets)
+    ----------------------------------
+    ``natural`` (admission)
+        No intervention: MOUD as the simulator draws it.
+    ``start`` (admission)
+        "Start MOUD within ``grace_days`` of admission": each episode's MOUD (medication,
+        start day, course length) is drawn from the simulator's natural law *conditional on
+        starting on a day* ``<= grace_days`` given the episode's covariates (rejection:
+        natural draws repeated until the condition holds). Outcomes before the start day
+        happen off MOUD, as they would under the strategy.
+    ``no_start`` (admission)
+        "Do not start within ``grace_days``": the natural law conditional on *not* starting on
+        a day ``<= grace_days`` (never starting, or starting later as nature would) given the
+        covariates. These two are the arms of ``clone_censor_weight(..., grace_days=G)``
+        with the MOUD start day as ``treatment_time_col``.
+    ``sustain`` (MOUD start)
+        Population: index episodes that start MOUD (natural start day ``s``) and have not
+        relapsed by ``s``; time zero = ``s``, horizon counted from ``s``. "Do not stop on days
+        ``0..sustain_days``": the course length and dispensings are drawn from the natural
+        law conditional on the stop day (end of the last supply, days from ``s``) being
+        ``> sustain_days``, given medication and start. Refill gaps inside a course (at most
+        20 days) are not stops, as with a 30-day permissible gap.
+    ``stop`` (MOUD start)
+        Same population; "stop on a day ``0..stop_grace_days``": conditional on the stop day
+        being ``<= stop_grace_days``. These two are the arms of ``sustained_treatment(...,
+        sustain_days=N, stop_grace_days=g)`` with time zero at the MOUD start and the stop day
+        as ``stop_time_col``.
+
+    Note on grace periods: the "start" truth is the risk of the regime above. A CCW analysis
+    that gives weight 1 to the "start" clones during the grace period (Maringe et al. 2020,
+    as :func:`~iop_research.designs.clone_censor_weight`) estimates the natural course during
+    the grace period followed by the regime's hazard after it; the two agree when MOUD cannot
+    change the outcome within the grace period (e.g. ``grace_days <= blanking_days``) and
+    otherwise differ by about the effect of MOUD accrued within the grace period.
+
+    Parameters
+    ----------
+    effects : SimulationEffects or mapping, optional
+        Simulation parameters, as in :func:`simulate_cohort` (``None``: the defaults). Use
+        the cohort's ``truth.effects`` (or :meth:`SimulationTruth.strategy_risks`).
+    grace_days : int, default 30
+        G of the "start"/"no_start" strategies (days from admission).
+    horizon_days : int or sequence of int, default 365
+        Day(s) after time zero at which the risk is reported.
+    sustain_days, stop_grace_days : int, default 180, 30
+        N and g of the "sustain"/"stop" strategies (days from the MOUD start).
+    strategies : sequence of str, default all of :data:`STRATEGY_NAMES`
+        Which strategies to simulate.
+    n_patients : int, default 200000
+        Opioid index episodes simulated per strategy (the "sustain"/"stop" population is the
+        part of them that starts MOUD without relapsing first).
+    seed : int, default 20261207
+        The same seed gives identical risks. Every strategy uses the same people and the
+        same random stream; draws that the strategy replaces come from a separate stream, so
+        a strategy every episode already follows reproduces "natural" exactly.
+    n_programs : int, default 4
+        Programmes, as in :func:`simulate_cohort`.
+    programme_effects : sequence of float, optional
+        Programme effects on completion when ``effects.programme_completion_sd > 0`` (the
+        cohort's ``truth.params["programme_completion_effects"]`` values); drawn otherwise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per strategy and horizon: ``strategy, horizon_days, risk, mc_se, n``;
+        ``mc_se = sqrt(risk (1 - risk) / n)`` is the Monte Carlo standard error (episodes are
+        independent) and ``n`` the number of index episodes in the strategy's population.
+
+    Raises
+    ------
+    ModelSpecificationError
+        Unknown strategy, days or sizes out of range, bad ``effects``, or a strategy that
+        some episodes cannot follow under the natural law (no draw within 2000 satisfies it).
+
+    See Also
+    --------
+    simulate_cohort, SimulationTruth.strategy_risks
+
+    References
+    ----------
+    .. [1] Hernan M.A., Robins J.M. (2016). Using big data to emulate a target trial when a
+       randomized trial is not available. Am J Epidemiol 183:758-764.
+    .. [2] Maringe C. et al. (2020). Reflection on modern methods: trial emulation in the
+       presence of immortal-time bias. Int J Epidemiol 49:1719-1729.
+    .. [3] Wanis K.N., Sarvet A.L., Wen L., et al. (2024). Grace periods in comparative
+       effectiveness studies of sustained treatments. J R Stat Soc A 187:796-810.
+
+    Examples
+    --------
+    >>> r = strategy_risks(grace_days=30, horizon_days=365, strategies=("start", "no_start"),
+    ...                    n_patients=2000, seed=1)
+    >>> list(r.columns), r["strategy"].tolist()
+    (['strategy', 'horizon_days', 'risk', 'mc_se', 'n'], ['start', 'no_start'])
+    >>> bool(r["risk"].iloc[0] < r["risk"].iloc[1])  # MOUD lowers the relapse hazard
+    True
+    """
+    eff = _resolve_effects(effects)
+    grace = _whole_days_argument(grace_days, "grace_days", minimum=0)
+    sustain = _whole_days_argument(sustain_days, "sustain_days", minimum=0)
+    stop_grace = _whole_days_argument(stop_grace_days, "stop_grace_days", minimum=0)
+    horizons = [horizon_days] if isinstance(horizon_days, (int, np.integer)) else list(horizon_days)
+    horizons = [_whole_days_argument(h, "horizon_days", minimum=1) for h in horizons]
+    n = _whole_days_argument(n_patients, "n_patients", minimum=1)
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+    if unknown or not strategies:
+        raise ModelSpecificationError(
+            f"strategy_risks: unknown strategy name(s) {unknown}; use some of {list(STRATEGY_NAMES)}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ModelSpecificationError(f"strategy_risks: seed must be an int, got {seed!r}.")
+    if isinstance(n_programs, bool) or not isinstance(n_programs, (int, np.integer)) or not 1 <= n_programs <= 26:
+        raise ModelSpecificationError(f"strategy_risks: n_programs must be an integer from 1 to 26, got {n_programs!r}.")
+    program_p = np.array([_PROGRAM_TEMPLATES[k % 4]["weight"] for k in range(n_programs)])
+    prog_u = None
+    if eff.programme_completion_sd > 0:
+        if programme_effects is None:
+            prog_u = np.random.default_rng([seed, 3]).normal(0.0, eff.programme_completion_sd, n_programs)
+        else:
+            prog_u = np.asarray(programme_effects, dtype=float)
+            if prog_u.shape != (n_programs,):
+                raise ModelSpecificationError(
+                    f"strategy_risks: programme_effects must hold n_programs ({n_programs}) numbers, got "
+                    f"{prog_u.size}."
+                )
+    pat = _strategy_population(np.random.default_rng([seed, 0]), n, eff)
+    pidx = np.arange(n)
+    no_death = np.full(n, np.inf)
+    never_end = np.full(n, np.iinfo(np.int64).max // 4, dtype=np.int64)
+    rows = []
+    for k, name in enumerate(strategies):
+        redraw_rng = np.random.default_rng([seed, 2, k])
+        hooks = {}
+        if name in ("start", "no_start"):
+            hooks["draw_mat"] = _start_strategy_mat(name, grace, redraw_rng)
+        elif name in ("sustain", "stop"):
+            hooks["draw_mat"], hooks["draw_dispensings"] = _sustain_strategy_hooks(name, sustain, stop_grace,
+                                                                                     redraw_rng)
+        ep = _simulate_round(np.random.default_rng([seed, 1]), pat, pidx, np.zeros(n, dtype=np.int64), None, None,
+                             program_p, no_death, never_end, eff, prog_u, **hooks)
+        t = ep["relapse_t"]
+        if name in ("sustain", "stop"):
+            c, _d, _s = ep["mat_rows"]
+            first = np.full(n, np.iinfo(np.int64).max)
+            np.minimum.at(first, c, _d)  # natural start day (first dispensing)
+            eligible = (ep["mat_med"] >= 0) & (t > first)
+            t = t[eligible] - first[eligible]
+        for h in horizons:
+            risk = float(np.mean(t <= h)) if t.size else np.nan
+            rows.append({"strategy": name, "horizon_days": h, "risk": risk,
+                         "mc_se": math.sqrt(risk * (1.0 - risk) / t.size) if t.size else np.nan, "n": int(t.size)})
+    return pd.DataFrame(rows, columns=["strategy", "horizon_days", "risk", "mc_se", "n"])
