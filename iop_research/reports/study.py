@@ -1689,7 +1689,7 @@ def mat_adjusted_figure(study: StudyData, adj: MatAdjustedCurves):
 # ----------------------------------------------------------------------------- emulated target trial of MAT
 # (helpers of the MAT report's "Emulated target trial" section, [mat] design = "ccw")
 __all__ += ["MatTargetTrial", "mat_design", "mat_target_trial", "mat_trial_protocol", "mat_trial_eligibility",
-            "mat_trial_arms", "mat_trial_estimates", "mat_trial_days", "mat_trial_counts", "mat_trial_figure",
+            "mat_trial_arms", "publish_mat_trial_eligibility", "mat_trial_estimates", "mat_trial_days", "mat_trial_counts", "mat_trial_figure",
             "rounding_unit"]
 
 
@@ -1843,6 +1843,22 @@ def mat_target_trial(study: StudyData) -> MatTargetTrial:
         notes.append("Not in the model of starting MAT (one value among the eligible episodes): "
                      + ", ".join(VARIABLE_LABELS.get(c, c) for c in constant) + ".")
         covs = [c for c in covs if c not in constant]
+    # one model parameter per 10 MAT starts (or non-starts, if fewer): the first covariates of the adjustment
+    # set that fit; the model of a few starts on many covariates separates in bootstrap samples
+    n_start = int(f["started"].sum())
+    limit = max(1, min(n_start, len(f) - n_start) // 10)
+    kept, used = [], 0
+    for c in covs:
+        k = 1 if pd.api.types.is_numeric_dtype(f[c]) and not pd.api.types.is_bool_dtype(f[c]) else max(
+            1, int(f[c].dropna().nunique()) - 1)
+        if used + k <= limit:
+            kept.append(c)
+            used += k
+    if len(kept) < len(covs):
+        notes.append(f"The model of starting MAT has at most one parameter per 10 episodes starting MAT (or not, if "
+                     f"fewer) within {g} days; left out, in the order of the adjustment set: "
+                     + ", ".join(VARIABLE_LABELS.get(c, c) for c in covs if c not in kept) + ".")
+        covs = kept
     n_dropped = 0
     if covs and f[covs].isna().any().any():
         if cfg.get("missing.policy") == "indicator":
@@ -1862,22 +1878,6 @@ def mat_target_trial(study: StudyData) -> MatTargetTrial:
                                       "observed.", **base, **counts, n_dropped=n_dropped, covariates=covs)
             flat = [c for c in covs if f[c].nunique() < 2]
             covs = [c for c in covs if c not in flat]
-    # one model parameter per 10 MAT starts (or non-starts, if fewer): the first covariates of the adjustment
-    # set that fit; the model of a few starts on many covariates separates in bootstrap samples
-    n_start = int(f["started"].sum())
-    limit = max(1, min(n_start, len(f) - n_start) // 10)
-    kept, used = [], 0
-    for c in covs:
-        k = 1 if pd.api.types.is_numeric_dtype(f[c]) and not pd.api.types.is_bool_dtype(f[c]) else max(
-            1, int(f[c].dropna().nunique()) - 1)
-        if used + k <= limit:
-            kept.append(c)
-            used += k
-    if len(kept) < len(covs):
-        notes.append(f"The model of starting MAT has at most one parameter per 10 episodes starting MAT (or not, if "
-                     f"fewer) within {g} days; left out, in the order of the adjustment set: "
-                     + ", ".join(VARIABLE_LABELS.get(c, c) for c in covs if c not in kept) + ".")
-        covs = kept
     if used + 1 > limit:
         notes.append("Being in treatment (time-varying) is not in the model of starting MAT: the model has at most one "
                      f"parameter per 10 episodes starting MAT (or not, if fewer) within {g} days.")
@@ -1951,10 +1951,28 @@ def mat_trial_eligibility(trial: MatTargetTrial, report: str = "05_mat") -> tupl
     if trial.n_dropped:
         rows += [("left out: missing covariate", trial.n_dropped), ("analysed", analysed)]
     df = pd.DataFrame(rows, columns=["episodes", "n"])
-    keys = {("eligible", "n"): f"{report}/ccw/eligible"}
-    if trial.n_dropped:
-        keys[("analysed", "n")] = f"{report}/ccw/analysed"
+    keys = {(label, "n"): f"{report}/ccw/{_ELIGIBILITY_KEYS[label]}" for label, _ in rows}
     return df, keys
+
+
+_ELIGIBILITY_KEYS = {"episodes followed from admission": "followed", "not the patient's first episode": "later_episode",
+                     "on MAT at admission": "prevalent", "eligible": "eligible",
+                     "left out: missing covariate": "dropped", "analysed": "analysed"}
+
+
+def publish_mat_trial_eligibility(pub, trial: MatTargetTrial):
+    """Publish :func:`mat_trial_eligibility` with its sums declared first (followed = later episodes + on MAT
+    at admission + eligible; eligible = left out + analysed), so a small count cannot be worked out from the
+    others (the channel hides what would give it away)."""
+    df, keys = mat_trial_eligibility(trial, pub.report)
+    k = {lab: key for (lab, _), key in keys.items()}
+    pub.relate([k["not the patient's first episode"], k["on MAT at admission"], k["eligible"]],
+               k["episodes followed from admission"], source="trial eligibility")
+    if trial.n_dropped:
+        pub.relate([k["left out: missing covariate"], k["analysed"]], k["eligible"], source="trial eligibility")
+    return pub.table(df, caption="Episodes of the emulated trial: followed from admission, not eligible (a later episode "
+                     "of the same patient; on MAT at admission) and eligible.", kind="counts", count_cols=["n"],
+                     keys=keys, name="mat_trial_eligibility")
 
 
 def mat_trial_arms(trial: MatTargetTrial, report: str = "05_mat") -> tuple[pd.DataFrame, dict]:
