@@ -299,8 +299,8 @@ def _tv_days(tv_frame, tv_covariates, *, ids: pd.Series, time: np.ndarray, windo
     if len(absent):
         raise EstimatorInputError(
             f"{func}: table tv_frame, column {id_col!r} lacks {len(absent)} id(s) of frame (rows: "
-            f"{format_ids(ids.index[absent].tolist())} of frame; ids {format_ids(ids.iloc[absent].tolist())}). Every person needs time-varying covariate rows covering "
-            f"their deviation days (0..{window}, within follow-up).",
+            f"{format_ids(ids.index[absent].tolist())} of frame; ids {format_ids(ids.iloc[absent].tolist())}). Every "
+            f"person needs time-varying covariate rows covering their deviation days (0..{window}, within follow-up).",
             func=func, column=id_col, check="missing_id", n_rows=len(absent), rows=ids.index[absent].tolist()[:5])
     outside = (start < 0) | (stop > time[pos])
     if outside.any():
@@ -342,10 +342,11 @@ def _tv_days(tv_frame, tv_covariates, *, ids: pd.Series, time: np.ndarray, windo
         who = gap.any(axis=1)
         first_day = gap.argmax(axis=1)[who]
         raise EstimatorInputError(
-            f"{func}: table tv_frame leaves {int(who.sum())} person(s) without a value on some deviation day (ids "
+            f"{func}: table tv_frame, columns {start_col!r}/{stop_col!r} leave {int(who.sum())} person(s) without a "
+            f"value on some deviation day (rows: {format_ids(ids.index[who].tolist())} of frame; ids "
             f"{format_ids(ids.to_numpy()[who].tolist())}; first uncovered interval ({first_day[0] - 1}, "
             f"{first_day[0]}]). The rows of each person must cover (0, min(time, {max(window, 1)})] without gaps.",
-            func=func, column=start_col, check="gap", n_rows=int(who.sum()))
+            func=func, column=start_col, check="gap", n_rows=int(who.sum()), rows=ids.index[who].tolist()[:5])
     # carry the last value forward past the end of follow-up (never used, kept finite)
     idx = np.where(covered, np.arange(points + 1)[None, :], 0)
     np.maximum.accumulate(idx, axis=1, out=idx)
