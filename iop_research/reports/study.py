@@ -268,6 +268,10 @@ def applied_settings(config: StudyConfig, question: str) -> pd.DataFrame:
         skip |= {"missing.m", "missing.seed"}
     if config.get("privacy.min_cell_count_override") is None:
         skip |= {"privacy.min_cell_count_override"}
+    if config.get("screens.missed_rule") != "impute":
+        skip |= {"screens.m", "screens.seed"}
+    if config.get("screens.model") != "gee":
+        skip |= {"screens.corstr"}
     rows = []
     for key in keys:
         if key in skip:
@@ -1682,3 +1686,293 @@ def mat_adjusted_figure(study: StudyData, adj: MatAdjustedCurves):
     ax.set_xlim(0, tau)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- weekly urine screens
+# (helpers of the screens report, 07_screens; kept together at the end of the module)
+__all__ += ["ScreensData", "screens_data", "screens_rule_text", "screens_by_week", "screens_figure", "ScreensModel",
+            "screens_model", "screens_model_frame", "screens_endpoints"]
+
+_SCREEN_GROUPS = {"mat": ("MAT during the episode", "no MAT during the episode")}
+
+
+@dataclass
+class ScreensData:
+    """The weekly screen series of a study (``[screens]``).
+
+    Attributes
+    ----------
+    weeks : pandas.DataFrame
+        :func:`~iop_research.derive.repeated.uds_weeks` of the cohort's episodes under the rule
+        (``missing="positive"``, or ``"missing"`` for the rules missing and impute), with
+        ``group`` (the compared group, or ``"all episodes"``) and ``exposure`` (0/1, or absent).
+    rule : str
+        ``[screens] missed_rule``.
+    imputed : list of pandas.DataFrame
+        The ``m`` imputed frames (rule impute; else empty).
+    groups : list of str
+        Group labels, the reference first (one label without a comparison).
+    first_week : int
+        First week modelled: 1 (the intake week reflects use before treatment) or, for the
+        modality exposure, the first week starting on or after ``window_days``.
+    n_screens, n_missed, n_scheduled : int
+        Weeks with a screen, scheduled weeks missed, scheduled weeks (all built weeks of the series).
+    reason : str or None
+        Why there is nothing to analyse (no screen in the series), else None.
+    notes : list of str
+        Sentences for the report (e.g. a comparison left out because one group is empty).
+    """
+
+    weeks: pd.DataFrame
+    rule: str
+    imputed: list
+    groups: list
+    first_week: int
+    n_screens: int = 0
+    n_missed: int = 0
+    n_scheduled: int = 0
+    reason: str | None = None
+    notes: list = field(default_factory=list)
+
+
+def screens_rule_text(rule: str, *, m: int | None = None, seed: int | None = None) -> str:
+    """The missed-screen rule in words (the first sentence of the screens report)."""
+    if rule == "positive":
+        return ("Missed-screen rule: a week in treatment without a urine screen counts as a positive week "
+                "(\"missed = positive\", the usual trial rule). It assumes a missed screen hides use; where patients "
+                "miss screens for other reasons it overstates use.")
+    if rule == "missing":
+        return ("Missed-screen rule: a week in treatment without a urine screen is left out (\"missed = missing\"). "
+                "It assumes missed weeks are like the screened weeks of the same patients; where a missed screen "
+                "hides use it understates use.")
+    return (f"Missed-screen rule: each week in treatment without a urine screen is multiply imputed (m = {m}, seed "
+            f"{seed}) from the week number, the results of the neighbouring weeks and the compared group, and the "
+            "estimates are pooled with Rubin's rules. It assumes the missed result is random given these "
+            "predictors (missing at random); use that depends on more than they capture is not recovered.")
+
+
+def screens_data(study: StudyData) -> ScreensData:
+    """Build the weekly screen series of ``[screens]`` (see :class:`ScreensData`)."""
+    from iop_research.derive.repeated import impute_missed_weeks, uds_weeks
+
+    sc = study.config.settings["screens"]
+    rule, n_weeks, exposure = sc["missed_rule"], int(sc["weeks"]), sc["exposure"]
+    empty = pd.DataFrame(columns=["episode_id", "patient_id", "week", "n_screens", "scheduled", "missed", "positive",
+                                  "group"])
+    if len(study.cohort_episodes) == 0:
+        return ScreensData(empty, rule, [], ["all episodes"], 1, reason="the cohort is empty.")
+    w = uds_weeks(study.data, study.cohort_episodes, weeks=n_weeks,
+                  missing="positive" if rule == "positive" else "missing")
+    first_week, notes = 1, []
+    groups = ["all episodes"]
+    if exposure == "mat":
+        has = study.cohort_episodes.set_index("episode_id")["has_mat"].astype(bool) \
+            if "has_mat" in study.cohort_episodes.columns else pd.Series(False, index=study.cohort_episodes["episode_id"])
+        x = w["episode_id"].map(has).fillna(False).astype(bool).to_numpy()
+        yes, no = _SCREEN_GROUPS["mat"]
+        w["exposure"] = x.astype(int)
+        w["group"] = np.where(x, yes, no)
+        groups = [no, yes]
+    elif exposure == "modality":
+        window, modality = int(study.config.get("comparison.window_days")), study.config.get("comparison.modality")
+        first_week = max(1, -(-window // 7))
+        ses = _attended_sessions(study)
+        has = set(ses.loc[(ses["modality"] == modality) & (ses["day"] < window), "episode_id"])
+        x = w["episode_id"].isin(has).to_numpy()
+        yes, no = (f"any {_modality_name(modality)} session on days 0-{window - 1}",
+                   f"no {_modality_name(modality)} session on days 0-{window - 1}")
+        w["exposure"] = x.astype(int)
+        w["group"] = np.where(x, yes, no)
+        groups = [no, yes]
+        notes.append(f"The groups are fixed by day {window} (the exposure window), so the model uses the weeks from "
+                     f"week {first_week} (day {7 * first_week}) on, when every episode's group is known.")
+    else:
+        w["group"] = groups[0]
+    if "exposure" in w.columns:
+        present = [g for g in groups if (w["group"] == g).any()]
+        if len(present) < 2:
+            notes.append("Only one group (" + (present[0] if present else "none") + ") has weeks in the series, so "
+                         "the groups are not compared.")
+            w = w.drop(columns="exposure")
+            w["group"] = "all episodes"
+            groups = ["all episodes"]
+    sched = w["scheduled"].to_numpy(dtype=bool)
+    n_screens = int((w["n_screens"] > 0).sum())
+    n_missed = int(w["missed"].sum())
+    out = ScreensData(w, rule, [], groups, first_week, n_screens=n_screens, n_missed=n_missed,
+                      n_scheduled=int(sched.sum()), notes=notes)
+    if n_screens == 0:
+        out.reason = "the cohort's episodes have no urine screen in the first " + f"{n_weeks} weeks."
+        return out
+    if rule == "impute" and n_missed:
+        cov = None
+        if "exposure" in w.columns:
+            cov = w.drop_duplicates("episode_id")[["episode_id", "exposure"]]
+        out.imputed = impute_missed_weeks(w[list(w.columns.drop(["group"] + (["exposure"] if cov is not None else [])))],
+                                          m=int(sc["m"]), seed=int(sc["seed"]), covariates=cov)
+    return out
+
+
+def screens_by_week(sdat: ScreensData) -> pd.DataFrame:
+    """Per week: weeks with a result, positive weeks (under the rule) and, for rule impute, the pooled % positive.
+
+    ``weeks with a result``: episodes screened that week (plus, under missed = positive, those
+    that missed a scheduled screen); ``positive`` and ``negative``: those positive and negative;
+    ``% positive``: positive over weeks with a result. Under impute the counts are the
+    screened weeks and the ``% positive (missed imputed)`` column is the mean over imputations.
+    """
+    w = sdat.weeks
+    res = w[w["positive"].notna()]
+    out = pd.DataFrame({"week": np.arange(int(w["week"].max()) + 1 if len(w) else 0)})
+    out["weeks with a result"] = res.groupby("week").size().reindex(out["week"]).fillna(0).astype(int).to_numpy()
+    out["positive"] = res.groupby("week")["positive"].sum().reindex(out["week"]).fillna(0).astype(int).to_numpy()
+    out["negative"] = out["weeks with a result"] - out["positive"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["% positive"] = 100.0 * out["positive"] / out["weeks with a result"]
+    if sdat.imputed:
+        shares = [f[f["scheduled"] | (f["n_screens"] > 0)].groupby("week")["positive"].mean() for f in sdat.imputed]
+        out["% positive (missed imputed)"] = (100 * pd.concat(shares, axis=1).mean(axis=1)).reindex(out["week"]).to_numpy()
+    return out[out["weeks with a result"] > 0].reset_index(drop=True)
+
+
+def screens_figure(study: StudyData, by_week_published: pd.DataFrame, sdat: ScreensData):
+    """Share of positive weeks by week in treatment, as published (weeks whose % was hidden are not drawn)."""
+    import matplotlib.pyplot as plt
+
+    from iop_research.present import plots
+
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * 1.6, 3.2))
+    t = by_week_published
+    cols = [c for c in t.columns if c.startswith("% positive")]
+    for k, col in enumerate(cols):
+        vals = pd.to_numeric(t[col].astype(str).str.rstrip("%"), errors="coerce")
+        shown = vals.notna().to_numpy()
+        ax.plot(t["week"].astype(int).to_numpy()[shown], vals.to_numpy()[shown], marker=plots.MARKERS[k],
+                color=plots.OKABE_ITO[k], label=col.replace("% positive", "positive").strip() or "positive")
+    ax.set_xlabel("Week since admission")
+    ax.set_ylabel("Positive weeks (%)")
+    ax.set_ylim(bottom=0)
+    if len(cols) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class ScreensModel:
+    """A model of weekly positivity (``[screens] model``), with the frame it used."""
+
+    fit: AdjustedFit | None
+    model: str
+    n_weeks: int
+    n_episodes: int
+    reason: str | None = None
+    description: str = ""
+
+
+def _screens_fit(kind: str, corstr: str, nagq: int, imputed: list):
+    """``fit(df, covariates=...)`` for :func:`fit_adjusted`: GEE or GLMM of ``positive`` (pooled over imputed weeks)."""
+    from iop_research.derive.impute import pool_rubin
+    from iop_research.longitudinal import fit_gee, fit_glmm
+
+    def one(df, covariates):
+        formula = "positive ~ " + " + ".join(["week", *covariates])
+        if kind == "gee":
+            return fit_gee(df, formula=formula, id_col="episode_id", corstr=corstr, time_col="week")
+        return fit_glmm(df, formula=formula, group_col="episode_id", nagq=nagq)
+
+    def fit(df, *, covariates, event_col=None):
+        if not imputed:
+            return one(df, covariates)
+        key = ["episode_id", "week"]
+        fits = []
+        for f in imputed:
+            d = df.drop(columns="positive").merge(f[key + ["positive"]], on=key, how="left", validate="one_to_one")
+            fits.append(one(d, covariates))
+        return pool_rubin(fits)
+
+    return fit
+
+
+def screens_model(study: StudyData, sdat: ScreensData) -> ScreensModel:
+    """GEE (or GLMM) of a positive week on week, the compared group and the study's covariates."""
+    from iop_research.exceptions import IopError
+
+    sc = study.config.settings["screens"]
+    kind, corstr = sc["model"], sc["corstr"]
+    w = sdat.weeks
+    d = w[(w["week"] >= sdat.first_week) & (w["positive"].notna() | w["missed"])]
+    if not sdat.imputed:
+        d = d[d["positive"].notna()]
+    d = study.with_baseline(d.reset_index(drop=True))
+    n_eps = int(d["episode_id"].nunique())
+    if len(d) == 0 or d["positive"].dropna().nunique() < 2:
+        return ScreensModel(None, kind, len(d), n_eps, reason="the modelled weeks are all negative or all positive "
+                            "(or there are none), so there is nothing to model.")
+    exposure = ["exposure"] if "exposure" in d.columns else []
+    if kind == "gee":
+        desc = (f"GEE logistic model of a positive week on the week number{', the group' if exposure else ''} and the "
+                f"intake covariates, {corstr} working correlation within an episode, robust (sandwich) standard errors "
+                "(R: geepack::geeglm). Odds ratios are population-average.")
+    else:
+        desc = (f"Logistic mixed model of a positive week on the week number{', the group' if exposure else ''} and "
+                "the intake covariates with a random intercept per episode (Laplace approximation; R: lme4::glmer). "
+                "Odds ratios are subject-specific (conditional on the episode), larger in size than population-average "
+                "ones.")
+    try:
+        fit = fit_adjusted(study, d, fit=_screens_fit(kind, corstr, 1, sdat.imputed), exposure=exposure,
+                           event_col="positive")
+    except IopError as exc:
+        return ScreensModel(None, kind, len(d), n_eps, reason=f"the model could not be fitted ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]})", description=desc)
+    return ScreensModel(fit, kind, fit.n_rows, fit.n_episodes, description=desc)
+
+
+def screens_model_frame(sm: ScreensModel, sdat: ScreensData) -> pd.DataFrame:
+    """Odds ratios of the screens model: ``Term, OR, 95% CI low, 95% CI high, p`` (intercept left out)."""
+    t = sm.fit.result.tidy
+    t = t[t["term"] != "(Intercept)"]
+    extra = {"week": "Week since admission (per week)"}
+    if len(sdat.groups) == 2:
+        extra["exposure"] = f"{sdat.groups[1]} (vs {sdat.groups[0]})"
+    labels = term_labels(t["term"].tolist(), extra=extra)
+    return pd.DataFrame({"Term": t["term"].map(labels).to_numpy(), "OR": np.exp(t["estimate"].to_numpy(dtype=float)),
+                         "95% CI low": np.exp(t["conf_low"].to_numpy(dtype=float)),
+                         "95% CI high": np.exp(t["conf_high"].to_numpy(dtype=float)),
+                         "p": t["p_value"].to_numpy(dtype=float)})
+
+
+def screens_endpoints(study: StudyData, sdat: ScreensData) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Abstinence endpoints by group, each table with an ``all episodes`` row (the last row).
+
+    Returns
+    -------
+    (endpoints, counts)
+        ``endpoints``: ``group, episodes, mean % negative weeks, median longest negative run (weeks)``
+        and, for rule impute, ``% abstinent in the final weeks`` (means over the imputations).
+        ``counts`` (rules positive and missing; None for impute): ``group, episodes with the final
+        weeks, abstinent, not abstinent, % abstinent`` (abstinent: every one of the last
+        ``[screens] last_weeks`` weeks of the episode's series negative).
+    """
+    from iop_research.derive.repeated import abstinence_endpoints
+
+    last = int(study.config.get("screens.last_weeks"))
+    frames = sdat.imputed or [sdat.weeks]
+    group = sdat.weeks.drop_duplicates("episode_id").set_index("episode_id")["group"]
+    ends = [abstinence_endpoints(f, last_weeks=last).assign(group=lambda e: e["episode_id"].map(group)) for f in frames]
+    labels = list(sdat.groups) if len(sdat.groups) > 1 else []
+    rows, counts = [], []
+    for g in labels + ["all episodes"]:
+        sel = [e if g == "all episodes" else e[e["group"] == g] for e in ends]
+        e0 = sel[0]
+        row = {"group": g, "episodes": int(len(e0)),
+               "mean % negative weeks": float(np.mean([100 * s["share_negative"].mean() for s in sel])),
+               "median longest negative run (weeks)": float(np.mean([s["longest_negative_run"].median() for s in sel]))}
+        if sdat.imputed:
+            row["% abstinent in the final weeks"] = float(np.mean([100 * s["abstinent_last_weeks"].mean() for s in sel]))
+        rows.append(row)
+        n_final = int(e0["abstinent_last_weeks"].notna().sum())
+        k = int((e0["abstinent_last_weeks"] == 1).sum())
+        counts.append({"group": g, "episodes with the final weeks": n_final, "abstinent": k,
+                       "not abstinent": n_final - k, "% abstinent": 100.0 * k / n_final if n_final else np.nan})
+    return pd.DataFrame(rows), (None if sdat.imputed else pd.DataFrame(counts))
