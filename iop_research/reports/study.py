@@ -1690,7 +1690,8 @@ def mat_adjusted_figure(study: StudyData, adj: MatAdjustedCurves):
 
 # ----------------------------------------------------------------------------- weekly urine screens
 # (helpers of the screens report, 07_screens; kept together at the end of the module)
-__all__ += ["ScreensData", "screens_data", "screens_rule_text", "screens_by_week", "screens_figure", "ScreensModel",
+__all__ += ["ScreensData", "screens_data", "screens_rule_text", "screens_by_week", "screens_imputed_by_week",
+            "screens_figure", "ScreensModel",
             "screens_model", "screens_model_frame", "screens_endpoints"]
 
 _SCREEN_GROUPS = {"mat": ("MAT during the episode", "no MAT during the episode")}
@@ -1763,6 +1764,7 @@ def screens_data(study: StudyData) -> ScreensData:
         return ScreensData(empty, rule, [], ["all episodes"], 1, reason="the cohort is empty.")
     w = uds_weeks(study.data, study.cohort_episodes, weeks=n_weeks,
                   missing="positive" if rule == "positive" else "missing")
+    w.attrs.pop("attrition", None)  # a DataFrame in attrs makes pandas compare frames on every concat
     first_week, notes = 1, []
     groups = ["all episodes"]
     if exposure == "mat":
@@ -1829,26 +1831,40 @@ def screens_by_week(sdat: ScreensData) -> pd.DataFrame:
     out["negative"] = out["weeks with a result"] - out["positive"]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["% positive"] = 100.0 * out["positive"] / out["weeks with a result"]
-    if sdat.imputed:
-        shares = [f[f["scheduled"] | (f["n_screens"] > 0)].groupby("week")["positive"].mean() for f in sdat.imputed]
-        out["% positive (missed imputed)"] = (100 * pd.concat(shares, axis=1).mean(axis=1)).reindex(out["week"]).to_numpy()
     return out[out["weeks with a result"] > 0].reset_index(drop=True)
 
 
-def screens_figure(study: StudyData, by_week_published: pd.DataFrame, sdat: ScreensData):
-    """Share of positive weeks by week in treatment, as published (weeks whose % was hidden are not drawn)."""
+def screens_imputed_by_week(sdat: ScreensData, by_week_published: pd.DataFrame) -> pd.DataFrame:
+    """Rule impute: % positive among scheduled and screened weeks, missed weeks imputed (mean over imputations).
+
+    Only for the weeks whose observed % positive was published (``by_week_published``: the displayed
+    strings of the :func:`screens_by_week` table); elsewhere the estimate is left out, since with the
+    week's published counts it would narrow a hidden one.
+    """
+    shares = [f[f["scheduled"] | (f["n_screens"] > 0)].groupby("week")["positive"].mean() for f in sdat.imputed]
+    est = 100 * pd.concat(shares, axis=1).mean(axis=1)
+    t = by_week_published
+    ok = pd.to_numeric(t["% positive"].astype(str), errors="coerce").notna().to_numpy()
+    weeks = t["week"].astype(str).str.replace(",", "").astype(int).to_numpy()
+    return pd.DataFrame({"week": weeks[ok], "% positive (missed imputed)": est.reindex(weeks[ok]).to_numpy()})
+
+
+def screens_figure(study: StudyData, by_week_published: pd.DataFrame, imputed_published: pd.DataFrame | None = None):
+    """Share of positive weeks by week since admission, as published (weeks whose % was hidden are not drawn)."""
     import matplotlib.pyplot as plt
 
     from iop_research.present import plots
 
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * 1.6, 3.2))
-    t = by_week_published
-    cols = [c for c in t.columns if c.startswith("% positive")]
-    for k, col in enumerate(cols):
+    series = [(by_week_published, "% positive", "screened weeks" if imputed_published is not None else "positive")]
+    if imputed_published is not None:
+        series.append((imputed_published, "% positive (missed imputed)", "missed weeks imputed"))
+    cols = [c for _, c, _ in series]
+    for k, (t, col, label) in enumerate(series):
         vals = pd.to_numeric(t[col].astype(str).str.rstrip("%"), errors="coerce")
         shown = vals.notna().to_numpy()
-        ax.plot(t["week"].astype(int).to_numpy()[shown], vals.to_numpy()[shown], marker=plots.MARKERS[k],
-                color=plots.OKABE_ITO[k], label=col.replace("% positive", "positive").strip() or "positive")
+        wk = t["week"].astype(str).str.replace(",", "").astype(int).to_numpy()
+        ax.plot(wk[shown], vals.to_numpy()[shown], marker=plots.MARKERS[k], color=plots.OKABE_ITO[k], label=label)
     ax.set_xlabel("Week since admission")
     ax.set_ylabel("Positive weeks (%)")
     ax.set_ylim(bottom=0)
@@ -1969,7 +1985,12 @@ def screens_endpoints(study: StudyData, sdat: ScreensData) -> tuple[pd.DataFrame
                "mean % negative weeks": float(np.mean([100 * s["share_negative"].mean() for s in sel])),
                "median longest negative run (weeks)": float(np.mean([s["longest_negative_run"].median() for s in sel]))}
         if sdat.imputed:
-            row["% abstinent in the final weeks"] = float(np.mean([100 * s["abstinent_last_weeks"].mean() for s in sel]))
+            # a mean of exact fractions can give away a small count (15/16 = 93.75%): shown only when, in every
+            # imputation, the abstinent and the not abstinent episodes are each 0 or at least min_cell_count
+            k_ = [(int((s["abstinent_last_weeks"] == 1).sum()), int((s["abstinent_last_weeks"] == 0).sum())) for s in sel]
+            safe = all(a == 0 or a >= study.min_cell_count for pair in k_ for a in pair) and all(sum(p) for p in k_)
+            row["% abstinent in the final weeks"] = (
+                float(np.mean([100 * s["abstinent_last_weeks"].mean() for s in sel])) if safe else "hidden (small counts)")
         rows.append(row)
         n_final = int(e0["abstinent_last_weeks"].notna().sum())
         k = int((e0["abstinent_last_weeks"] == 1).sum())
