@@ -1997,3 +1997,221 @@ def screens_endpoints(study: StudyData, sdat: ScreensData) -> tuple[pd.DataFrame
         counts.append({"group": g, "episodes with the final weeks": n_final, "abstinent": k,
                        "not abstinent": n_final - k, "% abstinent": 100.0 * k / n_final if n_final else np.nan})
     return pd.DataFrame(rows), (None if sdat.imputed else pd.DataFrame(counts))
+
+
+# ----------------------------------------------------------------------------- programmes compared fairly
+# (helpers of the programmes report, 08_programmes; kept together at the end of the module)
+__all__ += ["ProgrammeComparison", "programme_comparison", "programme_outcome_text", "programme_counts",
+            "programme_hidden", "programme_rates_table", "programme_figures", "programme_glmm_frame"]
+
+_PROGRAMME_OUTCOMES = {
+    "completion": ("completed", "not completed", "completion",
+                   "completed treatment (discharge reason \"completed\"), among episodes with a discharge"),
+    "retention_90": ("retained 90 days", "not retained", "retention to day 90",
+                     "still in treatment 90 days after admission (discharged on day 90 or later, or open and observed "
+                     "to day 90), among episodes with 90 days of follow-up or an earlier discharge"),
+}
+
+
+@dataclass
+class ProgrammeComparison:
+    """Programmes compared on ``[programmes] outcome`` with the study's case mix.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        One row per episode: ``episode_id, program, y`` (0/1) and the case-mix covariates (after the
+        missing-covariate policy).
+    covariates : list of str
+        Case-mix covariates of the models (never the programme).
+    rates : Result or None
+        :func:`~iop_research.longitudinal.programme_rates`.
+    glmm : Result or None
+        :func:`~iop_research.longitudinal.fit_glmm` with a random programme intercept (profile interval of its SD).
+    reason : str or None
+        Why programmes are not compared (one programme, fewer than ``min_programmes``, ...).
+    n_excluded, n_dropped : int
+        Episodes without the outcome (e.g. still open), episodes dropped for missing covariates.
+    notes : list of str
+    """
+
+    frame: pd.DataFrame
+    covariates: list
+    rates: Any = None
+    glmm: Any = None
+    reason: str | None = None
+    glmm_reason: str | None = None
+    n_excluded: int = 0
+    n_dropped: int = 0
+    notes: list = field(default_factory=list)
+
+
+def programme_outcome_text(outcome: str, *, short: bool = False) -> str:
+    """What the compared outcome is, in words (``short``: its name, e.g. ``"completion"``)."""
+    return _PROGRAMME_OUTCOMES[outcome][2 if short else 3]
+
+
+def _programme_outcome(study: StudyData, outcome: str) -> pd.DataFrame:
+    ce = study.cohort_episodes
+    if outcome == "completion":
+        has = ce["discharge_reason"].notna()
+        return pd.DataFrame({"episode_id": ce.loc[has, "episode_id"].to_numpy(), "program": ce.loc[has, "program"].astype(str).to_numpy(),
+                             "y": (ce.loc[has, "discharge_reason"] == "completed").astype(int).to_numpy()})
+    obs = study.data.observation.drop_duplicates("patient_id").set_index("patient_id")["observation_end"]
+    admit = pd.to_datetime(ce["admit_date"])
+    day90 = admit + pd.Timedelta(days=90)
+    dis = pd.to_datetime(ce["discharge_date"])
+    end = pd.to_datetime(ce["patient_id"].map(obs))
+    retained = (dis.notna() & (dis >= day90)) | (dis.isna() & (end >= day90))
+    known = dis.notna() | (end >= day90)
+    return pd.DataFrame({"episode_id": ce.loc[known, "episode_id"].to_numpy(),
+                         "program": ce.loc[known, "program"].astype(str).to_numpy(),
+                         "y": retained[known].astype(int).to_numpy()})
+
+
+def programme_comparison(study: StudyData) -> ProgrammeComparison:
+    """Risk-standardised rates per programme and a random-intercept GLMM (``[programmes]``).
+
+    The case mix is the study's covariates without the programme (``[covariates] adjust``); missing
+    values follow ``[missing] policy`` (complete case or missing indicator; multiple imputation is
+    refused by the study file for this question). Sparse levels of categorical covariates are pooled
+    as in :func:`fit_adjusted`. Expected counts come from a logistic case-mix model without the
+    programme (indirect standardisation, :func:`~iop_research.longitudinal.programme_rates`); the
+    between-programme SD from ``glmer(y ~ case mix + (1 | program))`` with its profile-likelihood interval.
+    """
+    from iop_research.derive import impute
+    from iop_research.exceptions import IopError
+    from iop_research.longitudinal import fit_glmm, programme_rates
+
+    pc = study.config.settings["programmes"]
+    outcome = pc["outcome"]
+    y = _programme_outcome(study, outcome)
+    n_excluded = len(study.cohort_episodes) - len(y)
+    covs = [c for c in study.covariates if c != "program"]
+    d = y.merge(study.baseline[["episode_id"] + covs], on="episode_id", how="left", validate="one_to_one")
+    out = ProgrammeComparison(d, covs, n_excluded=n_excluded)
+    k = d["program"].nunique()
+    if len(d) == 0:
+        out.reason = "no episode of the cohort has the outcome recorded."
+        return out
+    if k < int(pc["min_programmes"]):
+        names = ", ".join(sorted(d["program"].unique()))
+        if k == 1:
+            out.reason = (f"the cohort has a single programme ({names}), so there is no other programme to compare it "
+                          "with.")
+        else:
+            out.reason = (f"the cohort has {_words(k)} programmes ({names}), fewer than the {pc['min_programmes']} "
+                          "the study requires for a comparison ([programmes] min_programmes).")
+        return out
+    if d["y"].nunique() < 2:
+        out.reason = "every episode has the same outcome, so there is nothing to compare."
+        return out
+    d, covs, pooled = _pool_sparse_levels(d, covs, {"event_col": "y"}, study.min_cell_count)
+    out.notes += pooled
+    policy = study.config.get("missing.policy")
+    if covs and d[covs].isna().any().any():
+        if policy == "complete_case":
+            kept = d.dropna(subset=covs)
+            out.n_dropped = len(d) - len(kept)
+            d = kept.reset_index(drop=True)
+            out.notes.append("Complete-case analysis: episodes with a missing case-mix covariate were left out.")
+        else:
+            d, covs = impute.missing_indicator(d, covs)
+            covs = list(covs)
+            out.notes.append("Missing case-mix values entered the models as their own category (missing indicator).")
+    flat = [c for c in covs if d[c].dropna().nunique() < 2]
+    if flat:
+        out.notes.append("Not in the case-mix model (one value among these episodes): "
+                         + ", ".join(VARIABLE_LABELS.get(c, c) for c in flat) + ".")
+        covs = [c for c in covs if c not in flat]
+    out.frame, out.covariates = d, covs
+    try:
+        out.rates = programme_rates(d, programme_col="program", outcome_col="y", covariates=covs)
+    except IopError as exc:
+        out.reason = f"the case-mix model could not be fitted ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
+        return out
+    try:
+        out.glmm = fit_glmm(d, formula="y ~ " + (" + ".join(covs) if covs else "1"), group_col="program",
+                            nagq=int(pc["nagq"]), profile=True)
+    except IopError as exc:
+        out.glmm_reason = (f"the random-intercept model could not be fitted ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]}).")
+    return out
+
+
+def programme_counts(pc: ProgrammeComparison, outcome: str) -> pd.DataFrame:
+    """Episodes, outcome and its complement per programme, with an ``all programmes`` row (counts and crude %)."""
+    yes, no, what, _ = _PROGRAMME_OUTCOMES[outcome]
+    g = pc.frame.groupby("program")["y"].agg(["size", "sum"])
+    rows = pd.DataFrame({"programme": g.index.astype(str), "episodes": g["size"].astype(int).to_numpy(),
+                         yes: g["sum"].astype(int).to_numpy()})
+    rows.loc[len(rows)] = ["all programmes", int(rows["episodes"].sum()), int(rows[yes].sum())]
+    rows[no] = rows["episodes"] - rows[yes]
+    rows[f"% {yes}"] = 100.0 * rows[yes] / rows["episodes"]
+    return rows
+
+
+def programme_hidden(published_counts: pd.DataFrame) -> set:
+    """Programmes with a count hidden in the published counts table (their estimates would give the count away)."""
+    counts = [c for c in published_counts.columns if c != "programme" and not c.startswith("%")]
+    hid = published_counts[counts].astype(str).apply(lambda s: s.str.startswith("<") | (s == "*")).any(axis=1)
+    return set(published_counts.loc[hid.to_numpy(), "programme"].astype(str)) - {"all programmes"}
+
+
+def programme_rates_table(pc: ProgrammeComparison, hidden: set) -> pd.DataFrame:
+    """Risk-standardised rates (%) with 95% intervals and O/E per programme; programmes in ``hidden`` blanked."""
+    t = pc.rates.tidy
+    out = pd.DataFrame({"programme": t["programme"].astype(str).to_numpy(), "observed / expected": t["oe_ratio"].to_numpy(),
+                        "crude rate (%)": 100 * t["rate_crude"].to_numpy(),
+                        "risk-standardised rate (%)": 100 * t["rate_standardized"].to_numpy(),
+                        "95% CI low": 100 * t["conf_low"].to_numpy(),
+                        "95% CI high": 100 * np.minimum(t["conf_high"].to_numpy(), 1.0),
+                        "outside 99.8% funnel limits": t["flag"].replace("", "no").to_numpy()})
+    out = out.astype({c: object for c in out.columns if c != "programme"})
+    hide = out["programme"].isin(hidden).to_numpy()
+    for c in out.columns[1:]:
+        out.loc[hide, c] = "hidden (small counts)"
+    return out
+
+
+def programme_figures(study: StudyData, pc: ProgrammeComparison, hidden: set, outcome: str):
+    """Funnel and caterpillar plots of the programmes whose counts were all published; (figure, caption).
+
+    The figure is None when no programme can be drawn (the caption then says why).
+    """
+    import matplotlib.pyplot as plt
+
+    from iop_research.present.programmes import drawable_programmes, plot_caterpillar, plot_funnel
+
+    t = pc.rates.tidy
+    drawable, n_small = drawable_programmes(t, study.min_cell_count)
+    shown = drawable[~drawable["programme"].astype(str).isin(hidden)]
+    n_left = len(t) - len(shown)
+    what = _PROGRAMME_OUTCOMES[outcome][2]
+    if len(shown) == 0:
+        return None, (f"No programme is drawn: every programme has a small (below {study.min_cell_count}) or hidden "
+                      "count, which a point on a funnel or caterpillar plot would give away.")
+    fig, axes = plt.subplots(1, 2, figsize=(DOUBLE_WIDTH_IN, max(3.2, 0.28 * len(shown) + 1.4)))
+    if len(shown):
+        plot_funnel(shown, ax=axes[0], min_cell_count=study.min_cell_count, ylabel=f"Observed / expected ({what})")
+        plot_caterpillar(shown, ax=axes[1], min_cell_count=study.min_cell_count,
+                         xlabel=f"Risk-standardised {what} (95% CI)")
+    fig.tight_layout()
+    caption = (f"Left: funnel plot of observed over expected {what} against the expected count, with 95% (dashed) and "
+               "99.8% (dotted) limits under no programme effect. Right: risk-standardised rates with 95% intervals, "
+               "sorted; dashed line: the rate of the programmes shown.")
+    if n_left:
+        caption += (f" {n_left} programme{'s are' if n_left != 1 else ' is'} not drawn because a count of "
+                    f"{'their' if n_left != 1 else 'its'} episodes is small (below {study.min_cell_count}) or hidden.")
+    return fig, caption
+
+
+def programme_glmm_frame(pc: ProgrammeComparison) -> pd.DataFrame:
+    """Case-mix odds ratios of the random-intercept model: ``Term, OR, 95% CI low, 95% CI high, p``."""
+    t = pc.glmm.tidy
+    t = t[t["term"] != "(Intercept)"]
+    labels = term_labels(t["term"].tolist())
+    return pd.DataFrame({"Term": t["term"].map(labels).to_numpy(), "OR": t["odds_ratio"].to_numpy(dtype=float),
+                         "95% CI low": t["or_conf_low"].to_numpy(dtype=float),
+                         "95% CI high": t["or_conf_high"].to_numpy(dtype=float),
+                         "p": t["p_value"].to_numpy(dtype=float)})
