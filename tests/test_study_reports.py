@@ -326,7 +326,7 @@ def test_list_reports_names_tutorials_and_templates():
 
     listed = list_reports()
     names = [n for n, _, _ in listed]
-    assert names[-6:] == list(QUESTIONS.values())
-    assert all(p.parent == DEFAULT_NOTEBOOKS_DIR for n, _, p in listed[:-6])
+    assert names[-len(QUESTIONS):] == list(QUESTIONS.values())
+    assert all(p.parent == DEFAULT_NOTEBOOKS_DIR for n, _, p in listed[:-len(QUESTIONS)])
     titles = dict((n, t) for n, t, _ in listed)
     assert titles["03_relapse"] == "Time to relapse" and titles["04_modalities"] == "Therapy modalities and relapse"
