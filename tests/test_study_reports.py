@@ -114,6 +114,9 @@ KEYS_TESTED_ELSEWHERE = {
     "report.questions": "test_questions_choose_the_reports",
     "report.formats": "test_formats_choose_the_files",
 }
+# the [screens] and [programmes] keys: tests/test_study_screens_programmes.py::test_changing_a_key_changes_its_report
+KEYS_TESTED_ELSEWHERE.update({f"{s}.{k}": "tests/test_study_screens_programmes.py::test_changing_a_key_changes_its_report"
+                              for s in ("screens", "programmes") for k in STUDY_KEYS[s]})
 
 
 def test_every_study_key_has_a_test():
