@@ -1936,11 +1936,18 @@ def screens_model(study: StudyData, sdat: ScreensData) -> ScreensModel:
                 "Odds ratios are subject-specific (conditional on the episode), larger in size than population-average "
                 "ones.")
     try:
-        fit = fit_adjusted(study, d, fit=_screens_fit(kind, corstr, 1, sdat.imputed), exposure=exposure,
-                           event_col="positive")
+        with np.errstate(over="ignore", invalid="ignore"):  # separation: reported below, not as a warning
+            fit = fit_adjusted(study, d, fit=_screens_fit(kind, corstr, 1, sdat.imputed), exposure=exposure,
+                               event_col="positive")
     except IopError as exc:
         return ScreensModel(None, kind, len(d), n_eps, reason=f"the model could not be fitted ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200]})", description=desc)
+    bad = _unstable_terms(fit.result.tidy)
+    if bad:
+        return ScreensModel(None, kind, len(d), n_eps, description=desc,
+                            reason="its coefficients are not estimable in these data (a positive week (nearly) always "
+                            "or never within a level: " + ", ".join(bad) + "); leave the covariate out in "
+                            "[covariates] adjust or widen the cohort.")
     return ScreensModel(fit, kind, fit.n_rows, fit.n_episodes, description=desc)
 
 
@@ -2131,12 +2138,30 @@ def programme_comparison(study: StudyData) -> ProgrammeComparison:
         out.reason = f"the case-mix model could not be fitted ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
         return out
     try:
-        out.glmm = fit_glmm(d, formula="y ~ " + (" + ".join(covs) if covs else "1"), group_col="program",
+        with np.errstate(over="ignore", invalid="ignore"):  # separation: reported below, not as a warning
+            glmm = fit_glmm(d, formula="y ~ " + (" + ".join(covs) if covs else "1"), group_col="program",
                             nagq=int(pc["nagq"]), profile=True)
     except IopError as exc:
         out.glmm_reason = (f"the random-intercept model could not be fitted ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]}).")
+        return out
+    bad = _unstable_terms(glmm.tidy)
+    if bad:
+        out.glmm_reason = ("the random-intercept model's case-mix coefficients are not estimable in these data (an "
+                           "outcome (nearly) all or none within a level: " + ", ".join(bad) + "); leave the covariate "
+                           "out in [covariates] adjust or widen the cohort.")
+    else:
+        out.glmm = glmm
     return out
+
+
+def _unstable_terms(tidy: pd.DataFrame, limit: float = 10.0) -> list[str]:
+    """Readable names of terms whose estimate or interval is not finite or beyond ``limit`` on the log-odds scale."""
+    cols = [c for c in ("estimate", "std_error", "conf_low", "conf_high") if c in tidy.columns]
+    v = tidy[cols].to_numpy(dtype=float)
+    bad = ~np.isfinite(v).all(axis=1) | (np.abs(tidy["estimate"].to_numpy(dtype=float)) > limit)
+    terms = tidy.loc[bad & (tidy["term"] != "(Intercept)").to_numpy(), "term"].tolist()
+    return list(term_labels(terms).values())
 
 
 def programme_counts(pc: ProgrammeComparison, outcome: str) -> pd.DataFrame:
