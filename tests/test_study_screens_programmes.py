@@ -392,3 +392,11 @@ def test_policy_and_covariates_act_on_both_reports(data_dirs):
     m_cc, m_ind, m_cov = (st.screens_model(s, st.screens_data(s)) for s in (sd_cc, sd_ind, sd_cov))
     assert m_cc.fit.n_dropped > 0 and m_ind.fit.n_dropped == 0
     assert m_cov.fit.covariates == ["exposure", "age", "sex"]
+
+
+def test_multiple_imputation_leaves_programmes_out_with_the_reason(sd4):
+    sd = st.prepare_study({"missing": {"policy": "multiple_imputation", "m": 2}}, data=sd4.data)
+    assert "programmes" not in sd.questions and "screens" in sd.questions
+    assert "does not support [missing] policy" in sd.availability["programmes"]
+    pc = st.programme_comparison(sd)
+    assert pc.rates is None and "not supported" in pc.reason

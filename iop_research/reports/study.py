@@ -467,6 +467,9 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
                    baseline=baseline, frame=frame, attrition=attrition, definition=definition,
                    covariates=covariates, covariate_notes=notes)
     sd.availability = question_availability(sd)
+    if config.get("missing.policy") == "multiple_imputation":  # the study file refuses it when asked for by name
+        sd.availability["programmes"] = ("the programme comparison's case-mix model does not support [missing] policy "
+                                         "= \"multiple_imputation\" (use complete_case or indicator)")
     wanted = config.get("report.questions")
     if wanted is None:
         sd.questions = [q for q in QUESTIONS if sd.availability[q] is None]
@@ -2116,6 +2119,10 @@ def programme_comparison(study: StudyData) -> ProgrammeComparison:
     d, covs, pooled = _pool_sparse_levels(d, covs, {"event_col": "y"}, study.min_cell_count)
     out.notes += pooled
     policy = study.config.get("missing.policy")
+    if policy == "multiple_imputation":
+        out.reason = ("[missing] policy = \"multiple_imputation\" is not supported for the programme comparison; use "
+                      "complete_case or indicator.")
+        return out
     if covs and d[covs].isna().any().any():
         if policy == "complete_case":
             kept = d.dropna(subset=covs)
