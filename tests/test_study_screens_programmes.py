@@ -400,3 +400,36 @@ def test_multiple_imputation_leaves_programmes_out_with_the_reason(sd4):
     assert "does not support [missing] policy" in sd.availability["programmes"]
     pc = st.programme_comparison(sd)
     assert pc.rates is None and "not supported" in pc.reason
+
+
+@pytest.mark.r
+@pytest.mark.skipif(__import__("shutil").which("Rscript") is None, reason="Rscript not installed (CI installs it)")
+def test_the_report_models_equal_r_on_the_report_frames(sd4, tmp_path):
+    """The screens GEE (geepack::geeglm) and the programmes GLMM with the profile CI of its SD
+    (lme4::glmer, confint(method = "profile")) refitted in R on the frames the reports used."""
+    import subprocess
+
+    sd = st.prepare_study({"covariates": {"adjust": ["age", "severity_score"]}}, data=sd4.data)
+    sdat = st.screens_data(sd)
+    sm = st.screens_model(sd, sdat)
+    pc = st.programme_comparison(sd)
+    assert sm.fit is not None and pc.glmm is not None and sm.fit.n_dropped == 0 and not sm.fit.pooled
+    d = sd.with_baseline(sdat.weeks[(sdat.weeks["week"] >= 1) & sdat.weeks["positive"].notna()].reset_index(drop=True))
+    d[["episode_id", "week", "positive", "exposure", "age", "severity_score"]].to_csv(tmp_path / "screens.csv", index=False)
+    pc.frame[["program", "y", "age", "severity_score"]].to_csv(tmp_path / "programmes.csv", index=False)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["Rscript", "--vanilla", str(root / "tests" / "r" / "report_screens_programmes.R"),
+                           str(tmp_path), str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((tmp_path / "r.json").read_text())
+    gee = sm.fit.result.tidy
+    assert r["gee"]["term"][1:] == ["week", "exposure", "age", "severity_score"] == gee["term"].tolist()[1:]
+    np.testing.assert_allclose(gee["estimate"], r["gee"]["estimate"], atol=1e-4)
+    np.testing.assert_allclose(gee["std_error"], r["gee"]["std_error"], atol=1e-4)
+    glmm, g = pc.glmm.tidy, pc.glmm.glance.iloc[0]
+    np.testing.assert_allclose(glmm["estimate"], r["glmm"]["estimate"], atol=1e-4)
+    np.testing.assert_allclose(glmm["std_error"], r["glmm"]["std_error"], atol=1e-3)
+    assert abs(g["re_sd"] - r["glmm"]["re_sd"]) < 1e-3
+    # profile limits: lme4 interpolates a spline through its profile; the SD is 0 at the boundary
+    assert abs(g["re_sd_conf_low"] - r["glmm"]["re_sd_conf_low"]) < 1e-2
+    assert abs(g["re_sd_conf_high"] - r["glmm"]["re_sd_conf_high"]) < 1e-2
