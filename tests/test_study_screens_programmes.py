@@ -433,3 +433,20 @@ def test_the_report_models_equal_r_on_the_report_frames(sd4, tmp_path):
     # profile limits: lme4 interpolates a spline through its profile; the SD is 0 at the boundary
     assert abs(g["re_sd_conf_low"] - r["glmm"]["re_sd_conf_low"]) < 1e-2
     assert abs(g["re_sd_conf_high"] - r["glmm"]["re_sd_conf_high"]) < 1e-2
+
+
+@pytest.mark.slow
+def test_no_screens_give_a_sentence_not_a_failure(sd4, tmp_path):
+    from iop_research.data.io import IOPData
+
+    d = sd4.data
+    ev = d.events[d.events["event_type"].astype(str) != "uds"].reset_index(drop=True)
+    path = IOPData(d.patients, d.admissions, d.sessions, d.medications, ev, d.observation).write(tmp_path / "d",
+                                                                                                  format="parquet")
+    sd = st.prepare_study({"outcome": {"sources": ["self_report_use", "overdose", "readmission"]}}, data_path=str(path))
+    assert st.screens_data(sd).reason.startswith("the cohort's episodes have no urine screen")
+    out = run_template("07_screens", {"outcome": {"sources": ["self_report_use", "overdose", "readmission"]}}, path)
+    texts = [v for k, v in out.items() if k.startswith("text:")]
+    assert any(t.startswith("No weekly screen series can be analysed: the cohort's episodes have no urine screen")
+               for t in texts)
+    assert "table:settings_screens" in out and "table:screens_by_week" not in out
