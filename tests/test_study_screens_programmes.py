@@ -313,7 +313,10 @@ def test_new_questions_and_keys_are_in_the_study_file():
     assert {"screens.missed_rule", "screens.model", "screens.corstr", "covariates.adjust"} <= shown
     assert "screens.m" not in shown and "screens.seed" not in shown  # act only under missed_rule = "impute"
     shown = set(st.applied_settings(load_study(settings={"screens": {"model": "glmm"}}), "screens")["setting"])
-    assert "screens.corstr" not in shown
+    assert "screens.corstr" not in shown and "comparison.modality" not in shown
+    cfg = load_study(settings={"screens": {"exposure": "modality"}, "comparison": {"exposure": "modality_mix"}})
+    shown = set(st.applied_settings(cfg, "screens")["setting"])
+    assert {"comparison.modality", "comparison.window_days"} <= shown and "comparison.exposure" not in shown
 
 
 @pytest.mark.parametrize("settings, fragment", [
@@ -450,3 +453,14 @@ def test_no_screens_give_a_sentence_not_a_failure(sd4, tmp_path):
     assert any(t.startswith("No weekly screen series can be analysed: the cohort's episodes have no urine screen")
                for t in texts)
     assert "table:settings_screens" in out and "table:screens_by_week" not in out
+
+
+def test_the_modality_exposure_uses_the_comparison_modality_and_window(sd4):
+    base = {"screens": {"exposure": "modality"}}
+    a = st.screens_data(st.prepare_study(base, data=sd4.data))
+    b = st.screens_data(st.prepare_study({**base, "comparison": {"modality": "individual", "window_days": 14}},
+                                         data=sd4.data))
+    assert a.groups == ["no family therapy session on days 0-29", "any family therapy session on days 0-29"]
+    assert a.first_week == 5 and b.first_week == 2
+    assert b.groups[1].startswith("any individual") and b.groups[1].endswith("days 0-13")
+    assert not a.weeks["exposure"].equals(b.weeks["exposure"])

@@ -184,10 +184,11 @@ STUDY_KEYS: dict[str, dict[str, StudyKey]] = {
                              "modality_dose: attended sessions of `modality` per week; "
                              "modality_mix: the combination of modalities attended in the first window_days",
                              ("modalities",), choices=("modality_any", "modality_dose", "modality_mix")),
-        "modality": StudyKey("str", "family", "therapy modality compared (modality_any, modality_dose)",
-                             ("modalities",), choices=MODALITIES),
+        "modality": StudyKey("str", "family", "therapy modality compared (modality_any, modality_dose; screens: "
+                             "[screens] exposure = \"modality\")", ("modalities", "screens"), choices=MODALITIES),
         "window_days": StudyKey("int", 30, "exposure window [0, window_days) after admission; also the landmark day "
-                                "of the landmark design", ("modalities",), minimum=1),
+                                "of the landmark design; screens: the window of [screens] exposure = \"modality\"",
+                                ("modalities", "screens"), minimum=1),
         "design": StudyKey("str", None, "landmark (exposure fixed at day window_days, follow-up from then among those "
                            "still at risk) or time_varying (counting-process Cox); default: landmark, "
                            "time_varying for modality_dose", ("modalities",), choices=("landmark", "time_varying")),

@@ -270,6 +270,11 @@ def applied_settings(config: StudyConfig, question: str) -> pd.DataFrame:
         skip |= {"privacy.min_cell_count_override"}
     if config.get("screens.missed_rule") != "impute":
         skip |= {"screens.m", "screens.seed"}
+    if question == "screens":  # [comparison] modality and window_days act on it only through its modality exposure
+        if config.get("screens.exposure") == "modality":
+            skip -= {"comparison.modality", "comparison.window_days"}
+        else:
+            skip |= {"comparison.modality", "comparison.window_days"}
     if config.get("screens.model") != "gee":
         skip |= {"screens.corstr"}
     rows = []
