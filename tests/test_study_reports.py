@@ -123,6 +123,9 @@ KEYS_TESTED_ELSEWHERE = {
     "report.questions": "test_questions_choose_the_reports",
     "report.formats": "test_formats_choose_the_files",
 }
+# the [screens] and [programmes] keys: tests/test_study_screens_programmes.py::test_changing_a_key_changes_its_report
+KEYS_TESTED_ELSEWHERE.update({f"{s}.{k}": "tests/test_study_screens_programmes.py::test_changing_a_key_changes_its_report"
+                              for s in ("screens", "programmes") for k in STUDY_KEYS[s]})
 
 
 def test_every_study_key_has_a_test():
@@ -335,7 +338,7 @@ def test_list_reports_names_tutorials_and_templates():
 
     listed = list_reports()
     names = [n for n, _, _ in listed]
-    assert names[-6:] == list(QUESTIONS.values())
-    assert all(p.parent == DEFAULT_NOTEBOOKS_DIR for n, _, p in listed[:-6])
+    assert names[-len(QUESTIONS):] == list(QUESTIONS.values())
+    assert all(p.parent == DEFAULT_NOTEBOOKS_DIR for n, _, p in listed[:-len(QUESTIONS)])
     titles = dict((n, t) for n, t, _ in listed)
     assert titles["03_relapse"] == "Time to relapse" and titles["04_modalities"] == "Therapy modalities and relapse"

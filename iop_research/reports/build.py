@@ -656,6 +656,7 @@ def _check_channel_only(name: str, nb, key: bytes | None) -> None:
 _QUESTION_TITLES = {
     "cohort": "Cohort and attrition", "retention": "Retention and discharge reasons", "relapse": "Time to relapse",
     "modalities": "Therapy modalities", "mat": "MAT", "recurrence": "Recurrent relapse",
+    "screens": "Weekly urine screens", "programmes": "Programmes compared",
 }
 
 

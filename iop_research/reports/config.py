@@ -49,12 +49,20 @@ Example (``study.toml``)::
     design = "ccw"                   # landmark | ccw (adds an emulated target trial of starting MAT)
     grace_days = 30
     horizon_days = 180
+    [screens]                        # weekly urine screens (question "screens")
+    missed_rule = "positive"         # positive | missing | impute (with m, seed)
+    model = "gee"                    # gee (with corstr) | glmm
+    exposure = "mat"                 # mat | modality | none
+
+    [programmes]                     # programmes compared fairly (question "programmes")
+    outcome = "completion"           # completion | retention_90
+    min_programmes = 3
 
     [privacy]
     min_cell_count = 11
 
     [report]
-    questions = ["cohort", "relapse", "modalities"]
+    questions = ["cohort", "relapse", "modalities", "screens", "programmes"]
     title = "Family therapy and relapse after IOP"
     formats = ["html", "csv", "docx"]
 
@@ -90,6 +98,8 @@ QUESTIONS: dict[str, str] = {
     "modalities": "04_modalities",
     "mat": "05_mat",
     "recurrence": "06_recurrence",
+    "screens": "07_screens",
+    "programmes": "08_programmes",
 }
 
 #: Therapy modalities of the data contract (``sessions.modality``).
@@ -103,7 +113,7 @@ INTAKE_COVARIATES = (
 
 _RELAPSE_SOURCES = ("uds", "self_report_use", "overdose", "ed_visit", "readmission")
 _ALL_OUTCOME_Q = ("relapse", "modalities", "mat", "recurrence")
-_MODEL_Q = ("retention", "relapse", "modalities", "mat", "recurrence")
+_MODEL_Q = ("retention", "relapse", "modalities", "mat", "recurrence", "screens")
 _ALL_Q = tuple(QUESTIONS)
 
 
@@ -178,10 +188,11 @@ STUDY_KEYS: dict[str, dict[str, StudyKey]] = {
                              "modality_dose: attended sessions of `modality` per week; "
                              "modality_mix: the combination of modalities attended in the first window_days",
                              ("modalities",), choices=("modality_any", "modality_dose", "modality_mix")),
-        "modality": StudyKey("str", "family", "therapy modality compared (modality_any, modality_dose)",
-                             ("modalities",), choices=MODALITIES),
+        "modality": StudyKey("str", "family", "therapy modality compared (modality_any, modality_dose; screens: "
+                             "[screens] exposure = \"modality\")", ("modalities", "screens"), choices=MODALITIES),
         "window_days": StudyKey("int", 30, "exposure window [0, window_days) after admission; also the landmark day "
-                                "of the landmark design", ("modalities",), minimum=1),
+                                "of the landmark design; screens: the window of [screens] exposure = \"modality\"",
+                                ("modalities", "screens"), minimum=1),
         "design": StudyKey("str", None, "landmark (exposure fixed at day window_days, follow-up from then among those "
                            "still at risk) or time_varying (counting-process Cox); default: landmark, "
                            "time_varying for modality_dose", ("modalities",), choices=("landmark", "time_varying")),
@@ -194,13 +205,14 @@ STUDY_KEYS: dict[str, dict[str, StudyKey]] = {
     },
     "covariates": {
         "adjust": StudyKey("list[str]", None, "intake covariates adjusted for in every model (default: all available: "
-                           + ", ".join(INTAKE_COVARIATES[:-1]) + ")", _MODEL_Q + ("cohort",),
+                           + ", ".join(INTAKE_COVARIATES[:-1]) + "); programmes: the case-mix model, without "
+                           "the programme itself", _MODEL_Q + ("cohort", "programmes"),
                            choices=INTAKE_COVARIATES),
     },
     "missing": {
         "policy": StudyKey("str", "complete_case", "missing covariates: complete_case (drop, with an attrition row), "
                            "indicator (missing-indicator category) or multiple_imputation (chained equations, "
-                           "Rubin's rules)", _MODEL_Q,
+                           "Rubin's rules; not for the programmes question)", _MODEL_Q + ("programmes",),
                            choices=("complete_case", "indicator", "multiple_imputation")),
         "m": StudyKey("int", 20, "number of imputations (multiple_imputation)", _MODEL_Q, minimum=2),
         "seed": StudyKey("int", 20261207, "random seed of the imputations (multiple_imputation)", _MODEL_Q, minimum=0),
@@ -225,6 +237,37 @@ STUDY_KEYS: dict[str, dict[str, StudyKey]] = {
         "n_bootstrap": StudyKey("int", 200, "ccw: bootstrap replicates of the confidence intervals (patients "
                                 "resampled, everything refitted)", ("mat",), minimum=10),
         "seed": StudyKey("int", 20261207, "ccw: random seed of the bootstrap", ("mat",), minimum=0),
+    },
+    "screens": {
+        "weeks": StudyKey("int", 12, "weeks of the urine-screen series from admission (week k: days 7k to 7k+6)",
+                          ("screens",), minimum=2),
+        "missed_rule": StudyKey("str", "positive", "a scheduled week without a screen (missed): positive (the usual "
+                                "trial rule), missing (left out), or impute (multiple imputation of the missed weeks, "
+                                "pooled with Rubin's rules)", ("screens",), choices=("positive", "missing", "impute")),
+        "m": StudyKey("int", 20, "imputations of the missed weeks (missed_rule = \"impute\")", ("screens",), minimum=2),
+        "seed": StudyKey("int", 20261207, "random seed of the imputations of missed weeks (missed_rule = \"impute\")",
+                         ("screens",), minimum=0),
+        "model": StudyKey("str", "gee", "model of weekly positivity: gee (population-average odds ratios, robust "
+                          "SEs; geepack::geeglm) or glmm (episode random intercept, subject-specific odds ratios; "
+                          "lme4::glmer)", ("screens",), choices=("gee", "glmm")),
+        "corstr": StudyKey("str", "exchangeable", "working correlation of the GEE within an episode (model = \"gee\")",
+                           ("screens",), choices=("exchangeable", "ar1", "independence")),
+        "exposure": StudyKey("str", "mat", "group compared: mat (the episode overlaps a MAT era), modality (any "
+                             "attended [comparison] modality session on days 0 to window_days - 1; only the weeks "
+                             "from day window_days on are modelled) or none (time and covariates only)",
+                             ("screens",), choices=("mat", "modality", "none")),
+        "last_weeks": StudyKey("int", 4, "abstinence endpoint: every one of the last this many weeks of the series "
+                               "negative", ("screens",), minimum=1),
+    },
+    "programmes": {
+        "outcome": StudyKey("str", "completion", "outcome compared between programmes: completion (discharged as "
+                            "completed, among episodes with a discharge) or retention_90 (still in treatment 90 days "
+                            "after admission, among episodes with 90 days of follow-up or an earlier discharge)",
+                            ("programmes",), choices=("completion", "retention_90")),
+        "min_programmes": StudyKey("int", 3, "fewest programmes for a comparison (fewer: the report says so and "
+                                   "fits nothing)", ("programmes",), minimum=2),
+        "nagq": StudyKey("int", 1, "quadrature nodes of the random-intercept model (1: Laplace, as glmer's default; "
+                         "up to 25: adaptive Gauss-Hermite)", ("programmes",), minimum=1),
     },
     "privacy": {
         "min_cell_count": StudyKey("int", 11, "counts below this are suppressed (primary and secondary)", _ALL_Q,
@@ -412,6 +455,32 @@ def _cross_checks(s: dict[str, dict[str, Any]], given: frozenset | set = frozens
     return problems
 
 
+def _screens_programmes_checks(s: dict[str, dict[str, Any]], given: set) -> list[str]:
+    """Settings of [screens] and [programmes] that cannot act together."""
+    problems = []
+    sc = s["screens"]
+    if sc["missed_rule"] != "impute":
+        for key in ("m", "seed"):
+            if f"screens.{key}" in given:
+                problems.append(f"[screens] {key} applies only to missed_rule = \"impute\"; remove it or set "
+                                "missed_rule = \"impute\"")
+    if sc["model"] == "glmm" and "screens.corstr" in given:
+        problems.append("[screens] corstr is the GEE's working correlation; it does not apply to model = \"glmm\" "
+                        "(remove it)")
+    if sc["missed_rule"] == "impute" and s["missing"]["policy"] == "multiple_imputation":
+        problems.append("[screens] missed_rule = \"impute\" with [missing] policy = \"multiple_imputation\" would "
+                        "nest two imputations, which this report does not pool; use policy = \"complete_case\" or "
+                        "\"indicator\" for the covariates, or another missed_rule")
+    if s["programmes"]["nagq"] > 25:
+        problems.append(f"[programmes] nagq = {s['programmes']['nagq']} must be at most 25")
+    wanted = s["report"]["questions"]
+    if wanted is not None and "programmes" in wanted and s["missing"]["policy"] == "multiple_imputation":
+        problems.append("[report] questions includes \"programmes\", whose case-mix model does not support "
+                        "[missing] policy = \"multiple_imputation\"; use \"complete_case\" or \"indicator\", or "
+                        "leave programmes out")
+    return problems
+
+
 def _omop_url_problems(url: str) -> list[str]:
     """What is wrong with an ``[data] omop`` URL (a password, no scheme)."""
     from urllib.parse import urlsplit
@@ -516,7 +585,7 @@ def load_study(path: str | os.PathLike | None = None, *, settings: Mapping[str, 
                 resolved[section][key] = norm
                 given.add(f"{section}.{key}")
     if not problems:
-        problems = _cross_checks(resolved, given)
+        problems = _cross_checks(resolved, given) + _screens_programmes_checks(resolved, given)
     if problems:
         raise DataReadError(f"Study file {where} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
     omop = resolved["data"]["omop"]

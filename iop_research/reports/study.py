@@ -270,6 +270,15 @@ def applied_settings(config: StudyConfig, question: str) -> pd.DataFrame:
         skip |= {"privacy.min_cell_count_override"}
     if config.get("mat.design") != "ccw":
         skip |= {"mat.grace_days", "mat.horizon_days", "mat.n_bootstrap", "mat.seed"}
+    if config.get("screens.missed_rule") != "impute":
+        skip |= {"screens.m", "screens.seed"}
+    if question == "screens":  # [comparison] modality and window_days act on it only through its modality exposure
+        if config.get("screens.exposure") == "modality":
+            skip -= {"comparison.modality", "comparison.window_days"}
+        else:
+            skip |= {"comparison.modality", "comparison.window_days"}
+    if config.get("screens.model") != "gee":
+        skip |= {"screens.corstr"}
     rows = []
     for key in keys:
         if key in skip:
@@ -465,6 +474,9 @@ def prepare_study(study: Mapping[str, Any] | StudyConfig | None = None, *, data_
                    baseline=baseline, frame=frame, attrition=attrition, definition=definition,
                    covariates=covariates, covariate_notes=notes)
     sd.availability = question_availability(sd)
+    if config.get("missing.policy") == "multiple_imputation":  # the study file refuses it when asked for by name
+        sd.availability["programmes"] = ("the programme comparison's case-mix model does not support [missing] policy "
+                                         "= \"multiple_imputation\" (use complete_case or indicator)")
     wanted = config.get("report.questions")
     if wanted is None:
         sd.questions = [q for q in QUESTIONS if sd.availability[q] is None]
@@ -2097,3 +2109,561 @@ def mat_trial_figure(study: StudyData, trial: MatTargetTrial, counts):
     ax.axvline(trial.grace_days, color="0.6", linewidth=0.8, linestyle=":")
     fig.subplots_adjust(bottom=0.32, left=0.22)
     return fig
+
+
+# ----------------------------------------------------------------------------- weekly urine screens
+# (helpers of the screens report, 07_screens; kept together at the end of the module)
+__all__ += ["ScreensData", "screens_data", "screens_rule_text", "screens_by_week", "screens_imputed_by_week",
+            "screens_figure", "ScreensModel",
+            "screens_model", "screens_model_frame", "screens_endpoints"]
+
+_SCREEN_GROUPS = {"mat": ("MAT during the episode", "no MAT during the episode")}
+
+
+@dataclass
+class ScreensData:
+    """The weekly screen series of a study (``[screens]``).
+
+    Attributes
+    ----------
+    weeks : pandas.DataFrame
+        :func:`~iop_research.derive.repeated.uds_weeks` of the cohort's episodes under the rule
+        (``missing="positive"``, or ``"missing"`` for the rules missing and impute), with
+        ``group`` (the compared group, or ``"all episodes"``) and ``exposure`` (0/1, or absent).
+    rule : str
+        ``[screens] missed_rule``.
+    imputed : list of pandas.DataFrame
+        The ``m`` imputed frames (rule impute; else empty).
+    groups : list of str
+        Group labels, the reference first (one label without a comparison).
+    first_week : int
+        First week modelled: 1 (the intake week reflects use before treatment) or, for the
+        modality exposure, the first week starting on or after ``window_days``.
+    n_screens, n_missed, n_scheduled : int
+        Weeks with a screen, scheduled weeks missed, scheduled weeks (all built weeks of the series).
+    reason : str or None
+        Why there is nothing to analyse (no screen in the series), else None.
+    notes : list of str
+        Sentences for the report (e.g. a comparison left out because one group is empty).
+    """
+
+    weeks: pd.DataFrame
+    rule: str
+    imputed: list
+    groups: list
+    first_week: int
+    n_screens: int = 0
+    n_missed: int = 0
+    n_scheduled: int = 0
+    reason: str | None = None
+    notes: list = field(default_factory=list)
+
+
+def screens_rule_text(rule: str, *, m: int | None = None, seed: int | None = None) -> str:
+    """The missed-screen rule in words (the first sentence of the screens report)."""
+    if rule == "positive":
+        return ("Missed-screen rule: a week in treatment without a urine screen counts as a positive week "
+                "(\"missed = positive\", the usual trial rule). It assumes a missed screen hides use; where patients "
+                "miss screens for other reasons it overstates use.")
+    if rule == "missing":
+        return ("Missed-screen rule: a week in treatment without a urine screen is left out (\"missed = missing\"). "
+                "It assumes missed weeks are like the screened weeks of the same patients; where a missed screen "
+                "hides use it understates use.")
+    return (f"Missed-screen rule: each week in treatment without a urine screen is multiply imputed (m = {m}, seed "
+            f"{seed}) from the week number, the results of the neighbouring weeks and the compared group, and the "
+            "estimates are pooled with Rubin's rules. It assumes the missed result is random given these "
+            "predictors (missing at random); use that depends on more than they capture is not recovered.")
+
+
+def screens_data(study: StudyData) -> ScreensData:
+    """Build the weekly screen series of ``[screens]`` (see :class:`ScreensData`)."""
+    from iop_research.derive.repeated import impute_missed_weeks, uds_weeks
+
+    sc = study.config.settings["screens"]
+    rule, n_weeks, exposure = sc["missed_rule"], int(sc["weeks"]), sc["exposure"]
+    empty = pd.DataFrame(columns=["episode_id", "patient_id", "week", "n_screens", "scheduled", "missed", "positive",
+                                  "group"])
+    if len(study.cohort_episodes) == 0:
+        return ScreensData(empty, rule, [], ["all episodes"], 1, reason="the cohort is empty.")
+    w = uds_weeks(study.data, study.cohort_episodes, weeks=n_weeks,
+                  missing="positive" if rule == "positive" else "missing")
+    w.attrs.pop("attrition", None)  # a DataFrame in attrs makes pandas compare frames on every concat
+    first_week, notes = 1, []
+    groups = ["all episodes"]
+    if exposure == "mat":
+        has = study.cohort_episodes.set_index("episode_id")["has_mat"].astype(bool) \
+            if "has_mat" in study.cohort_episodes.columns else pd.Series(False, index=study.cohort_episodes["episode_id"])
+        x = w["episode_id"].map(has).fillna(False).astype(bool).to_numpy()
+        yes, no = _SCREEN_GROUPS["mat"]
+        w["exposure"] = x.astype(int)
+        w["group"] = np.where(x, yes, no)
+        groups = [no, yes]
+    elif exposure == "modality":
+        window, modality = int(study.config.get("comparison.window_days")), study.config.get("comparison.modality")
+        first_week = max(1, -(-window // 7))
+        ses = _attended_sessions(study)
+        has = set(ses.loc[(ses["modality"] == modality) & (ses["day"] < window), "episode_id"])
+        x = w["episode_id"].isin(has).to_numpy()
+        yes, no = (f"any {_modality_name(modality)} session on days 0-{window - 1}",
+                   f"no {_modality_name(modality)} session on days 0-{window - 1}")
+        w["exposure"] = x.astype(int)
+        w["group"] = np.where(x, yes, no)
+        groups = [no, yes]
+        notes.append(f"The groups are fixed by day {window} (the exposure window), so the model uses the weeks from "
+                     f"week {first_week} (day {7 * first_week}) on, when every episode's group is known.")
+    else:
+        w["group"] = groups[0]
+    if "exposure" in w.columns:
+        present = [g for g in groups if (w["group"] == g).any()]
+        if len(present) < 2:
+            notes.append("Only one group (" + (present[0] if present else "none") + ") has weeks in the series, so "
+                         "the groups are not compared.")
+            w = w.drop(columns="exposure")
+            w["group"] = "all episodes"
+            groups = ["all episodes"]
+    sched = w["scheduled"].to_numpy(dtype=bool)
+    n_screens = int((w["n_screens"] > 0).sum())
+    n_missed = int(w["missed"].sum())
+    out = ScreensData(w, rule, [], groups, first_week, n_screens=n_screens, n_missed=n_missed,
+                      n_scheduled=int(sched.sum()), notes=notes)
+    if n_screens == 0:
+        out.reason = "the cohort's episodes have no urine screen in the first " + f"{n_weeks} weeks."
+        return out
+    if rule == "impute" and n_missed:
+        cov = None
+        if "exposure" in w.columns:
+            cov = w.drop_duplicates("episode_id")[["episode_id", "exposure"]]
+        out.imputed = impute_missed_weeks(w[list(w.columns.drop(["group"] + (["exposure"] if cov is not None else [])))],
+                                          m=int(sc["m"]), seed=int(sc["seed"]), covariates=cov)
+    return out
+
+
+def screens_by_week(sdat: ScreensData) -> pd.DataFrame:
+    """Per week: weeks with a result, positive weeks (under the rule) and, for rule impute, the pooled % positive.
+
+    ``weeks with a result``: episodes screened that week (plus, under missed = positive, those
+    that missed a scheduled screen); ``positive`` and ``negative``: those positive and negative;
+    ``% positive``: positive over weeks with a result. Under impute the counts are the
+    screened weeks and the ``% positive (missed imputed)`` column is the mean over imputations.
+    """
+    w = sdat.weeks
+    res = w[w["positive"].notna()]
+    out = pd.DataFrame({"week": np.arange(int(w["week"].max()) + 1 if len(w) else 0)})
+    out["weeks with a result"] = res.groupby("week").size().reindex(out["week"]).fillna(0).astype(int).to_numpy()
+    out["positive"] = res.groupby("week")["positive"].sum().reindex(out["week"]).fillna(0).astype(int).to_numpy()
+    out["negative"] = out["weeks with a result"] - out["positive"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["% positive"] = 100.0 * out["positive"] / out["weeks with a result"]
+    return out[out["weeks with a result"] > 0].reset_index(drop=True)
+
+
+def screens_imputed_by_week(sdat: ScreensData, by_week_published: pd.DataFrame) -> pd.DataFrame:
+    """Rule impute: % positive among scheduled and screened weeks, missed weeks imputed (mean over imputations).
+
+    Only for the weeks whose observed % positive was published (``by_week_published``: the displayed
+    strings of the :func:`screens_by_week` table); elsewhere the estimate is left out, since with the
+    week's published counts it would narrow a hidden one.
+    """
+    shares = [f[f["scheduled"] | (f["n_screens"] > 0)].groupby("week")["positive"].mean() for f in sdat.imputed]
+    est = 100 * pd.concat(shares, axis=1).mean(axis=1)
+    t = by_week_published
+    ok = pd.to_numeric(t["% positive"].astype(str), errors="coerce").notna().to_numpy()
+    weeks = t["week"].astype(str).str.replace(",", "").astype(int).to_numpy()
+    return pd.DataFrame({"week": weeks[ok], "% positive (missed imputed)": est.reindex(weeks[ok]).to_numpy()})
+
+
+def screens_figure(study: StudyData, by_week_published: pd.DataFrame, imputed_published: pd.DataFrame | None = None):
+    """Share of positive weeks by week since admission, as published (weeks whose % was hidden are not drawn)."""
+    import matplotlib.pyplot as plt
+
+    from iop_research.present import plots
+
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * 1.6, 3.2))
+    series = [(by_week_published, "% positive", "screened weeks" if imputed_published is not None else "positive")]
+    if imputed_published is not None:
+        series.append((imputed_published, "% positive (missed imputed)", "missed weeks imputed"))
+    cols = [c for _, c, _ in series]
+    for k, (t, col, label) in enumerate(series):
+        vals = pd.to_numeric(t[col].astype(str).str.rstrip("%"), errors="coerce")
+        shown = vals.notna().to_numpy()
+        wk = t["week"].astype(str).str.replace(",", "").astype(int).to_numpy()
+        ax.plot(wk[shown], vals.to_numpy()[shown], marker=plots.MARKERS[k], color=plots.OKABE_ITO[k], label=label)
+    ax.set_xlabel("Week since admission")
+    ax.set_ylabel("Positive weeks (%)")
+    ax.set_ylim(bottom=0)
+    if len(cols) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class ScreensModel:
+    """A model of weekly positivity (``[screens] model``), with the frame it used."""
+
+    fit: AdjustedFit | None
+    model: str
+    n_weeks: int
+    n_episodes: int
+    reason: str | None = None
+    description: str = ""
+
+
+def _screens_fit(kind: str, corstr: str, nagq: int, imputed: list):
+    """``fit(df, covariates=...)`` for :func:`fit_adjusted`: GEE or GLMM of ``positive`` (pooled over imputed weeks)."""
+    from iop_research.derive.impute import pool_rubin
+    from iop_research.longitudinal import fit_gee, fit_glmm
+
+    def one(df, covariates):
+        formula = "positive ~ " + " + ".join(["week", *covariates])
+        if kind == "gee":
+            return fit_gee(df, formula=formula, id_col="episode_id", corstr=corstr, time_col="week")
+        return fit_glmm(df, formula=formula, group_col="episode_id", nagq=nagq)
+
+    def fit(df, *, covariates, event_col=None):
+        if not imputed:
+            return one(df, covariates)
+        key = ["episode_id", "week"]
+        fits = []
+        for f in imputed:
+            d = df.drop(columns="positive").merge(f[key + ["positive"]], on=key, how="left", validate="one_to_one")
+            fits.append(one(d, covariates))
+        return pool_rubin(fits)
+
+    return fit
+
+
+def screens_model(study: StudyData, sdat: ScreensData) -> ScreensModel:
+    """GEE (or GLMM) of a positive week on week, the compared group and the study's covariates."""
+    from iop_research.exceptions import IopError
+
+    sc = study.config.settings["screens"]
+    kind, corstr = sc["model"], sc["corstr"]
+    w = sdat.weeks
+    d = w[(w["week"] >= sdat.first_week) & (w["positive"].notna() | w["missed"])]
+    if not sdat.imputed:
+        d = d[d["positive"].notna()]
+    d = study.with_baseline(d.reset_index(drop=True))
+    n_eps = int(d["episode_id"].nunique())
+    if len(d) == 0 or d["positive"].dropna().nunique() < 2:
+        return ScreensModel(None, kind, len(d), n_eps, reason="the modelled weeks are all negative or all positive "
+                            "(or there are none), so there is nothing to model.")
+    exposure = ["exposure"] if "exposure" in d.columns else []
+    if kind == "gee":
+        desc = (f"GEE logistic model of a positive week on the week number{', the group' if exposure else ''} and the "
+                f"intake covariates, {corstr} working correlation within an episode, robust (sandwich) standard errors "
+                "(R: geepack::geeglm). Odds ratios are population-average.")
+    else:
+        desc = (f"Logistic mixed model of a positive week on the week number{', the group' if exposure else ''} and "
+                "the intake covariates with a random intercept per episode (Laplace approximation; R: lme4::glmer). "
+                "Odds ratios are subject-specific (conditional on the episode), larger in size than population-average "
+                "ones.")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # separation: reported below, not as a warning
+            fit = fit_adjusted(study, d, fit=_screens_fit(kind, corstr, 1, sdat.imputed), exposure=exposure,
+                               event_col="positive")
+    except IopError as exc:
+        return ScreensModel(None, kind, len(d), n_eps, reason=f"the model could not be fitted ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]})", description=desc)
+    bad = _unstable_terms(fit.result.tidy)
+    if bad:
+        return ScreensModel(None, kind, len(d), n_eps, description=desc,
+                            reason="its coefficients are not estimable in these data (a positive week (nearly) always "
+                            "or never within a level: " + ", ".join(bad) + "); leave the covariate out in "
+                            "[covariates] adjust or widen the cohort.")
+    return ScreensModel(fit, kind, fit.n_rows, fit.n_episodes, description=desc)
+
+
+def screens_model_frame(sm: ScreensModel, sdat: ScreensData) -> pd.DataFrame:
+    """Odds ratios of the screens model: ``Term, OR, 95% CI low, 95% CI high, p`` (intercept left out)."""
+    t = sm.fit.result.tidy
+    t = t[t["term"] != "(Intercept)"]
+    extra = {"week": "Week since admission (per week)"}
+    if len(sdat.groups) == 2:
+        extra["exposure"] = f"{sdat.groups[1]} (vs {sdat.groups[0]})"
+    labels = term_labels(t["term"].tolist(), extra=extra)
+    return pd.DataFrame({"Term": t["term"].map(labels).to_numpy(), "OR": np.exp(t["estimate"].to_numpy(dtype=float)),
+                         "95% CI low": np.exp(t["conf_low"].to_numpy(dtype=float)),
+                         "95% CI high": np.exp(t["conf_high"].to_numpy(dtype=float)),
+                         "p": t["p_value"].to_numpy(dtype=float)})
+
+
+def screens_endpoints(study: StudyData, sdat: ScreensData) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Abstinence endpoints by group, each table with an ``all episodes`` row (the last row).
+
+    Returns
+    -------
+    (endpoints, counts)
+        ``endpoints``: ``group, episodes, mean % negative weeks, median longest negative run (weeks)``
+        and, for rule impute, ``% abstinent in the final weeks`` (means over the imputations).
+        ``counts`` (rules positive and missing; None for impute): ``group, episodes with the final
+        weeks, abstinent, not abstinent, % abstinent`` (abstinent: every one of the last
+        ``[screens] last_weeks`` weeks of the episode's series negative).
+    """
+    from iop_research.derive.repeated import abstinence_endpoints
+
+    last = int(study.config.get("screens.last_weeks"))
+    frames = sdat.imputed or [sdat.weeks]
+    group = sdat.weeks.drop_duplicates("episode_id").set_index("episode_id")["group"]
+    ends = [abstinence_endpoints(f, last_weeks=last).assign(group=lambda e: e["episode_id"].map(group)) for f in frames]
+    labels = list(sdat.groups) if len(sdat.groups) > 1 else []
+    rows, counts = [], []
+    for g in labels + ["all episodes"]:
+        sel = [e if g == "all episodes" else e[e["group"] == g] for e in ends]
+        e0 = sel[0]
+        row = {"group": g, "episodes": int(len(e0)),
+               "mean % negative weeks": float(np.mean([100 * s["share_negative"].mean() for s in sel])),
+               "median longest negative run (weeks)": float(np.mean([s["longest_negative_run"].median() for s in sel]))}
+        if sdat.imputed:
+            # a mean of exact fractions can give away a small count (15/16 = 93.75%): shown only when, in every
+            # imputation, the abstinent and the not abstinent episodes are each 0 or at least min_cell_count
+            k_ = [(int((s["abstinent_last_weeks"] == 1).sum()), int((s["abstinent_last_weeks"] == 0).sum())) for s in sel]
+            safe = all(a == 0 or a >= study.min_cell_count for pair in k_ for a in pair) and all(sum(p) for p in k_)
+            row["% abstinent in the final weeks"] = (
+                float(np.mean([100 * s["abstinent_last_weeks"].mean() for s in sel])) if safe else "hidden (small counts)")
+        rows.append(row)
+        n_final = int(e0["abstinent_last_weeks"].notna().sum())
+        k = int((e0["abstinent_last_weeks"] == 1).sum())
+        counts.append({"group": g, "episodes with the final weeks": n_final, "abstinent": k,
+                       "not abstinent": n_final - k, "% abstinent": 100.0 * k / n_final if n_final else np.nan})
+    return pd.DataFrame(rows), (None if sdat.imputed else pd.DataFrame(counts))
+
+
+# ----------------------------------------------------------------------------- programmes compared fairly
+# (helpers of the programmes report, 08_programmes; kept together at the end of the module)
+__all__ += ["ProgrammeComparison", "programme_comparison", "programme_outcome_text", "programme_counts",
+            "programme_hidden", "programme_rates_table", "programme_figures", "programme_glmm_frame"]
+
+_PROGRAMME_OUTCOMES = {
+    "completion": ("completed", "not completed", "completion",
+                   "completed treatment (discharge reason \"completed\"), among episodes with a discharge"),
+    "retention_90": ("retained 90 days", "not retained", "retention to day 90",
+                     "still in treatment 90 days after admission (discharged on day 90 or later, or open and observed "
+                     "to day 90), among episodes with 90 days of follow-up or an earlier discharge"),
+}
+
+
+@dataclass
+class ProgrammeComparison:
+    """Programmes compared on ``[programmes] outcome`` with the study's case mix.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        One row per episode: ``episode_id, program, y`` (0/1) and the case-mix covariates (after the
+        missing-covariate policy).
+    covariates : list of str
+        Case-mix covariates of the models (never the programme).
+    rates : Result or None
+        :func:`~iop_research.longitudinal.programme_rates`.
+    glmm : Result or None
+        :func:`~iop_research.longitudinal.fit_glmm` with a random programme intercept (profile interval of its SD).
+    reason : str or None
+        Why programmes are not compared (one programme, fewer than ``min_programmes``, ...).
+    n_excluded, n_dropped : int
+        Episodes without the outcome (e.g. still open), episodes dropped for missing covariates.
+    notes : list of str
+    """
+
+    frame: pd.DataFrame
+    covariates: list
+    rates: Any = None
+    glmm: Any = None
+    reason: str | None = None
+    glmm_reason: str | None = None
+    n_excluded: int = 0
+    n_dropped: int = 0
+    notes: list = field(default_factory=list)
+
+
+def programme_outcome_text(outcome: str, *, short: bool = False) -> str:
+    """What the compared outcome is, in words (``short``: its name, e.g. ``"completion"``)."""
+    return _PROGRAMME_OUTCOMES[outcome][2 if short else 3]
+
+
+def _programme_outcome(study: StudyData, outcome: str) -> pd.DataFrame:
+    ce = study.cohort_episodes
+    if outcome == "completion":
+        has = ce["discharge_reason"].notna()
+        return pd.DataFrame({"episode_id": ce.loc[has, "episode_id"].to_numpy(), "program": ce.loc[has, "program"].astype(str).to_numpy(),
+                             "y": (ce.loc[has, "discharge_reason"] == "completed").astype(int).to_numpy()})
+    obs = study.data.observation.drop_duplicates("patient_id").set_index("patient_id")["observation_end"]
+    admit = pd.to_datetime(ce["admit_date"])
+    day90 = admit + pd.Timedelta(days=90)
+    dis = pd.to_datetime(ce["discharge_date"])
+    end = pd.to_datetime(ce["patient_id"].map(obs))
+    retained = (dis.notna() & (dis >= day90)) | (dis.isna() & (end >= day90))
+    known = dis.notna() | (end >= day90)
+    return pd.DataFrame({"episode_id": ce.loc[known, "episode_id"].to_numpy(),
+                         "program": ce.loc[known, "program"].astype(str).to_numpy(),
+                         "y": retained[known].astype(int).to_numpy()})
+
+
+def programme_comparison(study: StudyData) -> ProgrammeComparison:
+    """Risk-standardised rates per programme and a random-intercept GLMM (``[programmes]``).
+
+    The case mix is the study's covariates without the programme (``[covariates] adjust``); missing
+    values follow ``[missing] policy`` (complete case or missing indicator; multiple imputation is
+    refused by the study file for this question). Sparse levels of categorical covariates are pooled
+    as in :func:`fit_adjusted`. Expected counts come from a logistic case-mix model without the
+    programme (indirect standardisation, :func:`~iop_research.longitudinal.programme_rates`); the
+    between-programme SD from ``glmer(y ~ case mix + (1 | program))`` with its profile-likelihood interval.
+    """
+    from iop_research.derive import impute
+    from iop_research.exceptions import IopError
+    from iop_research.longitudinal import fit_glmm, programme_rates
+
+    pc = study.config.settings["programmes"]
+    outcome = pc["outcome"]
+    y = _programme_outcome(study, outcome)
+    n_excluded = len(study.cohort_episodes) - len(y)
+    covs = [c for c in study.covariates if c != "program"]
+    d = y.merge(study.baseline[["episode_id"] + covs], on="episode_id", how="left", validate="one_to_one")
+    out = ProgrammeComparison(d, covs, n_excluded=n_excluded)
+    k = d["program"].nunique()
+    if len(d) == 0:
+        out.reason = "no episode of the cohort has the outcome recorded."
+        return out
+    if k < int(pc["min_programmes"]):
+        names = ", ".join(sorted(d["program"].unique()))
+        if k == 1:
+            out.reason = (f"the cohort has a single programme ({names}), so there is no other programme to compare it "
+                          "with.")
+        else:
+            out.reason = (f"the cohort has {_words(k)} programmes ({names}), fewer than the {pc['min_programmes']} "
+                          "the study requires for a comparison ([programmes] min_programmes).")
+        return out
+    if d["y"].nunique() < 2:
+        out.reason = "every episode has the same outcome, so there is nothing to compare."
+        return out
+    d, covs, pooled = _pool_sparse_levels(d, covs, {"event_col": "y"}, study.min_cell_count)
+    out.notes += pooled
+    policy = study.config.get("missing.policy")
+    if policy == "multiple_imputation":
+        out.reason = ("[missing] policy = \"multiple_imputation\" is not supported for the programme comparison; use "
+                      "complete_case or indicator.")
+        return out
+    if covs and d[covs].isna().any().any():
+        if policy == "complete_case":
+            kept = d.dropna(subset=covs)
+            out.n_dropped = len(d) - len(kept)
+            d = kept.reset_index(drop=True)
+            out.notes.append("Complete-case analysis: episodes with a missing case-mix covariate were left out.")
+        else:
+            d, covs = impute.missing_indicator(d, covs)
+            covs = list(covs)
+            out.notes.append("Missing case-mix values entered the models as their own category (missing indicator).")
+    flat = [c for c in covs if d[c].dropna().nunique() < 2]
+    if flat:
+        out.notes.append("Not in the case-mix model (one value among these episodes): "
+                         + ", ".join(VARIABLE_LABELS.get(c, c) for c in flat) + ".")
+        covs = [c for c in covs if c not in flat]
+    out.frame, out.covariates = d, covs
+    try:
+        out.rates = programme_rates(d, programme_col="program", outcome_col="y", covariates=covs)
+    except IopError as exc:
+        out.reason = f"the case-mix model could not be fitted ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
+        return out
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # separation: reported below, not as a warning
+            glmm = fit_glmm(d, formula="y ~ " + (" + ".join(covs) if covs else "1"), group_col="program",
+                            nagq=int(pc["nagq"]), profile=True)
+    except IopError as exc:
+        out.glmm_reason = (f"the random-intercept model could not be fitted ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]}).")
+        return out
+    bad = _unstable_terms(glmm.tidy)
+    if bad:
+        out.glmm_reason = ("the random-intercept model's case-mix coefficients are not estimable in these data (an "
+                           "outcome (nearly) all or none within a level: " + ", ".join(bad) + "); leave the covariate "
+                           "out in [covariates] adjust or widen the cohort.")
+    else:
+        out.glmm = glmm
+    return out
+
+
+def _unstable_terms(tidy: pd.DataFrame, limit: float = 10.0) -> list[str]:
+    """Readable names of terms whose estimate or interval is not finite or beyond ``limit`` on the log-odds scale."""
+    cols = [c for c in ("estimate", "std_error", "conf_low", "conf_high") if c in tidy.columns]
+    v = tidy[cols].to_numpy(dtype=float)
+    bad = ~np.isfinite(v).all(axis=1) | (np.abs(tidy["estimate"].to_numpy(dtype=float)) > limit)
+    terms = tidy.loc[bad & (tidy["term"] != "(Intercept)").to_numpy(), "term"].tolist()
+    return list(term_labels(terms).values())
+
+
+def programme_counts(pc: ProgrammeComparison, outcome: str) -> pd.DataFrame:
+    """Episodes, outcome and its complement per programme, with an ``all programmes`` row (counts and crude %)."""
+    yes, no, what, _ = _PROGRAMME_OUTCOMES[outcome]
+    g = pc.frame.groupby("program")["y"].agg(["size", "sum"])
+    rows = pd.DataFrame({"programme": g.index.astype(str), "episodes": g["size"].astype(int).to_numpy(),
+                         yes: g["sum"].astype(int).to_numpy()})
+    rows.loc[len(rows)] = ["all programmes", int(rows["episodes"].sum()), int(rows[yes].sum())]
+    rows[no] = rows["episodes"] - rows[yes]
+    rows[f"% {yes}"] = 100.0 * rows[yes] / rows["episodes"]
+    return rows
+
+
+def programme_hidden(published_counts: pd.DataFrame) -> set:
+    """Programmes with a count hidden in the published counts table (their estimates would give the count away)."""
+    counts = [c for c in published_counts.columns if c != "programme" and not c.startswith("%")]
+    hid = published_counts[counts].astype(str).apply(lambda s: s.str.startswith("<") | (s == "*")).any(axis=1)
+    return set(published_counts.loc[hid.to_numpy(), "programme"].astype(str)) - {"all programmes"}
+
+
+def programme_rates_table(pc: ProgrammeComparison, hidden: set) -> pd.DataFrame:
+    """Risk-standardised rates (%) with 95% intervals and O/E per programme; programmes in ``hidden`` blanked."""
+    t = pc.rates.tidy
+    out = pd.DataFrame({"programme": t["programme"].astype(str).to_numpy(), "observed / expected": t["oe_ratio"].to_numpy(),
+                        "crude rate (%)": 100 * t["rate_crude"].to_numpy(),
+                        "risk-standardised rate (%)": 100 * t["rate_standardized"].to_numpy(),
+                        "95% CI low": 100 * t["conf_low"].to_numpy(),
+                        "95% CI high": 100 * np.minimum(t["conf_high"].to_numpy(), 1.0),
+                        "outside 99.8% funnel limits": t["flag"].replace("", "no").to_numpy()})
+    out = out.astype({c: object for c in out.columns if c != "programme"})
+    hide = out["programme"].isin(hidden).to_numpy()
+    for c in out.columns[1:]:
+        out.loc[hide, c] = "hidden (small counts)"
+    return out
+
+
+def programme_figures(study: StudyData, pc: ProgrammeComparison, hidden: set, outcome: str):
+    """Funnel and caterpillar plots of the programmes whose counts were all published; (figure, caption).
+
+    The figure is None when no programme can be drawn (the caption then says why).
+    """
+    import matplotlib.pyplot as plt
+
+    from iop_research.present.programmes import drawable_programmes, plot_caterpillar, plot_funnel
+
+    t = pc.rates.tidy
+    drawable, n_small = drawable_programmes(t, study.min_cell_count)
+    shown = drawable[~drawable["programme"].astype(str).isin(hidden)]
+    n_left = len(t) - len(shown)
+    what = _PROGRAMME_OUTCOMES[outcome][2]
+    if len(shown) == 0:
+        return None, (f"No programme is drawn: every programme has a small (below {study.min_cell_count}) or hidden "
+                      "count, which a point on a funnel or caterpillar plot would give away.")
+    fig, axes = plt.subplots(1, 2, figsize=(DOUBLE_WIDTH_IN, max(3.2, 0.28 * len(shown) + 1.4)))
+    if len(shown):
+        plot_funnel(shown, ax=axes[0], min_cell_count=study.min_cell_count, ylabel=f"Observed / expected ({what})")
+        plot_caterpillar(shown, ax=axes[1], min_cell_count=study.min_cell_count,
+                         xlabel=f"Risk-standardised {what} (95% CI)")
+    fig.tight_layout()
+    caption = (f"Left: funnel plot of observed over expected {what} against the expected count, with 95% (dashed) and "
+               "99.8% (dotted) limits under no programme effect. Right: risk-standardised rates with 95% intervals, "
+               "sorted; dashed line: the rate of the programmes shown.")
+    if n_left:
+        caption += (f" {n_left} programme{'s are' if n_left != 1 else ' is'} not drawn because a count of "
+                    f"{'their' if n_left != 1 else 'its'} episodes is small (below {study.min_cell_count}) or hidden.")
+    return fig, caption
+
+
+def programme_glmm_frame(pc: ProgrammeComparison) -> pd.DataFrame:
+    """Case-mix odds ratios of the random-intercept model: ``Term, OR, 95% CI low, 95% CI high, p``."""
+    t = pc.glmm.tidy
+    t = t[t["term"] != "(Intercept)"]
+    labels = term_labels(t["term"].tolist())
+    return pd.DataFrame({"Term": t["term"].map(labels).to_numpy(), "OR": t["odds_ratio"].to_numpy(dtype=float),
+                         "95% CI low": t["or_conf_low"].to_numpy(dtype=float),
+                         "95% CI high": t["or_conf_high"].to_numpy(dtype=float),
+                         "p": t["p_value"].to_numpy(dtype=float)})
