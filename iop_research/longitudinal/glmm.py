@@ -294,12 +294,13 @@ def _glm_start(x, y, family):
     return beta
 
 
-def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter):
+def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter, start=None, vcov=True):
     """Damped Newton on the deviance in (theta, beta) with the analytic gradient and its finite-difference
     Hessian. The deviance is even in theta (b = theta u with u symmetric), so theta runs over the real line and
-    its absolute value is reported; theta = 0 (no between-group variance) is then an interior point."""
+    its absolute value is reported; theta = 0 (no between-group variance) is then an interior point.
+    ``start``: (theta, beta) to start from (a bootstrap refit); ``vcov=False`` skips the final Hessian."""
     dev = _GlmmDeviance(x, y, g, n_groups, family, nagq)
-    par = np.r_[1.0, _glm_start(x, y, family)]
+    par = np.r_[1.0, _glm_start(x, y, family)] if start is None else np.array(start, dtype=float)
     k = len(par)
     free = np.ones(k, dtype=bool)
 
@@ -339,8 +340,11 @@ def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter):
             "separation (a term that predicts the outcome perfectly) or rescale covariates (e.g. age in decades)."
         )
     par[0] = abs(par[0])
-    hess = _grad_hess(grad, par, free)
-    vcov = np.linalg.inv(hess / 2.0)[1:, 1:]  # lme4: solve(Hessian of the deviance / 2), beta block
+    if vcov:
+        hess = _grad_hess(grad, par, free)
+        vcov = np.linalg.inv(hess / 2.0)[1:, 1:]  # lme4: solve(Hessian of the deviance / 2), beta block
+    else:
+        vcov = None
     u, h, _ = dev.modes(par[0], par[1:])
     theta = par[0]
     return dict(beta=par[1:], vcov=vcov, theta=theta, loglik=-0.5 * dev(par), b=theta * u,
