@@ -3,7 +3,8 @@
 Golden values: ``tests/golden/glmm_slopes.json`` from ``tests/r/glmm_slopes.R`` on simulated patient-week data
 (``tests/golden/data/glmm_slopes.csv``, ``tests/r/make_glmm_slopes_data.py``: 240 patients, weeks 0..7, a
 correlated random intercept and week slope per patient): ``glmer(... + (1 + week | id))`` binomial and Poisson
-(Laplace), ``lmer`` REML and ML. R's optimiser runs to ``rhoend = 1e-12``. Tolerances (the brief's): estimates
+(Laplace), ``lmer`` REML and ML, and a singular binomial fit (correlation -1) on ``tests/golden/data/gee_uds.csv``.
+R's optimiser runs to ``rhoend = 1e-12``. Tolerances (the brief's): estimates
 1e-4 relative, standard errors 1e-3 relative (glmer's come from its own finite-difference Hessian), the two SDs
 and the correlation 1e-3 (relative for the SDs, absolute for the correlation), log-likelihood 1e-4 absolute,
 conditional modes 1e-4 absolute and their conditional sds 1e-3 relative.
@@ -24,6 +25,8 @@ CASES = {
     "poisson_laplace": dict(formula="drinks ~ mat + age + week", family="poisson"),
     "gaussian_reml": dict(formula="craving ~ mat + age + week", family="gaussian"),
     "gaussian_ml": dict(formula="craving ~ mat + age + week", family="gaussian", reml=False),
+    # tests/golden/data/gee_uds.csv: a singular fit (correlation -1), lme4's boundary
+    "uds_binomial_singular": dict(formula="positive ~ mat + week"),
 }
 
 
@@ -34,7 +37,9 @@ def data() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def fits(data) -> dict:
-    return {case: fit_glmm(data, group_col="id", random_slope="week", **kw) for case, kw in CASES.items()}
+    uds = pd.read_csv(GOLDEN_DIR / "data" / "gee_uds.csv")
+    return {case: fit_glmm(uds if case.startswith("uds") else data, group_col="id", random_slope="week", **kw)
+            for case, kw in CASES.items()}
 
 
 def _compare(res, r):
@@ -61,6 +66,7 @@ def _compare(res, r):
     np.testing.assert_allclose(re_["slope_estimate"], r["ranef_slope"], atol=1e-4)
     np.testing.assert_allclose(re_["cond_sd"], r["cond_sd"], rtol=1e-3)
     np.testing.assert_allclose(re_["slope_cond_sd"], r["slope_cond_sd"], rtol=1e-3)
+    assert g["loglik"] >= r["loglik"] - 1e-6  # never less converged than R
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -1,6 +1,6 @@
 # Golden values for fit_glmm(random_slope=...) (lme4::glmer / lmer, correlated random intercept and slope).
 # Data: tests/golden/data/glmm_slopes.csv (tests/r/make_glmm_slopes_data.py: 240 simulated patients, weeks 0..7,
-# a correlated random intercept and week slope per patient).
+# a correlated random intercept and week slope per patient), and a singular fit on tests/golden/data/gee_uds.csv.
 # Usage (repository root): Rscript --vanilla tests/r/glmm_slopes.R <datasets_dir> <out_json>
 # The optimisers run to tight tolerances (bobyqa rhoend 1e-12) so R's estimates are converged well below the
 # 1e-4 the test asks; standard errors are lme4's default vcov() (glmer: inverse of its finite-difference Hessian
@@ -44,4 +44,9 @@ res$gaussian_reml <- dump_slopes(lmer(craving ~ mat + age + week + (1 + week | i
                                       control = lctl))
 res$gaussian_ml <- dump_slopes(lmer(craving ~ mat + age + week + (1 + week | id), data = d, REML = FALSE,
                                     control = lctl))
+# a singular fit (the week slopes of tests/golden/data/gee_uds.csv are perfectly correlated with the intercepts:
+# correlation -1, lme4's boundary theta[3] = 0)
+uds <- read.csv("tests/golden/data/gee_uds.csv")
+res$uds_binomial_singular <- dump_slopes(glmer(positive ~ mat + week + (1 + week | id), data = uds,
+                                               family = binomial, control = gctl))
 writeLines(to_json(res), out)
