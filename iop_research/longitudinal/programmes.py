@@ -103,10 +103,11 @@ def programme_rates(
         Level of the per-programme intervals.
     method : {"indirect", "hierarchical"}, default "indirect"
         ``"indirect"``: the fixed-effect case-mix model, O/E, exact Poisson intervals and funnel limits
-        (above). ``"hierarchical"``: as CMS's hospital outcome measures (the Yale/YNHHSC CORE measure
-        methodology reports, e.g. "Hospital 30-Day Death (Mortality) Following Acute Myocardial Infarction
-        Hospitalization: Measure Methodology Report", 2007; Krumholz et al. 2006 [3]): a random-intercept
-        logistic model ``outcome ~ case mix + (1 | programme)`` (Laplace, :func:`~iop_research.longitudinal.fit_glmm`,
+        (above). ``"hierarchical"``: as CMS's hospital outcome measures (Yale New Haven Health Services
+        Corporation, Center for Outcomes Research and Evaluation (YNHHSC/CORE), "2017 Condition-Specific Measures
+        Updates and Specifications Report: Hospital-Level 30-Day Risk-Standardized Mortality Measures", CMS 2017,
+        whose methodology gives the bootstrap below; Krumholz et al. 2006 [3]; Normand & Shahian 2007 [4]): a
+        random-intercept logistic model ``outcome ~ case mix + (1 | programme)`` (Laplace, :func:`~iop_research.longitudinal.fit_glmm`,
         equal to ``lme4::glmer``); per programme *predicted* = sum over its patients of
         ``expit(x_i beta + b_j)`` with the programme's conditional mode ``b_j``, *expected* = sum of
         ``expit(x_i beta)`` (the average programme, ``b = 0``); ratio P/E and rate P/E x the overall observed
@@ -151,6 +152,8 @@ def programme_rates(
     .. [3] Krumholz H.M. et al. (2006). An administrative claims model suitable for profiling
        hospital performance based on 30-day mortality rates. Circulation 113:1693-1701
        (risk-standardised rates).
+    .. [4] Normand S.-L.T., Shahian D.M. (2007). Statistical and clinical aspects of hospital outcomes
+       profiling. Statistical Science 22(2):206-226.
 
     Examples
     --------
