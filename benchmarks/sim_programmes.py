@@ -57,6 +57,7 @@ def study_rates(a) -> None:
     rng = np.random.default_rng(a.seed)
     kw = dict(programme_col="programme", outcome_col="completed", covariates=["age", "severe"])
     cover = cover_rate = total = failed = 0
+    cover_small = n_small = 0
     small = {"truth": [], "hier": [], "oe": []}
     err = {"hier": [], "oe": []}
     for k in tqdm(range(a.reps), desc="replicates"):
@@ -65,7 +66,10 @@ def study_rates(a) -> None:
         t = res.tidy.set_index("programme")
         oe = programme_rates(d, **kw).tidy.set_index("programme")["oe_ratio"]
         tr = truth[t.index]
-        cover += int(((t["pe_conf_low"] <= tr) & (tr <= t["pe_conf_high"])).sum())
+        inside = (t["pe_conf_low"] <= tr) & (tr <= t["pe_conf_high"])
+        cover += int(inside.sum())
+        cover_small += int(inside[t["n"] <= 40].sum())
+        n_small += int((t["n"] <= 40).sum())
         overall = res.glance["overall_rate"].iloc[0]
         cover_rate += int(((t["conf_low"] <= tr * overall) & (tr * overall <= t["conf_high"])).sum())
         total += len(t)
@@ -79,7 +83,8 @@ def study_rates(a) -> None:
     rmse = {m: float(np.sqrt(np.mean(np.square(v)))) for m, v in err.items()}
     print(f"{a.reps} replicates x 12 programmes (15-400 patients), SD {a.sd}, {a.boot} bootstrap refits each "
           f"({failed} failed): coverage of the true standardised ratio {cover / total:.3f}, of the true rate "
-          f"{cover_rate / total:.3f} ({total} programme-replicates)")
+          f"{cover_rate / total:.3f} ({total} programme-replicates); programmes of 15-40 patients "
+          f"{cover_small / n_small:.3f}, of 60-400 {(cover - cover_small) / (total - n_small):.3f}")
     print(f"programmes of 15-40 patients, mean |ratio - 1|: truth {np.mean(small['truth']):.3f}, hierarchical "
           f"{np.mean(small['hier']):.3f}, indirect O/E {np.mean(small['oe']):.3f}; RMSE against the truth (all "
           f"programmes): hierarchical {rmse['hier']:.3f}, O/E {rmse['oe']:.3f}")
