@@ -18,7 +18,7 @@ import pytest
 
 from ehr_extract import write_ehr_extract
 from iop_research.data.mapping import read_mapping
-from iop_research.data.schema import TABLE_COLUMNS
+from iop_research.data.schema import TABLE_COLUMNS, TABLES
 from iop_research.datasets import demo_path
 from iop_research.reports import build as build_module
 from iop_research.reports.build import DEFAULT_NOTEBOOKS_DIR, data_fingerprint
@@ -121,8 +121,9 @@ def test_no_traceback_from_the_console_script(tmp_path):
 
 # -- simulate --------------------------------------------------------------------------------
 def test_simulate_writes_the_six_tables(simulated, tmp_path, capsys):
-    assert sorted(p.name for p in simulated.iterdir()) == sorted(f"{t}.csv" for t in TABLE_COLUMNS)
-    for table, columns in TABLE_COLUMNS.items():
+    assert sorted(p.name for p in simulated.iterdir()) == sorted(f"{t}.csv" for t in TABLES)
+    for table in TABLES:
+        columns = TABLE_COLUMNS[table]
         header = pd.read_csv(simulated / f"{table}.csv", nrows=0).columns
         assert {c[0] for c in columns} <= set(header), table
     assert len(pd.read_csv(simulated / "patients.csv")) == 1500

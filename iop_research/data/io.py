@@ -33,6 +33,7 @@ import pandas as pd
 
 from iop_research.exceptions import DataReadError, IopError
 from iop_research.data.schema import (
+    OPTIONAL_TABLES,
     REQUIRED_TABLES,
     TABLES,
     _coerce_into,
@@ -69,6 +70,10 @@ class IOPData:
     truth : dict or None
         On simulated data, the simulator's parameters and each patient's latent
         times (see :func:`iop_research.data.synth.simulate_cohort`); ``None`` otherwise.
+    use_days : pandas.DataFrame or None
+        The optional Timeline Followback table (``patient_id, use_date, substance, used, drinks``;
+        :data:`iop_research.data.schema.OPTIONAL_TABLES`); ``None`` when the study has none. Validated,
+        coerced, written and read with the six tables when present.
 
     Examples
     --------
@@ -86,14 +91,21 @@ class IOPData:
     events: pd.DataFrame
     observation: pd.DataFrame
     truth: Any = field(default=None, repr=False, compare=False)
+    use_days: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The six tables by name, in contract order."""
         return {name: getattr(self, name) for name in TABLES}
 
+    def _all_tables(self) -> dict[str, pd.DataFrame]:
+        """The six tables and the optional ones that are present (not None)."""
+        out = self.tables()
+        out.update({t: getattr(self, t) for t in OPTIONAL_TABLES if getattr(self, t) is not None})
+        return out
+
     def __repr__(self) -> str:
         counts = ", ".join(
-            f"{k}={len(v):,}" if isinstance(v, pd.DataFrame) else f"{k}=?" for k, v in self.tables().items()
+            f"{k}={len(v):,}" if isinstance(v, pd.DataFrame) else f"{k}=?" for k, v in self._all_tables().items()
         )
         return f"IOPData({counts}{', simulated' if self.truth is not None else ''})"
 
@@ -113,7 +125,7 @@ class IOPData:
             :func:`iop_research.data.schema.find_problems` for the checks.
         """
         acc = _Problems()
-        _find_into(self.tables(), acc, tolerance_days)
+        _find_into(self._all_tables(), acc, tolerance_days)
         return acc.frame()
 
     def validate(self, *, tolerance_days: int = 0) -> IOPData:
@@ -196,7 +208,7 @@ class IOPData:
         dtype('<M8[ns]')
         """
         acc = _Problems()
-        tables = _coerce_into(self.tables(), acc)
+        tables = _coerce_into(self._all_tables(), acc)
         problems = acc.frame()
         if len(problems):
             raise _error(problems)
@@ -204,7 +216,7 @@ class IOPData:
 
     # ------------------------------------------------------------------ writing
     def write(self, path: str | os.PathLike, format: str = "csv") -> Path:
-        """Write the six tables to a directory, one file per table, losslessly.
+        """Write the six tables (and ``use_days`` when present) to a directory, one file per table, losslessly.
 
         CSV: UTF-8, comma-separated, ``\\n`` line ends, no index, columns and rows
         in the frames' order, dates of contract date columns as ``%Y-%m-%d``
@@ -265,7 +277,7 @@ class IOPData:
         if format not in FORMATS:
             raise DataWriteError(f"Unknown format {format!r}: use one of {', '.join(FORMATS)}.")
         out = check_writable(path)
-        for table in TABLES:
+        for table in self._all_tables():
             for other in FORMATS:
                 clash = out / f"{table}.{other}"
                 if other != format and clash.exists():
@@ -273,13 +285,13 @@ class IOPData:
                         f"{clash} exists, so writing {table}.{format} next to it would make the directory "
                         f"ambiguous for read_data. Write to an empty directory or remove {clash.name}."
                     )
-        for table, df in self.tables().items():
+        for table, df in self._all_tables().items():
             if not isinstance(df, pd.DataFrame):
                 raise DataWriteError(
                     f"Table {table} is a {type(df).__name__}, not a DataFrame; nothing was written. Use "
                     f"schema.empty_table({table!r}) for a table without rows."
                 )
-        names = {f"{t}.{format}" for t in TABLES}
+        names = {f"{t}.{format}" for t in self._all_tables()}
         others = [p for p in out.iterdir() if p.name not in names] if out.is_dir() else []
         if not others:
             # the whole directory is the export: build it aside, publish it with one rename / exchange
@@ -312,7 +324,7 @@ class IOPData:
         return out
 
     def _write_tables(self, directory: Path, format: str) -> None:
-        for table, df in self.tables().items():
+        for table, df in self._all_tables().items():
             target = directory / f"{table}.{format}"
             if format == "parquet":
                 try:
@@ -501,7 +513,8 @@ def read_data(path: str | os.PathLike, *, validate: bool = True, tolerance_days:
     Each table is ``<table>.csv``, ``<table>.csv.gz`` or ``<table>.parquet``.
     ``patients``, ``sessions`` and ``observation`` are required; ``admissions``,
     ``medications`` and ``events`` may be absent and are then empty tables
-    with the contract's columns. Contract columns of CSV files are read as
+    with the contract's columns. The optional ``use_days`` table (Timeline Followback) is read when its
+    file exists (``IOPData.use_days``; None otherwise). Contract columns of CSV files are read as
     text and converted with :func:`iop_research.data.schema.coerce_tables` (dates
     with format ``%Y-%m-%d``; booleans from true/false/1/0; floats exactly);
     extra columns get pandas' inferred types (dates stay text). Values that do
@@ -570,6 +583,7 @@ def read_data(path: str | os.PathLike, *, validate: bool = True, tolerance_days:
             f"({', '.join(f'{t}.csv' for t in TABLES)}; .csv.gz or .parquet also work)."
         )
     files = {table: _find_file(directory, table) for table in TABLES}
+    files.update({t: f for t in OPTIONAL_TABLES if (f := _find_file(directory, t)) is not None})
     missing = [t for t in REQUIRED_TABLES if files[t] is None]
     if missing:
         raise DataReadError(

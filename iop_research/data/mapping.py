@@ -45,7 +45,8 @@ source column), the table's ``constants``, the global ``[constants]``, a source 
 the contract's name, or, for a nullable column, nothing (left empty; reported). Source
 columns that are not used are not carried over (they may hold identifiers) and are listed
 in the report. A table without an entry is empty (allowed for admissions, medications and
-events only). Per table, ``date_formats``, ``unmapped``, ``delimiter``, ``encoding`` and
+events only); the optional ``use_days`` table (Timeline Followback) is mapped only when the file has a
+``[tables.use_days]`` section (``IOPData.use_days`` is None otherwise). Per table, ``date_formats``, ``unmapped``, ``delimiter``, ``encoding`` and
 ``sheet`` (xlsx) override the defaults.
 
 Values
@@ -74,6 +75,7 @@ import pandas as pd
 
 from iop_research.data.io import IOPData
 from iop_research.data.schema import (
+    OPTIONAL_TABLES,
     REQUIRED_TABLES,
     TABLE_COLUMNS,
     TABLES,
@@ -286,8 +288,8 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
         tables = {}
     for name, spec in tables.items():
         where = f"[tables.{name}]"
-        if name not in TABLES:
-            problems.append(f"unknown table {where} (contract tables: {', '.join(TABLES)})")
+        if name not in TABLES + OPTIONAL_TABLES:
+            problems.append(f"unknown table {where} (contract tables: {', '.join(TABLES + OPTIONAL_TABLES)})")
             continue
         if not isinstance(spec, dict):
             problems.append(f"{where} must be a table of keys")
@@ -719,7 +721,7 @@ def map_extract(
     acc = _Acc()
     unparsed: list[str] = []
     mapped: dict[str, pd.DataFrame] = {}
-    for table in TABLES:  # patients first, so derived tables can use it
+    for table in TABLES + tuple(t for t in OPTIONAL_TABLES if t in specs):  # patients first (derived tables)
         spec = specs.get(table)
         if spec is None:
             mapped[table] = empty_table(table)

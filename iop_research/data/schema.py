@@ -53,6 +53,7 @@ __all__ = [
     "UNIQUE_COLUMNS",
     "ROW_KEY",
     "REQUIRED_TABLES",
+    "OPTIONAL_TABLES",
     "PROBLEM_COLUMNS",
     "column_kinds",
     "empty_table",
@@ -235,6 +236,10 @@ class Col:
     substance = "substance"
     # observation
     observation_end = "observation_end"
+    # use_days (optional, Timeline Followback)
+    use_date = "use_date"
+    used = "used"
+    drinks = "drinks"
 
 
 TABLES: tuple[str, ...] = (
@@ -297,7 +302,20 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str, bool, str]]] = {
         (Col.patient_id, "id", False, "Person, unique in the table; must exist in patients."),
         (Col.observation_end, "date", False, "Last date with complete data (end of follow-up)."),
     ],
+    # optional (OPTIONAL_TABLES): absent unless the study has Timeline Followback data
+    "use_days": [
+        (Col.patient_id, "id", False, "Person; must exist in patients."),
+        (Col.use_date, "date", False, "Calendar day recorded by the Timeline Followback interview."),
+        (Col.substance, "str", True, "Substance the row is about (e.g. alcohol); empty when not recorded."),
+        (Col.used, "bool", False, "Whether the substance was used that day (False = abstinent day)."),
+        (Col.drinks, "float", True, "Standard drinks that day (alcohol), if recorded; 0 on a day not used."),
+    ],
 }
+
+#: Tables of the contract that a study may leave out altogether (``IOPData.<table>`` is then None and
+#: ``read_data`` reads them only when their file exists): ``use_days``, a Timeline Followback series, one row
+#: per patient, day and substance recorded (days without a row are not recorded, never assumed abstinent).
+OPTIONAL_TABLES: tuple[str, ...] = ("use_days",)
 
 #: ASAM level 2.1 minimum weekly hours of service.
 ASAM_21_MIN_HOURS_ADULT = 9.0
@@ -358,6 +376,7 @@ COLUMN_RANGES: dict[str, dict[str, ValueRange]] = {
         Col.days_supply: ValueRange(1, 365),
         Col.dose_mg: ValueRange(0, None, low_inclusive=False),
     },
+    "use_days": {Col.drinks: ValueRange(0, None)},
 }
 
 #: Table -> columns whose values must be unique in that table.
@@ -375,6 +394,7 @@ ROW_KEY: dict[str, str] = {
     "medications": Col.patient_id,
     "events": Col.patient_id,
     "observation": Col.patient_id,
+    "use_days": Col.patient_id,
 }
 
 #: Tables that :func:`iop_research.data.io.read_data` requires as files; the others
@@ -1103,7 +1123,7 @@ _PARSE_TEXT = {
 
 def _coerce_into(tables: Mapping[str, pd.DataFrame], acc: _Problems) -> dict[str, pd.DataFrame]:
     out: dict[str, pd.DataFrame] = {}
-    for table in TABLES:
+    for table in TABLES + tuple(t for t in OPTIONAL_TABLES if tables.get(t) is not None):
         df = tables.get(table)
         if not isinstance(df, pd.DataFrame):
             out[table] = df
@@ -1196,7 +1216,51 @@ def _find_into(tables: Mapping[str, Any], acc: _Problems, tolerance_days: int) -
             df = df.loc[:, ~df.columns.duplicated()]
         frames[table] = _validation_frame(table, df)
         _run_schema(table, frames[table], acc)
+    for table in OPTIONAL_TABLES:  # checked only when present
+        df = tables.get(table)
+        if df is None:
+            continue
+        if not isinstance(df, pd.DataFrame):
+            acc.add(table, "", "is_dataframe",
+                    f"Provide the optional {table} table as a pandas DataFrame, or None when the study has none.",
+                    n_failures=1, examples=f"got {type(df).__name__}")
+            continue
+        frames[table] = _validation_frame(table, df.loc[:, ~df.columns.duplicated()])
+        _run_schema(table, frames[table], acc)
     _cross_checks(frames, acc, tolerance_days)
+    _use_days_checks(frames, acc)
+
+
+def _use_days_checks(frames: dict[str, pd.DataFrame], acc: _Problems) -> None:
+    """Cross-checks of the optional use_days table: known patients, one row per patient, day and substance,
+    no drinks on a day marked not used, not after observation_end."""
+    U, P, O = frames.get("use_days"), frames.get("patients"), frames.get("observation")
+    pid = Col.patient_id
+    if U is None:
+        return
+    if _usable(frames, acc, "patients", pid) and _usable(frames, acc, "use_days", pid):
+        bad = U[pid].notna().to_numpy() & (_codes_in(U[pid], _unique_index(P[pid])) < 0)
+        acc.add("use_days", pid, "known_patient",
+                "Every use_days row must belong to a patient of the patients table: add the missing patients, "
+                "or remove these rows explicitly.", df=U, rows=_rows(bad))
+    key = [pid, Col.use_date, Col.substance]
+    if len(U) and _usable(frames, acc, "use_days", *key):
+        dup = U[key].astype(object).duplicated(keep=False).to_numpy()
+        acc.add("use_days", Col.use_date, "one_row_per_day",
+                "use_days holds one row per patient, day and substance: merge the repeated days (a day is used "
+                "if any row says so; drinks are the day's total) or remove the copies.", df=U, rows=_rows(dup))
+    if len(U) and _usable(frames, acc, "use_days", Col.used, Col.drinks):
+        bad = (U[Col.drinks].fillna(0).to_numpy(dtype=float) > 0) & ~U[Col.used].fillna(True).to_numpy(dtype=bool)
+        acc.add("use_days", Col.drinks, "no_drinks_when_not_used",
+                "drinks is above 0 on a day marked used = False: correct used to True, or drinks to 0.",
+                df=U, rows=_rows(bad))
+    if len(U) and _usable(frames, acc, "observation", pid, Col.observation_end) and _usable(
+            frames, acc, "use_days", pid, Col.use_date):
+        end = O.assign(_p=O[pid].astype(object)).groupby("_p", sort=False)[Col.observation_end].max()
+        after = _ns(U[Col.use_date]) > _take(end.to_numpy(dtype="datetime64[ns]"), _codes_in(U[pid], end.index), _NAT)
+        acc.add("use_days", Col.use_date, "not_after_observation_end",
+                "use_date lies after the patient's observation_end: extend observation_end, or remove the days "
+                "recorded after it explicitly.", df=U, rows=_rows(after))
 
 
 def find_problems(tables: Mapping[str, pd.DataFrame], *, tolerance_days: int = 0) -> pd.DataFrame:
@@ -1263,7 +1327,7 @@ def find_problems(tables: Mapping[str, pd.DataFrame], *, tolerance_days: int = 0
 
 
 def _error(problems: pd.DataFrame) -> DataValidationError:
-    tables = sorted(set(problems["table"]), key=TABLES.index)
+    tables = sorted(set(problems["table"]), key=(TABLES + OPTIONAL_TABLES).index)
     lines = [
         f"{len(problems)} data-contract problem(s) in table(s) {', '.join(tables)}; all are listed "
         "below (rows are 0-based positions in each table; in a CSV file, line = row + 2):"

@@ -190,6 +190,22 @@ class SimulationEffects:
         P(completed) moves by exactly that effect (a random-intercept truth);
         ``truth.params["programme_completion_effects"]`` records them. 0 (the demo) draws
         nothing.
+    tlfb_share : float, default 0.0
+        Share of alcohol episodes given a Timeline Followback series (``IOPData.use_days``, the
+        optional contract table): one row per day from admission for ``tlfb_days`` days (cut at
+        the observation end and the patient's next admission). Consistent with the latent
+        relapse time ``t`` (``truth.episodes.relapse_day``): every day before day ``ceil(t)`` is
+        abstinent, day ``ceil(t)`` is a drinking day, later days drink with probability
+        ``tlfb_use_after_relapse``; a drinking day is heavy (NIAAA: at least 4 standard drinks
+        for women, 5 for men) with probability ``tlfb_heavy_share``, else 1 drink to one below
+        the threshold. Drawn after everything else, so the other tables are those of the same
+        seed without it. 0 (the demo): no table (``use_days`` is None).
+    tlfb_days : int, default 90
+        Days recorded per episode (the usual 90-day TLFB window).
+    tlfb_use_after_relapse : float, default 0.6
+        Probability that a day after the first drinking day is a drinking day.
+    tlfb_heavy_share : float, default 0.5
+        Probability that a drinking day is a heavy-drinking day.
     """
 
     baseline_scale_days: float = 550.0
@@ -242,6 +258,10 @@ class SimulationEffects:
     missed_screen_share: float = 0.0
     missed_screen_odds_after_relapse: float = 3.0
     programme_completion_sd: float = 0.0
+    tlfb_share: float = 0.0
+    tlfb_days: int = 90
+    tlfb_use_after_relapse: float = 0.6
+    tlfb_heavy_share: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a plain dict (for provenance records and JSON)."""
@@ -914,6 +934,7 @@ def simulate_cohort(
     0.0
     """
     eff = _resolve_effects(effects)
+    _check_tlfb_effects(eff)
     if isinstance(n_patients, bool) or not isinstance(n_patients, (int, np.integer)) or n_patients < 1:
         raise ModelSpecificationError(
             f"n_patients must be a positive integer, got {n_patients!r}. Pass e.g. n_patients=1000."
@@ -946,9 +967,10 @@ def simulate_cohort(
     show = (n >= 20000) if progress is None else bool(progress)
     bar = _Progress(show, total=8)
     try:
-        return _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed)
+        data = _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed)
     finally:
         bar.close()
+    return _add_use_days(rng, data, eff) if eff.tlfb_share > 0 else data
 
 
 def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
@@ -1785,3 +1807,60 @@ def strategy_risks(
             rows.append({"strategy": name, "horizon_days": h, "risk": risk,
                          "mc_se": math.sqrt(risk * (1.0 - risk) / t.size) if t.size else np.nan, "n": int(t.size)})
     return pd.DataFrame(rows, columns=["strategy", "horizon_days", "risk", "mc_se", "n"])
+
+
+# ---- opt-in Timeline Followback series (use_days) ----------------------------------------------
+
+#: NIAAA heavy-drinking day: at least this many standard drinks (women 4, men 5; other values 5).
+_TLFB_HEAVY = {"female": 4}
+
+
+def _check_tlfb_effects(eff: SimulationEffects) -> None:
+    bad = []
+    for name in ("tlfb_share", "tlfb_use_after_relapse", "tlfb_heavy_share"):
+        v = getattr(eff, name)
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            bad.append(f"{name}={v!r} (a probability in [0, 1])")
+    v = eff.tlfb_days
+    if isinstance(v, bool) or not (isinstance(v, (int, np.integer)) and v >= 1):
+        bad.append(f"tlfb_days={v!r} (a whole number of days >= 1)")
+    if bad:
+        raise ModelSpecificationError(
+            f"Simulation parameters out of range: {'; '.join(bad)}. "
+            "Fix them with dataclasses.replace(DEFAULT_EFFECTS, ...) or the effects mapping.")
+
+
+def _add_use_days(rng: np.random.Generator, data: IOPData, eff: SimulationEffects) -> IOPData:
+    """The data with a Timeline Followback ``use_days`` table for a share of the alcohol episodes (see
+    ``SimulationEffects.tlfb_share``)."""
+    adm = data.admissions
+    te = data.truth.episodes.set_index(Col.episode_id)
+    nxt = adm.sort_values([Col.patient_id, Col.admit_date]).groupby(Col.patient_id)[Col.admit_date].shift(-1)
+    next_off = ((nxt - adm[Col.admit_date]).dt.days).reindex(adm.index).fillna(np.inf).to_numpy()
+    alc = np.flatnonzero((adm[Col.primary_substance] == "alcohol").to_numpy())
+    alc = alc[rng.random(alc.size) < eff.tlfb_share]
+    eid = adm[Col.episode_id].to_numpy()[alc]
+    obs_off = te.loc[eid, "observation_end_day"].to_numpy(dtype=float)
+    length = np.minimum(np.minimum(float(eff.tlfb_days), obs_off + 1.0), next_off[alc])
+    keep = length >= 1
+    alc, eid, length = alc[keep], eid[keep], length[keep].astype(np.int64)
+    relapse = np.ceil(te.loc[eid, "relapse_day"].to_numpy(dtype=float))  # inf: no relapse
+    ep_row = np.repeat(np.arange(alc.size), length)
+    day = np.arange(ep_row.size) - np.repeat(np.cumsum(length) - length, length)
+    r = relapse[ep_row]
+    used = (day == r) | ((day > r) & (rng.random(ep_row.size) < eff.tlfb_use_after_relapse))
+    pid = adm[Col.patient_id].to_numpy()[alc]
+    sex = data.patients.set_index(Col.patient_id)[Col.sex].reindex(pid).to_numpy()
+    thr = np.array([_TLFB_HEAVY.get(str(x), 5) for x in sex], dtype=np.int64)[ep_row]
+    heavy = used & (rng.random(ep_row.size) < eff.tlfb_heavy_share)
+    drinks = np.where(heavy, thr + rng.poisson(2.0, ep_row.size),
+                      1 + rng.binomial(thr - 2, 0.5, ep_row.size)) * used
+    admit = adm[Col.admit_date].to_numpy()[alc]
+    use_days = pd.DataFrame({
+        Col.patient_id: pd.Series(pid[ep_row], dtype=adm[Col.patient_id].dtype),
+        Col.use_date: pd.Series(admit[ep_row] + day.astype("timedelta64[D]")).astype("datetime64[ns]"),
+        Col.substance: pd.Series(["alcohol"] * ep_row.size, dtype=adm[Col.primary_substance].dtype),
+        Col.used: used,
+        Col.drinks: drinks.astype(float),
+    })
+    return dataclasses.replace(data, use_days=use_days)

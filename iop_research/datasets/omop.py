@@ -87,7 +87,13 @@ What OMOP cannot carry (lost on a round trip :func:`write_omop` -> :func:`read_o
     substance, intake assessment: comorbidity, prior episodes, severity, housing,
     employment), episode ids of sessions, no-show sessions (``attended`` False),
     ``dose_mg`` (it needs ``drug_strength`` and unit quantities), the substance of a
-    negative screen. Everything else round-trips exactly (see the tests).
+    negative screen, and missed screens (``result = "missed"``, a scheduled screen not done):
+    the CDM's ``measurement`` table records tests that were performed ("if there is no result,
+    it is assumed that the lab test was conducted but the result was not captured", CDM v5.4
+    table description), so a screen that was never collected is not a measurement, and writing
+    one with ``value_as_concept_id`` 0 would read back as a screen without a result.
+    :func:`write_omop` leaves missed screens out (like no-show sessions); studies that need the
+    schedule keep it outside OMOP. Everything else round-trips exactly (see the tests).
 
 Scale
 -----
@@ -1229,7 +1235,9 @@ def _omop_frames(data: IOPData) -> dict[str, pd.DataFrame]:
     co.insert(0, "condition_occurrence_id", np.arange(1, len(co) + 1, dtype="int64"))
     co["condition_type_concept_id"] = _TYPE_EHR
     # urine drug screens
-    uds = ev.loc[etype.eq(EventType.uds.value)]
+    # screens done (positive / negative); a missed screen is not a measurement (module docstring)
+    uds = ev.loc[etype.eq(EventType.uds.value) & ev[Col.result].isin([UdsResult.positive.value,
+                                                                      UdsResult.negative.value])]
     uds_sub = uds[Col.substance].where(uds[Col.result].eq(UdsResult.positive.value))
     uds_key = uds_sub.map(lambda s: _WRITE_UDS[s if isinstance(s, str) else None])
     res = uds[Col.result].map({UdsResult.positive.value: 9191, UdsResult.negative.value: 9189})
@@ -1316,7 +1324,8 @@ def write_omop(data: IOPData, con, *, cdm_schema: str | None = None, overwrite: 
     Notes
     -----
     Not written (OMOP cannot carry them): admissions, session episode ids, no-shows,
-    ``dose_mg``, the substance of negative screens; see the module docstring.
+    ``dose_mg``, the substance of negative screens, missed screens (``result = "missed"``: not a
+    performed measurement); see the module docstring.
     """
     if not isinstance(data, IOPData):
         raise DataReadError(f"write_omop: data must be an IOPData, got {type(data).__name__}.")

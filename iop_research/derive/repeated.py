@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from iop_research.data.schema import Col, EventType, UdsResult
+from iop_research.data.io import IOPData
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 
 __all__ = ["uds_weeks", "abstinence_endpoints", "consecutive_use_relapse", "tlfb_endpoints", "impute_missed_weeks",
@@ -245,17 +246,18 @@ TLFB_COLUMNS = ("episode_id", "patient_id", "days_recorded", "days_abstinent", "
 HEAVY_DRINKS = {"female": 4.0, "male": 5.0}
 
 
-def tlfb_endpoints(use_days: pd.DataFrame, episodes: pd.DataFrame, *, days: int = 90,
+def tlfb_endpoints(use_days, episodes: pd.DataFrame, *, days: int = 90,
                    sex: pd.DataFrame | None = None, substance: str | None = None) -> pd.DataFrame:
     """Timeline Followback endpoints per episode over ``days`` days from admission.
 
     Parameters
     ----------
-    use_days : pandas.DataFrame
+    use_days : pandas.DataFrame or IOPData
         One row per patient and recorded day (Timeline Followback): ``patient_id``,
         ``use_date``, ``used`` (bool), optional ``drinks`` (standard drinks that day) and
         ``substance``. Days without a row are not recorded (left out of every percentage,
-        never counted as abstinent).
+        never counted as abstinent). An :class:`~iop_research.data.io.IOPData` is read for its optional
+        ``use_days`` table (and, when ``sex`` is not given, its ``patients`` table for the thresholds).
     episodes : pandas.DataFrame
         ``episode_id, patient_id, admit_date`` (e.g. :func:`~iop_research.derive.build_episodes`).
     days : int, default 90
@@ -281,6 +283,17 @@ def tlfb_endpoints(use_days: pd.DataFrame, episodes: pd.DataFrame, *, days: int 
         on a day marked not used.
     """
     func = "tlfb_endpoints"
+    if isinstance(use_days, IOPData):
+        if use_days.use_days is None:
+            raise DataValidationError(
+                f"{func}: this IOPData has no use_days table (Timeline Followback); read a directory with a "
+                "use_days.csv, or pass the table itself.")
+        if sex is None:
+            sex = use_days.patients
+        use_days = use_days.use_days
+    elif not isinstance(use_days, pd.DataFrame):
+        raise DataValidationError(
+            f"{func}: use_days must be a DataFrame or an IOPData with a use_days table, got {type(use_days).__name__}.")
     if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or days < 1:
         raise ModelSpecificationError(f"{func}: days must be a whole number >= 1 (e.g. 90), got {days!r}.")
     lack = [c for c in ("patient_id", "use_date", "used") if c not in use_days.columns]

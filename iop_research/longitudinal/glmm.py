@@ -48,7 +48,7 @@ from iop_research._validate import check_conf_level, label_codes, numeric_column
 from iop_research.exceptions import ConvergenceError, EstimatorInputError, ModelSpecificationError
 from iop_research.results import TIDY_TERM_COLUMNS, Result
 
-__all__ = ["fit_glmm", "TIDY_GLMM_COLUMNS", "GLANCE_GLMM_COLUMNS", "RANEF_COLUMNS"]
+__all__ = ["fit_glmm", "TIDY_GLMM_COLUMNS", "GLANCE_GLMM_COLUMNS", "RANEF_COLUMNS", "RANEF_SLOPE_COLUMNS"]
 
 _FUNC = "fit_glmm"
 _FAMILIES = ("binomial", "poisson", "gaussian")
@@ -60,9 +60,12 @@ TIDY_GLMM_COLUMNS = {"binomial": TIDY_TERM_COLUMNS + _RATIO["binomial"],
                      "gaussian": TIDY_TERM_COLUMNS}
 #: glance columns (every family).
 GLANCE_GLMM_COLUMNS = ("n_obs", "n_groups", "family", "method", "nagq", "re_variance", "re_sd",
-                       "re_sd_conf_low", "re_sd_conf_high", "residual_variance", "loglik", "aic", "bic", "n_iter", "converged")
+                       "re_sd_conf_low", "re_sd_conf_high", "residual_variance", "loglik", "aic", "bic", "n_iter", "converged",
+                       "re_slope_variance", "re_slope_sd", "re_corr")
 #: columns of ``extra["random_effects"]``.
 RANEF_COLUMNS = ("group", "n_obs", "estimate", "cond_sd")
+#: columns of ``extra["random_effects"]`` with ``random_slope=`` (the slope's conditional mode and sd added).
+RANEF_SLOPE_COLUMNS = RANEF_COLUMNS + ("slope_estimate", "slope_cond_sd")
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
 
@@ -88,6 +91,27 @@ def _response_name(formula: str) -> tuple[str, str]:
             "and name the grouping column with group_col= (a random intercept per group)."
         )
     return name, rhs
+
+
+def _slope_column(df: pd.DataFrame, col: str, group_col: str, nagq: int, profile: bool) -> np.ndarray:
+    """The random slope's numeric column, after the options that cannot go with it are refused."""
+    if nagq != 1:
+        raise ModelSpecificationError(
+            f"{_FUNC}: nagq={nagq} with random_slope={col!r}: adaptive Gauss-Hermite quadrature is available only "
+            "for a single scalar random effect (as in lme4, whose nAGQ > 1 refuses '(1 + x | g)'); use nagq=1 "
+            "(Laplace) with a random slope, or drop random_slope= for quadrature.")
+    if profile:
+        raise ModelSpecificationError(
+            f"{_FUNC}: profile=True is implemented for a random intercept only; drop profile=True with "
+            f"random_slope={col!r}.")
+    if not isinstance(col, str) or col == group_col:
+        raise ModelSpecificationError(
+            f"{_FUNC}: random_slope must name a numeric column other than the grouping column, got {col!r}.")
+    require_frame(df, _FUNC, {"random_slope": col})
+    z = numeric_column(df, col, func=_FUNC, role="random_slope")
+    if np.ptp(z) == 0:
+        raise ModelSpecificationError(f"{_FUNC}: random_slope column {col!r} is constant; a slope needs variation.")
+    return z
 
 
 def _check_response(family: str, y: np.ndarray, df: pd.DataFrame, col: str) -> None:
@@ -270,12 +294,13 @@ def _glm_start(x, y, family):
     return beta
 
 
-def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter):
+def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter, start=None, vcov=True):
     """Damped Newton on the deviance in (theta, beta) with the analytic gradient and its finite-difference
     Hessian. The deviance is even in theta (b = theta u with u symmetric), so theta runs over the real line and
-    its absolute value is reported; theta = 0 (no between-group variance) is then an interior point."""
+    its absolute value is reported; theta = 0 (no between-group variance) is then an interior point.
+    ``start``: (theta, beta) to start from (a bootstrap refit); ``vcov=False`` skips the final Hessian."""
     dev = _GlmmDeviance(x, y, g, n_groups, family, nagq)
-    par = np.r_[1.0, _glm_start(x, y, family)]
+    par = np.r_[1.0, _glm_start(x, y, family)] if start is None else np.array(start, dtype=float)
     k = len(par)
     free = np.ones(k, dtype=bool)
 
@@ -315,8 +340,11 @@ def _fit_glmer(x, y, g, n_groups, family, nagq, max_iter):
             "separation (a term that predicts the outcome perfectly) or rescale covariates (e.g. age in decades)."
         )
     par[0] = abs(par[0])
-    hess = _grad_hess(grad, par, free)
-    vcov = np.linalg.inv(hess / 2.0)[1:, 1:]  # lme4: solve(Hessian of the deviance / 2), beta block
+    if vcov:
+        hess = _grad_hess(grad, par, free)
+        vcov = np.linalg.inv(hess / 2.0)[1:, 1:]  # lme4: solve(Hessian of the deviance / 2), beta block
+    else:
+        vcov = None
     u, h, _ = dev.modes(par[0], par[1:])
     theta = par[0]
     return dict(beta=par[1:], vcov=vcov, theta=theta, loglik=-0.5 * dev(par), b=theta * u,
@@ -443,8 +471,9 @@ def fit_glmm(
     conf_level: float = 0.95,
     max_iter: int = 500,
     profile: bool = False,
+    random_slope: str | None = None,
 ) -> Result:
-    """Fit a random-intercept mixed model (R ``lme4::glmer(y ~ x + (1 | group))``, or ``lmer``).
+    """Fit a random-intercept (and slope) mixed model (R ``lme4::glmer(y ~ x + (1 | group))``, or ``lmer``).
 
     Parameters
     ----------
@@ -474,6 +503,13 @@ def fit_glmm(
         Binomial and Poisson: a profile-likelihood interval (at ``conf_level``) for the random-effect SD in
         ``glance["re_sd_conf_low", "re_sd_conf_high"]`` (lme4 ``confint(method = "profile")``, ``.sig01``);
         NaN without it; refused for gaussian fits. It refits the fixed effects at each trial SD, so it costs several fits.
+    random_slope : str, optional
+        A numeric column (e.g. ``"week"``) given a random slope per group, correlated with the random intercept
+        (unstructured 2 x 2 covariance): lme4's ``y ~ x + (1 + week | group)``. The column usually also appears
+        among the fixed effects. Fitted by the Laplace approximation (binomial, poisson) or REML / ML
+        (gaussian); ``nagq > 1`` and ``profile=True`` are refused with it (lme4 allows ``nAGQ > 1`` only for a
+        single scalar random effect). ``glance`` then carries ``re_slope_variance, re_slope_sd, re_corr``
+        (NaN for random-intercept fits), and ``extra["random_effects"]`` the slope's conditional mode and sd.
 
     Returns
     -------
@@ -483,10 +519,12 @@ def fit_glmm(
         rr_conf_low, rr_conf_high`` (poisson). ``glance``: ``n_obs, n_groups, family, method``
         (``"Laplace"``, ``"AGQ"``, ``"REML"``, ``"ML"``), ``nagq, re_variance`` (``tau^2``), ``re_sd,
         residual_variance`` (gaussian ``sigma^2``; NaN otherwise), ``loglik`` (R ``logLik()``; the REML
-        criterion's for REML fits), ``aic, bic, n_iter, converged``; ``re_sd_conf_low, re_sd_conf_high`` (with ``profile=True``).
+        criterion's for REML fits), ``aic, bic, n_iter, converged``; ``re_sd_conf_low, re_sd_conf_high`` (with ``profile=True``);
+        ``re_slope_variance, re_slope_sd, re_corr`` (with ``random_slope=``; ``re_variance`` is then the intercept's).
         ``extra["random_effects"]``:
         ``group, n_obs, estimate`` (conditional mode / BLUP of ``b``, R ``ranef()``), ``cond_sd``
-        (conditional sd, R's ``postVar``); ``extra["vcov"]``: covariance of the fixed effects.
+        (conditional sd, R's ``postVar``), with ``random_slope=`` also ``slope_estimate, slope_cond_sd``;
+        ``extra["vcov"]``: covariance of the fixed effects.
 
     Raises
     ------
@@ -553,7 +591,24 @@ def fit_glmm(
         raise ModelSpecificationError(
             f"{_FUNC}: profile=True is for binomial and Poisson fits; for a gaussian (lmer) fit the interval of "
             "the random-effect SD is not computed here. Drop profile=True.")
-    if family == "gaussian":
+    slope_var = slope_sd = corr = np.nan
+    if random_slope is not None:
+        zcol = _slope_column(df, random_slope, group_col, nagq, profile)
+        zmat = np.column_stack([np.ones(len(df)), zcol])
+        if family == "gaussian":
+            fit = _fit_lmer_slope(x, zmat, y, g, n_groups, reml, max_iter)
+            method, resid_var, k = ("REML" if reml else "ML"), fit["sigma2"], x.shape[1] + 4
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                fit = _fit_glmer_slope(x, zmat, y, g, n_groups, family, max_iter)
+            method, resid_var, k = "Laplace", np.nan, x.shape[1] + 3
+        cov = fit["cov"]
+        re_var, slope_var = cov[0, 0], cov[1, 1]
+        slope_sd = np.sqrt(slope_var)
+        denom = np.sqrt(cov[0, 0] * cov[1, 1])
+        corr = cov[0, 1] / denom if denom > 0 else np.nan
+        fit["b_sd"] = np.sqrt(fit["b_cov"][:, 0, 0])
+    elif family == "gaussian":
         fit = _fit_lmer(x, y, g, n_groups, reml)
         method = "REML" if reml else "ML"
         resid_var = fit["sigma2"]
@@ -604,20 +659,29 @@ def fit_glmm(
         "bic": float(-2 * loglik + np.log(n_obs) * k),
         "n_iter": int(fit["n_iter"]),
         "converged": bool(fit["converged"]),
+        "re_slope_variance": float(slope_var),
+        "re_slope_sd": float(slope_sd),
+        "re_corr": float(corr),
     }])
+    b = fit["b"]
     ranef = pd.DataFrame({
         "group": levels,
         "n_obs": np.bincount(g, minlength=n_groups).astype(int),
-        "estimate": fit["b"],
+        "estimate": b if b.ndim == 1 else b[:, 0],
         "cond_sd": fit["b_sd"],
     })
+    if random_slope is not None:
+        ranef["slope_estimate"] = b[:, 1]
+        ranef["slope_cond_sd"] = np.sqrt(fit["b_cov"][:, 1, 1])
     vc = pd.DataFrame(vcov, columns=list(terms))
     vc.insert(0, "term", list(terms))
     link = {"binomial": "logit", "poisson": "log", "gaussian": "identity"}[family]
-    r_call = (f"lme4::lmer(y ~ x + (1 | group), REML = {'TRUE' if reml else 'FALSE'})" if family == "gaussian"
-              else f"lme4::glmer(y ~ x + (1 | group), family = {family}, nAGQ = {nagq})")
+    re_term = "(1 | group)" if random_slope is None else f"(1 + {random_slope} | group)"
+    r_call = (f"lme4::lmer(y ~ x + {re_term}, REML = {'TRUE' if reml else 'FALSE'})" if family == "gaussian"
+              else f"lme4::glmer(y ~ x + {re_term}, family = {family}, nAGQ = {nagq})")
     return Result(
-        method=f"GLMM ({family}, {link} link, random intercept, {method})",
+        method=(f"GLMM ({family}, {link} link, random intercept, {method})" if random_slope is None else
+                f"GLMM ({family}, {link} link, correlated random intercept and {random_slope} slope, {method})"),
         tidy=tidy,
         glance=glance,
         model=None,
@@ -634,3 +698,219 @@ def fit_glmm(
             "R": r_call,
         },
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# correlated random intercept and slope, (1 + x | group)
+# --------------------------------------------------------------------------------------------------------------
+def _lambda(theta) -> np.ndarray:
+    """lme4's relative covariance factor: lower-triangular, ``theta`` column-wise (``getME(f, "theta")``)."""
+    return np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+
+
+def _canonical_theta(theta) -> np.ndarray:
+    """The deviance is unchanged when a column of Lambda changes sign (``u_k`` is symmetric); report the
+    factor with a non-negative diagonal, as lme4 does (its bounds)."""
+    t = np.array(theta, dtype=float)
+    if t[0] < 0:
+        t[:2] = -t[:2]
+    t[2] = abs(t[2])
+    return t
+
+
+def _fd_grad(f, x, h=1e-5):
+    g = np.empty(len(x))
+    for j in range(len(x)):
+        e = np.zeros(len(x))
+        e[j] = h * max(1.0, abs(x[j]))
+        g[j] = (f(x + e) - f(x - e)) / (2 * e[j])
+    return g
+
+
+def _fd_hess(f, x, h=1e-4):
+    """Symmetric Hessian by central differences of the function (4-point off-diagonal formula)."""
+    k = len(x)
+    steps = h * np.maximum(1.0, np.abs(x))
+    f0 = f(x)
+    hess = np.empty((k, k))
+    for i in range(k):
+        ei = np.zeros(k)
+        ei[i] = steps[i]
+        hess[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / steps[i] ** 2
+        for j in range(i):
+            ej = np.zeros(k)
+            ej[j] = steps[j]
+            hess[i, j] = hess[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (
+                4 * steps[i] * steps[j])
+    return hess
+
+
+def _minimise(f, x0, max_iter, what):
+    """Minimise a smooth function: BFGS on central-difference gradients, then Newton steps on a
+    finite-difference Hessian until the Newton decrement is below 1e-10. Returns (x, n_iter)."""
+    opt = optimize.minimize(f, x0, jac=lambda q: _fd_grad(f, q), method="BFGS",
+                            options={"gtol": 1e-6, "maxiter": max_iter})
+    x, fx, n_iter = opt.x, opt.fun, int(opt.nit)
+    for _ in range(20):
+        n_iter += 1
+        gr = _fd_grad(f, x)
+        hess = _fd_hess(f, x)
+        try:
+            chol = np.linalg.cholesky(hess)
+        except np.linalg.LinAlgError:
+            break
+        step = np.linalg.solve(chol.T, np.linalg.solve(chol, gr))
+        decrement = float(gr @ step)
+        if decrement < 1e-10:
+            return x, n_iter, True
+        t = 1.0
+        while t > 1e-6:
+            trial = x - t * step
+            ft = f(trial)
+            if np.isfinite(ft) and ft <= fx + 1e-12 * abs(fx):
+                break
+            t *= 0.5
+        else:
+            break
+        x, fx = trial, ft
+    raise ConvergenceError(
+        f"{_FUNC}: the {what} with a random slope did not converge. The slope variance may be near zero or the "
+        "correlation near +-1 (a singular fit); try a random intercept only, or centre / rescale the slope variable.")
+
+
+class _SlopeDeviance:
+    """Laplace deviance of a GLMM with a correlated random intercept and slope, ``b_g = Lambda u_g``,
+    ``u_g ~ N(0, I_2)``: ``-2 sum_g [log p(y_g | u_g) - |u_g|^2 / 2 - log det(H_g) / 2]`` at the conditional
+    modes (Newton per group), ``H_g = I + Lambda' Z_g' W_g Z_g Lambda``."""
+
+    def __init__(self, x, z, y, g, n_groups, family):
+        self.x, self.z, self.y, self.g, self.G, self.family = x, z, y, g, n_groups, family
+        self.u = np.zeros((n_groups, 2))
+        self.const = -special.gammaln(y + 1.0) if family == "poisson" else np.zeros_like(y)
+
+    def _obs(self, eta):
+        if self.family == "binomial":
+            mu = 0.5 * (1.0 + np.tanh(0.5 * eta))
+            return self.y * eta - np.logaddexp(0.0, eta) + self.const, mu, mu * (1.0 - mu)
+        mu = np.exp(eta)
+        return self.y * eta - mu + self.const, mu, mu
+
+    def _sum(self, v):
+        return np.bincount(self.g, v, minlength=self.G)
+
+    def _h(self, eta0, zl, u):
+        ll, _, _ = self._obs(eta0 + np.einsum("ij,ij->i", zl, u[self.g]))
+        return self._sum(ll) - 0.5 * np.einsum("ij,ij->i", u, u)
+
+    def modes(self, theta, beta):
+        lam = _lambda(theta)
+        zl = self.z @ lam
+        eta0 = self.x @ beta
+        u = self.u.copy()
+        f = self._h(eta0, zl, u)
+        for _ in range(200):
+            _, mu, w = self._obs(eta0 + np.einsum("ij,ij->i", zl, u[self.g]))
+            r = self.y - mu
+            g0 = self._sum(r * zl[:, 0]) - u[:, 0]
+            g1 = self._sum(r * zl[:, 1]) - u[:, 1]
+            a = 1.0 + self._sum(w * zl[:, 0] ** 2)
+            b = self._sum(w * zl[:, 0] * zl[:, 1])
+            c = 1.0 + self._sum(w * zl[:, 1] ** 2)
+            det = a * c - b * b
+            step = np.column_stack([(c * g0 - b * g1) / det, (a * g1 - b * g0) / det])
+            new = u + step
+            fn = self._h(eta0, zl, new)
+            for _ in range(30):
+                worse = fn < f - 1e-12 * (1.0 + np.abs(f))
+                if not worse.any():
+                    break
+                step = np.where(worse[:, None], 0.5 * step, step)
+                new = u + step
+                fn = self._h(eta0, zl, new)
+            u, f = new, fn
+            if np.max(np.abs(step)) < 1e-10:
+                break
+        _, mu, w = self._obs(eta0 + np.einsum("ij,ij->i", zl, u[self.g]))
+        hess = np.empty((self.G, 2, 2))
+        hess[:, 0, 0] = 1.0 + self._sum(w * zl[:, 0] ** 2)
+        hess[:, 0, 1] = hess[:, 1, 0] = self._sum(w * zl[:, 0] * zl[:, 1])
+        hess[:, 1, 1] = 1.0 + self._sum(w * zl[:, 1] ** 2)
+        if np.all(np.isfinite(u)):
+            self.u = u
+        return u, hess, f
+
+    def __call__(self, params) -> float:
+        u, hess, f = self.modes(params[:3], params[3:])
+        if not np.all(np.isfinite(f)):
+            return np.inf
+        logdet = np.log(hess[:, 0, 0] * hess[:, 1, 1] - hess[:, 0, 1] ** 2)
+        return float(-2.0 * np.sum(f - 0.5 * logdet))
+
+
+def _fit_glmer_slope(x, z, y, g, n_groups, family, max_iter):
+    dev = _SlopeDeviance(x, z, y, g, n_groups, family)
+    par0 = np.r_[1.0, 0.0, 1.0, _glm_start(x, y, family)]
+    par, n_iter, converged = _minimise(dev, par0, max_iter, f"{family} mixed model")
+    par = np.r_[_canonical_theta(par[:3]), par[3:]]
+    dev.u = np.zeros((n_groups, 2))
+    hess = _fd_hess(dev, par)
+    vcov = np.linalg.inv(hess / 2.0)[3:, 3:]  # lme4: solve(Hessian of the deviance / 2), beta block
+    lam = _lambda(par[:3])
+    u, h, _ = dev.modes(par[:3], par[3:])
+    cond = lam @ np.linalg.inv(h) @ lam.T  # Lambda H^-1 Lambda' per group (lme4 condVar)
+    return dict(beta=par[3:], vcov=vcov, theta=par[:3], cov=lam @ lam.T, loglik=-0.5 * dev(par),
+                b=u @ lam.T, b_cov=cond, n_iter=n_iter, converged=converged)
+
+
+def _fit_lmer_slope(x, z, y, g, n_groups, reml, max_iter):
+    """Profiled REML/ML of ``y = X beta + Z_g b_g + e``, ``b_g ~ N(0, sigma^2 Lambda Lambda')``: with
+    ``M_g = I + Lambda' Z_g' Z_g Lambda``, ``V_g^-1 sigma^2 = I - Z_g Lambda M_g^-1 Lambda' Z_g'`` (Woodbury) and
+    ``log det(V_g / sigma^2) = log det M_g``; the criterion is lmer's, minimised over the three elements of
+    Lambda."""
+    n, p = x.shape
+    ztz = np.zeros((n_groups, 2, 2))
+    np.add.at(ztz, g, z[:, :, None] * z[:, None, :])
+    ztx = np.zeros((n_groups, 2, p))
+    np.add.at(ztx, g, z[:, :, None] * x[:, None, :])
+    zty = np.zeros((n_groups, 2))
+    np.add.at(zty, g, z * y[:, None])
+    xtx, xty, yty = x.T @ x, x.T @ y, float(y @ y)
+    eye = np.eye(2)
+
+    def parts(theta):
+        lam = _lambda(theta)
+        m = eye + lam.T @ ztz @ lam
+        minv = np.linalg.inv(m)
+        lzx = lam.T @ ztx  # G x 2 x p
+        lzy = zty @ lam  # G x 2 (Lambda' Z'y)
+        mzx = minv @ lzx
+        mzy = np.einsum("gij,gj->gi", minv, lzy)
+        a = xtx - np.einsum("gip,giq->pq", lzx, mzx)
+        bvec = xty - np.einsum("gip,gi->p", lzx, mzy)
+        cyy = yty - float(np.einsum("gi,gi->", lzy, mzy))
+        beta = np.linalg.solve(a, bvec)
+        rss = cyy - float(beta @ bvec)
+        logdet_v = float(np.sum(np.linalg.slogdet(m)[1]))
+        return a, beta, rss, logdet_v, lam, minv
+
+    def crit(theta):
+        a, _, rss, ldv, _, _ = parts(theta)
+        if rss <= 0:
+            return np.inf
+        if reml:
+            mm = n - p
+            return ldv + np.linalg.slogdet(a)[1] + mm * (1.0 + np.log(2.0 * np.pi * rss / mm))
+        return ldv + n * (1.0 + np.log(2.0 * np.pi * rss / n))
+
+    theta, n_iter, converged = _minimise(crit, np.array([1.0, 0.0, 1.0]), max_iter, "gaussian mixed model")
+    theta = _canonical_theta(theta)
+    a, beta, rss, _, lam, minv = parts(theta)
+    sigma2 = rss / (n - p if reml else n)
+    vcov = sigma2 * np.linalg.inv(a)
+    resid = y - x @ beta
+    ztr = np.zeros((n_groups, 2))
+    np.add.at(ztr, g, z * resid[:, None])
+    b = np.einsum("ij,gjk,gk->gi", lam, minv, ztr @ lam)
+    return dict(beta=beta, vcov=vcov, theta=theta, sigma2=sigma2, cov=sigma2 * lam @ lam.T,
+                loglik=-0.5 * crit(theta), b=b, b_cov=sigma2 * lam @ minv @ lam.T, n_iter=n_iter,
+                converged=converged)

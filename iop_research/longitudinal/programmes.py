@@ -25,20 +25,27 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from iop_research._design import build_design
 from iop_research._logistic import fit_logistic
 from iop_research._validate import binary_column, check_conf_level, label_codes, require_frame
+from iop_research.exceptions import ConvergenceError, ModelSpecificationError
+from iop_research.longitudinal.glmm import _fit_glmer
 from iop_research.results import Result
 
-__all__ = ["programme_rates", "funnel_limits", "PROGRAMME_RATE_COLUMNS"]
+__all__ = ["programme_rates", "funnel_limits", "PROGRAMME_RATE_COLUMNS", "HIERARCHICAL_RATE_COLUMNS"]
 
 #: Columns of ``programme_rates(...).tidy``.
 PROGRAMME_RATE_COLUMNS = (
     "programme", "n", "observed", "expected", "oe_ratio", "oe_conf_low", "oe_conf_high", "rate_crude",
     "rate_standardized", "conf_low", "conf_high", "limit95_low", "limit95_high", "limit998_low",
     "limit998_high", "flag",
+)
+#: Columns of ``programme_rates(..., method="hierarchical").tidy``.
+HIERARCHICAL_RATE_COLUMNS = (
+    "programme", "n", "observed", "predicted", "expected", "pe_ratio", "pe_conf_low", "pe_conf_high", "rate_crude",
+    "rate_standardized", "conf_low", "conf_high", "random_effect", "random_effect_sd", "n_boot", "flag",
 )
 
 
@@ -69,8 +76,14 @@ def programme_rates(
     covariates: Sequence[str] = (),
     formula: str | None = None,
     conf_level: float = 0.95,
+    method: str = "indirect",
+    n_boot: int = 1000,
+    seed: int | None = 1,
 ) -> Result:
-    """Risk-standardised rates per programme (indirect standardisation) with funnel limits.
+    """Risk-standardised rates per programme (indirect standardisation with funnel limits, or hierarchical).
+
+    ``method="hierarchical"`` is the CMS hospital measures' approach instead (see ``method`` below): a
+    random-intercept logistic model, predicted over expected times the overall rate, bootstrap intervals.
 
     Parameters
     ----------
@@ -88,6 +101,30 @@ def programme_rates(
         Right-hand side in formulaic syntax instead of ``covariates``.
     conf_level : float, default 0.95
         Level of the per-programme intervals.
+    method : {"indirect", "hierarchical"}, default "indirect"
+        ``"indirect"``: the fixed-effect case-mix model, O/E, exact Poisson intervals and funnel limits
+        (above). ``"hierarchical"``: as CMS's hospital outcome measures (Yale New Haven Health Services
+        Corporation, Center for Outcomes Research and Evaluation (YNHHSC/CORE), "2017 Condition-Specific Measures
+        Updates and Specifications Report: Hospital-Level 30-Day Risk-Standardized Mortality Measures", CMS 2017,
+        whose methodology gives the bootstrap below; Krumholz et al. 2006 [3]; Normand & Shahian 2007 [4]): a
+        random-intercept logistic model ``outcome ~ case mix + (1 | programme)`` (Laplace, :func:`~iop_research.longitudinal.fit_glmm`,
+        equal to ``lme4::glmer``); per programme *predicted* = sum over its patients of
+        ``expit(x_i beta + b_j)`` with the programme's conditional mode ``b_j``, *expected* = sum of
+        ``expit(x_i beta)`` (the average programme, ``b = 0``); ratio P/E and rate P/E x the overall observed
+        rate. Small programmes' ``b_j`` shrink toward 0, so their ratios shrink toward 1. Intervals: the CMS
+        bootstrap of programmes (``n_boot`` replicates): sample the programmes with replacement, refit the
+        model on all their patients (a programme drawn twice counts as two groups; starting values from the
+        full fit), draw each sampled programme's effect from ``N(b_j^(b), cond_sd_j^(b)^2)`` (its first copy),
+        recompute its P/E with the refitted ``beta``; the interval is the percentiles of the replicates in
+        which the programme was drawn (``n_boot`` column: how many); the rate interval is the ratio's times the
+        overall rate (held fixed, as CMS multiplies by the national observed rate). ``flag`` is
+        ``"above"`` / ``"below"`` when the rate interval excludes the overall rate (CMS's "better / worse than
+        the national rate"). No funnel limits (they belong to O/E under no programme effect).
+    n_boot : int, default 1000
+        Bootstrap replicates for ``method="hierarchical"`` (CMS uses 1000; each is a refit, roughly 30-80 ms
+        for a few thousand patients).
+    seed : int or None, default 1
+        Seed of the bootstrap (``numpy.random.default_rng``).
 
     Returns
     -------
@@ -95,7 +132,11 @@ def programme_rates(
         ``tidy`` (one row per programme, ``PROGRAMME_RATE_COLUMNS``; ``flag`` is
         ``"above"``/``"below"`` outside the 99.8% funnel limits, else ``""``); ``glance``:
         ``n, n_programmes, n_events, overall_rate``; ``extra["case_mix"]``: the patient
-        model's coefficients ``term, label, estimate, std_error``.
+        model's coefficients ``term, label, estimate, std_error``. With ``method="hierarchical"``: ``tidy``
+        columns ``HIERARCHICAL_RATE_COLUMNS`` (``random_effect``, ``random_effect_sd``: the conditional mode
+        and sd of ``b_j``), ``glance`` adds ``re_sd`` (SD of the programme intercepts), ``n_boot``,
+        ``n_boot_failed`` (refits that did not converge, left out), and ``case_mix`` holds the GLMM's fixed
+        effects (lme4 ``vcov`` standard errors).
 
     Raises
     ------
@@ -111,6 +152,8 @@ def programme_rates(
     .. [3] Krumholz H.M. et al. (2006). An administrative claims model suitable for profiling
        hospital performance based on 30-day mortality rates. Circulation 113:1693-1701
        (risk-standardised rates).
+    .. [4] Normand S.-L.T., Shahian D.M. (2007). Statistical and clinical aspects of hospital outcomes
+       profiling. Statistical Science 22(2):206-226.
 
     Examples
     --------
@@ -123,11 +166,16 @@ def programme_rates(
     True
     """
     func = "programme_rates"
+    if method not in ("indirect", "hierarchical"):
+        raise ModelSpecificationError(
+            f"{func}: method must be 'indirect' (fixed-effect case mix, O/E) or 'hierarchical' (random programme "
+            f"intercepts, predicted / expected as CMS), got {method!r}.")
+    if method == "hierarchical" and (isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer))
+                                     or n_boot < 0):
+        raise ModelSpecificationError(f"{func}: n_boot must be an integer >= 0 (0: no intervals), got {n_boot!r}.")
     require_frame(df, func, {"programme_col": programme_col, "outcome_col": outcome_col, "covariates": covariates})
     check_conf_level(conf_level, func)
     if programme_col in covariates or (formula is not None and programme_col in formula):
-        from iop_research.exceptions import ModelSpecificationError  # noqa: PLC0415
-
         raise ModelSpecificationError(
             f"{func}: the programme column {programme_col!r} must not be in the case-mix model; indirect "
             "standardisation compares each programme with what the whole cohort's model expects.")
@@ -141,6 +189,12 @@ def programme_rates(
     else:
         x = np.ones((len(df), 1))
         terms, labels = ["(Intercept)"], ["(Intercept)"]
+    if method == "hierarchical":
+        if len(levels) < 2:
+            raise ModelSpecificationError(
+                f"{func}: column {programme_col!r} has a single programme; random programme intercepts need at "
+                "least two.")
+        return _hierarchical_rates(x, y, codes, levels, terms, labels, conf_level, int(n_boot), seed)
     fit = fit_logistic(y, x, func=func, what="case-mix model", predicts="the outcome", tol=1e-12)
     p = np.asarray(fit.fittedvalues, dtype=float)
     k = len(levels)
@@ -177,5 +231,78 @@ def programme_rates(
             "rate": "O/E x overall rate; interval: exact Poisson (Garwood) on O with E fixed",
             "funnel": "O/E limits at E under no programme effect, Poisson with Spiegelhalter's interpolation; "
                       "95% and 99.8%; flag outside 99.8%",
+        },
+    )
+
+
+def _hierarchical_rates(x, y, codes, levels, terms, labels, conf_level, n_boot, seed) -> Result:
+    """CMS-style risk-standardised rates from a random-intercept logistic model, with the CMS bootstrap."""
+    k = len(levels)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fit = _fit_glmer(x, y, codes, k, "binomial", 1, 500)
+    beta, b, b_sd, theta = fit["beta"], fit["b"], fit["b_sd"], fit["theta"]
+    eta0 = x @ beta
+    pred = np.bincount(codes, weights=special.expit(eta0 + b[codes]), minlength=k)
+    expd = np.bincount(codes, weights=special.expit(eta0), minlength=k)
+    ratio = pred / expd
+    overall = float(y.mean())
+    n = np.bincount(codes, minlength=k)
+    obs = np.bincount(codes, weights=y, minlength=k)
+    rows = [np.flatnonzero(codes == j) for j in range(k)]
+    rng = np.random.default_rng(seed)
+    boot = np.full((n_boot, k), np.nan)
+    failed = 0
+    start = np.r_[theta, beta]
+    for r in range(n_boot):
+        pick = rng.integers(0, k, k)
+        idx = np.concatenate([rows[j] for j in pick])
+        gb = np.repeat(np.arange(k), [len(rows[j]) for j in pick])
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                fb = _fit_glmer(x[idx], y[idx], gb, k, "binomial", 1, 100, start=start, vcov=False)
+        except ConvergenceError:
+            failed += 1
+            continue
+        first = {}
+        for pos, j in enumerate(pick):
+            first.setdefault(int(j), pos)
+        uniq = np.fromiter(first.keys(), dtype=int)
+        draw = rng.normal(fb["b"][list(first.values())], fb["b_sd"][list(first.values())])
+        for j, bj in zip(uniq, draw):
+            e0 = x[rows[j]] @ fb["beta"]
+            boot[r, j] = special.expit(e0 + bj).sum() / special.expit(e0).sum()
+    a = 1.0 - conf_level
+    n_in = np.sum(np.isfinite(boot), axis=0)
+    with np.errstate(invalid="ignore"):
+        lo = np.array([np.quantile(boot[np.isfinite(boot[:, j]), j], a / 2) if n_in[j] else np.nan for j in range(k)])
+        hi = np.array([np.quantile(boot[np.isfinite(boot[:, j]), j], 1 - a / 2) if n_in[j] else np.nan
+                       for j in range(k)])
+    rate_lo, rate_hi = lo * overall, hi * overall
+    flag = np.where(rate_lo > overall, "above", np.where(rate_hi < overall, "below", ""))
+    tidy = pd.DataFrame({
+        "programme": list(levels), "n": n.astype(int), "observed": obs.astype(int), "predicted": pred,
+        "expected": expd, "pe_ratio": ratio, "pe_conf_low": lo, "pe_conf_high": hi, "rate_crude": obs / n,
+        "rate_standardized": ratio * overall, "conf_low": rate_lo, "conf_high": rate_hi, "random_effect": b,
+        "random_effect_sd": b_sd, "n_boot": n_in.astype(int), "flag": flag,
+    })[list(HIERARCHICAL_RATE_COLUMNS)]
+    glance = pd.DataFrame([{"n": int(len(y)), "n_programmes": int(k), "n_events": int(y.sum()),
+                            "overall_rate": overall, "re_sd": float(theta), "n_boot": int(n_boot),
+                            "n_boot_failed": int(failed)}])
+    case_mix = pd.DataFrame({"term": terms, "label": labels, "estimate": beta,
+                             "std_error": np.sqrt(np.diag(fit["vcov"]))})
+    return Result(
+        method="Risk-standardised rates (hierarchical: random programme intercepts, predicted / expected, as CMS)",
+        tidy=tidy,
+        glance=glance,
+        model=None,
+        extra={"case_mix": case_mix},
+        conventions={
+            "model": "lme4::glmer(outcome ~ case mix + (1 | programme), family = binomial) (Laplace)",
+            "predicted": "sum of expit(x beta + b_programme) over the programme's patients (conditional mode b)",
+            "expected": "sum of expit(x beta) over the programme's patients (the average programme, b = 0)",
+            "rate": "predicted / expected x overall observed rate",
+            "interval": f"CMS bootstrap of programmes ({n_boot} refits, effect drawn from N(mode, cond sd^2)), "
+                        "percentiles; overall rate held fixed",
+            "flag": "interval excludes the overall rate",
         },
     )
