@@ -363,3 +363,32 @@ def test_no_age_over_89_derivable_from_any_date(demo):
         df = getattr(out, table)
         age = df[col].dt.year.to_numpy() - by.reindex(df["patient_id"]).to_numpy()
         assert np.nanmax(age) <= AGE_CAP_YEARS, table
+
+
+def test_use_days_shifted_with_the_patient_and_pseudonymised():
+    """The optional Timeline Followback table is de-identified like the others, not dropped: each row's
+    date moves by its patient's shift (the gap to the patient's first admission is kept), ids are
+    pseudonymised, and rows after a truncated follow-up are counted."""
+    from iop_research.data.synth import simulate_cohort
+
+    salt = SALT
+    data = simulate_cohort(300, seed=5, effects={"tlfb_share": 1.0, "tlfb_days": 60})
+    assert data.use_days is not None and len(data.use_days) > 0
+    out = deidentify(data, salt=salt, seed=11, **EXACT)
+    assert out.use_days is not None
+    attrs = out.use_days.attrs["deidentify"]
+    assert len(out.use_days) + attrs["rows_truncated"] == len(data.use_days)
+    assert not set(out.use_days["patient_id"]) & set(data.use_days["patient_id"])
+
+    def gaps(d, ids):
+        first = d.admissions.groupby("patient_id")["admit_date"].min()
+        u = d.use_days.assign(pid=ids)
+        g = (u["use_date"] - first.reindex(u["patient_id"]).to_numpy()).dt.days
+        return u.assign(gap=g.to_numpy()).groupby("pid")["gap"].apply(lambda s: sorted(s.tolist()))
+
+    before = gaps(data, np.asarray(hash_identifier(data.use_days["patient_id"], salt=salt, kind="patient")))
+    after = gaps(out, out.use_days["patient_id"].to_numpy())
+    assert len(after) > 50
+    for pid, g in after.items():
+        assert g == before[pid][: len(g)]
+    out.validate()

@@ -77,7 +77,7 @@ import numpy as np
 import pandas as pd
 
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
-from iop_research.data.schema import TABLE_COLUMNS, TABLES, Col, column_kinds
+from iop_research.data.schema import TABLE_COLUMNS, Col, column_kinds
 
 __all__ = ["deidentify", "hash_identifier", "check_salt", "MIN_SALT_LENGTH", "MIN_SALT_BITS", "AGE_CAP_YEARS",
            "COMMON_DATE_MIN_PATIENTS"]
@@ -332,7 +332,7 @@ def deidentify(
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     keep = set(keep_cols or ())
     drop = set(drop_cols or ()) | set(free_text_cols or ())
-    tables = data.tables()
+    tables = data._all_tables()  # the six tables and the optional ones present (use_days)
 
     # one shift and one truncation per patient, in sorted id order
     ids: set[str] = set()
@@ -372,8 +372,9 @@ def deidentify(
 
     out: dict[str, pd.DataFrame] = {}
     latest: list[pd.DataFrame] = []
-    event_cols = {"sessions": Col.session_date, "medications": Col.dispense_date, "events": Col.event_date}
-    for name in TABLES:
+    event_cols = {"sessions": Col.session_date, "medications": Col.dispense_date, "events": Col.event_date,
+                  "use_days": Col.use_date}
+    for name in tables:
         df = tables[name]
         dropped = _dropped_cols(name, df, keep, drop)
         new = df.drop(columns=dropped)
