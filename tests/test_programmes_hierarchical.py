@@ -98,3 +98,19 @@ def test_bad_input(data):
         programme_rates(data.assign(programme="P00"), method="hierarchical", **KW)
     with pytest.raises(IopError):
         programme_rates(data.assign(completed=data["completed"] * 2), method="hierarchical", **KW)
+
+
+def test_plots_of_hierarchical_rates(res):
+    """The caterpillar plot draws hierarchical rates (and says how they were made); the funnel plot, whose
+    limits hold for observed / expected under no programme effect, refuses them with the way out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from iop_research.exceptions import IopError
+    from iop_research.present import plot_caterpillar, plot_funnel
+
+    ax = plot_caterpillar(res, min_cell_count=1)
+    assert "shrunken random effect" in ax.iop_caption
+    assert len(ax.get_yticklabels()) == len(res.tidy)
+    with pytest.raises(IopError, match="method='indirect'"):
+        plot_funnel(res)

@@ -9,11 +9,15 @@ function                    method                                         R ref
 ==========================  =============================================  ==========================
 ``fit_gee``                 GEE, exchangeable / AR(1) / independence       ``geepack::geeglm``
                             working correlation, robust (sandwich) SEs
-``fit_glmm``                random-intercept GLMM (binomial, poisson) by   ``lme4::glmer``,
-                            Laplace / adaptive Gauss-Hermite; LMM by       ``lme4::lmer``
+``fit_glmm``                GLMM (binomial, poisson) with a random         ``lme4::glmer``,
+                            intercept by Laplace / adaptive Gauss-Hermite, ``lme4::lmer``
+                            or a correlated intercept and slope
+                            (``random_slope=``) by Laplace; LMM by
                             REML / ML
-``programme_rates``         risk-standardised rates per programme          ``glm`` + exact Poisson
-                            (indirect standardisation), funnel limits      limits, written out
+``programme_rates``         risk-standardised rates per programme:         ``glm`` + exact Poisson
+                            indirect standardisation (O/E) with funnel     limits; ``lme4::glmer``
+                            limits, or hierarchical (CMS predicted /       (hierarchical), written
+                            expected, bootstrap of programmes)             out
 ==========================  =============================================  ==========================
 """
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from iop_research.exceptions import DataValidationError
 from iop_research.longitudinal.programmes import funnel_limits
 from iop_research.present.plots import _new_ax, _require, _table_of
 from iop_research.privacy.suppression import DEFAULT_MIN_CELL_COUNT, check_min_cell_count
@@ -63,6 +64,13 @@ def plot_funnel(rates, *, ax=None, min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
     """
     where = "plot_funnel"
     t = _table_of(rates, where)
+    if "oe_ratio" not in t.columns and "pe_ratio" in t.columns:
+        raise DataValidationError(
+            f"{where}: got hierarchical rates (predicted / expected, method='hierarchical'). Funnel limits are "
+            "the spread of observed / expected under no programme effect, which a shrunken predicted / expected "
+            "ratio does not follow. Draw the funnel from programme_rates(..., method='indirect') and show the "
+            "hierarchical rates with plot_caterpillar."
+        )
     _require(t, _NEEDED, where)
     shown, hidden = drawable_programmes(t, min_cell_count)
     ax, created = _new_ax(ax)
@@ -99,7 +107,8 @@ def plot_caterpillar(rates, *, ax=None, min_cell_count: int = DEFAULT_MIN_CELL_C
     """
     where = "plot_caterpillar"
     t = _table_of(rates, where)
-    _require(t, (*_NEEDED, "rate_standardized", "conf_low", "conf_high", "rate_crude"), where)
+    _require(t, ("programme", "n", "observed", "rate_standardized", "conf_low", "conf_high", "rate_crude"), where)
+    hierarchical = "pe_ratio" in t.columns and "oe_ratio" not in t.columns
     shown, hidden = drawable_programmes(t, min_cell_count)
     shown = shown.sort_values("rate_standardized")
     k = len(shown)
@@ -118,6 +127,7 @@ def plot_caterpillar(rates, *, ax=None, min_cell_count: int = DEFAULT_MIN_CELL_C
     ax.set_yticklabels([str(names.get(p, p)) for p in shown["programme"]])
     ax.set_xlabel(xlabel + (" %" if percent else ""))
     ax.set_ylim(-0.7, k - 0.3)
-    ax.iop_caption = ("Risk-standardised rates with 95% intervals (observed over expected times the overall "
-                      "rate, dashed)." + _caption_hidden(hidden, min_cell_count))
+    how = ("predicted (with the programme's shrunken random effect) over expected times the overall rate, dashed; "
+           "bootstrap of programmes" if hierarchical else "observed over expected times the overall rate, dashed")
+    ax.iop_caption = (f"Risk-standardised rates with 95% intervals ({how})." + _caption_hidden(hidden, min_cell_count))
     return ax
