@@ -40,7 +40,13 @@ with ``--reuse``. ``BENCH_DUCKDB_MEMORY=5GB`` sets DuckDB's memory limit on the 
     .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --prepare-only
     BENCH_DUCKDB_MEMORY=5GB .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --reuse --skip duckdb
 
-Each step prints its wall and CPU seconds, peak memory and the load average to stderr.
+``--baseline DIR`` first measures ``duckdb-lazy`` on the code checked out in ``DIR`` (e.g.
+``git archive main | tar -x -C DIR``) and reports the ratios of this checkout's run to it: on a
+shared machine two runs one after the other share the load, and the ratio is steadier than
+either time.
+
+Each step prints its wall and CPU seconds, peak memory and the load average to stderr (for
+``postgres`` also the CPU seconds of the local PostgreSQL server's processes, from ``/proc``).
 Results are printed and written to ``benchmarks/_work/omop_results_<n>.json``.
 """
 from __future__ import annotations
