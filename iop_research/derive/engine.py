@@ -369,8 +369,9 @@ def stage(backend, expr, name: str):
     result in an analysed table it plans the join from real counts. DuckDB, in one query,
     notices that the windows and the join read the same session rows and materialises those
     rows (at 70 million sessions several GB, spilled to disk under a memory limit); in two
-    queries it scans the sessions twice instead, which is much cheaper. Spark recomputes a
-    view per use and needs neither. Same rows either way.
+    queries it scans the sessions twice instead (at 1 M persons a quarter less CPU for the
+    episodes; no difference at 100,000). Spark recomputes a view per use and needs neither.
+    Same rows either way.
 
     Parameters
     ----------
