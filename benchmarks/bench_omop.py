@@ -40,7 +40,13 @@ with ``--reuse``. ``BENCH_DUCKDB_MEMORY=5GB`` sets DuckDB's memory limit on the 
     .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --prepare-only
     BENCH_DUCKDB_MEMORY=5GB .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --reuse --skip duckdb
 
-Each step prints its wall and CPU seconds, peak memory and the load average to stderr.
+``--baseline DIR`` first measures ``duckdb-lazy`` on the code checked out in ``DIR`` (e.g.
+``git archive main | tar -x -C DIR``) and reports the ratios of this checkout's run to it: on a
+shared machine two runs one after the other share the load, and the ratio is steadier than
+either time.
+
+Each step prints its wall and CPU seconds, peak memory and the load average to stderr (for
+``postgres`` also the CPU seconds of the local PostgreSQL server's processes, from ``/proc``).
 Results are printed and written to ``benchmarks/_work/omop_results_<n>.json``.
 """
 from __future__ import annotations
@@ -74,6 +80,45 @@ OMOP_TABLES = ("person", "observation_period", "procedure_occurrence", "visit_oc
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def server_cpu_seconds(postmaster: int | None) -> float:
+    """CPU seconds (user + system) of a local PostgreSQL server: its live processes and, through
+    the postmaster's ``cutime``/``cstime``, the parallel workers that have exited. 0 when the
+    server is not on this machine."""
+    if postmaster is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid):
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        return text[text.rindex(")") + 2:].split()
+
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            f = stat(entry.name)
+            if f is not None and int(f[1]) == postmaster:  # field 4 (ppid)
+                total += (int(f[11]) + int(f[12])) / tick
+    f = stat(postmaster)
+    if f is not None:
+        total += sum(int(x) for x in f[11:15]) / tick  # utime, stime, cutime, cstime
+    return total
+
+
+def postmaster_pid(con) -> int | None:
+    """Pid of the postmaster behind an Ibis PostgreSQL connection, when it runs on this machine."""
+    cur = con.raw_sql("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]
+    cur.close()
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2:].split()[1])
 
 
 def cpu_seconds() -> float:
@@ -299,11 +344,18 @@ def measure(config: str, target: str) -> dict:
     t0 = time.perf_counter()
     c0 = cpu_seconds()
 
+    server: dict[str, float] = {}
+    postmaster = None
+
     def step(name, fn):
-        t, c = time.perf_counter(), cpu_seconds()
+        t, c, sc = time.perf_counter(), cpu_seconds(), server_cpu_seconds(postmaster)
         out = fn()
         times[name], cpu[name] = time.perf_counter() - t, cpu_seconds() - c
-        print(f"{config}: {name} {times[name]:.1f} s (cpu {cpu[name]:.1f} s, peak {peak_rss_mb():,.0f} MiB, "
+        if postmaster is not None:
+            server[name] = server_cpu_seconds(postmaster) - sc
+        print(f"{config}: {name} {times[name]:.1f} s (cpu {cpu[name]:.1f} s"
+              + (f", server cpu {server[name]:.1f} s" if postmaster is not None else "")
+              + f", peak {peak_rss_mb():,.0f} MiB, "
               f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         return out
 
@@ -341,6 +393,7 @@ def measure(config: str, target: str) -> dict:
             con.raw_sql(f"SET memory_limit = '{os.environ['BENCH_DUCKDB_MEMORY']}'")
         if config == "postgres":
             engine = con  # derivation inside PostgreSQL
+            postmaster = postmaster_pid(con)
 
         def read():
             lazy = read_omop(con, cdm_schema=schema, lazy=True)
@@ -362,7 +415,10 @@ def measure(config: str, target: str) -> dict:
     times["total"] = time.perf_counter() - t0
     cpu["total"] = cpu_seconds() - c0
     rows.update(episodes=len(episodes), eras=len(eras), counting_process=len(cp))
-    out = {"config": config, "seconds": times, "cpu_seconds": cpu, "rows": rows, "peak_rss_mb": peak_rss_mb(),
+    if server:
+        server["total"] = sum(server.values())
+    out = {"config": config, "seconds": times, "cpu_seconds": cpu, "server_cpu_seconds": server, "rows": rows,
+           "peak_rss_mb": peak_rss_mb(),
            "load_avg": os.getloadavg()[0],
            "episodes_sha": pd.util.hash_pandas_object(episodes.drop(columns=[], errors="ignore"), index=False).sum()
            .item()}
@@ -402,9 +458,11 @@ def estimation(rows: int) -> dict:
             "km_s": km_s, "rows_per_gb": rows / ((peak - base) / 1024)}
 
 
-def run_child(config: str, target: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
-    proc = subprocess.run([sys.executable, __file__, "--measure", config, "--target", target],
+def run_child(config: str, target: str, repo: Path = REPO) -> dict:
+    """Measure ``config`` in a fresh process, on the code of ``repo`` (this checkout by default)."""
+    env = dict(os.environ, PYTHONPATH=str(repo), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    script = Path(repo) / "benchmarks" / "bench_omop.py"
+    proc = subprocess.run([sys.executable, str(script), "--measure", config, "--target", target],
                           env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{config} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -460,6 +518,8 @@ def main() -> None:
     ap.add_argument("--postgres", help="PostgreSQL URL to load the CDM into and measure")
     ap.add_argument("--spark", action="store_true", help="also measure on a Spark standalone cluster")
     ap.add_argument("--skip", default="", help="comma-separated configurations to skip")
+    ap.add_argument("--baseline", help="a checkout of other code (e.g. main) to measure duckdb-lazy on first, "
+                                       "reported as configuration 'baseline' with the ratios to it")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the CDM generated by an earlier run (benchmarks/_work/omop_<n>/)")
     ap.add_argument("--prepare-only", action="store_true", help="generate and load the CDM, measure nothing")
@@ -500,6 +560,12 @@ def main() -> None:
         return
     skip = set(filter(None, args.skip.split(",")))
     results = []
+    if args.baseline and "duckdb-lazy" not in skip:
+        # the same configuration on other code (e.g. `git archive main | tar -x -C DIR`), in the
+        # same run: on a shared machine the ratio of the two is steadier than either time
+        results.append(run_child("duckdb-lazy", f"duckdb:///{db}", Path(args.baseline)))
+        results[-1]["config"] = "baseline"
+        print(json.dumps(results[-1]), flush=True)
     for config, target in (("duckdb", f"duckdb:///{db}"), ("duckdb-lazy", f"duckdb:///{db}")):
         if config not in skip:
             results.append(run_child(config, target))
@@ -526,6 +592,16 @@ def main() -> None:
         print(f"{r['config']:<14}{s['read_omop']:>10.1f}{s['episodes']:>10.1f}{s['eras']:>8.1f}"
               f"{s['counting_process']:>10.1f}{s['total']:>9.1f}{r['peak_rss_mb']:>10,.0f}")
     print(f"load average before {load['load_avg_before']:.1f}, after {load['load_avg_after']:.1f} (2 cores)")
+    base = next((r for r in results if r["config"] == "baseline"), None)
+    if base is not None:
+        for r in results:
+            if r is not base and r["config"].startswith("duckdb"):
+                r["ratio_to_baseline"] = {"wall": r["seconds"]["total"] / base["seconds"]["total"],
+                                          "cpu": r["cpu_seconds"]["total"] / base["cpu_seconds"]["total"],
+                                          "peak_memory": r["peak_rss_mb"] / base["peak_rss_mb"]}
+                print(f"{r['config']} / baseline: wall {r['ratio_to_baseline']['wall']:.2f}, "
+                      f"cpu {r['ratio_to_baseline']['cpu']:.2f}, peak memory "
+                      f"{r['ratio_to_baseline']['peak_memory']:.2f}")
     out = WORK / f"omop_results_{args.persons}.json"
     out.write_text(json.dumps({"persons": args.persons, "rows": counts, "setup": load, "results": results},
                               indent=1))

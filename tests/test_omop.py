@@ -36,7 +36,7 @@ from iop_research.datasets.omop import (
     resolve_concept_sets,
     write_omop,
 )
-from iop_research.derive.engine import EngineSession, int_from_bool
+from iop_research.derive.engine import EngineSession, as_table, int_from_bool, stage
 from iop_research.derive.episodes import build_episodes, episode_attrition
 from iop_research.derive.exposures import medication_eras, proportion_days_covered
 from iop_research.derive.frames import counting_process_frame, landmark_frame, survival_frame
@@ -595,3 +595,25 @@ def test_int_from_bool_keeps_nulls(backend, request):
     assert got["v"].tolist()[:2] == [1, 0] and pd.isna(got["v"].iloc[2])
     assert str(t.select(v=int_from_bool(t.b)).schema()["v"]) == "int64"
     assert int(t.aggregate(n=int_from_bool(t.b).sum()).to_pandas()["n"].iloc[0]) == 1
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_stage_materialises_and_analyses_temporary_tables(backend, request):
+    """engine.stage keeps an intermediate result in a temporary table (same rows); on PostgreSQL
+    it and every uploaded frame are ANALYZEd, so the planner sees 700 keys, not its default guess."""
+    con = ibis.duckdb.connect() if backend == "duckdb" else request.getfixturevalue("pg_con")
+    src = as_table(con, pd.DataFrame({"k": np.arange(5000) % 700, "v": np.arange(5000)}), "stage_src")
+    expr = src.group_by("k").aggregate(n=src.count())
+    staged = stage(con, expr, "stage_test")
+    assert staged.get_name().split(".")[-1].startswith("iop_stage_test_")
+    pd.testing.assert_frame_equal(staged.order_by("k").to_pandas(), expr.order_by("k").to_pandas())
+    if backend == "postgres":
+        for table, rows in ((staged, 700), (src, 5000)):
+            name = table.get_name().split(".")[-1]
+            stats = con.sql(f"SELECT s.n_distinct, c.reltuples FROM pg_stats s JOIN pg_class c ON c.relname = "
+                            f"s.tablename WHERE s.tablename = '{name}' AND s.attname = 'k'").to_pandas()
+            assert len(stats) == 1 and stats["reltuples"].iloc[0] == rows, name  # never analysed: no row, -1
+            n_distinct = stats["n_distinct"].iloc[0]
+            assert (n_distinct if n_distinct > 0 else -n_distinct * rows) == pytest.approx(700), name
+    spark_like = type("NoTemp", (), {"name": "pyspark"})()
+    assert stage(spark_like, expr, "stage_test") is expr

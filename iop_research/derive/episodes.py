@@ -56,7 +56,7 @@ import pandas as pd
 
 from iop_research.derive import exposures as _exp
 from iop_research.derive.days import date_from_day, day_number
-from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend, int_from_bool
+from iop_research.derive.engine import as_derived_table, as_table, collect, get_backend, int_from_bool, stage
 from iop_research.exceptions import DataValidationError, EpisodeOverlapError, ModelSpecificationError, format_ids
 from iop_research.data.io import IOPData
 from iop_research.data.schema import (
@@ -609,6 +609,9 @@ def _episodes_expr(tabs: _Tables, mode: str, gap_days: int, los_convention: str 
             (base.age_at_admit < 18, ASAM_21_MIN_HOURS_ADOLESCENT), else_=ASAM_21_MIN_HOURS_ADULT
         ),
     )
+    # a temporary table on DuckDB and PostgreSQL (see engine.stage): the sessions are then
+    # scanned once for the windows and once for the join instead of being materialised
+    base = stage(tabs.backend, base, "episode_base")
     assigned = _assign(tabs, base, mode)
     per_ep, weeks = _session_measures(assigned, base)
     t = base.left_join(per_ep, base[Col.episode_id] == per_ep.w_ep)

@@ -198,7 +198,10 @@ def _baseline(eps: pd.DataFrame, data) -> pd.DataFrame:
     base = pd.DataFrame({Col.episode_id: eps[Col.episode_id].to_numpy()})
     base["admit_year"] = pd.to_datetime(eps[Col.admit_date]).dt.year.to_numpy()
     pats = getattr(data, "patients", None)
-    need_pat = [c for c in (Col.sex, Col.birth_year) if c not in eps.columns]
+    # birth_year only serves age, which episodes from build_episodes already carry (age_at_admit):
+    # then the patients are joined only for a missing sex (a string merge of every episode)
+    has_age = "age" in eps.columns or "age_at_admit" in eps.columns
+    need_pat = [c for c in (Col.sex, Col.birth_year) if c not in eps.columns and not (c == Col.birth_year and has_age)]
     extra = pd.DataFrame(index=eps.index)
     if need_pat and pats is not None and len(pats) and Col.patient_id in pats.columns:
         cols = [Col.patient_id] + [c for c in need_pat if c in pats.columns]
