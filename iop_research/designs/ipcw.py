@@ -23,8 +23,14 @@ Conventions (whole days; day d counts from the landmark, d = 1 the day after L):
   :math:`W_i(d) = \\prod_{k<d} \\frac{1 - p^{num}_{ik}}{1 - p^{den}_{ik}}`, the probability of
   not having switched before day d. Rows are split at every event day so each risk set
   carries its own weights; the Cox model is ``coxph(Surv(start, stop, event) ~ exposure +
-  covariates, weights = W, cluster = person)`` with the robust variance, which treats the
-  weights as known (conservative; stated in ``conventions``).
+  covariates, weights = W, cluster = person)``.
+* Variance: the robust (sandwich) variance treats the weights as known. It is *not*
+  conservative here: when the weights are variable it is smaller than the spread of the
+  estimates (coverage 0.92 in ``benchmarks/sim_ipcw.py``, n = 400, weights up to 10-30).
+  ``landmark_analysis(..., ci="bootstrap")`` resamples people and repeats the whole
+  procedure (switching models, weights, Cox); in the same study it gives the same SE (0.217
+  vs 0.221) and coverage (0.915), so re-estimating the weights is not what is missing; both
+  intervals are too narrow by about 12% there (see ``benchmarks/README.md``).
 
 ``tests/r/ipcw_landmark.R`` writes the same steps out with ``glm``, ``survSplit`` and
 ``coxph``.
@@ -37,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from iop_research._design import build_design
-from iop_research._logistic import fit_logistic
+from iop_research._logistic import fit_logistic, newton_logistic
 from iop_research.exceptions import EstimatorInputError, ModelSpecificationError
 from iop_research._validate import row_labels
 from iop_research.survival.cox import fit_cox
@@ -103,12 +109,17 @@ def ipcw_landmark(
     stabilized: bool,
     cluster_col: str | None,
     func: str = "landmark_analysis",
+    switch_start: dict | None = None,
 ) -> dict:
     """The IPCW per-protocol fit on rows at risk after the landmark (called by ``landmark_analysis``).
 
     ``time`` and ``event`` are the whole frame's durations (from the origin) and events;
     returns ``fit`` (the weighted counting-process Cox result), ``frame`` (the split rows),
-    ``censoring`` (the switching models' coefficients) and counts.
+    ``censoring`` (the switching models' coefficients), ``switch_params`` (the same, as
+    ``{(arm, kind): coefficients}``) and counts. ``switch_start``: a previous fit's
+    ``switch_params``; the switching models are then fitted by Newton-Raphson from them (the
+    same maximum-likelihood estimate, without statsmodels' results objects: for bootstrap
+    replicates), and the Cox model without the robust variance.
     """
     if censoring_time not in CENSORING_TIMES:
         raise ModelSpecificationError(
@@ -143,6 +154,7 @@ def ipcw_landmark(
     logc_den = np.zeros((n, int(t.max()) + 1))
     logc_num = np.zeros_like(logc_den)
     coef_rows = []
+    switch_params = {}
     for a in (0, 1):
         mine = arm[person] == a
         if not mine.any():
@@ -154,10 +166,16 @@ def ipcw_landmark(
             if kind == "numerator" and not stabilized:
                 continue
             design = np.column_stack([np.ones(int(mine.sum())), xm[person[mine]], _time_terms(day[mine], degree)])
-            fit = fit_logistic(switched[mine], design, func=func, tol=1e-12,
-                               what=f"switching model ({kind}, {exposure_col} = {a})",
-                               predicts="switching exposure")
-            beta = np.asarray(fit.params, dtype=float)
+            what = f"switching model ({kind}, {exposure_col} = {a})"
+            if switch_start is not None and (a, kind) in switch_start:
+                beta = newton_logistic(switched[mine], design, switch_start[(a, kind)], func=func, what=what)
+                se = np.full(beta.size, np.nan)
+            else:
+                fit = fit_logistic(switched[mine], design, func=func, tol=1e-12, what=what,
+                                   predicts="switching exposure")
+                beta = np.asarray(fit.params, dtype=float)
+                se = np.asarray(fit.bse, dtype=float)
+            switch_params[(a, kind)] = beta
             k = 1 + xm.shape[1]
             rows_a = arm == a
             lin = (np.column_stack([np.ones(int(rows_a.sum())), xm[rows_a]]) @ beta[:k])[:, None] + (tt_all @ beta[k:])[None, :]
@@ -167,7 +185,6 @@ def ipcw_landmark(
             target[rows_a] = log_stay
             names = ["(Intercept)", *(cterms if kind == "denominator" else []),
                      *[f"day/100^{j}" if j > 1 else "day/100" for j in range(1, degree + 1)]]
-            se = np.asarray(fit.bse, dtype=float)
             coef_rows += [(f"{exposure_col} = {a}", kind, nm, b, e) for nm, b, e in zip(names, beta, se)]
     # W_i(d) = prod_{k<d} stay_num / stay_den: cumulative sums over days 1..d-1
     # column k of logw_day: sum over days 1..k (day 0 is not a switching day), so W_i(d) = exp(logw_day[i, d - 1])
@@ -193,11 +210,12 @@ def ipcw_landmark(
     for c in dict.fromkeys([exposure_col, *covariates]):
         frame[c] = sub[c].to_numpy()[pidx]
     fit = fit_cox(frame, start_col="__start__", stop_col="__stop__", event_col="__event__",
-                  covariates=[exposure_col, *covariates], weights_col="__w__", cluster_col="__id__", robust=True)
+                  covariates=[exposure_col, *covariates], weights_col="__w__",
+                  cluster_col="__id__" if switch_start is None else None, robust=switch_start is None)
     pw = w[last] if n else w
     censoring = pd.DataFrame(coef_rows, columns=["arm", "model", "term", "estimate", "std_error"])
     return {
-        "fit": fit, "frame": frame, "censoring": censoring,
+        "fit": fit, "frame": frame, "censoring": censoring, "switch_params": switch_params,
         "n_switched": int(switched_before.sum()), "n_events": int(ev_pp.sum()),
         "weights": pd.Series(w, name="ipcw"), "weight_summary": {
             "mean": float(np.mean(w)), "max": float(np.max(w)), "p99": float(np.quantile(w, 0.99)),
