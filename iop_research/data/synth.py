@@ -162,8 +162,29 @@ class SimulationEffects:
     aftercare_mean_days : float, default 120.0
         Mean (exponential) length of aftercare engagement.
     death_rate_per_year : float, default 0.008
-        All-cause mortality of a 35-year-old non-opioid patient.
+        All-cause mortality of a 35-year-old non-opioid patient off MAT.
     log_hr_death_opioids, log_hr_death_age_per_10_years : float, default 0.9, 0.4
+        Person-level effects on the death hazard (primary substance at the first
+        episode; age at entry).
+    log_hr_death_methadone, log_hr_death_buprenorphine, log_hr_death_naltrexone : float
+        Log hazard ratios of **death** on a day covered by a dispensing of that
+        medication versus off MAT (defaults ln(0.47), ln(0.62), 0): Larochelle et
+        al. 2018 [5]_, mortality in the 12 months after a non-fatal opioid overdose:
+        all-cause adjusted HR 0.47 (95% CI 0.32-0.71) for methadone, 0.63
+        (0.46-0.87) for buprenorphine (opioid-related 0.62, the value used here) and
+        no association for naltrexone (1.44, 0.84-2.46).
+        The naltrexone effect applies to extended-release and oral naltrexone;
+        acamprosate and disulfiram do not change the death hazard. When supplies of
+        two medications overlap (a carried-over supply), methadone's effect is
+        used before buprenorphine's before naltrexone's.
+    log_hr_death_after_mat_stop, log_hr_death_after_mat_stop_weeks_3_4 : float
+        Log ratio of the **death** hazard in weeks 1-2 (days ``(s, s + 14]``) and
+        weeks 3-4 (``(s + 14, s + 28]``) after a methadone or buprenorphine interval
+        ends at ``s`` (a stop or a refill gap), while off all MAT, **to the
+        on-treatment death hazard of that medication**: the window's hazard is
+        ``baseline * exp(log_hr_death_<medication> + log_hr_death_after_mat_stop)``.
+        Death windows opened shortly before a readmission continue into the next
+        episode; when windows overlap the largest hazard applies.
     readmission_share : float, default 0.30
         Share of relapses after discharge that show up as a readmission (and
         start a new episode); the rest are self-report, ED visit or overdose.
@@ -190,6 +211,24 @@ class SimulationEffects:
         P(completed) moves by exactly that effect (a random-intercept truth);
         ``truth.params["programme_completion_effects"]`` records them. 0 (the demo) draws
         nothing.
+
+    Notes
+    -----
+    Death is drawn per person on the piecewise-constant timeline of its episodes:
+    the baseline rate (``death_rate_per_year`` with the opioid and age effects)
+    times the MAT and post-stop multipliers above, inverted exactly (one Exp(1)
+    budget per person, spent episode by episode up to each readmission), as relapse
+    is. ``truth.patients["death_rate_per_day"]`` holds each person's baseline rate.
+
+    References
+    ----------
+    .. [5] Larochelle MR, Bernson D, Land T, et al. Medication for opioid use
+       disorder after nonfatal opioid overdose and association with mortality: a
+       cohort study. Ann Intern Med 2018;169:137-145.
+    .. [6] Cornish R, Macleod J, Strang J, Vickerman P, Hickman M. Risk of death
+       during and after opiate substitution treatment in primary care: prospective
+       observational study in UK General Practice Research Database. BMJ
+       2010;341:c5475.
     """
 
     baseline_scale_days: float = 550.0
@@ -202,6 +241,11 @@ class SimulationEffects:
     log_hr_noncompleted_after_discharge: float = _LN(1.3)
     log_hr_after_mat_stop: float = 0.0
     after_mat_stop_days: float = 28.0
+    log_hr_death_methadone: float = _LN(0.47)
+    log_hr_death_buprenorphine: float = _LN(0.62)
+    log_hr_death_naltrexone: float = 0.0
+    log_hr_death_after_mat_stop: float = 0.0
+    log_hr_death_after_mat_stop_weeks_3_4: float = 0.0
     log_hr_severity_per_point: float = 0.08
     log_hr_psychiatric_comorbidity: float = 0.25
     log_hr_prior_episode: float = 0.05
@@ -290,7 +334,9 @@ class SimulationTruth:
         episode may touch or overlap (overlaps only with a carried-over supply).
     patients : pandas.DataFrame
         One row per person: ``patient_id, entry_day, death_day,
-        observation_end_day, is_lost_to_followup`` (days from the window start).
+        death_rate_per_day, observation_end_day, is_lost_to_followup`` (days from
+        the window start; ``death_rate_per_day`` is the baseline, off-MAT death
+        hazard that MAT coverage and post-stop windows multiply).
     missed_screens : pandas.DataFrame
         One row per missed weekly screen (``effects.missed_screen_share > 0``):
         ``episode_id, patient_id, day`` (days from admission) and
@@ -779,6 +825,112 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     return np.maximum(t, time[idx])
 
 
+_DEATH_POST_EARLY_DAYS = 14.0  # weeks 1-2 after an opioid-agonist interval ends (Cornish 2010)
+_DEATH_POST_LATE_DAYS = 28.0  # weeks 3-4
+
+
+def _death_segments(n_ep, mat_ep, mat_start, mat_stop, mat_med, post_ep, post_stop, post_med, eff):
+    """Piecewise-constant log hazard ratio of death on each episode's timeline.
+
+    ``mat_*``: coverage intervals (episode, start, stop, medication code) in days
+    from admission; ``post_*``: ends of methadone / buprenorphine intervals that
+    open a post-stop window (episode, stop day, medication code; the stop day
+    may be negative for a window carried over from the previous episode).
+    Returns arrays (episode, segment start, segment end, log hazard ratio)
+    sorted by episode and time; every episode's segments cover ``[0, inf)``.
+    Covered days take the medication's effect (methadone before buprenorphine
+    before naltrexone on overlaps); days off all MAT in weeks 1-2 / 3-4 after
+    an agonist interval ends take the on-treatment effect of that medication
+    plus ``log_hr_death_after_mat_stop`` / ``..._weeks_3_4`` (the largest when
+    windows overlap); all other days 0.
+    """
+    ep0 = np.arange(n_ep)
+    mat_med = np.asarray(mat_med, dtype=np.int64)
+    post_med = np.asarray(post_med, dtype=np.int64)
+    # state columns: any MAT, methadone, buprenorphine, naltrexone, early met/bup, late met/bup
+    cols = 8
+    parts_ep, parts_t, parts_d = [ep0], [np.zeros(n_ep)], [np.zeros((n_ep, cols), dtype=np.int64)]
+
+    def add(ep, t, col, sign):
+        d = np.zeros((ep.size, cols), dtype=np.int64)
+        d[:, col] = sign
+        parts_ep.append(ep)
+        parts_t.append(np.maximum(np.asarray(t, dtype=float), 0.0))
+        parts_d.append(d)
+
+    for col, codes in ((0, None), (1, (_M_MET,)), (2, (_M_BUP,)), (3, (_M_XR, _M_NTX))):
+        sel = np.ones(mat_ep.size, dtype=bool) if codes is None else np.isin(mat_med, codes)
+        add(mat_ep[sel], mat_start[sel], col, 1)
+        add(mat_ep[sel], mat_stop[sel], col, -1)
+    if eff.log_hr_death_after_mat_stop != 0 or eff.log_hr_death_after_mat_stop_weeks_3_4 != 0:
+        for k, code in ((0, _M_MET), (1, _M_BUP)):
+            sel = post_med == code
+            e, t = post_ep[sel], np.asarray(post_stop, dtype=float)[sel]
+            add(e, t, 4 + k, 1)
+            add(e, t + _DEATH_POST_EARLY_DAYS, 4 + k, -1)
+            add(e, t + _DEATH_POST_EARLY_DAYS, 6 + k, 1)
+            add(e, t + _DEATH_POST_LATE_DAYS, 6 + k, -1)
+    ep = np.concatenate(parts_ep)
+    time = np.concatenate(parts_t)
+    deltas = np.concatenate(parts_d, axis=0)
+    order = np.lexsort((time, ep))
+    ep, time, deltas = ep[order], time[order], deltas[order]
+    cs = np.cumsum(deltas, axis=0)
+    first = _group_first(ep)
+    grp = np.cumsum(first) - 1
+    state = cs - (cs - deltas)[first][grp]
+    last = np.ones(ep.size, dtype=bool)
+    last[:-1] = ep[1:] != ep[:-1]
+    end = np.empty_like(time)
+    end[:-1] = time[1:]
+    end[last] = np.inf
+    b_met, b_bup, b_ntx = eff.log_hr_death_methadone, eff.log_hr_death_buprenorphine, eff.log_hr_death_naltrexone
+    on = np.where(state[:, 1] > 0, b_met, np.where(state[:, 2] > 0, b_bup, np.where(state[:, 3] > 0, b_ntx, 0.0)))
+    e1, e3 = eff.log_hr_death_after_mat_stop, eff.log_hr_death_after_mat_stop_weeks_3_4
+    cand = np.stack([np.where(state[:, 4] > 0, b_met + e1, -np.inf), np.where(state[:, 5] > 0, b_bup + e1, -np.inf),
+                     np.where(state[:, 6] > 0, b_met + e3, -np.inf), np.where(state[:, 7] > 0, b_bup + e3, -np.inf)],
+                    axis=1).max(axis=1)
+    off = state[:, 0] <= 0
+    log_hr = np.where(off, np.where(np.isfinite(cand), cand, 0.0), on)
+    return ep, time, end, log_hr
+
+
+def _death_cumhaz(seg, rate, at):
+    """Cumulative death hazard of each episode from admission to ``at`` (days, per episode)."""
+    ep, a, b, log_hr = seg
+    r = rate[ep] * np.exp(log_hr)
+    at = np.asarray(at, dtype=float)[ep]
+    with np.errstate(invalid="ignore"):
+        contrib = r * np.clip(np.minimum(b, at) - a, 0.0, None)
+    contrib = np.where(np.isfinite(contrib), contrib, 0.0)
+    return np.bincount(ep, weights=contrib, minlength=rate.size)
+
+
+def _invert_death(seg, rate, e):
+    """Latent death time of each episode: the time at which the cumulative death hazard reaches ``e``.
+
+    ``rate``: baseline death hazard per day of each episode's person (off MAT);
+    ``e``: the person's remaining Exp(1) budget. ``inf`` when the rate is 0.
+    """
+    ep, a, b, log_hr = seg
+    r = rate[ep] * np.exp(log_hr)
+    last = ~np.isfinite(b)
+    seg_h = np.where(last, 0.0, r * np.where(last, 0.0, b - a))
+    cum = np.cumsum(seg_h)
+    first = _group_first(ep)
+    grp = np.cumsum(first) - 1
+    cum_end = cum - (cum - seg_h)[first][grp]
+    cum_start = cum_end - seg_h
+    hit = last | (cum_end >= e[ep])
+    idx = np.flatnonzero(hit)
+    idx = idx[_group_first(ep[idx])]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = a[idx] + (e[ep[idx]] - cum_start[idx]) / r[idx]
+    out = np.full(rate.size, np.inf)
+    out[ep[idx]] = np.where(r[idx] > 0, t, np.inf)
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Public function
 # --------------------------------------------------------------------------------------
@@ -862,7 +1014,9 @@ def simulate_cohort(
     on the relapse itself, so a counting-process Cox model with the right
     covariates (R: ``coxph(Surv(start, stop, event) ~ mat + ...)``) targets
     ``gamma``. MAT initiation is confounded by severity and comorbidity.
-    Deaths are a competing event (constant hazard per person); relapses after
+    Deaths are a competing event (a person-level baseline hazard multiplied by
+    MAT coverage by medication and by post-stop windows, see
+    :class:`SimulationEffects`); relapses after
     death or after observation end are latent only. Discharge shares and LOS
     follow TEDS-D IOP magnitudes [2]_; buprenorphine retention follows [3]_.
 
@@ -945,16 +1099,15 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
 
     pat = _draw_patients(rng, n, n_days, eff)
     age_rate = eff.log_hr_death_age_per_10_years * (pat["age_entry"] - 35.0) / 10.0
+    # baseline (off-MAT) death hazard per day; MAT and post-stop windows multiply it on each
+    # episode's timeline, and the person's Exp(1) budget is spent episode by episode
     death_rate = eff.death_rate_per_year / 365.25 * np.exp(
         age_rate + eff.log_hr_death_opioids * (pat["substance"] == _OPI)
     )
-    with np.errstate(divide="ignore"):  # death_rate_per_year = 0: no deaths (infinite latent time)
-        death_cont = pat["entry"] + rng.exponential(1.0, n) / death_rate  # calendar, continuous
-    death_day = np.ceil(death_cont)
-    obs_end = np.full(n, n_days - 1, dtype=np.int64)
-    obs_end = np.where(pat["lost"], np.minimum(obs_end, pat["lost_day"]), obs_end)
-    dead_obs = death_day <= obs_end
-    obs_end = np.where(dead_obs, np.where(dead_obs, death_day, 0).astype(np.int64), obs_end)
+    death_left = rng.exponential(1.0, n)
+    death_cont = np.full(n, np.inf)  # calendar, continuous; set from each person's last episode
+    obs_end_alive = np.full(n, n_days - 1, dtype=np.int64)
+    obs_end_alive = np.where(pat["lost"], np.minimum(obs_end_alive, pat["lost_day"]), obs_end_alive)
     entry_year = (np.datetime64(t0.date(), "D") + pat["entry"]).astype("datetime64[Y]").astype(np.int64) + 1970
     birth_year = (entry_year - np.floor(pat["age_entry"])).astype(np.int64)
     bar.step("people")
@@ -965,21 +1118,34 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     admit = pat["entry"].astype(np.int64)
     prev = None
     carry = None
+    post_carry = None
     # opt-in programme effects on completion: no draw at the default 0, so default cohorts are unchanged
     prog_u = rng.normal(0.0, eff.programme_completion_sd, n_programs) if eff.programme_completion_sd > 0 else None
     for _ in range(_MAX_READMISSION_ROUNDS):
         if pidx.size == 0:
             break
-        ep = _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u)
+        ep = _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, death_left, obs_end_alive,
+                             eff, prog_u, post_carry)
         rounds.append(ep)
         nxt = ep["readmit"]
         prev = {k: ep[k][nxt] for k in ("substance", "prior", "program")}
         rday = ep["relapse_day_obs"]
+        last_ep = ~nxt
+        death_cont[pidx[last_ep]] = ep["admit"][last_ep] + ep["death_t"][last_ep]
+        death_left[pidx[nxt]] -= ep["death_h_readmit"][nxt]
         admit = ep["admit"][nxt] + rday[nxt]
         pidx = ep["pidx"][nxt]
         carry = _carry_over(ep, nxt, rday)
+        post_carry = _post_stop_carry(ep, nxt, rday)
+    if pidx.size:  # readmissions beyond the round limit: the rest of the budget at the off-MAT rate
+        with np.errstate(divide="ignore"):
+            death_cont[pidx] = admit + death_left[pidx] / death_rate[pidx]
     bar.step("episodes")
-    ep = {k: np.concatenate([r[k] for r in rounds]) for k in rounds[0] if k not in ("mat_rows", "mat_int", "carry_int")}
+    death_day = np.ceil(death_cont)
+    dead_obs = death_day <= obs_end_alive
+    obs_end = np.where(dead_obs, np.where(dead_obs, death_day, 0).astype(np.int64), obs_end_alive)
+    ep = {k: np.concatenate([r[k] for r in rounds]) for k in rounds[0]
+          if k not in ("mat_rows", "mat_int", "carry_int", "post_stops")}
     n_ep = ep["pidx"].size
     order = np.lexsort((ep["admit"], ep["pidx"]))
     rank = np.empty(n_ep, dtype=np.int64)
@@ -1103,6 +1269,7 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
         Col.patient_id: pid_str,
         "entry_day": pat["entry"].astype(np.int64),
         "death_day": death_cont,
+        "death_rate_per_day": death_rate,
         "observation_end_day": obs_end,
         "is_lost_to_followup": pat["lost"] & (pat["lost_day"] < n_days - 1) & ~dead_obs,
     })
@@ -1150,11 +1317,30 @@ def _carry_over(ep, nxt, rday):
     return new_pos[ep_idx[first]], med[first], left[first].astype(np.int64)
 
 
-def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u=None):
+def _post_stop_carry(ep, nxt, rday):
+    """Post-stop death windows still open on a readmission day.
+
+    Returns (position among the readmitted, medication code, stop day relative
+    to the new admission, <= 0) for methadone / buprenorphine intervals that
+    ended in the 28 days up to the readmission day.
+    """
+    e, stop, med = ep["post_stops"]
+    rel = stop - rday[e]
+    keep = nxt[e] & (rel <= 0) & (rel > -_DEATH_POST_LATE_DAYS)
+    new_pos = np.cumsum(nxt) - 1
+    return new_pos[e[keep]], med[keep], rel[keep]
+
+
+def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, death_left, obs_end_alive, eff,
+                    prog_u=None, post_carry=None):
     """One round of episodes (first episodes, or readmissions) for persons ``pidx``.
 
     ``carry``: (episode position, medication code, days) of supplies dispensed in
-    the previous episode that still cover the first days of the new one.
+    the previous episode that still cover the first days of the new one;
+    ``post_carry``: (episode position, medication code, stop day <= 0) of
+    post-stop death windows still open at admission. ``death_left``: each
+    person's remaining Exp(1) death budget; ``obs_end_alive``: observation end
+    (calendar day) ignoring death.
     """
     m = pidx.size
     cov = _draw_episode_covariates(rng, pat, pidx, prev, program_p)
@@ -1174,11 +1360,6 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
           + eff.log_hr_residential_step_down * (cov["referral"] == _REF_STEP_DOWN)
           + sub_beta[sub])
     reason, los = _draw_discharge(rng, cov, eff, prog_u)
-    t_death = death_cont[pidx] - admit  # continuous, > 0
-    died_in_tx = t_death < los
-    los_obs = np.where(died_in_tx, np.maximum(1, np.ceil(t_death)), los).astype(np.int64)
-    reason_obs = np.where(died_in_tx, _R_DEATH, reason)
-    noncompleted = ~np.isin(reason_obs, [_R_COMPLETED, _R_TRANSFERRED])
 
     med, mstart, mdur = _draw_mat(rng, cov, eff)
     dose_table = {_M_BUP: [8, 12, 16, 24], _M_MET: list(range(60, 125, 5)), _M_XR: [380],
@@ -1198,6 +1379,22 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
         int_med = np.concatenate([carry[1], int_med])
     mat_beta = np.where(sub == _OPI, eff.log_hr_mat_opioid, np.where(sub == _ALC, eff.log_hr_mat_alcohol, 0.0))
 
+    # death: exact inversion of the person's remaining budget on this episode's MAT timeline
+    agonist = np.isin(int_med, (_M_MET, _M_BUP))
+    post_ep, post_stop, post_med = int_ep[agonist], int_stop[agonist].astype(float), int_med[agonist]
+    if post_carry is not None and post_carry[0].size:
+        post_ep = np.concatenate([post_carry[0], post_ep])
+        post_med = np.concatenate([post_carry[1], post_med])
+        post_stop = np.concatenate([post_carry[2].astype(float), post_stop])
+    seg = _death_segments(m, int_ep, int_start.astype(float), int_stop.astype(float), int_med,
+                          post_ep, post_stop, post_med, eff)
+    rate = death_rate[pidx]
+    t_death = _invert_death(seg, rate, death_left[pidx])  # continuous, > 0
+    died_in_tx = t_death < los
+    los_obs = np.where(died_in_tx, np.maximum(1, np.ceil(t_death)), los).astype(np.int64)
+    reason_obs = np.where(died_in_tx, _R_DEATH, reason)
+    noncompleted = ~np.isin(reason_obs, [_R_COMPLETED, _R_TRANSFERRED])
+
     p_aft = np.where(reason_obs == _R_COMPLETED, eff.aftercare_share_completed, eff.aftercare_share_other)
     has_aft = (rng.random(m) < p_aft) & ~died_in_tx
     aft_start = np.where(has_aft, los_obs + rng.integers(1, 15, m), np.nan)
@@ -1206,7 +1403,7 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
     relapse_t = _simulate_relapse(rng, m, lp, los_obs, noncompleted, mat_beta, int_ep, int_start.astype(float),
                                   int_stop.astype(float), aft_start, aft_stop, eff)
     relapse_day = np.ceil(relapse_t)
-    obs_off = obs_end[pidx] - admit
+    obs_off = obs_end_alive[pidx] - admit  # death is handled by relapse_t < t_death
     observed = (relapse_t < t_death) & (relapse_day <= obs_off)
     in_tx = relapse_t < los_obs
     # manifestation after discharge: 0 self-report, 1 ED visit, 2 overdose, 3 readmission
@@ -1230,6 +1427,8 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
         aft_start=aft_start, aft_stop=aft_stop, family=rng.random(m), attend_level=rng.beta(12, 1.6, m),
         mat_rows=(c, d, s), mat_int=(int_ep, int_start, int_stop, int_med),
         carry_int=carry if carry is not None else (np.zeros(0, np.int64),) * 3,
+        death_t=t_death, post_stops=(post_ep, post_stop, post_med),
+        death_h_readmit=_death_cumhaz(seg, rate, np.where(readmit, relapse_day, 0.0)),
     )
 
 
