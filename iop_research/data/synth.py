@@ -26,9 +26,13 @@ The generative model, in the order it is simulated
 4. **Aftercare** engagement after discharge for some episodes.
 5. **Relapse**: proportional hazards on a log-logistic baseline, with
    time-varying states (in treatment, on MAT, in aftercare, after a
-   non-completed discharge; optionally a risk window after MAT stops),
+   non-completed discharge, the 4 weeks after a MAT interval ends),
    simulated exactly by inverting the cumulative hazard on each episode's
    piecewise-constant state timeline (vectorised over all episodes).
+   **Death** is simulated the same way on the person's timeline: a baseline
+   rate (age, opioid use) lowered on days covered by methadone or
+   buprenorphine (Larochelle 2018) and raised about 9-fold over the
+   on-treatment rate in the first weeks after they stop (Cornish 2010).
 6. **Observation**: weekly urine drug screens in treatment (intake positives
    during the blanking period are not relapses), a positive screen on the
    relapse day when relapse happens in treatment, and after discharge a
@@ -107,10 +111,16 @@ class SimulationEffects:
         During aftercare engagement (after discharge).
     log_hr_noncompleted_after_discharge : float, default ln(1.3)
         After discharge when the discharge was not ``completed`` or ``transferred``.
-    log_hr_after_mat_stop : float, default 0.0
+    log_hr_after_mat_stop : float, default ln(2)
         During the ``after_mat_stop_days`` after a MAT interval ends (a stop
         or a refill gap), while off MAT: the early post-discontinuation risk
-        spike. Off (0) by default, so default cohorts do not depend on it.
+        spike of the relapse hazard. The value is a judgement anchored on the
+        mortality literature, not a published relapse estimate: in Cornish et al.
+        2010 [6]_ all-cause mortality in weeks 1-2 and 3-4 after opiate substitution
+        treatment stopped was 4.8 and 4.3 per 100 person-years against 0.95 in the
+        rest of the time off treatment (about 5x and 4.5x, mostly overdose after
+        lost tolerance); return to use is taken to rise less, by a factor 2 over
+        the first 4 weeks. 0 switches the window off (no breakpoints are added).
     after_mat_stop_days : float, default 28.0
         Length of that post-stop window (days).
     log_hr_severity_per_point : float, default 0.08
@@ -177,14 +187,23 @@ class SimulationEffects:
         acamprosate and disulfiram do not change the death hazard. When supplies of
         two medications overlap (a carried-over supply), methadone's effect is
         used before buprenorphine's before naltrexone's.
-    log_hr_death_after_mat_stop, log_hr_death_after_mat_stop_weeks_3_4 : float
+    log_hr_death_after_mat_stop, log_hr_death_after_mat_stop_weeks_3_4 : float, default ln(9), ln(8)
         Log ratio of the **death** hazard in weeks 1-2 (days ``(s, s + 14]``) and
         weeks 3-4 (``(s + 14, s + 28]``) after a methadone or buprenorphine interval
         ends at ``s`` (a stop or a refill gap), while off all MAT, **to the
         on-treatment death hazard of that medication**: the window's hazard is
         ``baseline * exp(log_hr_death_<medication> + log_hr_death_after_mat_stop)``.
         Death windows opened shortly before a readmission continue into the next
-        episode; when windows overlap the largest hazard applies.
+        episode; when windows overlap the largest hazard applies. Defaults from
+        Cornish et al. 2010 [6]_: mortality 9 (95% CI 5.4-14.9) and 8 (4.7-13.7)
+        times the rate during the rest of the time on treatment in weeks 1-2 and
+        3-4 after a stop, and 1.9 (1.3-2.8) times it later off treatment.
+        Arithmetic against the off-MAT baseline: after methadone
+        ``0.47 * 9 = 4.23`` in weeks 1-2 and ``0.47 * 8 = 3.76`` in weeks 3-4;
+        after buprenorphine ``0.62 * 9 = 5.58`` and ``0.62 * 8 = 4.96``; from week 5
+        the off-MAT rate is ``1 / 0.47 = 2.1`` (methadone) and ``1 / 0.62 = 1.6``
+        (buprenorphine) times the on-treatment rate, near Cornish's 1.9.
+        Naltrexone, acamprosate and disulfiram stops open no death window.
     readmission_share : float, default 0.30
         Share of relapses after discharge that show up as a readmission (and
         start a new episode); the rest are self-report, ED visit or overdose.
@@ -239,13 +258,13 @@ class SimulationEffects:
     log_hr_mat_alcohol: float = _LN(0.85)
     log_hr_aftercare: float = _LN(0.75)
     log_hr_noncompleted_after_discharge: float = _LN(1.3)
-    log_hr_after_mat_stop: float = 0.0
+    log_hr_after_mat_stop: float = _LN(2.0)
     after_mat_stop_days: float = 28.0
     log_hr_death_methadone: float = _LN(0.47)
     log_hr_death_buprenorphine: float = _LN(0.62)
     log_hr_death_naltrexone: float = 0.0
-    log_hr_death_after_mat_stop: float = 0.0
-    log_hr_death_after_mat_stop_weeks_3_4: float = 0.0
+    log_hr_death_after_mat_stop: float = _LN(9.0)
+    log_hr_death_after_mat_stop_weeks_3_4: float = _LN(8.0)
     log_hr_severity_per_point: float = 0.08
     log_hr_psychiatric_comorbidity: float = 0.25
     log_hr_prior_episode: float = 0.05
