@@ -230,6 +230,39 @@ class SimulationEffects:
         P(completed) moves by exactly that effect (a random-intercept truth);
         ``truth.params["programme_completion_effects"]`` records them. 0 (the demo) draws
         nothing.
+    confounder_weeks : int, default 0
+        Number of weekly values of a **time-varying confounder affected by treatment**
+        ``L`` (read it as "a week of heavy craving / other-drug use"), measured on days
+        0, 7, ..., ``7 * (confounder_weeks - 1)`` after admission. 0 (the default and
+        the demo) simulates no confounder and draws nothing, so cohorts are unchanged.
+        The causal structure, week ``w`` (``A_w``: opioid MAT coverage on day ``7w``)::
+
+            L_{w-1} -> L_w <- A_w          (c) MOUD lowers L
+            L_w -> start of MOUD in week w  (b) L raises initiation
+            L_w -> relapse hazard on [7w, 7w + 7)   (a) L raises relapse
+            severity -> L, MOUD, relapse   (baseline confounding)
+
+        ``logit P(L_w = 1) = confounder_logit_baseline + confounder_logit_previous *
+        L_{w-1} + confounder_logit_moud * A_w + confounder_logit_severity_per_point *
+        (severity - 5)`` (``L_{-1} = 0``; ``A_w`` is coverage by any MAT dispensing on
+        day ``7w``). An opioid episode that the baseline draw did not put on MAT starts
+        MOUD in week ``w`` with probability ``confounder_moud_start_probability`` when
+        ``L_w = 1`` (and never when ``L_w = 0``), on a day drawn from ``7w + 1`` to
+        ``7w + 6``, with a medication, course length and dispensings drawn as for any
+        course; the relapse hazard is multiplied by ``exp(log_hr_confounder)`` while
+        ``L = 1`` (``L = 0`` from day ``7 * confounder_weeks`` on). So ``L`` confounds
+        the MOUD-relapse relation and is itself on the causal path from earlier MOUD:
+        adjusting for it in a time-varying Cox model is biased, a marginal structural
+        model is not. ``L`` is latent: it is in ``truth.confounder`` only, not in the
+        contract tables.
+    confounder_logit_baseline, confounder_logit_previous, confounder_logit_moud : float
+        Defaults -1.5, 1.5, -1.2 (see ``confounder_weeks``).
+    confounder_logit_severity_per_point : float, default 0.15
+    log_hr_confounder : float, default ln(1.8)
+        Relapse log hazard ratio while ``L = 1``.
+    confounder_moud_start_probability : float, default 0.25
+        Weekly probability of starting MOUD in a week with ``L = 1`` (opioid episodes
+        not started by the baseline draw).
 
     Notes
     -----
@@ -305,6 +338,13 @@ class SimulationEffects:
     missed_screen_share: float = 0.0
     missed_screen_odds_after_relapse: float = 3.0
     programme_completion_sd: float = 0.0
+    confounder_weeks: int = 0
+    confounder_logit_baseline: float = -1.5
+    confounder_logit_previous: float = 1.5
+    confounder_logit_moud: float = -1.2
+    confounder_logit_severity_per_point: float = 0.15
+    log_hr_confounder: float = _LN(1.8)
+    confounder_moud_start_probability: float = 0.25
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a plain dict (for provenance records and JSON)."""
@@ -360,6 +400,13 @@ class SimulationTruth:
         One row per missed weekly screen (``effects.missed_screen_share > 0``):
         ``episode_id, patient_id, day`` (days from admission) and
         ``would_be_positive``, what the screen would have shown; empty otherwise.
+    confounder : pandas.DataFrame
+        The latent weekly confounder (``effects.confounder_weeks > 0``): one row per
+        episode and week ``episode_id, patient_id, week, day`` (``7 * week``, days
+        from admission), ``value`` (``L_w``), ``on_mat`` (``A_w``, covered by MAT on
+        that day), ``moud_started_by_confounder`` (the episode's MOUD was started
+        by ``L`` in that week); rows for all weeks, also after relapse, death or
+        observation end (latent); empty otherwise.
     """
 
     effects: SimulationEffects
@@ -368,6 +415,7 @@ class SimulationTruth:
     mat_intervals: pd.DataFrame = field(repr=False)
     patients: pd.DataFrame = field(repr=False)
     missed_screens: pd.DataFrame = field(default=None, repr=False)
+    confounder: pd.DataFrame = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -524,6 +572,7 @@ _PROBABILITY_FIELDS = (
     "mat_share_opioid", "mat_share_alcohol", "mat_immediate_share", "mat_gap_probability",
     "aftercare_share_completed", "aftercare_share_other", "readmission_share", "loss_to_followup_share",
     "intake_positive_share", "positive_after_relapse_share", "missed_screen_share",
+    "confounder_moud_start_probability",
 )
 _POSITIVE_FIELDS = (
     "baseline_scale_days", "baseline_shape", "mat_duration_shape", "mat_duration_scale_days",
@@ -557,6 +606,9 @@ def _check_effects(eff: SimulationEffects) -> SimulationEffects:
             bad.append(f"{name}={v!r} ({length} non-negative numbers)")
     if not (isinstance(eff.blanking_days, (int, np.integer)) and eff.blanking_days >= 0):
         bad.append(f"blanking_days={eff.blanking_days!r} (an integer >= 0)")
+    if not (isinstance(eff.confounder_weeks, (int, np.integer)) and not isinstance(eff.confounder_weeks, bool)
+            and 0 <= eff.confounder_weeks <= 520):
+        bad.append(f"confounder_weeks={eff.confounder_weeks!r} (an integer from 0 to 520)")
     if not (isinstance(eff.death_rate_per_year, (int, float)) and eff.death_rate_per_year >= 0):
         bad.append(f"death_rate_per_year={eff.death_rate_per_year!r} (a number >= 0)")
     if bad:
@@ -775,25 +827,94 @@ def _coverage_intervals(course, day, supply):
     return course[first], starts, stops
 
 
+_DOSE_TABLE = {_M_BUP: [8, 12, 16, 24], _M_MET: list(range(60, 125, 5)), _M_XR: [380],
+               _M_NTX: [50], _M_ACA: [1998], _M_DIS: [250]}
+
+
+def _draw_doses(rng, med):
+    """Dose (mg) of each course's medication code (NaN without MAT)."""
+    dose = np.full(med.size, np.nan)
+    for code, values in _DOSE_TABLE.items():
+        sel = med == code
+        dose[sel] = rng.choice(np.array(values, dtype=float), size=int(sel.sum()))
+    return dose
+
+
+def _covered_at(n_ep, int_ep, int_start, int_stop, day):
+    """Whether each episode is covered by one of its MAT intervals at ``day[episode]``."""
+    inside = (int_start <= day[int_ep]) & (day[int_ep] < int_stop)
+    return np.bincount(int_ep[inside], minlength=n_ep) > 0
+
+
+def _simulate_confounder(rng, cov, med, mstart, mdur, dose, rows, ints, eff):
+    """Weekly confounder ``L`` and the MOUD courses it starts (see ``SimulationEffects.confounder_weeks``).
+
+    ``rows``: dispensings (course, day, supply) and ``ints``: coverage intervals
+    (episode, start, stop, medication) of the episodes' baseline MAT; returns them
+    with the new courses added, the updated ``med, mstart, mdur, dose`` and arrays
+    ``L``, ``on`` (episodes, weeks) and ``started_week`` (-1 if not started by ``L``).
+    """
+    m, weeks = med.size, int(eff.confounder_weeks)
+    med, mstart, mdur, dose = med.copy(), mstart.copy(), mdur.copy(), dose.copy()
+    rows, ints = [list(rows)], [list(ints)]
+    L = np.zeros((m, weeks), dtype=bool)
+    on = np.zeros((m, weeks), dtype=bool)
+    started = np.full(m, -1, dtype=np.int64)
+    eligible = (cov["substance"] == _OPI) & (med < 0)
+    sev_c = cov["sev"] - 5.0
+    prev = np.zeros(m, dtype=bool)
+    for w in range(weeks):
+        day = np.full(m, 7.0 * w)
+        cur = [np.concatenate([part[i] for part in ints]) for i in range(3)]
+        on[:, w] = _covered_at(m, cur[0], cur[1], cur[2], day)
+        logit = (eff.confounder_logit_baseline + eff.confounder_logit_previous * prev
+                 + eff.confounder_logit_moud * on[:, w] + eff.confounder_logit_severity_per_point * sev_c)
+        L[:, w] = rng.random(m) < 1.0 / (1.0 + np.exp(-logit))
+        prev = L[:, w]
+        go = np.flatnonzero(eligible & L[:, w] & (rng.random(m) < eff.confounder_moud_start_probability))
+        if go.size == 0:
+            continue
+        eligible[go] = False
+        started[go] = w
+        k = go.size
+        med[go] = np.array([_M_BUP, _M_MET, _M_XR])[_choice(rng, np.asarray(eff.mat_opioid_medication_shares), k)]
+        mstart[go] = 7 * w + rng.integers(1, 7, k)
+        dur = eff.mat_duration_scale_days * rng.weibull(eff.mat_duration_shape, k)
+        mdur[go] = np.clip(np.ceil(dur), 1, _MAT_MAX_DAYS).astype(np.int64)
+        dose[go] = _draw_doses(rng, med[go])
+        sub_med = np.full(m, -1, dtype=np.int64)
+        sub_med[go] = med[go]
+        c, d, s = _draw_dispensings(rng, sub_med, mstart, mdur, eff)
+        iv = _coverage_intervals(c, d, s)
+        rows.append([c, d, s])
+        ints.append([iv[0], iv[1], iv[2], med[iv[0]]])
+    c, d, s = (np.concatenate([part[i] for part in rows]) for i in range(3))
+    order = np.lexsort((d, c))
+    rows_out = (c[order], d[order], s[order])
+    ints_out = tuple(np.concatenate([part[i] for part in ints]) for i in range(4))
+    return med, mstart, mdur, dose, rows_out, ints_out, L, on, started
+
+
 def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_start, mat_stop,
-                      aft_start, aft_stop, eff):
+                      aft_start, aft_stop, eff, conf=None):
     """Exact latent relapse times by inverting the cumulative hazard on each state timeline.
 
     States (piecewise constant in time from admission): blanking (hazard 0),
     in treatment, on MAT (coverage intervals), aftercare, after a
     non-completed discharge, and (only when its effect is non-zero) the
-    window after a MAT interval ends.
+    window after a MAT interval ends. ``conf``: the weekly confounder, an
+    array (episodes, weeks) of 0/1 values holding on ``[7w, 7w + 7)``.
     """
     ep0 = np.arange(n_ep)
     has_aft = np.isfinite(aft_start)
-    # breakpoints: (episode, time, d_blank, d_tx, d_mat, d_aft, d_nc, d_post)
+    # breakpoints: (episode, time, d_blank, d_tx, d_mat, d_aft, d_nc, d_post, d_conf)
     parts = []
 
-    def add(ep, time, blank=0, tx=0, mat=0, aft=0, nc=0, post=0):
+    def add(ep, time, blank=0, tx=0, mat=0, aft=0, nc=0, post=0, cf=0):
         k = ep.size
         parts.append((ep, np.asarray(time, dtype=float),
                       *(np.broadcast_to(np.asarray(v, dtype=np.int64), (k,))
-                        for v in (blank, tx, mat, aft, nc, post))))
+                        for v in (blank, tx, mat, aft, nc, post, cf))))
 
     add(ep0, np.zeros(n_ep), blank=1, tx=1)
     add(ep0, np.full(n_ep, float(eff.blanking_days)), blank=-1)
@@ -806,9 +927,15 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     if eff.log_hr_after_mat_stop != 0:
         add(mat_ep, mat_stop, post=1)
         add(mat_ep, mat_stop + float(eff.after_mat_stop_days), post=-1)
+    if conf is not None and conf.shape[1]:
+        lv = np.asarray(conf, dtype=np.int64)
+        step = np.diff(np.concatenate([np.zeros((n_ep, 1), np.int64), lv, np.zeros((n_ep, 1), np.int64)], axis=1),
+                       axis=1)  # change at 7w, w = 0..W
+        ce, cw = np.nonzero(step)
+        add(ce, 7.0 * cw, cf=step[ce, cw])
     ep = np.concatenate([p[0] for p in parts])
     time = np.concatenate([p[1] for p in parts])
-    deltas = np.stack([np.concatenate([p[i] for p in parts]) for i in range(2, 8)], axis=1)
+    deltas = np.stack([np.concatenate([p[i] for p in parts]) for i in range(2, 9)], axis=1)
     order = np.lexsort((time, ep))
     ep, time, deltas = ep[order], time[order], deltas[order]
     # grouped cumulative state (every episode starts at zero before its first breakpoint)
@@ -817,7 +944,7 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     offset = (cs - deltas)[first]
     grp = np.cumsum(first) - 1
     state = cs - offset[grp]
-    blank, tx, mat, aft, nc, post = (state[:, i] for i in range(6))
+    blank, tx, mat, aft, nc, post, cf = (state[:, i] for i in range(7))
     last = np.ones(ep.size, dtype=bool)
     last[:-1] = ep[1:] != ep[:-1]
     b = np.empty_like(time)
@@ -826,7 +953,8 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     log_m = (lp[ep] + eff.log_hr_in_treatment * (tx > 0) + mat_beta[ep] * (mat > 0)
              + eff.log_hr_aftercare * ((aft > 0) & (tx <= 0))
              + eff.log_hr_noncompleted_after_discharge * ((nc > 0) & (tx <= 0))
-             + eff.log_hr_after_mat_stop * ((post > 0) & (mat <= 0)))
+             + eff.log_hr_after_mat_stop * ((post > 0) & (mat <= 0))
+             + eff.log_hr_confounder * (cf > 0))
     mult = np.where(blank > 0, 0.0, np.exp(log_m))
     a_h = _h0(time, eff.baseline_scale_days, eff.baseline_shape)
     b_h = _h0(np.where(last, time, b), eff.baseline_scale_days, eff.baseline_shape)
@@ -1305,8 +1433,13 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
         params["programme_completion_effects"] = dict(zip(program_names, prog_u.tolist()))
     missed_screens = pd.DataFrame({Col.episode_id: eid_str[m_ep], Col.patient_id: pid_str[ep["pidx"][m_ep]],
                                    "day": m_off.astype(np.int64), "would_be_positive": m_pos.astype(bool)})
+    c_ep, c_w = np.nonzero(np.ones(ep["conf_L"].shape, dtype=bool))
+    confounder = pd.DataFrame({Col.episode_id: eid_str[c_ep], Col.patient_id: pid_str[ep["pidx"][c_ep]],
+                               "week": c_w.astype(np.int64), "day": 7 * c_w.astype(np.int64),
+                               "value": ep["conf_L"][c_ep, c_w], "on_mat": ep["conf_on"][c_ep, c_w],
+                               "moud_started_by_confounder": ep["conf_started"][c_ep] == c_w})
     truth = SimulationTruth(effects=eff, params=params, episodes=truth_eps, mat_intervals=mat_intervals,
-                            patients=truth_pat, missed_screens=missed_screens)
+                            patients=truth_pat, missed_screens=missed_screens, confounder=confounder)
     bar.step("truth")
     return IOPData(patients=patients, admissions=admissions, sessions=sessions, medications=medications,
                    events=events, observation=observation, truth=truth)
@@ -1381,12 +1514,7 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, d
     reason, los = _draw_discharge(rng, cov, eff, prog_u)
 
     med, mstart, mdur = _draw_mat(rng, cov, eff)
-    dose_table = {_M_BUP: [8, 12, 16, 24], _M_MET: list(range(60, 125, 5)), _M_XR: [380],
-                  _M_NTX: [50], _M_ACA: [1998], _M_DIS: [250]}
-    dose = np.full(m, np.nan)
-    for code, values in dose_table.items():
-        sel = med == code
-        dose[sel] = rng.choice(np.array(values, dtype=float), size=int(sel.sum()))
+    dose = _draw_doses(rng, med)
     c, d, s = _draw_dispensings(rng, med, mstart, mdur, eff)
     iv = _coverage_intervals(c, d, s)
     int_ep, int_start, int_stop = iv[0], iv[1], iv[2]
@@ -1396,6 +1524,13 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, d
         int_start = np.concatenate([np.zeros(carry[0].size, dtype=np.int64), int_start])
         int_stop = np.concatenate([carry[2].astype(np.int64), int_stop])
         int_med = np.concatenate([carry[1], int_med])
+    conf_L = np.zeros((m, 0), dtype=bool)
+    conf_on = np.zeros((m, 0), dtype=bool)
+    conf_started = np.full(m, -1, dtype=np.int64)
+    if eff.confounder_weeks > 0:  # opt-in: no draws otherwise, so default cohorts are unchanged
+        med, mstart, mdur, dose, (c, d, s), (int_ep, int_start, int_stop, int_med), conf_L, conf_on, conf_started = (
+            _simulate_confounder(rng, cov, med, mstart, mdur, dose, (c, d, s),
+                                 (int_ep, int_start, int_stop, int_med), eff))
     mat_beta = np.where(sub == _OPI, eff.log_hr_mat_opioid, np.where(sub == _ALC, eff.log_hr_mat_alcohol, 0.0))
 
     # death: exact inversion of the person's remaining budget on this episode's MAT timeline
@@ -1420,7 +1555,7 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, d
     aft_stop = aft_start + np.maximum(1.0, np.ceil(rng.exponential(eff.aftercare_mean_days, m)))
 
     relapse_t = _simulate_relapse(rng, m, lp, los_obs, noncompleted, mat_beta, int_ep, int_start.astype(float),
-                                  int_stop.astype(float), aft_start, aft_stop, eff)
+                                  int_stop.astype(float), aft_start, aft_stop, eff, conf=conf_L)
     relapse_day = np.ceil(relapse_t)
     obs_off = obs_end_alive[pidx] - admit  # death is handled by relapse_t < t_death
     observed = (relapse_t < t_death) & (relapse_day <= obs_off)
@@ -1447,6 +1582,7 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, d
         mat_rows=(c, d, s), mat_int=(int_ep, int_start, int_stop, int_med),
         carry_int=carry if carry is not None else (np.zeros(0, np.int64),) * 3,
         death_t=t_death, post_stops=(post_ep, post_stop, post_med),
+        conf_L=conf_L, conf_on=conf_on, conf_started=conf_started,
         death_h_readmit=_death_cumhaz(seg, rate, np.where(readmit, relapse_day, 0.0)),
     )
 
