@@ -33,6 +33,9 @@ The generative model, in the order it is simulated
    rate (age, opioid use) lowered on days covered by methadone or
    buprenorphine (Larochelle 2018) and raised about 9-fold over the
    on-treatment rate in the first weeks after they stop (Cornish 2010).
+   Opt-in (``confounder_weeks > 0``): a weekly time-varying confounder that
+   MOUD lowers and that raises MOUD initiation and the relapse hazard
+   (``truth.confounder``).
 6. **Observation**: weekly urine drug screens in treatment (intake positives
    during the blanking period are not relapses), a positive screen on the
    relapse day when relapse happens in treatment, and after discharge a
