@@ -107,3 +107,11 @@ def test_bad_arguments(kwargs):
     effects = kwargs.pop("effects", None)
     with pytest.raises(IopError):
         strategy_risks(effects, **kwargs)
+
+
+def test_refused_with_the_confounder():
+    """The opt-in time-varying confounder starts MOUD by its own draws, which no strategy forces."""
+    from iop_research.exceptions import IopError
+
+    with pytest.raises(IopError, match="confounder_weeks"):
+        strategy_risks({"confounder_weeks": 8}, n_patients=100)

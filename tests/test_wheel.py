@@ -67,7 +67,7 @@ def test_wheel_pipeline_and_estimators_from_another_directory(wheel_site, tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["file"].startswith(str(wheel_site)), out["file"]
-    assert out["episodes"] == 3571 and out["km_rows"] > 10 and out["cox_terms"] == 2 and out["cif_rows"] > 10
+    assert out["episodes"] == 3582 and out["km_rows"] > 10 and out["cox_terms"] == 2 and out["cif_rows"] > 10
     assert out["cache_empty"], "load_demo() wrote to the cache: it re-simulated instead of reading the shipped cohort"
 
 

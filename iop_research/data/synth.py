@@ -26,9 +26,16 @@ The generative model, in the order it is simulated
 4. **Aftercare** engagement after discharge for some episodes.
 5. **Relapse**: proportional hazards on a log-logistic baseline, with
    time-varying states (in treatment, on MAT, in aftercare, after a
-   non-completed discharge; optionally a risk window after MAT stops),
+   non-completed discharge, the 4 weeks after a MAT interval ends),
    simulated exactly by inverting the cumulative hazard on each episode's
    piecewise-constant state timeline (vectorised over all episodes).
+   **Death** is simulated the same way on the person's timeline: a baseline
+   rate (age, opioid use) lowered on days covered by methadone or
+   buprenorphine (Larochelle 2018) and raised about 9-fold over the
+   on-treatment rate in the first weeks after they stop (Cornish 2010).
+   Opt-in (``confounder_weeks > 0``): a weekly time-varying confounder that
+   MOUD lowers and that raises MOUD initiation and the relapse hazard
+   (``truth.confounder``).
 6. **Observation**: weekly urine drug screens in treatment (intake positives
    during the blanking period are not relapses), a positive screen on the
    relapse day when relapse happens in treatment, and after discharge a
@@ -107,10 +114,16 @@ class SimulationEffects:
         During aftercare engagement (after discharge).
     log_hr_noncompleted_after_discharge : float, default ln(1.3)
         After discharge when the discharge was not ``completed`` or ``transferred``.
-    log_hr_after_mat_stop : float, default 0.0
+    log_hr_after_mat_stop : float, default ln(2)
         During the ``after_mat_stop_days`` after a MAT interval ends (a stop
         or a refill gap), while off MAT: the early post-discontinuation risk
-        spike. Off (0) by default, so default cohorts do not depend on it.
+        spike of the relapse hazard. The value is a judgement anchored on the
+        mortality literature, not a published relapse estimate: in Cornish et al.
+        2010 [6]_ all-cause mortality in weeks 1-2 and 3-4 after opiate substitution
+        treatment stopped was 4.8 and 4.3 per 100 person-years against 0.95 in the
+        rest of the time off treatment (about 5x and 4.5x, mostly overdose after
+        lost tolerance); return to use is taken to rise less, by a factor 2 over
+        the first 4 weeks. 0 switches the window off (no breakpoints are added).
     after_mat_stop_days : float, default 28.0
         Length of that post-stop window (days).
     log_hr_severity_per_point : float, default 0.08
@@ -162,8 +175,38 @@ class SimulationEffects:
     aftercare_mean_days : float, default 120.0
         Mean (exponential) length of aftercare engagement.
     death_rate_per_year : float, default 0.008
-        All-cause mortality of a 35-year-old non-opioid patient.
+        All-cause mortality of a 35-year-old non-opioid patient off MAT.
     log_hr_death_opioids, log_hr_death_age_per_10_years : float, default 0.9, 0.4
+        Person-level effects on the death hazard (primary substance at the first
+        episode; age at entry).
+    log_hr_death_methadone, log_hr_death_buprenorphine, log_hr_death_naltrexone : float
+        Log hazard ratios of **death** on a day covered by a dispensing of that
+        medication versus off MAT (defaults ln(0.47), ln(0.62), 0): Larochelle et
+        al. 2018 [5]_, mortality in the 12 months after a non-fatal opioid overdose:
+        all-cause adjusted HR 0.47 (95% CI 0.32-0.71) for methadone, 0.63
+        (0.46-0.87) for buprenorphine (opioid-related 0.62, the value used here) and
+        no association for naltrexone (1.44, 0.84-2.46).
+        The naltrexone effect applies to extended-release and oral naltrexone;
+        acamprosate and disulfiram do not change the death hazard. When supplies of
+        two medications overlap (a carried-over supply), methadone's effect is
+        used before buprenorphine's before naltrexone's.
+    log_hr_death_after_mat_stop, log_hr_death_after_mat_stop_weeks_3_4 : float, default ln(9), ln(8)
+        Log ratio of the **death** hazard in weeks 1-2 (days ``(s, s + 14]``) and
+        weeks 3-4 (``(s + 14, s + 28]``) after a methadone or buprenorphine interval
+        ends at ``s`` (a stop or a refill gap), while off all MAT, **to the
+        on-treatment death hazard of that medication**: the window's hazard is
+        ``baseline * exp(log_hr_death_<medication> + log_hr_death_after_mat_stop)``.
+        Death windows opened shortly before a readmission continue into the next
+        episode; when windows overlap the largest hazard applies. Defaults from
+        Cornish et al. 2010 [6]_: mortality 9 (95% CI 5.4-14.9) and 8 (4.7-13.7)
+        times the rate during the rest of the time on treatment in weeks 1-2 and
+        3-4 after a stop, and 1.9 (1.3-2.8) times it later off treatment.
+        Arithmetic against the off-MAT baseline: after methadone
+        ``0.47 * 9 = 4.23`` in weeks 1-2 and ``0.47 * 8 = 3.76`` in weeks 3-4;
+        after buprenorphine ``0.62 * 9 = 5.58`` and ``0.62 * 8 = 4.96``; from week 5
+        the off-MAT rate is ``1 / 0.47 = 2.1`` (methadone) and ``1 / 0.62 = 1.6``
+        (buprenorphine) times the on-treatment rate, near Cornish's 1.9.
+        Naltrexone, acamprosate and disulfiram stops open no death window.
     readmission_share : float, default 0.30
         Share of relapses after discharge that show up as a readmission (and
         start a new episode); the rest are self-report, ED visit or overdose.
@@ -206,6 +249,57 @@ class SimulationEffects:
         Probability that a day after the first drinking day is a drinking day.
     tlfb_heavy_share : float, default 0.5
         Probability that a drinking day is a heavy-drinking day.
+    confounder_weeks : int, default 0
+        Number of weekly values of a **time-varying confounder affected by treatment**
+        ``L`` (read it as "a week of heavy craving / other-drug use"), measured on days
+        0, 7, ..., ``7 * (confounder_weeks - 1)`` after admission. 0 (the default and
+        the demo) simulates no confounder and draws nothing, so cohorts are unchanged.
+        The causal structure, week ``w`` (``A_w``: opioid MAT coverage on day ``7w``)::
+
+            L_{w-1} -> L_w <- A_w          (c) MOUD lowers L
+            L_w -> start of MOUD in week w  (b) L raises initiation
+            L_w -> relapse hazard on [7w, 7w + 7)   (a) L raises relapse
+            severity -> L, MOUD, relapse   (baseline confounding)
+
+        ``logit P(L_w = 1) = confounder_logit_baseline + confounder_logit_previous *
+        L_{w-1} + confounder_logit_moud * A_w + confounder_logit_severity_per_point *
+        (severity - 5)`` (``L_{-1} = 0``; ``A_w`` is coverage by any MAT dispensing on
+        day ``7w``). An opioid episode that the baseline draw did not put on MAT starts
+        MOUD in week ``w`` with probability ``confounder_moud_start_probability`` when
+        ``L_w = 1`` (and never when ``L_w = 0``), on a day drawn from ``7w + 1`` to
+        ``7w + 6``, with a medication, course length and dispensings drawn as for any
+        course; the relapse hazard is multiplied by ``exp(log_hr_confounder)`` while
+        ``L = 1`` (``L = 0`` from day ``7 * confounder_weeks`` on). So ``L`` confounds
+        the MOUD-relapse relation and is itself on the causal path from earlier MOUD:
+        adjusting for it in a time-varying Cox model is biased, a marginal structural
+        model is not. ``L`` is latent: it is in ``truth.confounder`` only, not in the
+        contract tables.
+    confounder_logit_baseline, confounder_logit_previous, confounder_logit_moud : float
+        Defaults -1.5, 1.5, -1.2 (see ``confounder_weeks``).
+    confounder_logit_severity_per_point : float, default 0.15
+    log_hr_confounder : float, default ln(1.8)
+        Relapse log hazard ratio while ``L = 1``.
+    confounder_moud_start_probability : float, default 0.25
+        Weekly probability of starting MOUD in a week with ``L = 1`` (opioid episodes
+        not started by the baseline draw).
+
+    Notes
+    -----
+    Death is drawn per person on the piecewise-constant timeline of its episodes:
+    the baseline rate (``death_rate_per_year`` with the opioid and age effects)
+    times the MAT and post-stop multipliers above, inverted exactly (one Exp(1)
+    budget per person, spent episode by episode up to each readmission), as relapse
+    is. ``truth.patients["death_rate_per_day"]`` holds each person's baseline rate.
+
+    References
+    ----------
+    .. [5] Larochelle MR, Bernson D, Land T, et al. Medication for opioid use
+       disorder after nonfatal opioid overdose and association with mortality: a
+       cohort study. Ann Intern Med 2018;169:137-145.
+    .. [6] Cornish R, Macleod J, Strang J, Vickerman P, Hickman M. Risk of death
+       during and after opiate substitution treatment in primary care: prospective
+       observational study in UK General Practice Research Database. BMJ
+       2010;341:c5475.
     """
 
     baseline_scale_days: float = 550.0
@@ -216,8 +310,13 @@ class SimulationEffects:
     log_hr_mat_alcohol: float = _LN(0.85)
     log_hr_aftercare: float = _LN(0.75)
     log_hr_noncompleted_after_discharge: float = _LN(1.3)
-    log_hr_after_mat_stop: float = 0.0
+    log_hr_after_mat_stop: float = _LN(2.0)
     after_mat_stop_days: float = 28.0
+    log_hr_death_methadone: float = _LN(0.47)
+    log_hr_death_buprenorphine: float = _LN(0.62)
+    log_hr_death_naltrexone: float = 0.0
+    log_hr_death_after_mat_stop: float = _LN(9.0)
+    log_hr_death_after_mat_stop_weeks_3_4: float = _LN(8.0)
     log_hr_severity_per_point: float = 0.08
     log_hr_psychiatric_comorbidity: float = 0.25
     log_hr_prior_episode: float = 0.05
@@ -262,6 +361,13 @@ class SimulationEffects:
     tlfb_days: int = 90
     tlfb_use_after_relapse: float = 0.6
     tlfb_heavy_share: float = 0.5
+    confounder_weeks: int = 0
+    confounder_logit_baseline: float = -1.5
+    confounder_logit_previous: float = 1.5
+    confounder_logit_moud: float = -1.2
+    confounder_logit_severity_per_point: float = 0.15
+    log_hr_confounder: float = _LN(1.8)
+    confounder_moud_start_probability: float = 0.25
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a plain dict (for provenance records and JSON)."""
@@ -310,11 +416,20 @@ class SimulationTruth:
         episode may touch or overlap (overlaps only with a carried-over supply).
     patients : pandas.DataFrame
         One row per person: ``patient_id, entry_day, death_day,
-        observation_end_day, is_lost_to_followup`` (days from the window start).
+        death_rate_per_day, observation_end_day, is_lost_to_followup`` (days from
+        the window start; ``death_rate_per_day`` is the baseline, off-MAT death
+        hazard that MAT coverage and post-stop windows multiply).
     missed_screens : pandas.DataFrame
         One row per missed weekly screen (``effects.missed_screen_share > 0``):
         ``episode_id, patient_id, day`` (days from admission) and
         ``would_be_positive``, what the screen would have shown; empty otherwise.
+    confounder : pandas.DataFrame
+        The latent weekly confounder (``effects.confounder_weeks > 0``): one row per
+        episode and week ``episode_id, patient_id, week, day`` (``7 * week``, days
+        from admission), ``value`` (``L_w``), ``on_mat`` (``A_w``, covered by MAT on
+        that day), ``moud_started_by_confounder`` (the episode's MOUD was started
+        by ``L`` in that week); rows for all weeks, also after relapse, death or
+        observation end (latent); empty otherwise.
     """
 
     effects: SimulationEffects
@@ -323,6 +438,7 @@ class SimulationTruth:
     mat_intervals: pd.DataFrame = field(repr=False)
     patients: pd.DataFrame = field(repr=False)
     missed_screens: pd.DataFrame = field(default=None, repr=False)
+    confounder: pd.DataFrame = field(default=None, repr=False)
 
     def strategy_risks(self, **kwargs) -> pd.DataFrame:
         """Counterfactual risks of MOUD strategies under this cohort's effects.
@@ -492,6 +608,7 @@ _PROBABILITY_FIELDS = (
     "mat_share_opioid", "mat_share_alcohol", "mat_immediate_share", "mat_gap_probability",
     "aftercare_share_completed", "aftercare_share_other", "readmission_share", "loss_to_followup_share",
     "intake_positive_share", "positive_after_relapse_share", "missed_screen_share",
+    "confounder_moud_start_probability",
 )
 _POSITIVE_FIELDS = (
     "baseline_scale_days", "baseline_shape", "mat_duration_shape", "mat_duration_scale_days",
@@ -525,6 +642,9 @@ def _check_effects(eff: SimulationEffects) -> SimulationEffects:
             bad.append(f"{name}={v!r} ({length} non-negative numbers)")
     if not (isinstance(eff.blanking_days, (int, np.integer)) and eff.blanking_days >= 0):
         bad.append(f"blanking_days={eff.blanking_days!r} (an integer >= 0)")
+    if not (isinstance(eff.confounder_weeks, (int, np.integer)) and not isinstance(eff.confounder_weeks, bool)
+            and 0 <= eff.confounder_weeks <= 520):
+        bad.append(f"confounder_weeks={eff.confounder_weeks!r} (an integer from 0 to 520)")
     if not (isinstance(eff.death_rate_per_year, (int, float)) and eff.death_rate_per_year >= 0):
         bad.append(f"death_rate_per_year={eff.death_rate_per_year!r} (a number >= 0)")
     if bad:
@@ -743,25 +863,94 @@ def _coverage_intervals(course, day, supply):
     return course[first], starts, stops
 
 
+_DOSE_TABLE = {_M_BUP: [8, 12, 16, 24], _M_MET: list(range(60, 125, 5)), _M_XR: [380],
+               _M_NTX: [50], _M_ACA: [1998], _M_DIS: [250]}
+
+
+def _draw_doses(rng, med):
+    """Dose (mg) of each course's medication code (NaN without MAT)."""
+    dose = np.full(med.size, np.nan)
+    for code, values in _DOSE_TABLE.items():
+        sel = med == code
+        dose[sel] = rng.choice(np.array(values, dtype=float), size=int(sel.sum()))
+    return dose
+
+
+def _covered_at(n_ep, int_ep, int_start, int_stop, day):
+    """Whether each episode is covered by one of its MAT intervals at ``day[episode]``."""
+    inside = (int_start <= day[int_ep]) & (day[int_ep] < int_stop)
+    return np.bincount(int_ep[inside], minlength=n_ep) > 0
+
+
+def _simulate_confounder(rng, cov, med, mstart, mdur, dose, rows, ints, eff):
+    """Weekly confounder ``L`` and the MOUD courses it starts (see ``SimulationEffects.confounder_weeks``).
+
+    ``rows``: dispensings (course, day, supply) and ``ints``: coverage intervals
+    (episode, start, stop, medication) of the episodes' baseline MAT; returns them
+    with the new courses added, the updated ``med, mstart, mdur, dose`` and arrays
+    ``L``, ``on`` (episodes, weeks) and ``started_week`` (-1 if not started by ``L``).
+    """
+    m, weeks = med.size, int(eff.confounder_weeks)
+    med, mstart, mdur, dose = med.copy(), mstart.copy(), mdur.copy(), dose.copy()
+    rows, ints = [list(rows)], [list(ints)]
+    L = np.zeros((m, weeks), dtype=bool)
+    on = np.zeros((m, weeks), dtype=bool)
+    started = np.full(m, -1, dtype=np.int64)
+    eligible = (cov["substance"] == _OPI) & (med < 0)
+    sev_c = cov["sev"] - 5.0
+    prev = np.zeros(m, dtype=bool)
+    for w in range(weeks):
+        day = np.full(m, 7.0 * w)
+        cur = [np.concatenate([part[i] for part in ints]) for i in range(3)]
+        on[:, w] = _covered_at(m, cur[0], cur[1], cur[2], day)
+        logit = (eff.confounder_logit_baseline + eff.confounder_logit_previous * prev
+                 + eff.confounder_logit_moud * on[:, w] + eff.confounder_logit_severity_per_point * sev_c)
+        L[:, w] = rng.random(m) < 1.0 / (1.0 + np.exp(-logit))
+        prev = L[:, w]
+        go = np.flatnonzero(eligible & L[:, w] & (rng.random(m) < eff.confounder_moud_start_probability))
+        if go.size == 0:
+            continue
+        eligible[go] = False
+        started[go] = w
+        k = go.size
+        med[go] = np.array([_M_BUP, _M_MET, _M_XR])[_choice(rng, np.asarray(eff.mat_opioid_medication_shares), k)]
+        mstart[go] = 7 * w + rng.integers(1, 7, k)
+        dur = eff.mat_duration_scale_days * rng.weibull(eff.mat_duration_shape, k)
+        mdur[go] = np.clip(np.ceil(dur), 1, _MAT_MAX_DAYS).astype(np.int64)
+        dose[go] = _draw_doses(rng, med[go])
+        sub_med = np.full(m, -1, dtype=np.int64)
+        sub_med[go] = med[go]
+        c, d, s = _draw_dispensings(rng, sub_med, mstart, mdur, eff)
+        iv = _coverage_intervals(c, d, s)
+        rows.append([c, d, s])
+        ints.append([iv[0], iv[1], iv[2], med[iv[0]]])
+    c, d, s = (np.concatenate([part[i] for part in rows]) for i in range(3))
+    order = np.lexsort((d, c))
+    rows_out = (c[order], d[order], s[order])
+    ints_out = tuple(np.concatenate([part[i] for part in ints]) for i in range(4))
+    return med, mstart, mdur, dose, rows_out, ints_out, L, on, started
+
+
 def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_start, mat_stop,
-                      aft_start, aft_stop, eff):
+                      aft_start, aft_stop, eff, conf=None):
     """Exact latent relapse times by inverting the cumulative hazard on each state timeline.
 
     States (piecewise constant in time from admission): blanking (hazard 0),
     in treatment, on MAT (coverage intervals), aftercare, after a
     non-completed discharge, and (only when its effect is non-zero) the
-    window after a MAT interval ends.
+    window after a MAT interval ends. ``conf``: the weekly confounder, an
+    array (episodes, weeks) of 0/1 values holding on ``[7w, 7w + 7)``.
     """
     ep0 = np.arange(n_ep)
     has_aft = np.isfinite(aft_start)
-    # breakpoints: (episode, time, d_blank, d_tx, d_mat, d_aft, d_nc, d_post)
+    # breakpoints: (episode, time, d_blank, d_tx, d_mat, d_aft, d_nc, d_post, d_conf)
     parts = []
 
-    def add(ep, time, blank=0, tx=0, mat=0, aft=0, nc=0, post=0):
+    def add(ep, time, blank=0, tx=0, mat=0, aft=0, nc=0, post=0, cf=0):
         k = ep.size
         parts.append((ep, np.asarray(time, dtype=float),
                       *(np.broadcast_to(np.asarray(v, dtype=np.int64), (k,))
-                        for v in (blank, tx, mat, aft, nc, post))))
+                        for v in (blank, tx, mat, aft, nc, post, cf))))
 
     add(ep0, np.zeros(n_ep), blank=1, tx=1)
     add(ep0, np.full(n_ep, float(eff.blanking_days)), blank=-1)
@@ -774,9 +963,15 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     if eff.log_hr_after_mat_stop != 0:
         add(mat_ep, mat_stop, post=1)
         add(mat_ep, mat_stop + float(eff.after_mat_stop_days), post=-1)
+    if conf is not None and conf.shape[1]:
+        lv = np.asarray(conf, dtype=np.int64)
+        step = np.diff(np.concatenate([np.zeros((n_ep, 1), np.int64), lv, np.zeros((n_ep, 1), np.int64)], axis=1),
+                       axis=1)  # change at 7w, w = 0..W
+        ce, cw = np.nonzero(step)
+        add(ce, 7.0 * cw, cf=step[ce, cw])
     ep = np.concatenate([p[0] for p in parts])
     time = np.concatenate([p[1] for p in parts])
-    deltas = np.stack([np.concatenate([p[i] for p in parts]) for i in range(2, 8)], axis=1)
+    deltas = np.stack([np.concatenate([p[i] for p in parts]) for i in range(2, 9)], axis=1)
     order = np.lexsort((time, ep))
     ep, time, deltas = ep[order], time[order], deltas[order]
     # grouped cumulative state (every episode starts at zero before its first breakpoint)
@@ -785,7 +980,7 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     offset = (cs - deltas)[first]
     grp = np.cumsum(first) - 1
     state = cs - offset[grp]
-    blank, tx, mat, aft, nc, post = (state[:, i] for i in range(6))
+    blank, tx, mat, aft, nc, post, cf = (state[:, i] for i in range(7))
     last = np.ones(ep.size, dtype=bool)
     last[:-1] = ep[1:] != ep[:-1]
     b = np.empty_like(time)
@@ -794,7 +989,8 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     log_m = (lp[ep] + eff.log_hr_in_treatment * (tx > 0) + mat_beta[ep] * (mat > 0)
              + eff.log_hr_aftercare * ((aft > 0) & (tx <= 0))
              + eff.log_hr_noncompleted_after_discharge * ((nc > 0) & (tx <= 0))
-             + eff.log_hr_after_mat_stop * ((post > 0) & (mat <= 0)))
+             + eff.log_hr_after_mat_stop * ((post > 0) & (mat <= 0))
+             + eff.log_hr_confounder * (cf > 0))
     mult = np.where(blank > 0, 0.0, np.exp(log_m))
     a_h = _h0(time, eff.baseline_scale_days, eff.baseline_shape)
     b_h = _h0(np.where(last, time, b), eff.baseline_scale_days, eff.baseline_shape)
@@ -810,6 +1006,112 @@ def _simulate_relapse(rng, n_ep, lp, los, noncompleted, mat_beta, mat_ep, mat_st
     need = a_h[idx] + (e - cum_start[idx]) / mult[idx]
     t = _h0_inverse(need, eff.baseline_scale_days, eff.baseline_shape)
     return np.maximum(t, time[idx])
+
+
+_DEATH_POST_EARLY_DAYS = 14.0  # weeks 1-2 after an opioid-agonist interval ends (Cornish 2010)
+_DEATH_POST_LATE_DAYS = 28.0  # weeks 3-4
+
+
+def _death_segments(n_ep, mat_ep, mat_start, mat_stop, mat_med, post_ep, post_stop, post_med, eff):
+    """Piecewise-constant log hazard ratio of death on each episode's timeline.
+
+    ``mat_*``: coverage intervals (episode, start, stop, medication code) in days
+    from admission; ``post_*``: ends of methadone / buprenorphine intervals that
+    open a post-stop window (episode, stop day, medication code; the stop day
+    may be negative for a window carried over from the previous episode).
+    Returns arrays (episode, segment start, segment end, log hazard ratio)
+    sorted by episode and time; every episode's segments cover ``[0, inf)``.
+    Covered days take the medication's effect (methadone before buprenorphine
+    before naltrexone on overlaps); days off all MAT in weeks 1-2 / 3-4 after
+    an agonist interval ends take the on-treatment effect of that medication
+    plus ``log_hr_death_after_mat_stop`` / ``..._weeks_3_4`` (the largest when
+    windows overlap); all other days 0.
+    """
+    ep0 = np.arange(n_ep)
+    mat_med = np.asarray(mat_med, dtype=np.int64)
+    post_med = np.asarray(post_med, dtype=np.int64)
+    # state columns: any MAT, methadone, buprenorphine, naltrexone, early met/bup, late met/bup
+    cols = 8
+    parts_ep, parts_t, parts_d = [ep0], [np.zeros(n_ep)], [np.zeros((n_ep, cols), dtype=np.int64)]
+
+    def add(ep, t, col, sign):
+        d = np.zeros((ep.size, cols), dtype=np.int64)
+        d[:, col] = sign
+        parts_ep.append(ep)
+        parts_t.append(np.maximum(np.asarray(t, dtype=float), 0.0))
+        parts_d.append(d)
+
+    for col, codes in ((0, None), (1, (_M_MET,)), (2, (_M_BUP,)), (3, (_M_XR, _M_NTX))):
+        sel = np.ones(mat_ep.size, dtype=bool) if codes is None else np.isin(mat_med, codes)
+        add(mat_ep[sel], mat_start[sel], col, 1)
+        add(mat_ep[sel], mat_stop[sel], col, -1)
+    if eff.log_hr_death_after_mat_stop != 0 or eff.log_hr_death_after_mat_stop_weeks_3_4 != 0:
+        for k, code in ((0, _M_MET), (1, _M_BUP)):
+            sel = post_med == code
+            e, t = post_ep[sel], np.asarray(post_stop, dtype=float)[sel]
+            add(e, t, 4 + k, 1)
+            add(e, t + _DEATH_POST_EARLY_DAYS, 4 + k, -1)
+            add(e, t + _DEATH_POST_EARLY_DAYS, 6 + k, 1)
+            add(e, t + _DEATH_POST_LATE_DAYS, 6 + k, -1)
+    ep = np.concatenate(parts_ep)
+    time = np.concatenate(parts_t)
+    deltas = np.concatenate(parts_d, axis=0)
+    order = np.lexsort((time, ep))
+    ep, time, deltas = ep[order], time[order], deltas[order]
+    cs = np.cumsum(deltas, axis=0)
+    first = _group_first(ep)
+    grp = np.cumsum(first) - 1
+    state = cs - (cs - deltas)[first][grp]
+    last = np.ones(ep.size, dtype=bool)
+    last[:-1] = ep[1:] != ep[:-1]
+    end = np.empty_like(time)
+    end[:-1] = time[1:]
+    end[last] = np.inf
+    b_met, b_bup, b_ntx = eff.log_hr_death_methadone, eff.log_hr_death_buprenorphine, eff.log_hr_death_naltrexone
+    on = np.where(state[:, 1] > 0, b_met, np.where(state[:, 2] > 0, b_bup, np.where(state[:, 3] > 0, b_ntx, 0.0)))
+    e1, e3 = eff.log_hr_death_after_mat_stop, eff.log_hr_death_after_mat_stop_weeks_3_4
+    cand = np.stack([np.where(state[:, 4] > 0, b_met + e1, -np.inf), np.where(state[:, 5] > 0, b_bup + e1, -np.inf),
+                     np.where(state[:, 6] > 0, b_met + e3, -np.inf), np.where(state[:, 7] > 0, b_bup + e3, -np.inf)],
+                    axis=1).max(axis=1)
+    off = state[:, 0] <= 0
+    log_hr = np.where(off, np.where(np.isfinite(cand), cand, 0.0), on)
+    return ep, time, end, log_hr
+
+
+def _death_cumhaz(seg, rate, at):
+    """Cumulative death hazard of each episode from admission to ``at`` (days, per episode)."""
+    ep, a, b, log_hr = seg
+    r = rate[ep] * np.exp(log_hr)
+    at = np.asarray(at, dtype=float)[ep]
+    with np.errstate(invalid="ignore"):
+        contrib = r * np.clip(np.minimum(b, at) - a, 0.0, None)
+    contrib = np.where(np.isfinite(contrib), contrib, 0.0)
+    return np.bincount(ep, weights=contrib, minlength=rate.size)
+
+
+def _invert_death(seg, rate, e):
+    """Latent death time of each episode: the time at which the cumulative death hazard reaches ``e``.
+
+    ``rate``: baseline death hazard per day of each episode's person (off MAT);
+    ``e``: the person's remaining Exp(1) budget. ``inf`` when the rate is 0.
+    """
+    ep, a, b, log_hr = seg
+    r = rate[ep] * np.exp(log_hr)
+    last = ~np.isfinite(b)
+    seg_h = np.where(last, 0.0, r * np.where(last, 0.0, b - a))
+    cum = np.cumsum(seg_h)
+    first = _group_first(ep)
+    grp = np.cumsum(first) - 1
+    cum_end = cum - (cum - seg_h)[first][grp]
+    cum_start = cum_end - seg_h
+    hit = last | (cum_end >= e[ep])
+    idx = np.flatnonzero(hit)
+    idx = idx[_group_first(ep[idx])]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = a[idx] + (e[ep[idx]] - cum_start[idx]) / r[idx]
+    out = np.full(rate.size, np.inf)
+    out[ep[idx]] = np.where(r[idx] > 0, t, np.inf)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -895,7 +1197,9 @@ def simulate_cohort(
     on the relapse itself, so a counting-process Cox model with the right
     covariates (R: ``coxph(Surv(start, stop, event) ~ mat + ...)``) targets
     ``gamma``. MAT initiation is confounded by severity and comorbidity.
-    Deaths are a competing event (constant hazard per person); relapses after
+    Deaths are a competing event (a person-level baseline hazard multiplied by
+    MAT coverage by medication and by post-stop windows, see
+    :class:`SimulationEffects`); relapses after
     death or after observation end are latent only. Discharge shares and LOS
     follow TEDS-D IOP magnitudes [2]_; buprenorphine retention follows [3]_.
 
@@ -980,16 +1284,15 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
 
     pat = _draw_patients(rng, n, n_days, eff)
     age_rate = eff.log_hr_death_age_per_10_years * (pat["age_entry"] - 35.0) / 10.0
+    # baseline (off-MAT) death hazard per day; MAT and post-stop windows multiply it on each
+    # episode's timeline, and the person's Exp(1) budget is spent episode by episode
     death_rate = eff.death_rate_per_year / 365.25 * np.exp(
         age_rate + eff.log_hr_death_opioids * (pat["substance"] == _OPI)
     )
-    with np.errstate(divide="ignore"):  # death_rate_per_year = 0: no deaths (infinite latent time)
-        death_cont = pat["entry"] + rng.exponential(1.0, n) / death_rate  # calendar, continuous
-    death_day = np.ceil(death_cont)
-    obs_end = np.full(n, n_days - 1, dtype=np.int64)
-    obs_end = np.where(pat["lost"], np.minimum(obs_end, pat["lost_day"]), obs_end)
-    dead_obs = death_day <= obs_end
-    obs_end = np.where(dead_obs, np.where(dead_obs, death_day, 0).astype(np.int64), obs_end)
+    death_left = rng.exponential(1.0, n)
+    death_cont = np.full(n, np.inf)  # calendar, continuous; set from each person's last episode
+    obs_end_alive = np.full(n, n_days - 1, dtype=np.int64)
+    obs_end_alive = np.where(pat["lost"], np.minimum(obs_end_alive, pat["lost_day"]), obs_end_alive)
     entry_year = (np.datetime64(t0.date(), "D") + pat["entry"]).astype("datetime64[Y]").astype(np.int64) + 1970
     birth_year = (entry_year - np.floor(pat["age_entry"])).astype(np.int64)
     bar.step("people")
@@ -1000,21 +1303,34 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
     admit = pat["entry"].astype(np.int64)
     prev = None
     carry = None
+    post_carry = None
     # opt-in programme effects on completion: no draw at the default 0, so default cohorts are unchanged
     prog_u = rng.normal(0.0, eff.programme_completion_sd, n_programs) if eff.programme_completion_sd > 0 else None
     for _ in range(_MAX_READMISSION_ROUNDS):
         if pidx.size == 0:
             break
-        ep = _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u)
+        ep = _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, death_left, obs_end_alive,
+                             eff, prog_u, post_carry)
         rounds.append(ep)
         nxt = ep["readmit"]
         prev = {k: ep[k][nxt] for k in ("substance", "prior", "program")}
         rday = ep["relapse_day_obs"]
+        last_ep = ~nxt
+        death_cont[pidx[last_ep]] = ep["admit"][last_ep] + ep["death_t"][last_ep]
+        death_left[pidx[nxt]] -= ep["death_h_readmit"][nxt]
         admit = ep["admit"][nxt] + rday[nxt]
         pidx = ep["pidx"][nxt]
         carry = _carry_over(ep, nxt, rday)
+        post_carry = _post_stop_carry(ep, nxt, rday)
+    if pidx.size:  # readmissions beyond the round limit: the rest of the budget at the off-MAT rate
+        with np.errstate(divide="ignore"):
+            death_cont[pidx] = admit + death_left[pidx] / death_rate[pidx]
     bar.step("episodes")
-    ep = {k: np.concatenate([r[k] for r in rounds]) for k in rounds[0] if k not in ("mat_rows", "mat_int", "carry_int")}
+    death_day = np.ceil(death_cont)
+    dead_obs = death_day <= obs_end_alive
+    obs_end = np.where(dead_obs, np.where(dead_obs, death_day, 0).astype(np.int64), obs_end_alive)
+    ep = {k: np.concatenate([r[k] for r in rounds]) for k in rounds[0]
+          if k not in ("mat_rows", "mat_int", "carry_int", "post_stops")}
     n_ep = ep["pidx"].size
     order = np.lexsort((ep["admit"], ep["pidx"]))
     rank = np.empty(n_ep, dtype=np.int64)
@@ -1138,6 +1454,7 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
         Col.patient_id: pid_str,
         "entry_day": pat["entry"].astype(np.int64),
         "death_day": death_cont,
+        "death_rate_per_day": death_rate,
         "observation_end_day": obs_end,
         "is_lost_to_followup": pat["lost"] & (pat["lost_day"] < n_days - 1) & ~dead_obs,
     })
@@ -1154,8 +1471,13 @@ def _simulate(rng, n, n_days, t0, n_programs, eff, bar, seed):
         params["programme_completion_effects"] = dict(zip(program_names, prog_u.tolist()))
     missed_screens = pd.DataFrame({Col.episode_id: eid_str[m_ep], Col.patient_id: pid_str[ep["pidx"][m_ep]],
                                    "day": m_off.astype(np.int64), "would_be_positive": m_pos.astype(bool)})
+    c_ep, c_w = np.nonzero(np.ones(ep["conf_L"].shape, dtype=bool))
+    confounder = pd.DataFrame({Col.episode_id: eid_str[c_ep], Col.patient_id: pid_str[ep["pidx"][c_ep]],
+                               "week": c_w.astype(np.int64), "day": 7 * c_w.astype(np.int64),
+                               "value": ep["conf_L"][c_ep, c_w], "on_mat": ep["conf_on"][c_ep, c_w],
+                               "moud_started_by_confounder": ep["conf_started"][c_ep] == c_w})
     truth = SimulationTruth(effects=eff, params=params, episodes=truth_eps, mat_intervals=mat_intervals,
-                            patients=truth_pat, missed_screens=missed_screens)
+                            patients=truth_pat, missed_screens=missed_screens, confounder=confounder)
     bar.step("truth")
     return IOPData(patients=patients, admissions=admissions, sessions=sessions, medications=medications,
                    events=events, observation=observation, truth=truth)
@@ -1185,14 +1507,32 @@ def _carry_over(ep, nxt, rday):
     return new_pos[ep_idx[first]], med[first], left[first].astype(np.int64)
 
 
-def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, obs_end, eff, prog_u=None,
-                    draw_mat=_draw_mat, draw_dispensings=_draw_dispensings):
+def _post_stop_carry(ep, nxt, rday):
+    """Post-stop death windows still open on a readmission day.
+
+    Returns (position among the readmitted, medication code, stop day relative
+    to the new admission, <= 0) for methadone / buprenorphine intervals that
+    ended in the 28 days up to the readmission day.
+    """
+    e, stop, med = ep["post_stops"]
+    rel = stop - rday[e]
+    keep = nxt[e] & (rel <= 0) & (rel > -_DEATH_POST_LATE_DAYS)
+    new_pos = np.cumsum(nxt) - 1
+    return new_pos[e[keep]], med[keep], rel[keep]
+
+
+def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_rate, death_left, obs_end_alive, eff,
+                    prog_u=None, post_carry=None, draw_mat=_draw_mat,
+                    draw_dispensings=_draw_dispensings):
     """One round of episodes (first episodes, or readmissions) for persons ``pidx``.
 
     ``carry``: (episode position, medication code, days) of supplies dispensed in
-    the previous episode that still cover the first days of the new one.
-    ``draw_mat``, ``draw_dispensings``: the MAT steps (hooks for :func:`strategy_risks`,
-    which forces MAT start or stop times by a strategy).
+    the previous episode that still cover the first days of the new one;
+    ``post_carry``: (episode position, medication code, stop day <= 0) of
+    post-stop death windows still open at admission. ``death_left``: each
+    person's remaining Exp(1) death budget; ``obs_end_alive``: observation end
+    (calendar day) ignoring death. ``draw_mat``, ``draw_dispensings``: the MAT steps
+    (hooks for :func:`strategy_risks`, which forces MAT start or stop times by a strategy).
     """
     m = pidx.size
     cov = _draw_episode_covariates(rng, pat, pidx, prev, program_p)
@@ -1212,19 +1552,9 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
           + eff.log_hr_residential_step_down * (cov["referral"] == _REF_STEP_DOWN)
           + sub_beta[sub])
     reason, los = _draw_discharge(rng, cov, eff, prog_u)
-    t_death = death_cont[pidx] - admit  # continuous, > 0
-    died_in_tx = t_death < los
-    los_obs = np.where(died_in_tx, np.maximum(1, np.ceil(t_death)), los).astype(np.int64)
-    reason_obs = np.where(died_in_tx, _R_DEATH, reason)
-    noncompleted = ~np.isin(reason_obs, [_R_COMPLETED, _R_TRANSFERRED])
 
     med, mstart, mdur = draw_mat(rng, cov, eff)
-    dose_table = {_M_BUP: [8, 12, 16, 24], _M_MET: list(range(60, 125, 5)), _M_XR: [380],
-                  _M_NTX: [50], _M_ACA: [1998], _M_DIS: [250]}
-    dose = np.full(m, np.nan)
-    for code, values in dose_table.items():
-        sel = med == code
-        dose[sel] = rng.choice(np.array(values, dtype=float), size=int(sel.sum()))
+    dose = _draw_doses(rng, med)
     c, d, s = draw_dispensings(rng, med, mstart, mdur, eff)
     iv = _coverage_intervals(c, d, s)
     int_ep, int_start, int_stop = iv[0], iv[1], iv[2]
@@ -1234,7 +1564,30 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
         int_start = np.concatenate([np.zeros(carry[0].size, dtype=np.int64), int_start])
         int_stop = np.concatenate([carry[2].astype(np.int64), int_stop])
         int_med = np.concatenate([carry[1], int_med])
+    conf_L = np.zeros((m, 0), dtype=bool)
+    conf_on = np.zeros((m, 0), dtype=bool)
+    conf_started = np.full(m, -1, dtype=np.int64)
+    if eff.confounder_weeks > 0:  # opt-in: no draws otherwise, so default cohorts are unchanged
+        med, mstart, mdur, dose, (c, d, s), (int_ep, int_start, int_stop, int_med), conf_L, conf_on, conf_started = (
+            _simulate_confounder(rng, cov, med, mstart, mdur, dose, (c, d, s),
+                                 (int_ep, int_start, int_stop, int_med), eff))
     mat_beta = np.where(sub == _OPI, eff.log_hr_mat_opioid, np.where(sub == _ALC, eff.log_hr_mat_alcohol, 0.0))
+
+    # death: exact inversion of the person's remaining budget on this episode's MAT timeline
+    agonist = np.isin(int_med, (_M_MET, _M_BUP))
+    post_ep, post_stop, post_med = int_ep[agonist], int_stop[agonist].astype(float), int_med[agonist]
+    if post_carry is not None and post_carry[0].size:
+        post_ep = np.concatenate([post_carry[0], post_ep])
+        post_med = np.concatenate([post_carry[1], post_med])
+        post_stop = np.concatenate([post_carry[2].astype(float), post_stop])
+    seg = _death_segments(m, int_ep, int_start.astype(float), int_stop.astype(float), int_med,
+                          post_ep, post_stop, post_med, eff)
+    rate = death_rate[pidx]
+    t_death = _invert_death(seg, rate, death_left[pidx])  # continuous, > 0
+    died_in_tx = t_death < los
+    los_obs = np.where(died_in_tx, np.maximum(1, np.ceil(t_death)), los).astype(np.int64)
+    reason_obs = np.where(died_in_tx, _R_DEATH, reason)
+    noncompleted = ~np.isin(reason_obs, [_R_COMPLETED, _R_TRANSFERRED])
 
     p_aft = np.where(reason_obs == _R_COMPLETED, eff.aftercare_share_completed, eff.aftercare_share_other)
     has_aft = (rng.random(m) < p_aft) & ~died_in_tx
@@ -1242,9 +1595,9 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
     aft_stop = aft_start + np.maximum(1.0, np.ceil(rng.exponential(eff.aftercare_mean_days, m)))
 
     relapse_t = _simulate_relapse(rng, m, lp, los_obs, noncompleted, mat_beta, int_ep, int_start.astype(float),
-                                  int_stop.astype(float), aft_start, aft_stop, eff)
+                                  int_stop.astype(float), aft_start, aft_stop, eff, conf=conf_L)
     relapse_day = np.ceil(relapse_t)
-    obs_off = obs_end[pidx] - admit
+    obs_off = obs_end_alive[pidx] - admit  # death is handled by relapse_t < t_death
     observed = (relapse_t < t_death) & (relapse_day <= obs_off)
     in_tx = relapse_t < los_obs
     # manifestation after discharge: 0 self-report, 1 ED visit, 2 overdose, 3 readmission
@@ -1268,6 +1621,9 @@ def _simulate_round(rng, pat, pidx, admit, prev, carry, program_p, death_cont, o
         aft_start=aft_start, aft_stop=aft_stop, family=rng.random(m), attend_level=rng.beta(12, 1.6, m),
         mat_rows=(c, d, s), mat_int=(int_ep, int_start, int_stop, int_med),
         carry_int=carry if carry is not None else (np.zeros(0, np.int64),) * 3,
+        death_t=t_death, post_stops=(post_ep, post_stop, post_med),
+        conf_L=conf_L, conf_on=conf_on, conf_started=conf_started,
+        death_h_readmit=_death_cumhaz(seg, rate, np.where(readmit, relapse_day, 0.0)),
     )
 
 
@@ -1751,6 +2107,13 @@ def strategy_risks(
     True
     """
     eff = _resolve_effects(effects)
+    if eff.confounder_weeks > 0:
+        raise ModelSpecificationError(
+            "strategy_risks: the time-varying confounder (confounder_weeks > 0) starts MOUD by its own weekly "
+            "draws, which the strategies here do not force, so their risks would not be those of the strategy. "
+            "Compute strategy risks with confounder_weeks = 0 (the default), or simulate the confounder's "
+            "strategies directly from simulate_cohort(...).truth.confounder."
+        )
     grace = _whole_days_argument(grace_days, "grace_days", minimum=0)
     sustain = _whole_days_argument(sustain_days, "sustain_days", minimum=0)
     stop_grace = _whole_days_argument(stop_grace_days, "stop_grace_days", minimum=0)
@@ -1782,7 +2145,8 @@ def strategy_risks(
                 )
     pat = _strategy_population(np.random.default_rng([seed, 0]), n, eff)
     pidx = np.arange(n)
-    no_death = np.full(n, np.inf)
+    no_death = np.zeros(n)  # death rate 0: no death (the net risk; see the docstring)
+    budget = np.ones(n)
     never_end = np.full(n, np.iinfo(np.int64).max // 4, dtype=np.int64)
     rows = []
     for k, name in enumerate(strategies):
@@ -1794,7 +2158,7 @@ def strategy_risks(
             hooks["draw_mat"], hooks["draw_dispensings"] = _sustain_strategy_hooks(name, sustain, stop_grace,
                                                                                      redraw_rng)
         ep = _simulate_round(np.random.default_rng([seed, 1]), pat, pidx, np.zeros(n, dtype=np.int64), None, None,
-                             program_p, no_death, never_end, eff, prog_u, **hooks)
+                             program_p, no_death, budget, never_end, eff, prog_u, None, **hooks)
         t = ep["relapse_t"]
         if name in ("sustain", "stop"):
             c, _d, _s = ep["mat_rows"]

@@ -37,17 +37,17 @@ Examples
 >>> res = readmission_rates(load_demo())
 >>> res.tidy[["rate", "numerator", "denominator"]]
              rate  numerator  denominator
-0  readmission_30         70         2782
-1  readmission_90        142         2666
+0  readmission_30         75         2777
+1  readmission_90        143         2661
 >>> res.exclusions
                    reason  window_days    n
-0          still_enrolled            0  101
+0          still_enrolled            0  100
 1     died_during_episode            0    7
-2             transferred            0  612
-3          died_in_window           30    3
-4  insufficient_follow_up           30   66
-5          died_in_window           90   10
-6  insufficient_follow_up           90  175
+2             transferred            0  623
+3          died_in_window           30    6
+4  insufficient_follow_up           30   69
+5          died_in_window           90   11
+6  insufficient_follow_up           90  180
 """
 from __future__ import annotations
 
