@@ -1935,7 +1935,10 @@ def mat_trial_protocol(study: StudyData, trial: MatTargetTrial) -> pd.DataFrame:
          "Each patient's first cohort episode with follow-up after admission, without a MAT era covering the "
          "admission day that started before it"),
         ("Treatment strategies", f"(1) start MAT within {g} days of admission; (2) do not start MAT within {g} days",
-         f"The same; MAT start = first day of a MAT era on or after admission (grace period 0..{g} days)"),
+         f"The same; MAT start = first day of a MAT era on or after admission (grace period 0..{g} days)"
+         + (f". Within the grace period the 'start' arm follows the natural course (weight 1), so its risk is that of "
+            f"the natural course to day {g} and of starting after it; relapses counted before day {g} are not yet "
+            "those of the strategy" if g > o["blanking_days"] else "")),
         ("Assignment", "Random, at admission",
          "Every episode is cloned into both strategies at admission; clones are censored when they deviate and "
          f"weighted by the inverse probability of not deviating given {covs}"
