@@ -132,6 +132,21 @@ class RelapseDefinition:
         Events that end follow-up as a competing event; ``()`` makes death censor.
     episodes_as_readmissions : bool, default True
         Count the admission of a later episode of the patient as a readmission.
+    uds_rule : {"any_positive", "consecutive_weeks"}, default "any_positive"
+        How urine screens make a relapse (when ``"uds"`` is a source). ``"any_positive"``: the
+        first positive screen after the blanking days. ``"consecutive_weeks"``: the trial-style
+        definition (X:BOT, Lee et al. 2018: four consecutive weeks of use): weeks are counted from
+        admission (week k = days 7k..7k+6), built from the screens after the blanking days; a
+        week is positive when any screen in it is positive (or, with ``uds_missed="positive"``,
+        recorded ``missed``) and negative when its screens are all negative; a week without a
+        result breaks a run. Relapse is dated at the first positive screen of the first week of
+        the first run of ``uds_weeks`` positive weeks. The other sources are unchanged (the first
+        of any source is the relapse). Only :func:`relapse_outcomes` accepts it.
+    uds_weeks : int, default 4
+        Length of the run for ``uds_rule="consecutive_weeks"``.
+    uds_missed : {"positive", "missing"}, default "positive"
+        With ``uds_rule="consecutive_weeks"``: a screen recorded ``missed`` makes its week
+        positive (the trial rule), or is no result (a week with only missed screens breaks a run).
     """
 
     sources: tuple[str, ...] = (
@@ -146,8 +161,25 @@ class RelapseDefinition:
     max_followup_days: int | None = None
     competing: tuple[str, ...] = (EventType.death.value,)
     episodes_as_readmissions: bool = True
+    uds_rule: str = "any_positive"
+    uds_weeks: int = 4
+    uds_missed: str = "positive"
 
     def __post_init__(self):
+        if self.uds_rule not in ("any_positive", "consecutive_weeks"):
+            raise ModelSpecificationError(
+                f"RelapseDefinition: uds_rule={self.uds_rule!r}; use 'any_positive' (first positive screen) or "
+                "'consecutive_weeks' (a run of uds_weeks positive weeks, trial style)."
+            )
+        if isinstance(self.uds_weeks, bool) or not isinstance(self.uds_weeks, (int, np.integer)) or self.uds_weeks < 1:
+            raise ModelSpecificationError(
+                f"RelapseDefinition: uds_weeks={self.uds_weeks!r} must be a whole number of weeks >= 1 (e.g. 4)."
+            )
+        if self.uds_missed not in ("positive", "missing"):
+            raise ModelSpecificationError(
+                f"RelapseDefinition: uds_missed={self.uds_missed!r}; use 'positive' (a missed screen counts as "
+                "use, the trial rule) or 'missing' (no result)."
+            )
         bad = [s for s in self.sources if s not in _RELAPSE_SOURCES]
         if bad or not self.sources:
             raise ModelSpecificationError(
@@ -295,12 +327,43 @@ def _episode_days(eps: pd.DataFrame, data, definition: RelapseDefinition) -> pd.
     return out
 
 
+def _consecutive_week_events(ev: pd.DataFrame, ep_days: pd.DataFrame, definition: RelapseDefinition) -> pd.DataFrame:
+    """``ev`` with its ``uds`` rows replaced by one positive ``uds`` row per episode whose screens make a run of
+    ``definition.uds_weeks`` positive weeks (``RelapseDefinition.uds_rule="consecutive_weeks"``), dated at the first
+    positive screen of the run's first week."""
+    is_uds = ev[Col.event_type].to_numpy() == EventType.uds.value
+    other, uds = ev.loc[~is_uds], ev.loc[is_uds]
+    m = ep_days[["eid", "pid", "admit_day", "end_day"]].merge(uds, on="pid")
+    off = (m["day"] - m["admit_day"]).to_numpy()
+    m = m.loc[(off > definition.blanking_days) & (m["day"] <= m["end_day"]).to_numpy()]
+    res = m[Col.result].to_numpy()
+    missed_pos = definition.uds_missed == "positive"
+    pos = (res == UdsResult.positive.value) | (missed_pos & (res == UdsResult.missed.value))
+    has = pos | (res == UdsResult.negative.value)
+    m = m.assign(week=(m["day"] - m["admit_day"]) // 7, pos=pos, pos_day=np.where(pos, m["day"], _NEVER)).loc[has]
+    w = (m.groupby(["eid", "week"], sort=True)
+         .agg(pid=("pid", "first"), pos=("pos", "max"), pos_day=("pos_day", "min")).reset_index())
+    eid, week, wpos = w["eid"].to_numpy(), w["week"].to_numpy(), w["pos"].to_numpy(dtype=bool)
+    new_run = np.ones(len(w), dtype=bool)
+    new_run[1:] = (eid[1:] != eid[:-1]) | (week[1:] != week[:-1] + 1) | ~wpos[:-1]
+    run_id = np.cumsum(new_run | ~wpos)  # a negative week is its own (non-)run
+    w = w.assign(run=run_id)
+    runs = w.loc[wpos].groupby("run", sort=True).agg(eid=("eid", "first"), pid=("pid", "first"),
+                                                     n=("week", "size"), day=("pos_day", "first"))
+    hits = runs.loc[runs["n"] >= definition.uds_weeks].groupby("eid", sort=True).first()
+    made = pd.DataFrame({"pid": hits["pid"].to_numpy(dtype="int64"), "day": hits["day"].to_numpy(dtype="int64"),
+                         Col.event_type: EventType.uds.value, Col.result: UdsResult.positive.value})
+    return pd.concat([other, made], ignore_index=True)
+
+
 def _first_events(ep_days: pd.DataFrame, data, definition: RelapseDefinition, engine) -> pd.DataFrame:
     """Ibis join of episodes to events: first qualifying relapse (any / after origin) and death."""
     from iop_research.derive.engine import as_table, collect, get_backend
 
     be = get_backend(engine)
     ev = _events_days(data, pd.Index(pd.unique(ep_days[Col.patient_id])))
+    if definition.uds_rule == "consecutive_weeks" and EventType.uds.value in definition.sources:
+        ev = _consecutive_week_events(ev, ep_days, definition)
     if definition.episodes_as_readmissions and EventType.readmission.value in definition.sources:
         adm = pd.DataFrame({"pid": ep_days["pid"].to_numpy(), "day": ep_days["admit_day"].to_numpy(),
                             Col.event_type: EventType.readmission.value, Col.result: ""})
@@ -554,6 +617,12 @@ def recurrent_relapses(data, *, definition: RelapseDefinition | None = None,
     2         E2    134   180      0  observation_end
     """
     definition = definition if definition is not None else RelapseDefinition()
+    if definition.uds_rule != "any_positive":
+        raise ModelSpecificationError(
+            "recurrent_relapses: RelapseDefinition(uds_rule='consecutive_weeks') defines a first relapse only (a run "
+            "of positive weeks from admission); recurrent relapses count positive screens. Use uds_rule='any_positive' "
+            "here, or relapse_outcomes for the trial-style first relapse."
+        )
     if min_gap_days is not None and min_gap_days < 0:
         raise ModelSpecificationError(f"recurrent_relapses: min_gap_days={min_gap_days} must be >= 0 or None.")
     eps = _get_episodes(data, episodes, engine)
