@@ -18,6 +18,7 @@ Prints bias, SD, mean SE and coverage of the risk difference.
 
     PYTHONPATH=. python benchmarks/sim_ccw.py --quick          # the recorded figures
     PYTHONPATH=. python benchmarks/sim_ccw.py --reps 200 --n 6000 --boot 200 --grace 7
+    PYTHONPATH=. python benchmarks/sim_ccw.py --quick --grace 30 --grace-weights regime   # regime weights in G
 """
 from __future__ import annotations
 
@@ -105,6 +106,8 @@ def main(argv=None) -> None:
     ap.add_argument("--grace", type=int, default=30)
     ap.add_argument("--horizon", type=int, default=365)
     ap.add_argument("--deviation-time", default="linear", choices=("constant", "linear", "quadratic"))
+    ap.add_argument("--grace-weights", default="natural", choices=("natural", "regime"),
+                    help="clone_censor_weight(grace_weights=): weights of the start clones inside the grace period")
     ap.add_argument("--truth-n", type=int, default=400_000)
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--out", default="", help="write the per-replicate estimates to this CSV")
@@ -129,7 +132,8 @@ def main(argv=None) -> None:
         f = analysis_frame(data, EFFECTS["blanking_days"])
         res = clone_censor_weight(f, id_col="pid", time_col="days", event_col="relapse", treatment_time_col="moud_day",
                                   grace_days=a.grace, covariates=["severity", "comorbid"], horizon_days=a.horizon,
-                                  n_bootstrap=a.boot, seed=rng, deviation_time=a.deviation_time, progress=False)
+                                  n_bootstrap=a.boot, seed=rng, deviation_time=a.deviation_time, progress=False,
+                                  grace_weights=a.grace_weights)
         g = res.glance.iloc[0]
         bse = float(res.extra["bootstrap"]["risk_difference"].std(ddof=1))
         nv, nv_se = naive(f, a.grace, a.horizon)
@@ -143,7 +147,8 @@ def main(argv=None) -> None:
           f"natural {truth.loc['natural', 'risk']:.4f}; RD {rd_true:.4f} (MC SE {rd_mc:.4f}, "
           f"{a.truth_n:,} episodes per arm)")
     print(f"{a.reps} replicates; cohort n = {a.n} (mean {r['n_index'].mean():.0f} opioid index episodes); grace "
-          f"{a.grace}, horizon {a.horizon}; bootstrap B = {a.boot}; deviation_time {a.deviation_time}; seed {a.seed}")
+          f"{a.grace}, horizon {a.horizon}; bootstrap B = {a.boot}; deviation_time {a.deviation_time}; grace_weights "
+          f"{a.grace_weights}; seed {a.seed}")
     print("| estimator | mean RD (truth) | bias | bias / SD | SD | mean SE | coverage |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     z = 1.959963984540054
@@ -158,7 +163,7 @@ def main(argv=None) -> None:
               f"{(est.mean() - rd_true) / sd:+.2f} | {sd:.4f} | {se.mean():.4f} | {cov:.3f} |")
     print(f"CCW arms: mean risk start {r['risk_start'].mean():.4f} (truth {truth.loc['start', 'risk']:.4f}), "
           f"no_start {r['risk_no_start'].mean():.4f} (truth {truth.loc['no_start', 'risk']:.4f})")
-    if a.grace > EFFECTS["blanking_days"]:
+    if a.grace > EFFECTS["blanking_days"] and a.grace_weights == "natural":
         cov_h = ((r["ccw_lo"] <= rd_hybrid) & (rd_hybrid <= r["ccw_hi"])).mean()
         print(f"CCW vs the natural-course-in-grace target: risk start {hybrid:.4f}, RD {rd_hybrid:.4f}; bias "
               f"{r['ccw'].mean() - rd_hybrid:+.4f} ({(r['ccw'].mean() - rd_hybrid) / r['ccw'].std(ddof=1):+.2f} SD), "

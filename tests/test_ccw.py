@@ -16,6 +16,10 @@ runs the same R code on the ccw_sustained_* files with a window per arm. Cases "
 rows), merged onto the person-days in R (row with start < max(day, 1) <= stop)::
 
     glm(started ~ age + sex + uds_pos + craving + day, family = binomial, data = dev_in_force)
+
+Case "regime" (``grace_weights="regime"``): the "start" clone rows rebuilt in R person by person (daily
+until the start day or G, then (T, end]) with the regime's likelihood-ratio weights
+(pi - F(d-1)) / (pi (1 - F(d-1))) while not yet started and 1 / pi after the start, from the same glm fit.
 """
 from __future__ import annotations
 
@@ -159,7 +163,7 @@ def test_live_r_ccw(tmp_path):
     """Rscript --vanilla tests/r/ccw.R <datasets_dir> <out_json> reproduces the committed JSON."""
     live = run_r_script("ccw", tmp_path / "ccw.json")
     committed = load_golden("ccw")
-    for case in ("linear", "quadratic", "sustained", "tv", "sustained_tv"):
+    for case in ("linear", "quadratic", "sustained", "tv", "sustained_tv", "regime"):
         np.testing.assert_allclose(live[case]["weights"], committed[case]["weights"], rtol=RTOL_EST)
         np.testing.assert_allclose(live[case]["surv_second"], committed[case]["surv_second"], rtol=RTOL_EST)
         assert live[case]["risk_difference"] == pytest.approx(committed[case]["risk_difference"], rel=RTOL_EST)
@@ -501,3 +505,129 @@ def test_time_varying_argument_errors():
     with pytest.raises(ModelSpecificationError, match="both baseline and time-varying"):
         fn(d.assign(craving=np.arange(len(d)) % 7), **{**args, "covariates": ["age", "craving"]}, n_bootstrap=0, tv_frame=tv,
            tv_covariates=TV_COLS)
+
+
+# --------------------------------------------------------------------------- grace_weights="regime"
+
+
+@pytest.fixture(scope="module")
+def regime_fit(persons):
+    return clone_censor_weight(persons, **ARGS, n_bootstrap=0, grace_weights="regime")
+
+
+def test_regime_weights_match_r(regime_fit):
+    """R case "regime" (tests/r/ccw.R): start rows rebuilt person by person in R, weights (pi - F(d-1)) /
+    (pi (1 - F(d-1))) while not started and 1 / pi after the start day, from the glm fit; survfit curves,
+    risks, difference, ratio and the pooled logistic log HR equal to 1e-6."""
+    g = load_golden("ccw")["regime"]
+    res = regime_fit
+    np.testing.assert_allclose(res.clones["weight"], g["weights"], rtol=RTOL_EST)
+    tidy = res.tidy
+    for arm, key in (("start", "surv_first"), ("no_start", "surv_second")):
+        np.testing.assert_allclose(tidy.loc[tidy["strategy"] == arm, "survival"], g[key], rtol=RTOL_EST, atol=1e-12)
+    gl = res.glance.iloc[0]
+    for col, key in (("risk_start", "risk_first"), ("risk_no_start", "risk_second"),
+                     ("risk_difference", "risk_difference"), ("risk_ratio", "risk_ratio")):
+        assert gl[col] == pytest.approx(g[key], rel=RTOL_EST)
+    assert res.hazard_ratio["estimate"].iloc[0] == pytest.approx(g["log_hr"], rel=RTOL_EST)
+
+
+def test_regime_rows_and_weights_conventions(regime_fit, fits):
+    """Daily "start" rows until the start day (or G), (T, end] after it; the weights of a person average to
+    one over the two branches (a likelihood ratio); "no_start" unchanged from the default."""
+    c = pd.DataFrame(regime_fit.clones)
+    c["strategy"] = c["strategy"].astype(str)
+
+    def rows(pid, arm="start"):
+        return c[(c["id"] == pid) & (c["strategy"] == arm)][["start", "stop", "event", "weight"]].to_numpy(float)
+
+    dm = regime_fit.deviation_model.set_index("term")["estimate"]
+    p = pd.read_csv(GOLDEN_DIR / "data" / "ccw_persons.csv").set_index("id")
+
+    def s_dev(pid):
+        lin = dm["(Intercept)"] + dm["age"] * p.loc[pid, "age"] + dm["sex[T.m]"] * (p.loc[pid, "sex"] == "m") + \
+            dm["day"] * np.arange(GRACE + 1)
+        return np.cumprod(1 - 1 / (1 + np.exp(-lin)))
+
+    r = rows(9001)  # start on day 0: one row (0, 50], weight 1 / pi
+    assert r[:, :3].tolist() == [[0, 50, 1]]
+    assert r[0, 3] == pytest.approx(1 / (1 - s_dev(9001)[GRACE]), rel=1e-12)
+    r = rows(9002)  # start on day 5 with the event that day: daily rows (d-1, d], d = 1..5, event on the last
+    assert r[:, :3].tolist() == [[d - 1, d, float(d == 5)] for d in range(1, 6)]
+    s = s_dev(9002)
+    pi = 1 - s[GRACE]
+    np.testing.assert_allclose(r[:, 3], (s[:5] - s[GRACE]) / (pi * s[:5]), rtol=1e-12)
+    r = rows(9004)  # start on day G: 21 daily rows, then (21, 100] with 1 / pi
+    assert len(r) == GRACE + 1 and r[-1, :3].tolist() == [21, 100, 1]
+    r = rows(9005)  # start after G: censored at G; the weight on (G-1, G] is p_G / pi
+    s = s_dev(9005)
+    assert r[-1, :3].tolist() == [20, 21, 0] and len(r) == GRACE
+    assert r[-1, 3] == pytest.approx((s[GRACE - 1] - s[GRACE]) / s[GRACE - 1] / (1 - s[GRACE]), rel=1e-12)
+    # likelihood ratio: F_{d-1} / pi + (1 - F_{d-1}) w_d = 1 on every day
+    F = 1 - s
+    w = (s[:GRACE] - s[GRACE]) / ((1 - s[GRACE]) * s[:GRACE])
+    np.testing.assert_allclose(F[:GRACE] / (1 - s[GRACE]) + (1 - F[:GRACE]) * w, 1.0, rtol=1e-12)
+    pd.testing.assert_frame_equal(c[c["strategy"] == "no_start"].reset_index(drop=True),
+                                  fits["linear"].clones.assign(strategy=lambda f: f["strategy"].astype(str))
+                                  .query("strategy == 'no_start'").reset_index(drop=True))
+
+
+def test_regime_bootstrap_path_and_option_errors(persons):
+    time = persons["days"].to_numpy(float)
+    event = persons["relapse"].to_numpy(float)
+    ta = persons["moud_day"].to_numpy(float)
+    x = np.column_stack([persons["age"].to_numpy(float), (persons["sex"] == "m").to_numpy(float)])
+    grid = np.arange(HORIZON + 1, dtype=float)
+    full = _estimate(time, event, ta, x, GRACE, GRACE, HORIZON, 1, grid, "f", ("a", "b"), grace_weights="regime")
+    surv, risk, log_hr = _replicate(time, event, ta, x, GRACE, GRACE, HORIZON, 1, np.zeros(4), np.zeros(4),
+                                    grace_weights="regime")
+    np.testing.assert_allclose(surv, full["surv"], rtol=1e-9, atol=1e-12)
+    assert log_hr == pytest.approx(full["log_hr"], rel=1e-8)
+    a = clone_censor_weight(persons, **ARGS, n_bootstrap=20, seed=3, grace_weights="regime")
+    b = clone_censor_weight(persons, **ARGS, n_bootstrap=20, seed=3)
+    assert not np.allclose(a.bootstrap["risk_start"], b.bootstrap["risk_start"])  # the replicates use the option
+    np.testing.assert_allclose(a.bootstrap["risk_no_start"], b.bootstrap["risk_no_start"], rtol=1e-12)
+    assert "grace_weights='regime'" in a.conventions["weights"]
+    with pytest.raises(ModelSpecificationError, match="grace_weights must be one of"):
+        clone_censor_weight(persons, **ARGS, n_bootstrap=0, grace_weights="maringe")
+
+
+def _simulate_regime(n: int, rng: np.random.Generator, strategy: str | None = None, grace: int = 30) -> pd.DataFrame:
+    """As _simulate, but MOUD lowers the relapse hazard (x 0.3) from the start day on, inside the grace period
+    too. strategy "start" draws the start day from the natural law given x conditional on starting by G (the
+    regime that grace_weights="regime" targets); "no_start" never starts."""
+    x = rng.normal(size=n)
+    p = 1 / (1 + np.exp(-(-3.5 + 1.0 * x)))
+    if strategy == "start":
+        f = p[:, None] * (1 - p[:, None]) ** np.arange(grace + 1)[None, :]
+        cdf = np.cumsum(f, axis=1) / f.sum(axis=1, keepdims=True)
+        ta = (rng.random(n)[:, None] > cdf).sum(axis=1).astype(float)
+    else:
+        ta = np.full(n, np.nan)
+        for day in range(grace + 1 if strategy is None else 0):
+            s = np.isnan(ta) & (rng.random(n) < p)
+            ta[s] = day
+    lam = 0.008 * np.exp(0.7 * x)
+    e = rng.exponential(size=n)
+    a = np.nan_to_num(ta, nan=1e9)  # treated from time ta on: the interval (ta - 1, ta] is untreated
+    t = np.where(e <= lam * a, e / lam, a + (e - lam * a) / (0.3 * lam))
+    ev_day = np.ceil(t)
+    cens = rng.integers(60, 400, n)
+    days = np.minimum(ev_day, cens)
+    return pd.DataFrame({"id": np.arange(n), "days": days, "relapse": (ev_day <= cens).astype(int),
+                         "moud_day": np.where(ta <= days, ta, np.nan), "x": x, "ev_day": ev_day})
+
+
+def test_simulation_regime_weights_recover_the_regime_risk():
+    """An effect inside the grace period: the "regime" start risk is near the regime's truth (200,000 people
+    simulated under it), the default "natural" one is pulled toward the natural course."""
+    rng = np.random.default_rng(7)
+    horizon = 180
+    truth = float((_simulate_regime(200_000, rng, "start")["ev_day"] <= horizon).mean())
+    d = _simulate_regime(20_000, rng)
+    args = dict(id_col="id", time_col="days", event_col="relapse", treatment_time_col="moud_day", grace_days=30,
+                covariates=["x"], horizon_days=horizon, n_bootstrap=0)
+    regime = clone_censor_weight(d, **args, grace_weights="regime").glance["risk_start"].iloc[0]
+    natural = clone_censor_weight(d, **args).glance["risk_start"].iloc[0]
+    assert abs(regime - truth) < 0.01
+    assert natural - regime > 0.01

@@ -54,7 +54,13 @@ Conventions (days are whole days; intervals are ``(start, stop]`` as R's ``Surv`
   on ``(d - 1, d]`` for ``d <= G`` and ``1 / prod_{u <= G} (1 - p_u)`` after G. "start"
   clones carry 1 during the grace period (nobody is artificially censored there) and
   ``1 / (1 - prod_{u <= G} (1 - p_u))`` (one over the modelled probability of having
-  started by G) after G, as in Maringe et al. [3]_.
+  started by G) after G, as in Maringe et al. [3]_ (``grace_weights="natural"``, default).
+  With ``grace_weights="regime"`` the "start" clones carry, inside the grace period, the
+  likelihood ratio of the regime "start on a day drawn from the natural start law given the
+  covariates, conditional on starting by G" to the natural course: ``(pi - F_{d-1}) / (pi
+  (1 - F_{d-1}))`` on ``(d - 1, d]`` while not yet started (``F_d = 1 - prod_{u <= d}
+  (1 - p_u)``, ``pi = F_G``) and ``1 / pi`` from the start day on; the "start" risk is then
+  the risk of that regime (see :func:`clone_censor_weight`).
 * **What the "start" arm estimates** (measured in ``benchmarks/sim_ccw.py``, see
   ``benchmarks/README.md``): with weight 1 in the grace period, the "start" curve follows the
   *natural* course (people not yet, or never, on treatment) up to G and the strategy after it,
@@ -63,8 +69,8 @@ Conventions (days are whole days; intervals are ``(start, stop]`` as R's ``Surv`
   grace period (e.g. G no longer than a blanking period after admission, where relapse is not
   counted); with a longer G and an effect inside it, the "start" risk is pulled toward the
   natural course (by 0.010 at G = 30 days in the simulator's cohorts, 0.4 SD of the risk
-  difference). Choose G with this in mind and say which estimand is reported. The "no_start"
-  arm is unaffected.
+  difference). Choose G with this in mind and say which estimand is reported, or use
+  ``grace_weights="regime"``. The "no_start" arm is unaffected.
 * **Curves**: weighted Kaplan-Meier per arm on the counting-process clone rows
   (:func:`~iop_research.survival.km.fit_km` with ``entry_col`` and ``weights_col``), equal
   to R ``survfit(Surv(start, stop, event) ~ 1, weights = w)``; risk = ``1 - S(horizon)``,
@@ -166,6 +172,7 @@ SUSTAINED_GLANCE_COLUMNS = (
 _CLONE_COLUMNS = ("id", "strategy", "start", "stop", "event", "weight")
 _DEVIATION_TIME = {"constant": 0, "linear": 1, "quadratic": 2}
 _FUNC = "clone_censor_weight"
+_GRACE_WEIGHTS = ("natural", "regime")
 
 
 @dataclass(frozen=True, repr=False)
@@ -383,7 +390,31 @@ def _deviation_rows(time: np.ndarray, ta: np.ndarray, grace: int) -> tuple[np.nd
     return person, day, started
 
 
-def _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon):
+def _regime_parts(ta_inf, end1, ev1, surv_dev, g_event):
+    """Rows of arm 0 with the regime's weights inside the grace period (``grace_weights="regime"``).
+
+    With ``F_d = 1 - surv_dev[:, d]`` (P(changed on a day <= d)) and ``pi = F_G``: on the interval
+    ``(d - 1, d]``, ``d <= min(T, end, G)`` (not yet changed: a change on day ``T`` alters exposure after
+    ``T``, so the exposure history that decides ``(d - 1, d]`` is "no change on days 0..d-1"), the weight
+    is ``P*(T* > d - 1) / P(T > d - 1) = (pi - F_{d-1}) / (pi (1 - F_{d-1}))``; from the change day on,
+    ``(T, end]``, it is ``1 / pi``.
+    """
+    n = len(end1)
+    pi = 1.0 - surv_dev[:, g_event]
+    u = np.minimum(ta_inf, end1).astype(np.int64)  # untreated daily intervals (d - 1, d], d = 1..u
+    person = np.repeat(np.arange(n), u)
+    offsets = np.repeat(np.cumsum(u) - u, u)
+    d = np.arange(u.sum()) - offsets + 1
+    ev_daily = np.where(d == end1[person], ev1[person], 0.0)
+    s_prev = surv_dev[person, d - 1]  # 1 - F_{d-1}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_daily = (s_prev - surv_dev[person, g_event]) / (pi[person] * s_prev)
+        later = np.flatnonzero(end1 > ta_inf)  # changed on a day T <= G and followed after it
+        return [(person, (d - 1).astype(float), d.astype(float), ev_daily, w_daily),
+                (later, ta_inf[later], end1[later], ev1[later], 1.0 / pi[later])]
+
+
+def _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon, grace_weights="natural"):
     """Counting-process rows of both arms: dict of arrays (person, arm, start, stop, event, weight).
 
     ``arm`` 0 = the strategy that requires the treatment change (start, stop) on a day
@@ -405,6 +436,8 @@ def _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon):
         parts = [(np.arange(n), np.zeros(n), first, np.where(end1 <= g_event, ev1, 0.0), np.ones(n)),
                  (later, np.full(len(later), float(g_event)), end1[later], ev1[later],
                   1.0 / (1.0 - surv_dev[later, g_event]))]
+    if grace_weights == "regime":
+        parts = _regime_parts(ta_inf, end1, ev1, surv_dev, g_event)
     arm1 = [np.concatenate(z) for z in zip(*parts)]
 
     # arm 1: censored on the change day if <= g_free; daily weights until g_free, constant after
@@ -480,7 +513,8 @@ def _weights_matrix(params, x, grace, degree, z=None):
     return np.cumprod(1.0 - 1.0 / (1.0 + np.exp(-lin)), axis=1)
 
 
-def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels, z=None):
+def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels, z=None,
+              grace_weights="natural"):
     """The whole procedure on the full sample, with statsmodels fits and fit_km curves."""
     window = max(g_event, g_free)
     person, day, changed = _deviation_rows(time, ta, window)
@@ -492,7 +526,7 @@ def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, 
     dev_fit = fit_logistic(changed, _deviation_design(x, day, person, degree, z), what="deviation model",
                            predicts="starting treatment", func=func, tol=1e-12)
     surv_dev = _weights_matrix(np.asarray(dev_fit.params), x, window, degree, z)
-    rows = _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon)
+    rows = _clone_rows(time, event, ta, surv_dev, g_event, g_free, horizon, grace_weights)
     frame = pd.DataFrame({
         "strategy": pd.Categorical.from_codes(rows["arm"], categories=list(labels)),
         "start": rows["start"], "stop": rows["stop"], "event": rows["event"], "weight": rows["weight"],
@@ -510,7 +544,8 @@ def _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, 
             "log_hr": float(hr_fit.params[1]), "km": km}
 
 
-def _replicate(time, event, ta, x, g_event, g_free, horizon, degree, dev_start, hr_start, func=_FUNC, z=None):
+def _replicate(time, event, ta, x, g_event, g_free, horizon, degree, dev_start, hr_start, func=_FUNC, z=None,
+               grace_weights="natural"):
     """One bootstrap replicate: the same steps with Newton fits and curves from the cell totals."""
     window = max(g_event, g_free)
     person, day, changed = _deviation_rows(time, ta, window)
@@ -518,7 +553,8 @@ def _replicate(time, event, ta, x, g_event, g_free, horizon, degree, dev_start, 
         raise ModelSpecificationError(f"{func}: nobody's treatment changes within {g_event} days in this resample.")
     params = newton_logistic(changed, _deviation_design(x, day, person, degree, z), dev_start,
                               what="deviation model", func=func)
-    rows = _clone_rows(time, event, ta, _weights_matrix(params, x, window, degree, z), g_event, g_free, horizon)
+    rows = _clone_rows(time, event, ta, _weights_matrix(params, x, window, degree, z), g_event, g_free, horizon,
+                       grace_weights)
     surv = _survival_from_cells(rows, horizon)
     y_hr, w_hr, x_hr = _hr_cells(rows, horizon)
     log_hr = newton_logistic(y_hr, x_hr, hr_start, w_hr, what="weighted pooled logistic outcome model", func=func)[1]
@@ -551,6 +587,7 @@ def clone_censor_weight(
     tv_covariates: Sequence[str] = (),
     tv_start_col: str = "start",
     tv_stop_col: str = "stop",
+    grace_weights: str = "natural",
 ) -> CcwResult:
     """Emulate a target trial of "start treatment within ``grace_days``" vs "do not" by CCW.
 
@@ -600,6 +637,27 @@ def clone_censor_weight(
         Columns of ``tv_frame`` entering the deviation model (coded like ``covariates``).
     tv_start_col, tv_stop_col : str, default "start", "stop"
         Interval columns of ``tv_frame``.
+    grace_weights : {"natural", "regime"}, default "natural"
+        Weights of the "start" clones inside the grace period (the "no_start" arm and
+        everything after G are the same for both).
+
+        ``"natural"`` (Maringe et al. 2020): weight 1 until G. The "start" curve follows the
+        natural course up to G and the strategy after it; it estimates
+        ``1 - S_nat(G) S_start(h) / S_start(G)`` (see the module docstring), which equals the
+        risk of the regime below only when treatment cannot change the outcome within G.
+
+        ``"regime"``: the likelihood ratio of the regime "start on a day drawn from the
+        natural start law given the covariates, conditional on starting by G" to the natural
+        course (the grace-period regime of Wanis et al. 2024). With ``F_d = 1 - prod_{u<=d}
+        (1 - p_u)`` (modelled probability of a start on a day ``<= d``) and ``pi = F_G``, a
+        clone not yet started carries ``(pi - F_{d-1}) / (pi (1 - F_{d-1}))`` on
+        ``(d - 1, d]``, ``d <= G`` (``F_{d-1}``: a start on day ``d`` changes exposure after
+        ``d``, so ``(d - 1, d]`` depends only on no start on days ``0..d-1``; the weight on
+        ``(G - 1, G]`` is ``p_G / pi``), and a clone that started on day ``T <= G`` carries
+        ``1 / pi`` on ``(T, end]``. The "start" risk is then the risk of that regime, the
+        same law of start days as the "start" arm of the data-generating strategy in
+        :func:`iop_research.data.synth.strategy_risks`. The "start" clone rows are daily
+        inside the grace period (until the start day). Used by the bootstrap too.
 
     Returns
     -------
@@ -695,7 +753,7 @@ def clone_censor_weight(
         g_free_arg="grace_days", labels=STRATEGIES, report_order=(0, 1), covariates=covariates,
         horizon_days=horizon_days, n_bootstrap=n_bootstrap, seed=seed, conf_level=conf_level,
         deviation_time=deviation_time, progress=progress, glance_columns=CCW_GLANCE_COLUMNS,
-        tv=(tv_frame, tv_covariates, tv_start_col, tv_stop_col),
+        tv=(tv_frame, tv_covariates, tv_start_col, tv_stop_col), grace_weights=grace_weights,
         method="Target trial emulation (clone-censor-weight)",
         strategies_text=lambda g1, g0: (
             f"'start': start treatment on a day 0..{g1} (grace_days); 'no_start': no start on days 0..{g0}. "
@@ -853,7 +911,8 @@ def sustained_treatment(
 
 def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, windows, g_event_arg, g_free_arg,
          labels, report_order, covariates, horizon_days, n_bootstrap, seed, conf_level, deviation_time, progress,
-         glance_columns, method, strategies_text, deviation_text, tv=(None, (), "start", "stop")) -> CcwResult:
+         glance_columns, method, strategies_text, deviation_text, tv=(None, (), "start", "stop"),
+         grace_weights="natural") -> CcwResult:
     """Shared body of the public designs. ``labels`` are the internal arms (0: change within the window,
     1: no change within the window); ``report_order`` is the order of tidy rows and of the contrast
     (first minus second)."""
@@ -877,6 +936,10 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
     if not isinstance(seed, (type(None), int, np.integer, np.random.Generator)) or isinstance(seed, bool):
         raise ModelSpecificationError(f"{func}: seed must be an int or a numpy Generator, got {seed!r}.")
     degree = _DEVIATION_TIME[deviation_time]
+    if not isinstance(grace_weights, str) or grace_weights not in _GRACE_WEIGHTS:
+        raise ModelSpecificationError(
+            f"{func}: grace_weights must be one of {_GRACE_WEIGHTS}, got {grace_weights!r}."
+        )
     if isinstance(covariates, str):
         covariates = [covariates]
     change_arg = "stop_time_col" if change_role == "stop time" else "treatment_time_col"
@@ -926,7 +989,8 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
                                           "column once.")
 
     grid = np.arange(horizon + 1, dtype=float)
-    fit = _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels, z=z)
+    fit = _estimate(time, event, ta, x, g_event, g_free, horizon, degree, grid, func, labels, z=z,
+                    grace_weights=grace_weights)
     dev_start, hr_start = np.asarray(fit["dev_fit"].params), np.asarray(fit["hr_fit"].params)
 
     # ------------------------------------------------------------------ bootstrap
@@ -948,7 +1012,7 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
             try:
                 surv_b, risk_b, lhr_b = _replicate(time[idx], event[idx], ta[idx], x[idx], g_event, g_free, horizon,
                                                    degree, dev_start, hr_start, func,
-                                                   z=None if z is None else z[idx])
+                                                   z=None if z is None else z[idx], grace_weights=grace_weights)
             except (ModelSpecificationError, ConvergenceError) as exc:
                 raise type(exc)(f"{func}: bootstrap replicate {b + 1} of {n_bootstrap} failed: {exc}") from exc
             boot_surv[b] = surv_b
@@ -1049,7 +1113,12 @@ def _run(frame, *, func, id_col, time_col, event_col, change_col, change_role, w
             "takes the first interval's value (as R: merge person-days with the interval rows, start < max(d, 1) "
             "<= stop); the rows are resampled with their person in the bootstrap"),
         "weights": f"unstabilised IPCW: '{labels[1]}' 1/prod_{{u<d}}(1-p_u) on (d-1, d], constant after day {g_free}; "
-        f"'{labels[0]}' 1 until day {g_event}, 1/(1 - prod_{{u<={g_event}}}(1-p_u)) after it",
+        + (f"'{labels[0]}' 1 until day {g_event}, 1/(1 - prod_{{u<={g_event}}}(1-p_u)) after it"
+           if grace_weights == "natural" else
+           f"'{labels[0]}' (grace_weights='regime', pi = 1 - prod_{{u<={g_event}}}(1-p_u), F_d = 1 - "
+           "prod_{u<=d}(1-p_u)): not yet changed on (d-1, d], d <= G: (pi - F_{d-1}) / (pi (1 - F_{d-1})); from the "
+           "change day T on, (T, .]: 1/pi (likelihood ratio of the regime 'change drawn from the natural law given "
+           "the covariates, conditional on a change by G' to the natural course)"),
         "curves": "weighted Kaplan-Meier per arm on (start, stop] clone rows = R survfit(Surv(start, stop, event) ~ "
         "1, weights = w); follow-up truncated at horizon_days",
         "contrast": f"risk = 1 - S(horizon); risk_difference = {labels[first]} - {labels[second]}; risk_ratio = "

@@ -17,6 +17,10 @@
 #    frames ccw_tv.csv / ccw_sustained_tv.csv (id, start, stop]: person-day d takes the row with
 #    start < max(d, 1) <= stop (day 0 takes the first interval), merged here in R; days after the end of
 #    a person's rows (never used by the weights) take the last row.
+# Case "regime" (grace_weights = "regime"): the "start" clone rows are rebuilt in R from the persons
+#    file (daily (d-1, d] until the start day or G, then (T, end]) with weights
+#    (pi - F(d-1)) / (pi (1 - F(d-1))) while not yet started and 1 / pi after the start day T <= G,
+#    F(d) = 1 - S_dev(d), pi = F(21); "no_start" as in "linear".
 # 5. Hazard ratio: clone rows expanded to person-days (day = start + 1 .. stop, event on stop),
 #    glm(event ~ is_start + t + I(t^2), family = quasibinomial, weights = w), t = day / 120.
 suppressPackageStartupMessages(library(survival))
@@ -50,7 +54,7 @@ in_force <- function(days, tvf) {
 
 # labels[1]: strategy requiring the change by g_event ("start"/"stop"); labels[2]: forbidding it until
 # g_free ("no_start"/"sustain"); report: order of the curves and of the contrast (first vs second).
-one_case <- function(data, formula, g_event, g_free, labels, report) {
+one_case <- function(data, formula, g_event, g_free, labels, report, regime = FALSE) {
   p <- data$p; dev <- data$dev; cl <- data$cl
   W <- max(g_event, g_free)
   fit <- glm(formula, family = binomial, data = dev, control = glm.control(epsilon = 1e-12, maxit = 100))
@@ -64,6 +68,40 @@ one_case <- function(data, formula, g_event, g_free, labels, report) {
   s_at <- function(id, day) grid$s_dev[match(paste(id, day), key)]
   w <- ifelse(cl$strategy == labels[2], 1 / s_at(cl$id, cl$start),
               ifelse(cl$start == 0, 1, 1 / (1 - s_at(cl$id, g_event))))
+  if (regime) {
+    # grace_weights = "regime": the "start" rows rebuilt here person by person, daily while not yet
+    # started inside the grace period, with the likelihood ratio of the regime (start day drawn from the
+    # natural law given x, conditional on a start by G) to the natural course:
+    #   (d-1, d], not started on days 0..d-1: (pi - F(d-1)) / (pi (1 - F(d-1))), F(d) = 1 - S_dev(d), pi = F(G)
+    #   (T, end], started on day T <= G: 1 / pi
+    rows <- list()
+    for (i in seq_len(nrow(p))) {
+      id <- p$id[i]
+      tt <- if (is.na(p$moud_day[i])) Inf else p$moud_day[i]
+      yh <- min(p$days[i], H)
+      eh <- if (p$days[i] <= H) p$relapse[i] else 0
+      started <- tt <= g_event
+      end <- if (started) yh else min(yh, g_event)
+      ev <- if (started || yh <= g_event) eh else 0
+      pi_g <- 1 - s_at(id, g_event)
+      u <- min(tt, end)
+      for (d in seq_len(u)) {
+        s_prev <- s_at(id, d - 1)
+        rows[[length(rows) + 1]] <- data.frame(id = id, strategy = labels[1], start = d - 1, stop = d,
+                                               event = if (d == end) ev else 0,
+                                               w = (s_prev - (1 - pi_g)) / (pi_g * s_prev))
+      }
+      if (started && end > tt)
+        rows[[length(rows) + 1]] <- data.frame(id = id, strategy = labels[1], start = tt, stop = end,
+                                               event = ev, w = 1 / pi_g)
+    }
+    first <- do.call(rbind, rows)
+    second <- cl[cl$strategy == labels[2], ]
+    second$w <- w[cl$strategy == labels[2]]
+    cl <- rbind(first, second[, names(first)])
+    w <- cl$w
+    cl$w <- NULL
+  }
   d <- cl
   d$w <- w
   d$strategy <- factor(d$strategy, levels = report)
@@ -108,6 +146,8 @@ res <- list(
   # time-varying covariates in the deviation (stopping) model
   tv = one_case(read_case("ccw", tv = TRUE), started ~ age + sex + uds_pos + craving + day, G, G, lab, lab),
   sustained_tv = one_case(read_case("ccw_sustained", tv = TRUE), started ~ age + sex + uds_pos + craving + day,
-                          14, 30, c("stop", "sustain"), c("sustain", "stop"))
+                          14, 30, c("stop", "sustain"), c("sustain", "stop")),
+  # grace_weights = "regime": regime likelihood-ratio weights of the "start" clones inside the grace period
+  regime = one_case(ccw, started ~ age + sex + day, G, G, lab, lab, regime = TRUE)
 )
 writeLines(to_json(res), out)
