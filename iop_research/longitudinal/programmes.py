@@ -120,6 +120,9 @@ def programme_rates(
         overall rate (held fixed, as CMS multiplies by the national observed rate). ``flag`` is
         ``"above"`` / ``"below"`` when the rate interval excludes the overall rate (CMS's "better / worse than
         the national rate"). No funnel limits (they belong to O/E under no programme effect).
+        In ``benchmarks/sim_programmes.py --study rates`` (100 replicates of 12 programmes) these
+        intervals cover each programme's true P/E in 88.7% of cases, short of 95% whether 100 or 400
+        refits are used: read them as approximate (the O/E intervals cover 97.6% there).
     n_boot : int, default 1000
         Bootstrap replicates for ``method="hierarchical"`` (CMS uses 1000; each is a refit, roughly 30-80 ms
         for a few thousand patients).
