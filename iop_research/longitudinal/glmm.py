@@ -133,6 +133,15 @@ def _check_response(family: str, y: np.ndarray, df: pd.DataFrame, col: str) -> N
         raise ModelSpecificationError(f"{_FUNC}: every row has {col!r} = {int(y[0])}; a binomial model needs both.")
 
 
+def _obs_loglik(y, eta, const, family):
+    """log p(y | eta) per row (binomial or Poisson; ``const`` the rows' constant), the mean and the working weight."""
+    if family == "binomial":
+        mu = 0.5 * (1.0 + np.tanh(0.5 * eta))
+        return y * eta - np.logaddexp(0.0, eta) + const, mu, mu * (1.0 - mu)
+    mu = np.exp(eta)
+    return y * eta - mu + const, mu, mu
+
+
 class _GlmmDeviance:
     """Laplace / adaptive Gauss-Hermite deviance of a random-intercept GLMM as a function of (theta, beta)."""
 
@@ -150,12 +159,8 @@ class _GlmmDeviance:
             self.nodes, self.logw = np.zeros(1), np.array([_LOG_SQRT_2PI])
 
     def _obs(self, eta):
-        """log p(y | eta) per row, and the working weight (variance of y)."""
-        if self.family == "binomial":
-            mu = 0.5 * (1.0 + np.tanh(0.5 * eta))
-            return self.y * eta - np.logaddexp(0.0, eta) + self.const, mu, mu * (1.0 - mu)
-        mu = np.exp(eta)
-        return self.y * eta - mu + self.const, mu, mu
+        """log p(y | eta) per row, the mean and the working weight (variance of y)."""
+        return _obs_loglik(self.y, eta, self.const, self.family)
 
     def _group_ll(self, eta0, theta, u):
         ll, _, _ = self._obs(eta0 + theta * u[self.g])
@@ -789,11 +794,8 @@ class _SlopeDeviance:
         self.const = -special.gammaln(y + 1.0) if family == "poisson" else np.zeros_like(y)
 
     def _obs(self, eta):
-        if self.family == "binomial":
-            mu = 0.5 * (1.0 + np.tanh(0.5 * eta))
-            return self.y * eta - np.logaddexp(0.0, eta) + self.const, mu, mu * (1.0 - mu)
-        mu = np.exp(eta)
-        return self.y * eta - mu + self.const, mu, mu
+        """log p(y | eta) per row, the mean and the working weight (variance of y)."""
+        return _obs_loglik(self.y, eta, self.const, self.family)
 
     def _sum(self, v):
         return np.bincount(self.g, v, minlength=self.G)
