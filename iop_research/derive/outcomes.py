@@ -62,6 +62,7 @@ import pandas as pd
 from iop_research.exceptions import DataValidationError, ModelSpecificationError, format_ids
 from iop_research.data.schema import Col, DischargeReason, EventType, UdsResult
 from iop_research.derive.days import date_from_day, day_number
+from iop_research.derive.repeated import _first_runs
 
 __all__ = [
     "RelapseDefinition",
@@ -343,15 +344,9 @@ def _consecutive_week_events(ev: pd.DataFrame, ep_days: pd.DataFrame, definition
     m = m.assign(week=(m["day"] - m["admit_day"]) // 7, pos=pos, pos_day=np.where(pos, m["day"], _NEVER)).loc[has]
     w = (m.groupby(["eid", "week"], sort=True)
          .agg(pid=("pid", "first"), pos=("pos", "max"), pos_day=("pos_day", "min")).reset_index())
-    eid, week, wpos = w["eid"].to_numpy(), w["week"].to_numpy(), w["pos"].to_numpy(dtype=bool)
-    new_run = np.ones(len(w), dtype=bool)
-    new_run[1:] = (eid[1:] != eid[:-1]) | (week[1:] != week[:-1] + 1) | ~wpos[:-1]
-    run_id = np.cumsum(new_run | ~wpos)  # a negative week is its own (non-)run
-    w = w.assign(run=run_id)
-    runs = w.loc[wpos].groupby("run", sort=True).agg(eid=("eid", "first"), pid=("pid", "first"),
-                                                     n=("week", "size"), day=("pos_day", "first"))
-    hits = runs.loc[runs["n"] >= definition.uds_weeks].groupby("eid", sort=True).first()
-    made = pd.DataFrame({"pid": hits["pid"].to_numpy(dtype="int64"), "day": hits["day"].to_numpy(dtype="int64"),
+    rows = _first_runs(w["eid"].to_numpy(), w["week"].to_numpy(), w["pos"].to_numpy(dtype=bool),
+                       int(definition.uds_weeks)).to_numpy()
+    made = pd.DataFrame({"pid": w["pid"].to_numpy(dtype="int64")[rows], "day": w["pos_day"].to_numpy(dtype="int64")[rows],
                          Col.event_type: EventType.uds.value, Col.result: UdsResult.positive.value})
     return pd.concat([other, made], ignore_index=True)
 

@@ -208,35 +208,43 @@ def abstinence_endpoints(weeks_frame: pd.DataFrame, *, last_weeks: int = 4) -> p
     return pd.DataFrame(rows, columns=list(ABSTINENCE_COLUMNS))
 
 
+def _first_runs(key: np.ndarray, week: np.ndarray, positive: np.ndarray, length: int) -> pd.Series:
+    """Row of the start of each key's first run of ``length`` consecutive positive weeks.
+
+    Rows are sorted by ``key`` then ``week``; a run is positive rows whose weeks follow one another, so a
+    negative row or a missing week breaks it. Returns a Series indexed by the keys that have such a run.
+    """
+    n = len(key)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (key[1:] != key[:-1]) | (week[1:] != week[:-1] + 1) | ~positive[:-1]
+    run = np.cumsum(new | ~positive)  # a negative row is a run of its own, left out below
+    rows = pd.DataFrame({"run": run, "key": key, "row": np.arange(n)}).loc[positive]
+    runs = rows.groupby("run", sort=True).agg(key=("key", "first"), row=("row", "first"), n=("row", "size"))
+    return runs.loc[runs["n"] >= length].groupby("key", sort=True)["row"].first()
+
+
 def consecutive_use_relapse(weeks_frame: pd.DataFrame, *, weeks: int = 4) -> pd.DataFrame:
     """Trial-style relapse: ``weeks`` consecutive positive weeks (X:BOT: four, missed = positive).
 
     Returns one row per episode: ``episode_id, patient_id, relapse, week`` where ``week`` is
     the week at which the run began (the relapse week, as X:BOT dates it) or, without
     relapse, the last built week (censored). A week without a result breaks a run (use
-    ``uds_weeks(missing="positive")`` for the trial rule).
+    ``uds_weeks(missing="positive")`` for the trial rule). The same rule on the events, from
+    admission, is ``RelapseDefinition(uds_rule="consecutive_weeks")``.
     """
     if isinstance(weeks, bool) or not isinstance(weeks, (int, np.integer)) or weeks < 1:
         raise ModelSpecificationError(f"consecutive_use_relapse: weeks must be a whole number >= 1, got {weeks!r}.")
-    out = []
-    for (eid, pid), g in weeks_frame.sort_values("week").groupby(["episode_id", "patient_id"], sort=True):
-        pos = (g["positive"].to_numpy(dtype=float) == 1)
-        wk = g["week"].to_numpy()
-        cur, start, hit = 0, None, None
-        for i, v in enumerate(pos):
-            if v and (i == 0 or wk[i] == wk[i - 1] + 1):
-                cur = cur + 1 if cur else 1
-            elif v:
-                cur = 1
-            else:
-                cur = 0
-            if cur == 1:
-                start = wk[i]
-            if cur >= weeks:
-                hit = start
-                break
-        out.append((eid, pid, int(hit is not None), int(hit if hit is not None else wk[-1])))
-    return pd.DataFrame(out, columns=["episode_id", "patient_id", "relapse", "week"])
+    f = weeks_frame.sort_values(["episode_id", "patient_id", "week"], kind="stable").reset_index(drop=True)
+    code = f.groupby(["episode_id", "patient_id"], sort=True).ngroup().to_numpy()
+    wk = f["week"].to_numpy()
+    starts = _first_runs(code, wk, f["positive"].to_numpy(dtype=float) == 1, int(weeks))
+    per = f.groupby(code, sort=True).agg(episode_id=("episode_id", "first"), patient_id=("patient_id", "first"),
+                                         last=("week", "last"))
+    hit = per.index.isin(starts.index)
+    start_week = pd.Series(wk[starts.to_numpy()], index=starts.index).reindex(per.index)
+    return pd.DataFrame({"episode_id": per["episode_id"].to_numpy(), "patient_id": per["patient_id"].to_numpy(),
+                         "relapse": hit.astype(int),
+                         "week": np.where(hit, start_week.fillna(0).to_numpy(), per["last"].to_numpy()).astype(int)})
 
 
 #: Columns of :func:`tlfb_endpoints`.
