@@ -17,7 +17,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -27,7 +26,8 @@ from iop_research.designs.ccw import clone_censor_weight  # noqa: E402
 from iop_research.exceptions import DataReadError  # noqa: E402
 from iop_research.privacy.audit import audit_ledgers  # noqa: E402
 from iop_research.reports import study as st  # noqa: E402
-from iop_research.reports.build import TEMPLATES_DIR, build_reports  # noqa: E402
+from iop_research.reports.build import build_reports  # noqa: E402
+from template_runner import execute_template  # noqa: E402
 from iop_research.reports.config import QUESTIONS, load_study  # noqa: E402
 
 K = 11
@@ -149,18 +149,7 @@ def test_no_trial_reasons(small_study, monkeypatch):
 
 # ----------------------------------------------------------------------------- reports
 def _run_template(name: str, study: dict, data_path, out_dir: Path) -> dict:
-    nb = nbformat.read(TEMPLATES_DIR / f"{name}.ipynb", as_version=4)
-    ns: dict = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        exec(compile(cell.source, f"{name}.ipynb", "exec"), ns)  # noqa: S102 - our own template
-        if "parameters" in cell.metadata.get("tags", []):
-            ns.update(study=study, data_path=None if data_path is None else str(data_path), out_dir=str(out_dir))
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-    return {f"{p.kind}:{p.name}": p for p in ns["pub"].published}
+    return {f"{p.kind}:{p.name}": p for p in execute_template(name, study, data_path, out_dir).published}
 
 
 @pytest.mark.slow
@@ -209,3 +198,4 @@ def test_mat_report_with_ccw_builds_through_the_gate(which, small_dir, tmp_path)
     assert (out / "figures" / "mat_trial_curves.svg").is_file()
     est = pd.read_csv(out / "tables" / "mat_trial_estimates.csv")
     assert est.shape[0] == 5 and est["estimate"].notna().all()
+

@@ -25,7 +25,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -36,7 +35,7 @@ from iop_research.privacy import suppress_risk_table  # noqa: E402
 from iop_research.privacy.audit import Ledger, audit_ledger, audit_ledgers  # noqa: E402
 from iop_research.privacy.rounding import round_mid  # noqa: E402
 from iop_research.reports import study as st  # noqa: E402
-from iop_research.reports.build import TEMPLATES_DIR  # noqa: E402
+from template_runner import execute_template  # noqa: E402
 from iop_research.reports.config import QUESTIONS  # noqa: E402
 from iop_research.survival.km import fit_km  # noqa: E402
 
@@ -45,17 +44,7 @@ K = 11
 
 def _run_template(name: str, data_path, out_dir: Path) -> None:
     """Execute a study-report template in process, publishing into ``out_dir``."""
-    nb = nbformat.read(TEMPLATES_DIR / f"{name}.ipynb", as_version=4)
-    ns: dict = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        exec(compile(cell.source, f"{name}.ipynb", "exec"), ns)  # noqa: S102 - our own template
-        if "parameters" in cell.metadata.get("tags", []):
-            ns.update(study={}, data_path=None if data_path is None else str(data_path), out_dir=str(out_dir))
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
+    execute_template(name, {}, data_path, out_dir)
 
 
 class Built:

@@ -23,6 +23,7 @@ from iop_research.data.synth import simulate_cohort  # noqa: E402
 from iop_research.exceptions import DataReadError, ModelSpecificationError  # noqa: E402
 from iop_research.reports import study as st  # noqa: E402
 from iop_research.reports.build import TEMPLATES_DIR  # noqa: E402
+from template_runner import execute_template  # noqa: E402
 from iop_research.reports.config import QUESTIONS, STUDY_KEYS, load_study  # noqa: E402
 
 N_PATIENTS = 300
@@ -52,18 +53,8 @@ def data_missing_dir(tmp_path_factory, data300):
 
 def run_template(name: str, study: dict, data_path, out_dir: Path | None = None) -> dict:
     """Execute a template in process; return what it published, by display."""
-    nb = nbformat.read(TEMPLATES_DIR / f"{name}.ipynb", as_version=4)
-    ns: dict = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        exec(compile(cell.source, f"{name}.ipynb", "exec"), ns)  # noqa: S102 - our own template
-        if "parameters" in cell.metadata.get("tags", []):
-            ns.update(study=study, data_path=None if data_path is None else str(data_path),
-                      out_dir=None if out_dir is None else str(out_dir))
-    pub = ns["pub"]
     out = {}
-    for p in pub.published:
+    for p in execute_template(name, study, data_path, out_dir).published:
         body = p.table.to_csv(index=False) if p.table is not None else p.plain
         out[f"{p.kind}:{p.name}"] = body
     return out
