@@ -199,3 +199,23 @@ def test_mat_report_with_ccw_builds_through_the_gate(which, small_dir, tmp_path)
     est = pd.read_csv(out / "tables" / "mat_trial_estimates.csv")
     assert est.shape[0] == 5 and est["estimate"].notna().all()
 
+
+@pytest.mark.slow
+def test_curves_withheld_when_no_rounding_protects_them(tmp_path):
+    """One programme, 110 patients, a 30-day grace period: the 'start' arm has so few relapses that, beside its
+    total in the arms table, no rounding unit protects the counts between the figure's days. The curves and
+    their counts are withdrawn with a sentence, and the study builds (before, the joint audit refused the whole
+    build and no report was written)."""
+    data = simulate_cohort(110, seed=1, n_programs=1).write(tmp_path / "data", format="parquet")
+    study = {"mat": {"design": "ccw", "grace_days": 30, "horizon_days": 180, "n_bootstrap": 20, "seed": 5},
+             "report": {"questions": ["mat"]}}
+    pub = execute_template("05_mat", study, data, tmp_path / "inproc")
+    names = {p.name for p in pub.published}
+    assert "mat_trial_arms" in names and "mat_trial_estimates" in names
+    assert "mat_trial_curves" not in names and "mat_trial_counts" not in names
+    assert not pub.ledger["key"].astype(str).str.startswith("05_mat/mat_trial_counts/").any()
+    assert any("curves of the emulated trial are not shown" in (p.plain or "") for p in pub.published)
+    assert pub.audit(raise_on_failure=False)["is_protected"].all()
+    outcome = build_reports(out_dir=tmp_path / "reports", data=str(data), parameters={"study": study}, progress=False)
+    body = (outcome.index.parent / "05_mat.html").read_text(encoding="utf-8")
+    assert "curves of the emulated trial are not shown" in body and "Risk of relapse by day 180 per strategy" in body

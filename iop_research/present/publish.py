@@ -303,6 +303,15 @@ class Publisher:
         self._ledger.to_json(path)
         return Path(path)
 
+    def withdraw(self, name: str, *, sources: Sequence[str] = ()) -> None:
+        """Take back what was published under ``name`` (its display, ledger entries and relations), and the
+        relations declared with a ``source`` in ``sources`` (e.g. by :meth:`relate`), before the report is
+        written: for a display the audit shows cannot be protected, so the report says so instead."""
+        self._drop(name)
+        gone = set(sources)
+        self._ledger._relations = [r for r in self._ledger._relations if r.source not in gone]
+        self._after_publish()
+
     def relate(self, parts: Sequence[str], total: str, *, source: str = "") -> None:
         """Declare that the counts ``parts`` sum to ``total`` (keys), e.g. across tables."""
         self._ledger.add_sum(list(parts), total, source=source or f"{self.report}: relate")

@@ -2058,7 +2058,8 @@ def mat_trial_counts(pub, trial: MatTargetTrial):
     (midpoint) and records, as sensitive counts, those between the figure's days. The relapses per
     strategy of :func:`mat_trial_arms` (keys ``<report>/ccw/relapses/<strategy>``) are declared equal
     to the curves' totals, so the audit sees both. Returns the rounded result (numbers at risk for the
-    figure).
+    figure), or None when no rounding unit protects those counts (few relapses in an arm whose total is
+    published exactly): the counts are then withdrawn and the report shows no curves.
     """
     from iop_research.survival.km import fit_km
 
@@ -2067,10 +2068,16 @@ def mat_trial_counts(pub, trial: MatTargetTrial):
     one["group"] = pd.Categorical(one["strategy"].astype(str), categories=["start", "no_start"])
     km = fit_km(one, duration_col="time", event_col="event", group_col="group", times=_trial_days(trial))
     name = "mat_trial_counts"
+    source = "clones' relapses = the strategy's curve"
     for s_ in ("start", "no_start"):
-        pub.relate([f"{pub.report}/{name}/{s_}/events/total"], f"{pub.report}/ccw/relapses/{s_}",
-                   source="clones' relapses = the strategy's curve")
-    return pub.km(km, name=name, times=_trial_days(trial))
+        pub.relate([f"{pub.report}/{name}/{s_}/events/total"], f"{pub.report}/ccw/relapses/{s_}", source=source)
+    counts = pub.km(km, name=name, times=_trial_days(trial))
+    audit = pub.audit(raise_on_failure=False)
+    mine = audit["key"].astype(str).str.startswith(f"{pub.report}/{name}/")
+    if not audit.loc[mine, "is_protected"].all():
+        pub.withdraw(name, sources=[source])
+        return None
+    return counts
 
 
 def rounding_unit(counts) -> int:
