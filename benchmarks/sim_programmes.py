@@ -7,7 +7,8 @@ step_down + homeless + employed + (1 | program)`` by Laplace and records whether
 of the random-intercept SD covers SD.
 
 ``--study rates``: ``programme_rates(method="hierarchical")`` (CMS: random programme intercepts, predicted /
-expected x overall rate, bootstrap of programmes). Each replicate draws 12 programmes of 15 to 400 patients whose
+expected x overall rate), with ``--interval posterior`` (the default: draws from the model's approximate
+posterior) or ``--interval bootstrap`` (CMS's bootstrap of programmes). Each replicate draws 12 programmes of 15 to 400 patients whose
 case mix (age, severity) differs, programme effects ``u_j ~ N(0, SD^2)`` on the log-odds of completion, and
 outcomes from ``logit P = 0.3 - 0.03 (age - 35) - 0.8 severe + u_j``. The truth of programme j is its exact
 standardised ratio over its own patients, ``sum_i expit(x_i beta + u_j) / sum_i expit(x_i beta)`` (the true
@@ -19,7 +20,7 @@ simulator, not ``simulate_cohort``, whose completion model is a multinomial logi
 true standardised ratio is not a function of the observed case mix alone.)
 
     PYTHONPATH=. python benchmarks/sim_programmes.py --study sd --reps 100 [--patients 3000 --programmes 20 --sd 0.4]
-    PYTHONPATH=. python benchmarks/sim_programmes.py --study rates --reps 100 --boot 100 [--sd 0.4]
+    PYTHONPATH=. python benchmarks/sim_programmes.py --study rates --reps 100 --boot 1000 [--sd 0.4] [--interval bootstrap]
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def study_rates(a) -> None:
     err = {"hier": [], "oe": []}
     for k in tqdm(range(a.reps), desc="replicates"):
         d, truth = simulate_rates_cohort(rng, a.sd)
-        res = programme_rates(d, method="hierarchical", n_boot=a.boot, seed=a.seed + k, **kw)
+        res = programme_rates(d, method="hierarchical", n_boot=a.boot, seed=a.seed + k, interval=a.interval, **kw)
         t = res.tidy.set_index("programme")
         oe = programme_rates(d, **kw).tidy.set_index("programme")["oe_ratio"]
         tr = truth[t.index]
@@ -81,8 +82,9 @@ def study_rates(a) -> None:
         err["hier"] += list(t["pe_ratio"].to_numpy() - tr.to_numpy())
         err["oe"] += list(oe[t.index].to_numpy() - tr.to_numpy())
     rmse = {m: float(np.sqrt(np.mean(np.square(v)))) for m, v in err.items()}
-    print(f"{a.reps} replicates x 12 programmes (15-400 patients), SD {a.sd}, {a.boot} bootstrap refits each "
-          f"({failed} failed): coverage of the true standardised ratio {cover / total:.3f}, of the true rate "
+    what = "posterior draws" if a.interval == "posterior" else "bootstrap refits"
+    print(f"{a.reps} replicates x 12 programmes (15-400 patients), SD {a.sd}, {a.interval} intervals, {a.boot} "
+          f"{what} each ({failed} failed): coverage of the true standardised ratio {cover / total:.3f}, of the true rate "
           f"{cover_rate / total:.3f} ({total} programme-replicates); programmes of 15-40 patients "
           f"{cover_small / n_small:.3f}, of 60-400 {(cover - cover_small) / (total - n_small):.3f}")
     print(f"programmes of 15-40 patients, mean |ratio - 1|: truth {np.mean(small['truth']):.3f}, hierarchical "
@@ -115,7 +117,9 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--patients", type=int, default=3000, help="--study sd")
     ap.add_argument("--programmes", type=int, default=20, help="--study sd")
-    ap.add_argument("--boot", type=int, default=100, help="--study rates: bootstrap refits per replicate")
+    ap.add_argument("--boot", type=int, default=1000, help="--study rates: draws or bootstrap refits per replicate")
+    ap.add_argument("--interval", choices=("posterior", "bootstrap"), default="posterior",
+                    help="--study rates: programme_rates(interval=...)")
     ap.add_argument("--sd", type=float, default=0.4)
     ap.add_argument("--seed", type=int, default=1000, help="first seed; replicate k uses seed + k")
     a = ap.parse_args(argv)

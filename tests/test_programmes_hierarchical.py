@@ -1,10 +1,12 @@
 """programme_rates(method="hierarchical"): CMS-style risk-standardised rates (random programme intercepts,
 predicted / expected x overall rate) against lme4 written out (tests/r/programme_rates_hier.R on
-tests/golden/data/programmes.csv; point estimates 1e-4), the CMS bootstrap, shrinkage, bad input.
+tests/golden/data/programmes.csv; point estimates 1e-4); the posterior intervals' deterministic parts (joint
+mode and Laplace marginal likelihood at fixed SDs) against R written out (tests/r/programme_rates_post.R),
+their sampling law, the CMS bootstrap, shrinkage, bad input.
 
-The bootstrap intervals are random (R has no reference implementation); they are checked for their
-construction (reproducible with a seed, contain the estimate's neighbourhood, wider for small programmes) here
-and for coverage in benchmarks/sim_programmes.py --study rates (benchmarks/README.md).
+The intervals are random (R has no reference implementation of either); they are checked for their
+construction (reproducible with a seed, contain the estimate's neighbourhood, wider for small programmes, the
+draws' law) here and for coverage in benchmarks/sim_programmes.py --study rates (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -14,7 +16,12 @@ import pytest
 
 from conftest import GOLDEN_DIR, load_golden, requires_r, run_r_script
 from iop_research.exceptions import IopError, ModelSpecificationError
-from iop_research.longitudinal.programmes import HIERARCHICAL_RATE_COLUMNS, programme_rates
+from iop_research.longitudinal.programmes import (
+    HIERARCHICAL_RATE_COLUMNS,
+    _draw_effects,
+    _joint_mode,
+    programme_rates,
+)
 
 KW = dict(programme_col="programme", outcome_col="completed", covariates=["age", "severe"])
 
@@ -26,7 +33,12 @@ def data():
 
 @pytest.fixture(scope="module")
 def res(data):
-    return programme_rates(data, method="hierarchical", n_boot=60, seed=3, **KW)
+    return programme_rates(data, method="hierarchical", n_boot=60, seed=3, interval="bootstrap", **KW)
+
+
+@pytest.fixture(scope="module")
+def post(data):
+    return programme_rates(data, method="hierarchical", n_boot=2000, seed=3, **KW)
 
 
 def _check(res, g):
@@ -80,13 +92,84 @@ def test_small_programmes_shrink_toward_the_average(res, data):
     assert (t["random_effect_sd"][small].min() > t["random_effect_sd"][t["n"] >= 300].max())
 
 
-def test_bootstrap_is_reproducible(data):
-    a = programme_rates(data, method="hierarchical", n_boot=15, seed=7, **KW).tidy
-    b = programme_rates(data, method="hierarchical", n_boot=15, seed=7, **KW).tidy
+@pytest.mark.parametrize("interval", ["bootstrap", "posterior"])
+def test_intervals_are_reproducible(data, interval):
+    a = programme_rates(data, method="hierarchical", n_boot=15, seed=7, interval=interval, **KW).tidy
+    b = programme_rates(data, method="hierarchical", n_boot=15, seed=7, interval=interval, **KW).tidy
     pd.testing.assert_frame_equal(a, b)
-    none = programme_rates(data, method="hierarchical", n_boot=0, **KW).tidy
+    c = programme_rates(data, method="hierarchical", n_boot=15, seed=8, interval=interval, **KW).tidy
+    assert not np.allclose(a["pe_conf_low"], c["pe_conf_low"])
+    none = programme_rates(data, method="hierarchical", n_boot=0, interval=interval, **KW).tidy
     assert none["conf_low"].isna().all() and (none["flag"] == "").all()
     np.testing.assert_allclose(none["pe_ratio"], a["pe_ratio"], rtol=1e-12)
+
+
+def _check_post(data, g):
+    """Our joint mode and log marginal likelihood at the SDs R used (differences between SDs, which is what the
+    grid posterior uses)."""
+    from iop_research._validate import label_codes
+
+    codes, levels = label_codes(data, "programme", func="t", role="programme")
+    assert list(levels) == g["programme"]
+    x = np.column_stack([np.ones(len(data)), data["age"], data["severe"]]).astype(float)
+    y = data["completed"].to_numpy(float)
+    k = len(levels)
+    lm = []
+    for i, theta in enumerate(g["theta"]):
+        beta, v, *_, logml = _joint_mode(x, y, codes, k, theta, np.zeros(3), np.zeros(k))
+        np.testing.assert_allclose(beta, g["beta"][i], atol=1e-7, err_msg=f"beta at theta {theta}")
+        np.testing.assert_allclose(v, g["v"][i], atol=1e-7, err_msg=f"v at theta {theta}")
+        lm.append(logml)
+    np.testing.assert_allclose(np.diff(lm), np.diff(g["log_marginal"]), atol=1e-7)
+
+
+def test_posterior_parts_match_r_written_out(data):
+    _check_post(data, load_golden("programme_rates_post"))
+
+
+@requires_r
+def test_posterior_parts_match_r_live(data, tmp_path):
+    _check_post(data, run_r_script("programme_rates_post", tmp_path / "programme_rates_post.json"))
+
+
+def test_effect_draws_follow_the_joint_normal(data):
+    """The factorised draw (beta marginal, then v given beta) has the joint normal law N(mode, H^-1), with H
+    built densely here: means and covariances of 100,000 draws within Monte Carlo error."""
+    from iop_research._validate import label_codes
+
+    codes, levels = label_codes(data, "programme", func="t", role="programme")
+    x = np.column_stack([np.ones(len(data)), data["age"], data["severe"]]).astype(float)
+    y = data["completed"].to_numpy(float)
+    k, theta = len(levels), 0.4
+    mode = _joint_mode(x, y, codes, k, theta, np.zeros(3), np.zeros(k))[:5]
+    betas, v = _draw_effects(mode, 100_000, np.random.default_rng(5))
+    draws = np.vstack([betas, v])
+    m = np.column_stack([x, theta * np.eye(k)[codes]])
+    mu = 1 / (1 + np.exp(-(m @ np.r_[mode[0], mode[1]])))
+    h = (m * (mu * (1 - mu))[:, None]).T @ m + np.diag(np.r_[np.zeros(3), np.ones(k)])
+    cov = np.linalg.inv(h)
+    sd = np.sqrt(np.diag(cov))
+    z = (draws.mean(axis=1) - np.r_[mode[0], mode[1]]) / (sd / np.sqrt(100_000))
+    assert np.abs(z).max() < 4.5
+    emp = np.cov(draws)
+    np.testing.assert_allclose(emp / np.outer(sd, sd), cov / np.outer(sd, sd), atol=0.015)
+
+
+def test_posterior_intervals(post, res, data):
+    """Default intervals: draws from the approximate posterior. They contain the estimate, all programmes get
+    every draw, small programmes' intervals are wider, the SD posterior is a normalised grid over the estimate,
+    and the convention says how they were made."""
+    t = post.tidy
+    assert (t["pe_conf_low"] < t["pe_ratio"]).all() and (t["pe_ratio"] < t["pe_conf_high"]).all()
+    assert (t["n_boot"] == 2000).all() and post.glance["n_boot_failed"].iloc[0] == 0
+    width = (t["pe_conf_high"] - t["pe_conf_low"]).to_numpy()
+    assert width[t["n"] <= 40].mean() > 1.2 * width[t["n"] >= 300].mean()
+    sd = post.extra["sd_posterior"]
+    assert sd["weight"].sum() == pytest.approx(1.0) and (np.diff(sd["sd"]) > 0).all()
+    assert sd["sd"].min() > 0 and sd["sd"].iloc[sd["weight"].argmax()] == pytest.approx(
+        post.glance["re_sd"].iloc[0], abs=0.25)
+    assert "posterior" in post.conventions["interval"] and "bootstrap" in res.conventions["interval"]
+    np.testing.assert_allclose(t["pe_ratio"], res.tidy["pe_ratio"], rtol=1e-12)
 
 
 def test_bad_input(data):
@@ -94,6 +177,8 @@ def test_bad_input(data):
         programme_rates(data, method="cms", **KW)
     with pytest.raises(ModelSpecificationError, match="n_boot"):
         programme_rates(data, method="hierarchical", n_boot=-1, **KW)
+    with pytest.raises(ModelSpecificationError, match="interval must be"):
+        programme_rates(data, method="hierarchical", interval="cms", **KW)
     with pytest.raises(ModelSpecificationError, match="single programme"):
         programme_rates(data.assign(programme="P00"), method="hierarchical", **KW)
     with pytest.raises(IopError):

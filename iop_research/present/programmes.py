@@ -127,7 +127,10 @@ def plot_caterpillar(rates, *, ax=None, min_cell_count: int = DEFAULT_MIN_CELL_C
     ax.set_yticklabels([str(names.get(p, p)) for p in shown["programme"]])
     ax.set_xlabel(xlabel + (" %" if percent else ""))
     ax.set_ylim(-0.7, k - 0.3)
+    made = str(getattr(rates, "conventions", {}).get("interval", ""))
     how = ("predicted (with the programme's shrunken random effect) over expected times the overall rate, dashed; "
-           "bootstrap of programmes" if hierarchical else "observed over expected times the overall rate, dashed")
+           + ("intervals from the approximate posterior of the programme effects" if "posterior" in made
+              else "bootstrap of programmes") if hierarchical
+           else "observed over expected times the overall rate, dashed")
     ax.iop_caption = (f"Risk-standardised rates with 95% intervals ({how})." + _caption_hidden(hidden, min_cell_count))
     return ax
