@@ -166,10 +166,35 @@ def test_posterior_intervals(post, res, data):
     assert width[t["n"] <= 40].mean() > 1.2 * width[t["n"] >= 300].mean()
     sd = post.extra["sd_posterior"]
     assert sd["weight"].sum() == pytest.approx(1.0) and (np.diff(sd["sd"]) > 0).all()
+    # posterior = Laplace marginal likelihood x half-Cauchy(0, 1) prior on the SD, normalised on the grid
+    w = np.exp(sd["log_marginal"] - sd["log_marginal"].max()) / (1 + sd["sd"] ** 2)
+    np.testing.assert_allclose(sd["weight"], w / w.sum(), rtol=1e-12)
+    assert sd["weight"].iloc[-1] < 1e-4  # the grid reaches where the posterior is negligible
     assert sd["sd"].min() > 0 and sd["sd"].iloc[sd["weight"].argmax()] == pytest.approx(
         post.glance["re_sd"].iloc[0], abs=0.25)
     assert "posterior" in post.conventions["interval"] and "bootstrap" in res.conventions["interval"]
     np.testing.assert_allclose(t["pe_ratio"], res.tidy["pe_ratio"], rtol=1e-12)
+
+
+def test_six_programmes_one_all_completing():
+    """Leaving the demo path: 300 patients in 6 programmes, one of which completed all its 47 patients (its
+    effect is unbounded by its own data, the ML SD is 1.3). The SD's posterior stays proper under the prior, the
+    intervals are finite and contain the estimates."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(3)
+    site = rng.integers(0, 6, 300)
+    u, age = rng.normal(0, 0.4, 6), rng.normal(35, 9, 300)
+    d = pd.DataFrame({"site": [f"S{s}" for s in site], "age": age,
+                      "done": rng.binomial(1, expit(0.3 - 0.03 * (age - 35) + u[site]))})
+    d.loc[d["site"] == "S0", "done"] = 1
+    r = programme_rates(d, programme_col="site", outcome_col="done", covariates=["age"], method="hierarchical",
+                        n_boot=500)
+    t = r.tidy
+    assert t.loc[0, "observed"] == t.loc[0, "n"] == 47
+    assert np.isfinite(t[["pe_conf_low", "pe_conf_high"]].to_numpy()).all()
+    assert (t["pe_conf_low"] < t["pe_ratio"]).all() and (t["pe_ratio"] < t["pe_conf_high"]).all()
+    assert t["pe_conf_high"].max() < 4 and r.extra["sd_posterior"]["weight"].iloc[-1] < 1e-3
 
 
 def test_bad_input(data):
@@ -179,8 +204,11 @@ def test_bad_input(data):
         programme_rates(data, method="hierarchical", n_boot=-1, **KW)
     with pytest.raises(ModelSpecificationError, match="interval must be"):
         programme_rates(data, method="hierarchical", interval="cms", **KW)
-    with pytest.raises(ModelSpecificationError, match="single programme"):
+    with pytest.raises(ModelSpecificationError, match="at least 5 programmes"):
         programme_rates(data.assign(programme="P00"), method="hierarchical", **KW)
+    four = data[data["programme"].isin(["P00", "P04", "P08", "P11"])]
+    with pytest.raises(ModelSpecificationError, match="4 programmes.*method='indirect'"):
+        programme_rates(four, method="hierarchical", **KW)
     with pytest.raises(IopError):
         programme_rates(data.assign(completed=data["completed"] * 2), method="hierarchical", **KW)
 

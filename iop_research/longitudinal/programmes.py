@@ -117,7 +117,8 @@ def programme_rates(
         the ratio's times the overall rate (held fixed, as CMS multiplies by the national observed rate);
         ``flag`` is ``"above"`` / ``"below"`` when it excludes the overall rate (CMS's "better / worse than the
         national rate"). No funnel limits (they belong to O/E under no programme effect). See ``interval`` for
-        how the intervals are made.
+        how the intervals are made. Needs at least 5 programmes (the spread of programme effects cannot be
+        estimated from fewer); compare fewer with ``"indirect"``.
     n_boot : int, default 1000
         Draws (``interval="posterior"``) or bootstrap refits (``interval="bootstrap"``; CMS uses 1000, each a
         refit of roughly 30-80 ms for a few thousand patients) for ``method="hierarchical"``; 0: no intervals.
@@ -126,8 +127,9 @@ def programme_rates(
     interval : {"posterior", "bootstrap"}, default "posterior"
         Intervals of ``method="hierarchical"``. ``"posterior"``: percentiles of ``n_boot`` draws of each
         programme's P/E from the approximate posterior of the model: the SD of the programme intercepts on a
-        grid of 80 values (uniform prior on the SD, Gelman 2006 [5]; Laplace marginal likelihood with the fixed
-        effects and the programme effects integrated out), and at each SD the fixed effects and programme
+        grid of 80 values (half-Cauchy(0, 1) prior on the SD, Gelman 2006 [5], weakly informative on the log-odds
+        scale and proper with few programmes; Laplace marginal likelihood with the fixed effects and the programme
+        effects integrated out), and at each SD the fixed effects and programme
         effects jointly normal around their joint mode (precision: the negative Hessian), as in Kass & Steffey
         (1989) [6]. The grid is in ``extra["sd_posterior"]`` (``sd, weight, log_marginal``). These intervals carry
         the uncertainty of the fixed effects and of the SD. ``"bootstrap"``: the CMS bootstrap of programmes:
@@ -136,8 +138,8 @@ def programme_rates(
         ``N(b_j^(b), cond_sd_j^(b)^2)`` (its first copy), recompute its P/E with the refitted ``beta``;
         percentiles of the replicates in which the programme was drawn (``n_boot`` column: how many). In
         ``benchmarks/sim_programmes.py --study rates`` (100 replicates of 12 programmes of 15-400 patients,
-        programme SD 0.4) the posterior intervals cover each programme's true P/E in 95.8% (95.1% in a second
-        stream of 100; 93.9% and 94.7% at SD 0.2 and 0.8); the CMS bootstrap covers 88.7% there whether 100 or
+        programme SD 0.4) the posterior intervals cover each programme's true P/E in 95.4% (95.5% in a second
+        stream of 100; 93.1% and 93.5% at SD 0.2 and 0.8); the CMS bootstrap covers 88.7% there whether 100 or
         400 refits are used (measured; its cause was not isolated), so it is
         offered for reproducing CMS's published method, not as the default.
 
@@ -158,7 +160,7 @@ def programme_rates(
     ------
     EstimatorInputError, ModelSpecificationError, ConvergenceError
         Missing columns or values, outcome not 0/1, the programme among the covariates,
-        a case-mix model that cannot be fitted.
+        a case-mix model that cannot be fitted, fewer than 5 programmes with ``method="hierarchical"``.
 
     References
     ----------
@@ -214,10 +216,12 @@ def programme_rates(
         x = np.ones((len(df), 1))
         terms, labels = ["(Intercept)"], ["(Intercept)"]
     if method == "hierarchical":
-        if len(levels) < 2:
+        if len(levels) < 5:
             raise ModelSpecificationError(
-                f"{func}: column {programme_col!r} has a single programme; random programme intercepts need at "
-                "least two.")
+                f"{func}: column {programme_col!r} has {len(levels)} programme{'s' if len(levels) > 1 else ''}; "
+                "hierarchical rates need at least 5 programmes, because the spread of programme effects (and so "
+                "how far each programme is pulled toward the average) cannot be estimated from fewer (Gelman "
+                "2006). Compare fewer programmes with method='indirect' (observed / expected, exact intervals).")
         return _hierarchical_rates(x, y, codes, levels, terms, labels, conf_level, int(n_boot), seed, interval)
     fit = fit_logistic(y, x, func=func, what="case-mix model", predicts="the outcome", tol=1e-12)
     p = np.asarray(fit.fittedvalues, dtype=float)
@@ -332,8 +336,10 @@ def _joint_mode(x, y, codes, k, theta, beta, v):
 
 
 def _theta_grid(x, y, codes, k, beta_hat, theta_hat, n_grid=80):
-    """The approximate posterior of the programme SD theta on a grid: uniform prior on theta (Gelman 2006 for a
-    group-level SD), Laplace marginal likelihood with beta and the effects integrated out (``_joint_mode``).
+    """The approximate posterior of the programme SD theta on a grid: half-Cauchy(0, 1) prior on theta (Gelman
+    2006's weakly informative prior for a group-level SD, proper with few groups; an SD of 1 on the log-odds
+    scale spreads programmes' odds over a factor of 50), Laplace marginal likelihood with beta and the effects
+    integrated out (``_joint_mode``).
     The grid spans (0, upper], upper where the log posterior has fallen 12 below its maximum (at most 10 on the
     log-odds scale). Returns the grid, the normalised weights, each point's mode and blocks, and the log marginal
     likelihoods."""
@@ -345,7 +351,7 @@ def _theta_grid(x, y, codes, k, beta_hat, theta_hat, n_grid=80):
         bb, vv = start
         for t in probe:
             bb, vv, *_, lp = _joint_mode(x, y, codes, k, t, bb, vv)
-            lps.append(lp)
+            lps.append(lp - np.log1p(t * t))
         best = max(best, max(lps))
         if lps[-1] < best - 12.0 or top >= 10.0:
             break
@@ -356,7 +362,8 @@ def _theta_grid(x, y, codes, k, beta_hat, theta_hat, n_grid=80):
     for m, t in enumerate(grid):
         bb, vv, schur, bm, d, logml[m] = _joint_mode(x, y, codes, k, t, bb, vv)
         modes.append((bb.copy(), vv.copy(), schur, bm, d))
-    w = np.exp(logml - logml.max())
+    logpost = logml - np.log1p(grid * grid)  # half-Cauchy(0, 1) prior on the SD
+    w = np.exp(logpost - logpost.max())
     return grid, w / w.sum(), modes, logml
 
 
@@ -447,8 +454,8 @@ def _hierarchical_rates(x, y, codes, levels, terms, labels, conf_level, n_boot, 
             "predicted": "sum of expit(x beta + b_programme) over the programme's patients (conditional mode b)",
             "expected": "sum of expit(x beta) over the programme's patients (the average programme, b = 0)",
             "rate": "predicted / expected x overall observed rate",
-            "interval": (f"percentiles of {n_boot} draws from the approximate posterior (SD on a grid, uniform "
-                         "prior; fixed effects and programme effects jointly normal at each SD, Laplace); overall "
+            "interval": (f"percentiles of {n_boot} draws from the approximate posterior (SD on a grid, "
+                         "half-Cauchy(0, 1) prior; fixed effects and programme effects jointly normal at each SD, Laplace); overall "
                          "rate held fixed") if interval == "posterior" else
                         (f"CMS bootstrap of programmes ({n_boot} refits, effect drawn from N(mode, cond sd^2)), "
                          "percentiles; overall rate held fixed"),
