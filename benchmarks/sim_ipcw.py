@@ -74,6 +74,7 @@ def main(argv=None) -> None:
     ap.add_argument("--gamma-switch", type=float, default=0.9)
     ap.add_argument("--u-bound", type=float, default=None,
                     help="truncate u to [-b, b] (bounded weights, finite variance); default: u normal, unbounded")
+    ap.add_argument("--unstabilized", action="store_true", help="IPCW without the numerator model (stabilized=False)")
     ap.add_argument("--boot", type=int, default=50, help="bootstrap replicates per IPCW fit (0: no bootstrap)")
     ap.add_argument("--truth-cohorts", type=int, default=4,
                     help="further 200,000-person no-switch cohorts (own stream) averaged into the truth")
@@ -107,12 +108,12 @@ def main(argv=None) -> None:
             r = landmark_analysis(d, switch_col="switch_day", censoring_covariates=[], **KW).tidy.iloc[0]
             out["unweighted, robust SE"].append((r["estimate"], r["std_error"]))
             if a.boot:
-                fit = landmark_analysis(d, switch_col="switch_day", censoring_covariates=["u", "age"], ci="bootstrap",
+                fit = landmark_analysis(d, switch_col="switch_day", censoring_covariates=["u", "age"], stabilized=not a.unstabilized, ci="bootstrap",
                                         n_bootstrap=a.boot, seed=boot_rng, **KW)
                 rb = fit.tidy.iloc[0]
                 out[f"IPCW, bootstrap SE (B = {a.boot})"].append((rb["estimate"], rb["std_error"]))
             else:
-                fit = landmark_analysis(d, switch_col="switch_day", censoring_covariates=["u", "age"], **KW)
+                fit = landmark_analysis(d, switch_col="switch_day", censoring_covariates=["u", "age"], stabilized=not a.unstabilized, **KW)
             r = fit.model.tidy.iloc[0]
             max_w.append(fit.glance["max_weight"].iloc[0])
             out["IPCW, robust SE (weights as known)"].append((r["estimate"], r["std_error"]))
@@ -123,7 +124,8 @@ def main(argv=None) -> None:
             res.to_csv(a.out, index=False)
     print(f"truth log HR {truth:.4f} (mean of {len(truths)} cohorts of 200,000, Monte Carlo SE {truth_se:.4f}; "
           f"first cohort {truths[0]:.4f}); n = {a.n}; {len(res)} replicates; gamma_event {a.gamma_event}, "
-          f"gamma_switch {a.gamma_switch}; u bound {a.u_bound}; bootstrap B = {a.boot}; seed {a.seed}")
+          f"gamma_switch {a.gamma_switch}; u bound {a.u_bound}; bootstrap B = {a.boot}; seed {a.seed}"
+          f"{'; unstabilised weights' if a.unstabilized else ''}")
     summarise(res, truth)
     print(f"wall {time.perf_counter() - t0:.0f} s, CPU {time.process_time() - c0:.0f} s, load {os.getloadavg()[0]:.1f}")
 
