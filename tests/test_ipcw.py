@@ -30,6 +30,11 @@ def _check(g, data):
     assert res.glance["max_weight"].iloc[0] == pytest.approx(g["max_w"], rel=1e-6)
     assert res.glance["n_censored_at_switch"].iloc[0] == g["n_switched"]
     assert res.glance["n_events"].iloc[0] == g["n_events"]
+    # unstabilised weights (no numerator model)
+    uns = landmark_analysis(data, switch_col="switch_day", censoring_covariates=["u", "age"], stabilized=False, **KW)
+    assert uns.tidy["estimate"].iloc[0] == pytest.approx(g["unstabilized_coef"], rel=1e-6)
+    assert uns.tidy["std_error"].iloc[0] == pytest.approx(g["unstabilized_se"], rel=1e-4)
+    assert uns.glance["max_weight"].iloc[0] == pytest.approx(g["unstabilized_max_w"], rel=1e-6)
     # no censoring covariates: the weights are 1 and the fit is the unweighted per-protocol Cox
     unw = landmark_analysis(data, switch_col="switch_day", censoring_covariates=[], **KW).tidy.iloc[0]
     assert unw["estimate"] == pytest.approx(g["unweighted_coef"], rel=1e-6)
