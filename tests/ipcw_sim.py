@@ -5,17 +5,29 @@ Exposure at the landmark L (e.g. on MAT at day 30) is randomised; after L, a cov
 exposure (stopping MAT, or starting it); staying on the exposure at L lowers relapse by ``beta``
 (log hazard). Censoring at the switch is therefore informative about relapse through ``u``.
 Whole days throughout; follow-up to day ``L + horizon``.
+
+``u_bound``: None (default) draws u from N(0, 1). Then, when ``gamma_switch > gamma_event``, the
+censoring weights have an infinite second moment among the people at risk (the probability of not
+having switched by day d falls like exp(-c e^{gamma_switch u} d), faster than the chance of being
+event-free), so the IPCW estimator has no finite variance and no standard error can cover at the
+nominal rate (``benchmarks/README.md``). A number b draws u from N(0, 1) truncated to [-b, b] (a
+bounded instability score): the weights are then bounded and their variance finite.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 
 def simulate_landmark(rng: np.random.Generator, n: int, *, beta: float = np.log(0.6), landmark: int = 30,
                       horizon: int = 180, switching: bool = True, gamma_event: float = 0.7,
-                      gamma_switch: float = 0.9) -> pd.DataFrame:
-    u = rng.normal(size=n)
+                      gamma_switch: float = 0.9, u_bound: float | None = None) -> pd.DataFrame:
+    if u_bound is None:
+        u = rng.normal(size=n)
+    else:  # inverse CDF of the truncated normal (its own draws; the default stream is unchanged)
+        lo = stats.norm.cdf(-u_bound)
+        u = stats.norm.ppf(rng.uniform(lo, 1.0 - lo, size=n))
     age = rng.normal(35.0, 9.0, size=n).round(0)
     a = rng.binomial(1, 0.5, size=n)
     h_event = 0.004 * np.exp(beta * a + gamma_event * u)  # daily hazard while on the exposure at L

@@ -460,18 +460,21 @@ def landmark_analysis(
     censoring_time : {"constant", "linear", "quadratic"}, default "linear"
         Day terms of the switching model.
     stabilized : bool, default True
-        Stabilised censoring weights (numerator model with the day terms only).
+        Stabilised censoring weights (numerator model with the day terms only, per arm). Under
+        non-proportional marginal hazards they shift the Cox HR's target slightly (see
+        :mod:`iop_research.designs.ipcw`); ``False`` gives more variable weights.
     ci : {"robust", "bootstrap"}, default "robust"
         Standard errors and 95% intervals. ``"robust"``: the Cox model's robust (sandwich)
-        variance; with ``switch_col`` it treats the censoring weights as known and
-        **under-covers when the weights are variable** (0.91-0.92 in
-        ``benchmarks/sim_ipcw.py``, where the weights reach 10-30). ``"bootstrap"`` (only with
+        variance; with ``switch_col`` it treats the censoring weights as known (covers 0.945-0.965
+        with bias under 10% of an SE in ``benchmarks/sim_ipcw.py`` at n = 400-1,000 when the
+        weights stay below about 50-300). ``"bootstrap"`` (only with
         ``switch_col``): people (clusters of ``cluster_col``, else rows) are resampled with
         replacement and the whole procedure is repeated (landmark sample, switching models,
-        weights, weighted Cox). In that study it under-covers as much (0.915; its SE equals
-        the robust SE): both cover 0.95 in the samples with moderate weights and about 0.8 in
-        the fifth with the largest weights (up to 1,000), so neither is yet the honest one there;
-        ``std_error`` is the SD of the bootstrap estimates and the interval is the Wald
+        weights, weighted Cox); it gives the same SE as the robust variance there, so it is not
+        the default. Both under-cover when a few people carry very large weights (0.80 in the
+        fifth of samples whose maximum weight was 16 to 1,141, at n = 400 with an unbounded
+        switching covariate): check ``glance['max_weight']``.
+        With ``"bootstrap"``, ``std_error`` is the SD of the bootstrap estimates and the interval is the Wald
         interval ``estimate +- 1.96 SE`` on the log-HR scale (p-value from ``estimate / SE``).
         The bootstrap-SE Wald interval is used rather than percentiles because the log HR is
         close to normal and its SD needs far fewer replicates than the 2.5% and 97.5%
@@ -596,8 +599,8 @@ def landmark_analysis(
             "censored on the switch day (an event that day counts); stabilised IPCW from pooled logistic switching "
             "models per arm" if stabilized else "censored on the switch day; IPCW from pooled logistic switching models")
         conventions["variance"] = (
-            "robust (cluster = person), censoring weights treated as known: under-covers when the weights are "
-            "variable (benchmarks/sim_ipcw.py)")
+            "robust (cluster = person), censoring weights treated as known; under-covers when a few people carry "
+            "very large weights (see max_weight; benchmarks/sim_ipcw.py)")
         if ci == "bootstrap":
             tidy, boot = _ipcw_bootstrap(df, pp, time=time, event=event, landmark_days=landmark_days,
                                          switch_col=switch_col, duration_col=duration_col, event_col=event_col,

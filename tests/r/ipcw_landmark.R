@@ -7,7 +7,8 @@
 # Switching model per arm on person-days 1..min(t, S): glm(switched ~ u + age + I(day/100), binomial)
 # (denominator), glm(switched ~ I(day/100), binomial) (numerator). W_i(d) = prod_{k<d} (1-p_num)/(1-p_den).
 # Rows split at every event day; row (a, b] carries W_i(b). coxph(Surv(a, b, ev) ~ on_mat_at_l,
-# weights = W, cluster = pid), robust.
+# weights = W, cluster = pid), robust. Unstabilised (stabilized=False): the same without the numerator,
+# W_i(d) = prod_{k<d} 1/(1-p_den).
 suppressPackageStartupMessages(library(survival))
 source("tests/r/cr_json.R")
 args <- commandArgs(trailingOnly = TRUE)
@@ -28,6 +29,7 @@ pd$switched <- as.numeric(!is.na(pd$S) & pd$day == pd$S)
 
 maxd <- max(d$t)
 logw <- matrix(0, nrow(d), maxd)  # column k: log(stay_num / stay_den) on day k
+logw_u <- matrix(0, nrow(d), maxd)  # unstabilised: -log(stay_den)
 for (a in 0:1) {
   sub <- pd[pd$on_mat_at_l == a, ]
   den <- glm(switched ~ u + age + I(day / 100), family = binomial, data = sub, control = glm.control(epsilon = 1e-12, maxit = 100))
@@ -38,19 +40,25 @@ for (a in 0:1) {
     pden <- predict(den, newdata = nd, type = "response")
     pnum <- predict(num, newdata = nd, type = "response")
     logw[rows, k] <- log(1 - pnum) - log(1 - pden)
+    logw_u[rows, k] <- -log(1 - pden)
   }
 }
 cum <- t(apply(logw, 1, cumsum))  # cum[i, k] = sum over days 1..k
+cum_u <- t(apply(logw_u, 1, cumsum))
 
 evdays <- sort(unique(d$stop[d$ev == 1]))
 split <- survSplit(Surv(stop, ev) ~ pid + on_mat_at_l, data = transform(d, start0 = 0), cut = evdays,
                    start = "a", end = "b", event = "ev")
 idx <- match(split$pid, d$pid)
 split$w <- ifelse(split$b >= 2, exp(cum[cbind(idx, pmax(split$b - 1, 1))]), 1)
+split$w_u <- ifelse(split$b >= 2, exp(cum_u[cbind(idx, pmax(split$b - 1, 1))]), 1)
 fit <- coxph(Surv(a, b, ev) ~ on_mat_at_l, data = split, weights = w, cluster = pid)
+fit_u <- coxph(Surv(a, b, ev) ~ on_mat_at_l, data = split, weights = w_u, cluster = pid)
 unw <- coxph(Surv(stop, ev) ~ on_mat_at_l, data = d, cluster = pid)
 write_json(list(
   coef = unname(coef(fit)), se = unname(sqrt(diag(fit$var))), naive_se = unname(sqrt(diag(fit$naive.var))),
   n_rows = nrow(split), max_w = max(split$w), n_switched = sum(sw_before), n_events = sum(d$ev),
-  unweighted_coef = unname(coef(unw)), unweighted_se = unname(sqrt(diag(unw$var)))
+  unweighted_coef = unname(coef(unw)), unweighted_se = unname(sqrt(diag(unw$var))),
+  unstabilized_coef = unname(coef(fit_u)), unstabilized_se = unname(sqrt(diag(fit_u$var))),
+  unstabilized_max_w = max(split$w_u)
 ), out)
