@@ -471,10 +471,11 @@ def run_child(config: str, target: str, repo: Path = REPO) -> dict:
     """Measure ``config`` in a fresh process, on the code of ``repo`` (this checkout by default)."""
     env = dict(os.environ, PYTHONPATH=str(repo), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     script = Path(repo) / "benchmarks" / "bench_omop.py"
+    # the child's stderr (its per-step lines, as they happen) goes to ours
     proc = subprocess.run([sys.executable, str(script), "--measure", config, "--target", target],
-                          env=env, capture_output=True, text=True, check=False)
+                          env=env, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{config} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{config} failed (its stderr is above):\n{proc.stdout[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
