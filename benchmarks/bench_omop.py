@@ -44,7 +44,8 @@ At 1 M persons: ``--results FILE`` writes the results elsewhere than the default
 PostgreSQL or Spark run does not overwrite the DuckDB one), ``--postgres-loaded`` measures
 on the ``cdm`` schema an earlier run loaded (no reload), and ``BENCH_SPARK_EXECUTOR_MEMORY``
 (default ``1g``), ``BENCH_SPARK_WORKER_MEMORY`` (``1500m``), ``BENCH_SPARK_DRIVER_MEMORY``
-(``3g``) and ``BENCH_SPARK_SHUFFLE_PARTITIONS`` (``8``) size the Spark cluster.
+(``3g``), ``BENCH_SPARK_SHUFFLE_PARTITIONS`` (``8``) and ``BENCH_SPARK_RPC_MAX_MB``
+(``spark.rpc.message.maxSize``, default 128; 1 M persons needs more) size the Spark cluster.
 
 ``--baseline DIR`` first measures ``duckdb-lazy`` on the code checked out in ``DIR`` (e.g.
 ``git archive main | tar -x -C DIR``) and reports the ratios of this checkout's run to it: on a
@@ -381,6 +382,9 @@ def measure(config: str, target: str) -> dict:
                  .config("spark.cores.max", "2").config("spark.sql.session.timeZone", "UTC")
                  .config("spark.sql.shuffle.partitions", os.environ.get("BENCH_SPARK_SHUFFLE_PARTITIONS", "8"))
                  .config("spark.pyspark.python", sys.executable)
+                 # pandas frames handed to a step travel inside the tasks (at 1 M persons 145 MB
+                 # in the counting-process step, over Spark's default limit of 128 MB)
+                 .config("spark.rpc.message.maxSize", os.environ.get("BENCH_SPARK_RPC_MAX_MB", "128"))
                  .getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
         for name in OMOP_TABLES:
