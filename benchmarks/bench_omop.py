@@ -47,6 +47,9 @@ on the ``cdm`` schema an earlier run loaded (no reload), and ``BENCH_SPARK_EXECU
 (``3g``), ``BENCH_SPARK_SHUFFLE_PARTITIONS`` (``8``) and ``BENCH_SPARK_RPC_MAX_MB``
 (``spark.rpc.message.maxSize``, default 128; 1 M persons needs more) size the Spark cluster.
 
+For ``spark`` the "server CPU" of each step is that of the Spark JVMs (driver JVM, master,
+workers, executors), from ``/proc``.
+
 ``--baseline DIR`` first measures ``duckdb-lazy`` on the code checked out in ``DIR`` (e.g.
 ``git archive main | tar -x -C DIR``) and reports the ratios of this checkout's run to it: on a
 shared machine two runs one after the other share the load, and the ratio is steadier than
@@ -113,6 +116,26 @@ def server_cpu_seconds(postmaster: int | None) -> float:
     f = stat(postmaster)
     if f is not None:
         total += sum(int(x) for x in f[11:15]) / tick  # utime, stime, cutime, cstime
+    return total
+
+
+def spark_cpu_seconds() -> float:
+    """CPU seconds (user + system) of the live Spark processes on this machine: the driver JVM,
+    master, workers, executors (and PySpark daemons). Executors live for the whole session, so
+    the difference over a step is the cluster's CPU in that step."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if b"org.apache.spark" in cmd or b"pyspark.daemon" in cmd:
+            f = text[text.rindex(")") + 2:].split()
+            total += (int(f[11]) + int(f[12])) / tick
     return total
 
 
@@ -355,13 +378,19 @@ def measure(config: str, target: str) -> dict:
     postmaster = None
 
     def step(name, fn):
-        t, c, sc = time.perf_counter(), cpu_seconds(), server_cpu_seconds(postmaster)
+        # the server's CPU: PostgreSQL's processes, or the Spark JVMs
+        measured = postmaster is not None or spark is not None
+
+        def server_cpu():
+            return spark_cpu_seconds() if spark is not None else server_cpu_seconds(postmaster)
+
+        t, c, sc = time.perf_counter(), cpu_seconds(), server_cpu()
         out = fn()
         times[name], cpu[name] = time.perf_counter() - t, cpu_seconds() - c
-        if postmaster is not None:
-            server[name] = server_cpu_seconds(postmaster) - sc
+        if measured:
+            server[name] = server_cpu() - sc
         print(f"{config}: {name} {times[name]:.1f} s (cpu {cpu[name]:.1f} s"
-              + (f", server cpu {server[name]:.1f} s" if postmaster is not None else "")
+              + (f", server cpu {server[name]:.1f} s" if measured else "")
               + f", peak {peak_rss_mb():,.0f} MiB, "
               f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         return out
