@@ -40,6 +40,16 @@ with ``--reuse``. ``BENCH_DUCKDB_MEMORY=5GB`` sets DuckDB's memory limit on the 
     .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --prepare-only
     BENCH_DUCKDB_MEMORY=5GB .venv/bin/python benchmarks/bench_omop.py --persons 1000000 --reuse --skip duckdb
 
+At 1 M persons: ``--results FILE`` writes the results elsewhere than the default file (so a
+PostgreSQL or Spark run does not overwrite the DuckDB one), ``--postgres-loaded`` measures
+on the ``cdm`` schema an earlier run loaded (no reload), and ``BENCH_SPARK_EXECUTOR_MEMORY``
+(default ``1g``), ``BENCH_SPARK_WORKER_MEMORY`` (``1500m``), ``BENCH_SPARK_DRIVER_MEMORY``
+(``3g``), ``BENCH_SPARK_SHUFFLE_PARTITIONS`` (``8``) and ``BENCH_SPARK_RPC_MAX_MB``
+(``spark.rpc.message.maxSize``, default 128; 1 M persons needs more) size the Spark cluster.
+
+For ``spark`` the "server CPU" of each step is that of the Spark JVMs (driver JVM, master,
+workers, executors), from ``/proc``.
+
 ``--baseline DIR`` first measures ``duckdb-lazy`` on the code checked out in ``DIR`` (e.g.
 ``git archive main | tar -x -C DIR``) and reports the ratios of this checkout's run to it: on a
 shared machine two runs one after the other share the load, and the ratio is steadier than
@@ -106,6 +116,26 @@ def server_cpu_seconds(postmaster: int | None) -> float:
     f = stat(postmaster)
     if f is not None:
         total += sum(int(x) for x in f[11:15]) / tick  # utime, stime, cutime, cstime
+    return total
+
+
+def spark_cpu_seconds() -> float:
+    """CPU seconds (user + system) of the live Spark processes on this machine: the driver JVM,
+    master, workers, executors (and PySpark daemons). Executors live for the whole session, so
+    the difference over a step is the cluster's CPU in that step."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if b"org.apache.spark" in cmd or b"pyspark.daemon" in cmd:
+            f = text[text.rindex(")") + 2:].split()
+            total += (int(f[11]) + int(f[12])) / tick
     return total
 
 
@@ -348,13 +378,19 @@ def measure(config: str, target: str) -> dict:
     postmaster = None
 
     def step(name, fn):
-        t, c, sc = time.perf_counter(), cpu_seconds(), server_cpu_seconds(postmaster)
+        # the server's CPU: PostgreSQL's processes, or the Spark JVMs
+        measured = postmaster is not None or spark is not None
+
+        def server_cpu():
+            return spark_cpu_seconds() if spark is not None else server_cpu_seconds(postmaster)
+
+        t, c, sc = time.perf_counter(), cpu_seconds(), server_cpu()
         out = fn()
         times[name], cpu[name] = time.perf_counter() - t, cpu_seconds() - c
-        if postmaster is not None:
-            server[name] = server_cpu_seconds(postmaster) - sc
+        if measured:
+            server[name] = server_cpu() - sc
         print(f"{config}: {name} {times[name]:.1f} s (cpu {cpu[name]:.1f} s"
-              + (f", server cpu {server[name]:.1f} s" if postmaster is not None else "")
+              + (f", server cpu {server[name]:.1f} s" if measured else "")
               + f", peak {peak_rss_mb():,.0f} MiB, "
               f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         return out
@@ -368,10 +404,16 @@ def measure(config: str, target: str) -> dict:
         master, folder = target.split("|")
         spark = (SparkSession.builder.master(master).appName("bench-omop")
                  .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-                 .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.memory", "3g")
-                 .config("spark.executor.memory", "1g").config("spark.executor.cores", "1")
+                 .config("spark.driver.bindAddress", "127.0.0.1")
+                 .config("spark.driver.memory", os.environ.get("BENCH_SPARK_DRIVER_MEMORY", "3g"))
+                 .config("spark.executor.memory", os.environ.get("BENCH_SPARK_EXECUTOR_MEMORY", "1g"))
+                 .config("spark.executor.cores", "1")
                  .config("spark.cores.max", "2").config("spark.sql.session.timeZone", "UTC")
-                 .config("spark.sql.shuffle.partitions", "8").config("spark.pyspark.python", sys.executable)
+                 .config("spark.sql.shuffle.partitions", os.environ.get("BENCH_SPARK_SHUFFLE_PARTITIONS", "8"))
+                 .config("spark.pyspark.python", sys.executable)
+                 # pandas frames handed to a step travel inside the tasks (at 1 M persons 145 MB
+                 # in the counting-process step, over Spark's default limit of 128 MB)
+                 .config("spark.rpc.message.maxSize", os.environ.get("BENCH_SPARK_RPC_MAX_MB", "128"))
                  .getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
         for name in OMOP_TABLES:
@@ -462,10 +504,11 @@ def run_child(config: str, target: str, repo: Path = REPO) -> dict:
     """Measure ``config`` in a fresh process, on the code of ``repo`` (this checkout by default)."""
     env = dict(os.environ, PYTHONPATH=str(repo), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     script = Path(repo) / "benchmarks" / "bench_omop.py"
+    # the child's stderr (its per-step lines, as they happen) goes to ours
     proc = subprocess.run([sys.executable, str(script), "--measure", config, "--target", target],
-                          env=env, capture_output=True, text=True, check=False)
+                          env=env, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{config} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{config} failed (its stderr is above):\n{proc.stdout[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -489,7 +532,7 @@ def start_spark(work: Path):
     specs = [("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
                          "--webui-port", str(_free_port())])]
     specs += [(f"worker{k}", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
-                              "--memory", "1500m", "--webui-port", str(_free_port()), "--work-dir",
+                              "--memory", os.environ.get("BENCH_SPARK_WORKER_MEMORY", "1500m"), "--webui-port", str(_free_port()), "--work-dir",
                               str(work / f"w{k}"), url]) for k in (1, 2)]
     for name, args in specs:
         with open(work / f"{name}.log", "wb") as log:
@@ -523,6 +566,9 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the CDM generated by an earlier run (benchmarks/_work/omop_<n>/)")
     ap.add_argument("--prepare-only", action="store_true", help="generate and load the CDM, measure nothing")
+    ap.add_argument("--postgres-loaded", action="store_true",
+                    help="the CDM is already in the PostgreSQL database (schema cdm) of an earlier run: do not reload")
+    ap.add_argument("--results", help="results file (default benchmarks/_work/omop_results_<n>.json)")
     ap.add_argument("--estimation-rows", default="",
                     help="comma-separated counting-process sizes for the in-process estimation memory check")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
@@ -571,8 +617,9 @@ def main() -> None:
             results.append(run_child(config, target))
             print(json.dumps(results[-1]), flush=True)
     if args.postgres and "postgres" not in skip:
-        load["postgres_load_s"] = load_postgres(folder, args.postgres)
-        print(f"PostgreSQL loaded in {load['postgres_load_s']:.1f} s", flush=True)
+        if not args.postgres_loaded:
+            load["postgres_load_s"] = load_postgres(folder, args.postgres)
+            print(f"PostgreSQL loaded in {load['postgres_load_s']:.1f} s", flush=True)
         results.append(run_child("postgres", args.postgres))
         print(json.dumps(results[-1]), flush=True)
     if args.spark and "spark" not in skip:
@@ -602,7 +649,7 @@ def main() -> None:
                 print(f"{r['config']} / baseline: wall {r['ratio_to_baseline']['wall']:.2f}, "
                       f"cpu {r['ratio_to_baseline']['cpu']:.2f}, peak memory "
                       f"{r['ratio_to_baseline']['peak_memory']:.2f}")
-    out = WORK / f"omop_results_{args.persons}.json"
+    out = Path(args.results) if args.results else WORK / f"omop_results_{args.persons}.json"
     out.write_text(json.dumps({"persons": args.persons, "rows": counts, "setup": load, "results": results},
                               indent=1))
     print(f"written {out}")
