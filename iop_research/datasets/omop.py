@@ -101,11 +101,16 @@ Scale
 PostgreSQL, Spark); only one row per person (patients, observation) and the events come to
 pandas, and episodes, eras and the counting-process frame are built in the database (pass the
 CDM's connection as ``engine=`` to keep the steps that start from pandas frames there too).
-At 1 M persons (71 M session rows) in a DuckDB file this took about 150 CPU seconds and 6-7 GB
-with DuckDB's memory limit set on the connection (``con.raw_sql("SET memory_limit='5GB'")``;
-without it DuckDB sizes its hash tables to the machine). On PostgreSQL the steps give the same
-tables but are slow beyond about 10,000 persons (the planner misjudges the range joins); for a
-large PostgreSQL CDM read the contract tables into pandas and derive on DuckDB. The estimators then run in
+At 1 M persons (71 M session rows) in a DuckDB file this took 71 s (108 CPU seconds) and 6.8 GB
+on an idle 2-core machine, with DuckDB's memory limit set on the connection
+(``con.raw_sql("SET memory_limit='5GB'")``; without it DuckDB sizes its hash tables to the
+machine). On PostgreSQL 15 the same 1 M persons took 850 s (495 s of server CPU) and give the same
+tables; the client then needs about 12 GB, because the 2.4 M-row episode table comes back through
+the driver row by row. On a Spark standalone cluster (two 1-core workers) they took 535-600 s; the
+steps that start from pandas frames ship them inside Spark tasks, so raise
+``spark.rpc.message.maxSize`` (e.g. to 1024 MB) on your session beyond a few hundred thousand
+persons (at 1 M a task was 145 MB, over the 128 MB default; the local session this package
+creates sets 1024). The estimators then run in
 process on the derived frames: about 1 million counting-process rows per GB of memory
 (``benchmarks/README.md``, section "OMOP CDM"), i.e. about 1 million persons per 5 GB.
 

@@ -198,6 +198,7 @@ def _local_spark():
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "4g")
+        .config("spark.rpc.message.maxSize", "1024")  # pandas frames travel inside tasks (145 MB at 1 M persons)
         .config("spark.pyspark.python", sys.executable)
         .getOrCreate()
     )
