@@ -382,8 +382,7 @@ def _posterior_ratio_draws(x, codes, k, grid, weights, modes, n_draws, rng, batc
     """Draws of every programme's P/E from the approximate posterior: theta from its grid posterior
     (``_theta_grid``), ``(beta, v)`` at that theta (``_draw_effects``), ``b = theta v``, and P/E =
     ``sum expit(x beta + b_j) / sum expit(x beta)`` over the programme's patients. So the interval carries the
-    uncertainty of the fixed effects and of the SD, which the conditional-mode draw of the CMS bootstrap leaves
-    out."""
+    uncertainty of the fixed effects and of the SD."""
     out = np.empty((n_draws, k))
     counts = rng.multinomial(n_draws, weights) if n_draws else np.zeros(len(grid), dtype=int)
     row = 0
