@@ -104,15 +104,20 @@ def test_intervals_are_reproducible(data, interval):
     np.testing.assert_allclose(none["pe_ratio"], a["pe_ratio"], rtol=1e-12)
 
 
-def _check_post(data, g):
-    """Our joint mode and log marginal likelihood at the SDs R used (differences between SDs, which is what the
-    grid posterior uses)."""
+def _arrays(data):
+    """Design matrix (intercept, age, severe), outcome, programme codes and labels, as programme_rates builds them."""
     from iop_research._validate import label_codes
 
     codes, levels = label_codes(data, "programme", func="t", role="programme")
-    assert list(levels) == g["programme"]
     x = np.column_stack([np.ones(len(data)), data["age"], data["severe"]]).astype(float)
-    y = data["completed"].to_numpy(float)
+    return x, data["completed"].to_numpy(float), codes, levels
+
+
+def _check_post(data, g):
+    """Our joint mode and log marginal likelihood at the SDs R used (differences between SDs, which is what the
+    grid posterior uses)."""
+    x, y, codes, levels = _arrays(data)
+    assert list(levels) == g["programme"]
     k = len(levels)
     lm = []
     for i, theta in enumerate(g["theta"]):
@@ -135,11 +140,7 @@ def test_posterior_parts_match_r_live(data, tmp_path):
 def test_effect_draws_follow_the_joint_normal(data):
     """The factorised draw (beta marginal, then v given beta) has the joint normal law N(mode, H^-1), with H
     built densely here: means and covariances of 100,000 draws within Monte Carlo error."""
-    from iop_research._validate import label_codes
-
-    codes, levels = label_codes(data, "programme", func="t", role="programme")
-    x = np.column_stack([np.ones(len(data)), data["age"], data["severe"]]).astype(float)
-    y = data["completed"].to_numpy(float)
+    x, y, codes, levels = _arrays(data)
     k, theta = len(levels), 0.4
     mode = _joint_mode(x, y, codes, k, theta, np.zeros(3), np.zeros(k))[:5]
     betas, v = _draw_effects(mode, 100_000, np.random.default_rng(5))

@@ -31,7 +31,7 @@ from iop_research._design import build_design
 from iop_research._logistic import fit_logistic
 from iop_research._validate import binary_column, check_conf_level, label_codes, require_frame
 from iop_research.exceptions import ConvergenceError, ModelSpecificationError
-from iop_research.longitudinal.glmm import _fit_glmer
+from iop_research.longitudinal.glmm import _fit_glmer, _obs_loglik
 from iop_research.results import Result
 
 __all__ = ["programme_rates", "funnel_limits", "PROGRAMME_RATE_COLUMNS", "HIERARCHICAL_RATE_COLUMNS"]
@@ -300,12 +300,10 @@ def _joint_mode(x, y, codes, k, theta, beta, v):
     p = x.shape[1]
 
     def value(bb, vv):
-        eta = x @ bb + theta * vv[codes]
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)) - 0.5 * vv @ vv)
+        return float(np.sum(_obs_loglik(y, x @ bb + theta * vv[codes], 0.0, "binomial")[0]) - 0.5 * vv @ vv)
 
     def blocks(bb, vv):
-        mu = special.expit(x @ bb + theta * vv[codes])
-        w = mu * (1.0 - mu)
+        _, mu, w = _obs_loglik(y, x @ bb + theta * vv[codes], 0.0, "binomial")
         a = (x * w[:, None]).T @ x
         bm = theta * np.stack([np.bincount(codes, w * x[:, j], minlength=k) for j in range(p)])
         d = theta * theta * np.bincount(codes, w, minlength=k) + 1.0
